@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny random models of every architecture and the embedded default model."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from laco_core.tiny import ARCHITECTURES, tiny_model  # noqa: E402
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def arch(request) -> str:
+    """Every supported architecture, one test instance each."""
+    return request.param
+
+
+@pytest.fixture
+def tiny(arch):
+    """A 6-layer random model of ``arch``."""
+    return tiny_model(arch, layers=6)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The embedded SmolLM2-135M-Instruct, loaded once per test session (LoadedModel)."""
+    from laco_core.models import load_model
+
+    return load_model("default", dtype="float32", device="cpu")
