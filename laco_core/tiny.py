@@ -39,7 +39,9 @@ def tiny_config(arch: str = "llama", layers: int = 6, **overrides):
         kwargs["sliding_window"] = 16  # small enough that sliding layers differ from full ones
     if arch == "gemma3_text":
         kwargs["sliding_window_pattern"] = 2
-        kwargs["layer_types"] = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+        kwargs["layer_types"] = [
+            "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)
+        ]
     kwargs.update(overrides)
     return _CONFIGS[arch](**kwargs)
 
@@ -50,3 +52,49 @@ def tiny_model(arch: str = "llama", layers: int = 6, seed: int = 0, **overrides)
     model = tf.AutoModelForCausalLM.from_config(tiny_config(arch, layers, **overrides))
     model.eval()
     return model
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table (Radford et al. 2019)."""
+    keep = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer whose ids fit the tiny models' 256-token vocabulary.
+
+    Ids 0/1/2 are ``<pad>``/``<s>``/``</s>`` (matching ``tiny_config``); bytes 3..255 map to
+    their own id, so any text without bytes 0x00-0x02 round-trips. It has a small chat
+    template, so chat-template code paths run on tiny models too.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    table = _bytes_to_unicode()
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2} | {table[b]: b for b in range(3, 256)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<pad>",
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
+    return fast

@@ -1,0 +1,212 @@
+"""Perplexity and agreement with a reference model: KL, top-1 agreement, final-state cosine.
+
+Perplexity follows the LLM-Pruner / LaCo convention: the text is tokenized once and cut into
+non-overlapping windows of ``seq_len`` tokens, each scored independently (no context carried
+over), and the token-weighted mean negative log-likelihood is exponentiated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from .errors import LacoError
+from .models import count_params
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _encode(tokenizer, text: str) -> torch.Tensor:
+    """Token ids of a whole text, no special tokens except a BOS when the tokenizer adds one."""
+    if not text or not text.strip():
+        raise LacoError("The evaluation text is empty; give a file with some text in it.")
+    ids = tokenizer(text, return_tensors="pt").input_ids[0]  # (N,)
+    if ids.numel() < 2:
+        raise LacoError("The evaluation text is too short: it needs at least two tokens.")
+    return ids
+
+
+def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None = None) -> list[torch.Tensor]:
+    """Non-overlapping windows of ``seq_len`` tokens; a last shorter window is kept if ≥ 2 tokens."""
+    if seq_len < 2:
+        raise LacoError(f"seq_len must be at least 2 (got {seq_len}).")
+    out = [ids[i : i + seq_len] for i in range(0, ids.numel(), seq_len)]
+    out = [w for w in out if w.numel() >= 2]
+    return out[:max_windows] if max_windows else out
+
+
+def _batches(
+    windows: list[torch.Tensor], batch_size: int, pad_id: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Right-padded batches ``(input_ids, attention_mask)``, both (B, T)."""
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        t = max(w.numel() for w in chunk)
+        ids = torch.full((len(chunk), t), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), t), dtype=torch.long)
+        for b, w in enumerate(chunk):
+            ids[b, : w.numel()] = w
+            mask[b, : w.numel()] = 1
+        yield ids, mask
+
+
+def _pad_id(tokenizer) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(tokenizer, "eos_token_id", None)
+    return int(pad or 0)
+
+
+@torch.no_grad()
+def perplexity(
+    model: PreTrainedModel, tokenizer, text: str, seq_len: int = 256, batch_size: int = 4
+) -> float:
+    """Perplexity of ``model`` on ``text`` over non-overlapping windows.
+
+    Args:
+        model: A causal LM.
+        tokenizer: Its tokenizer.
+        text: The evaluation text.
+        seq_len: Window length in tokens (each window is scored without earlier context).
+        batch_size: Windows per forward pass.
+
+    Returns:
+        exp(mean NLL per predicted token); log-probabilities are taken in float32.
+    """
+    windows = _windows(_encode(tokenizer, text), seq_len)
+    dev = _device(model)
+    nll, count = 0.0, 0
+    for ids, mask in _batches(windows, batch_size, _pad_id(tokenizer)):
+        ids, mask = ids.to(dev), mask.to(dev)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
+        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+        target = ids[:, 1:]  # (B, T-1)
+        tok_nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        valid = mask[:, 1:].bool()
+        nll += tok_nll[valid].double().sum().item()
+        count += int(valid.sum())
+    return math.exp(nll / count)
+
+
+def _inputs(tokenizer, text_or_prompts: str | Sequence[str], seq_len: int, max_windows: int | None):
+    """Windows of a text, or one (truncated) sequence per prompt."""
+    if isinstance(text_or_prompts, str):
+        return _windows(_encode(tokenizer, text_or_prompts), seq_len, max_windows)
+    prompts = [p for p in text_or_prompts if p and p.strip()]
+    if not prompts:
+        raise LacoError("No prompts given: provide at least one non-empty prompt.")
+    out = [tokenizer(p, return_tensors="pt").input_ids[0][:seq_len] for p in prompts]
+    return out[:max_windows] if max_windows else out
+
+
+@torch.no_grad()
+def reference_metrics(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer,
+    text_or_prompts: str | Sequence[str],
+    seq_len: int = 256,
+    max_windows: int | None = None,
+    batch_size: int = 4,
+) -> dict:
+    """How closely ``model`` follows ``reference`` token by token.
+
+    Args:
+        model: The model under test (e.g. a collapsed model).
+        reference: The reference (e.g. the dense original); same tokenizer.
+        tokenizer: The shared tokenizer.
+        text_or_prompts: A text (cut into windows of ``seq_len``) or a list of prompts.
+        seq_len: Window length / prompt truncation.
+        max_windows: Use at most this many windows or prompts.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        ``kl``: mean KL(reference ‖ model) of next-token distributions in nats per token;
+        ``top1_agreement``: fraction of positions where both argmax tokens agree;
+        ``final_cosine``: mean per-token cosine of the final hidden states (after the final
+        norm), or None when the hidden sizes differ (e.g. a width-pruned model);
+        ``tokens``: how many positions were compared.
+    """
+    seqs = _inputs(tokenizer, text_or_prompts, seq_len, max_windows)
+    dev_m, dev_r = _device(model), _device(reference)
+    kl_sum = agree = cos_sum = 0.0
+    count = 0
+    cos_ok = True
+    for ids, mask in _batches(seqs, batch_size, _pad_id(tokenizer)):
+        out_r = reference(
+            input_ids=ids.to(dev_r),
+            attention_mask=mask.to(dev_r),
+            use_cache=False,
+            output_hidden_states=True,
+        )
+        out_m = model(
+            input_ids=ids.to(dev_m),
+            attention_mask=mask.to(dev_m),
+            use_cache=False,
+            output_hidden_states=True,
+        )
+        valid = mask.bool().to(dev_m)  # (B, T)
+        logp_r = F.log_softmax(out_r.logits.float().to(dev_m), dim=-1)  # (B, T, V)
+        logp_m = F.log_softmax(out_m.logits.float(), dim=-1)  # (B, T, V)
+        kl = (logp_r.exp() * (logp_r - logp_m)).sum(-1)  # (B, T)
+        kl_sum += kl[valid].double().sum().item()
+        agree += (logp_r.argmax(-1) == logp_m.argmax(-1))[valid].sum().item()
+        h_r, h_m = out_r.hidden_states[-1], out_m.hidden_states[-1]  # (B, T, H), (B, T, H')
+        if h_r.shape[-1] == h_m.shape[-1] and cos_ok:
+            cos = F.cosine_similarity(h_r.float().to(dev_m), h_m.float(), dim=-1)  # (B, T)
+            cos = cos.clamp(-1.0, 1.0)  # rounding can push identical vectors just past 1
+            cos_sum += cos[valid].double().sum().item()
+        else:
+            cos_ok = False
+        count += int(valid.sum())
+    return {
+        "kl": kl_sum / count,
+        "top1_agreement": agree / count,
+        "final_cosine": cos_sum / count if cos_ok else None,
+        "tokens": count,
+    }
+
+
+def quick_metrics(
+    model: PreTrainedModel, reference: PreTrainedModel, tokenizer, prompts: Sequence[str]
+) -> dict:
+    """Fast agreement check on a few calibration prompts (for the app's build button).
+
+    Returns:
+        ``kl``, ``top1_agreement``, ``final_cosine`` as in :func:`reference_metrics`, on at
+        most 16 prompts truncated to 64 tokens.
+    """
+    m = reference_metrics(
+        model, reference, tokenizer, list(prompts), seq_len=64, max_windows=16, batch_size=16
+    )
+    return {k: m[k] for k in ("kl", "top1_agreement", "final_cosine")}
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer,
+    text: str,
+    reference: PreTrainedModel | None = None,
+    seq_len: int = 256,
+) -> dict:
+    """Perplexity and parameter count, plus agreement with ``reference`` when given.
+
+    Returns:
+        ``ppl`` and ``params``; with a reference also ``ref_ppl``, ``ref_params``,
+        ``params_ratio`` (model ÷ reference), ``kl``, ``top1_agreement``, ``final_cosine``.
+    """
+    out: dict = {"ppl": perplexity(model, tokenizer, text, seq_len), "params": count_params(model)}
+    if reference is not None:
+        ref_params = count_params(reference)
+        out["ref_ppl"] = perplexity(reference, tokenizer, text, seq_len)
+        out["ref_params"] = ref_params
+        out["params_ratio"] = out["params"] / ref_params
+        m = reference_metrics(model, reference, tokenizer, text, seq_len)
+        out.update(kl=m["kl"], top1_agreement=m["top1_agreement"], final_cosine=m["final_cosine"])
+    return out
