@@ -65,7 +65,12 @@ def _pad_id(tokenizer) -> int:
 
 @torch.no_grad()
 def perplexity(
-    model: PreTrainedModel, tokenizer, text: str, seq_len: int = 256, batch_size: int = 4
+    model: PreTrainedModel,
+    tokenizer,
+    text: str,
+    seq_len: int = 256,
+    batch_size: int = 4,
+    max_windows: int | None = None,
 ) -> float:
     """Perplexity of ``model`` on ``text`` over non-overlapping windows.
 
@@ -75,11 +80,12 @@ def perplexity(
         text: The evaluation text.
         seq_len: Window length in tokens (each window is scored without earlier context).
         batch_size: Windows per forward pass.
+        max_windows: Score only the first this many windows (quick checks).
 
     Returns:
         exp(mean NLL per predicted token); log-probabilities are taken in float32.
     """
-    windows = _windows(_encode(tokenizer, text), seq_len)
+    windows = _windows(_encode(tokenizer, text), seq_len, max_windows)
     dev = _device(model)
     nll, count = 0.0, 0
     for ids, mask in _batches(windows, batch_size, _pad_id(tokenizer)):
