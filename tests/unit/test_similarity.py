@@ -102,7 +102,9 @@ def test_param_similarity_small_chunks_equal_one_chunk(model, monkeypatch):
 def test_identical_layers_give_one_and_orthogonal_give_zero(model):
     layers = get_layers(model)
     with torch.no_grad():
-        for (_, dst), (_, src) in zip(layers[1].named_parameters(), layers[0].named_parameters()):
+        for (_, dst), (_, src) in zip(
+            layers[1].named_parameters(), layers[0].named_parameters(), strict=True
+        ):
             dst.copy_(src)
         # layer 2's q_proj: the part of a random matrix orthogonal to layer 0's q_proj
         q0 = layers[0].self_attn.q_proj.weight
@@ -203,7 +205,7 @@ def test_padding_does_not_change_results():
     alone_ids, alone_mask = S._pad_batch(tok, [short], 128)
     alone = S.hidden_states(model, alone_ids, alone_mask)
     n = int(alone_mask.sum())
-    for b, a in zip(batch, alone):
+    for b, a in zip(batch, alone, strict=True):
         torch.testing.assert_close(b[0, :n], a[0], atol=1e-5, rtol=1e-5)
     # means pool over tokens: the batch result is the token-weighted mix of the single ones
     both = S.representation_similarity(model, tok, [short, long])
