@@ -2,10 +2,13 @@
 
 from .average import Average
 from .base import LayerParams, MergeMethod
+from .calibrated import CalibratedRDSC
 from .drop import Drop
 from .official import Official
 from .rdsc import RDSC
 
-REGISTRY: dict[str, MergeMethod] = {m.name: m for m in (Official(), RDSC(), Average(), Drop())}
+REGISTRY: dict[str, MergeMethod] = {
+    m.name: m for m in (Official(), RDSC(), Average(), Drop(), CalibratedRDSC())
+}
 
 __all__ = ["REGISTRY", "LayerParams", "MergeMethod"]
