@@ -1,0 +1,145 @@
+"""Layer-removal baselines that LaCo is compared against.
+
+* ShortGPT (Men et al., 2024, arXiv 2403.03853): remove the ``n`` layers with the lowest Block
+  Influence ``BI_i = 1 − E_t cos(h_i, h_{i+1})`` (their Eq. 2), computed once on calibration text.
+* Gromov et al. (2024, arXiv 2403.17887): remove the contiguous block of ``n`` layers whose
+  input ``h_l`` and output ``h_{l+n}`` have the smallest angular distance ``arccos(cos)/π``
+  (their Eq. 7; we average over every token instead of the last one).
+
+Both produce layer indices to drop; :func:`drop_layers` builds the smaller model sharing every
+kept tensor with the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+from transformers import PreTrainedModel
+
+from .adapters import get_adapter, get_layers
+from .errors import LacoError
+from .merge import LAYER_MAP_ATTR, Range, build_collapsed, collapsed_config, layer_map
+from .models import count_params
+from .prune import shared_copy
+from .similarity import representation_similarity
+
+BASELINES = ("shortgpt", "angular")
+
+
+def _check_n(n: int, num_layers: int) -> None:
+    if not 1 <= n < num_layers:
+        raise LacoError(f"Cannot remove {n} of {num_layers} layers: choose 1..{num_layers - 1}.")
+
+
+def shortgpt_layers(model: PreTrainedModel, tokenizer, prompts: Sequence[str], n: int) -> list[int]:
+    """Indices of the ``n`` layers with the lowest Block Influence (ShortGPT), sorted."""
+    _check_n(n, len(get_layers(model)))
+    bi = representation_similarity(model, tokenizer, prompts).block_influence  # (L,)
+    return sorted(bi.argsort()[:n].tolist())
+
+
+def angular_block(model: PreTrainedModel, tokenizer, prompts: Sequence[str], n: int) -> list[int]:
+    """The contiguous ``n`` layers ``l..l+n-1`` minimising d(h_l, h_{l+n}) (Gromov et al.)."""
+    num = len(get_layers(model))
+    _check_n(n, num)
+    ang = representation_similarity(model, tokenizer, prompts).angular  # (L+1, L+1)
+    dist = [float(ang[lo, lo + n]) for lo in range(num - n + 1)]
+    lo = min(range(len(dist)), key=dist.__getitem__)
+    return list(range(lo, lo + n))
+
+
+def drop_plan(indices: Sequence[int]) -> list[Range] | None:
+    """Express dropping ``indices`` as ``drop`` collapse ranges (layer before each run kept).
+
+    Returns None when layer 0 is dropped: no earlier layer can stand for the run.
+    """
+    idx = sorted(set(indices))
+    if not idx or idx[0] == 0:
+        return None
+    ranges: list[Range] = []
+    for i in idx:
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1] = (ranges[-1][0], i)
+        else:
+            ranges.append((i - 1, i))
+    return ranges
+
+
+def drop_layers(model: PreTrainedModel, indices: Sequence[int]) -> PreTrainedModel:
+    """A model without the layers ``indices``, sharing every kept tensor with ``model``.
+
+    Uses ``build_collapsed(..., method="drop")`` when the removal is expressible as ranges (so
+    the result has a collapse plan like any other); otherwise keeps the layers by index.
+    """
+    layers = get_layers(model)
+    n = len(layers)
+    idx = sorted(set(int(i) for i in indices))
+    if any(i < 0 or i >= n for i in idx):
+        raise LacoError(f"Layer indices {idx} are outside 0-{n - 1}.")
+    _check_n(len(idx), n)
+    plan = drop_plan(idx)
+    if plan is not None:
+        return build_collapsed(model, plan, "drop")
+    kept = [i for i in range(n) if i not in set(idx)]
+    new = shared_copy(model)
+    new_layers = get_layers(new)
+    new.config = collapsed_config(new.config, [(k, k) for k in kept], get_adapter(model))
+    dec = new.get_decoder() if hasattr(new, "get_decoder") else new.model
+    dec.config = new.config
+    dec.layers = nn.ModuleList([new_layers[k] for k in kept])
+    for j, layer in enumerate(dec.layers):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = j  # KV-cache slot; these module objects are the copy's own
+    parent = layer_map(model)
+    # a dropped leading run is represented by the first kept layer
+    # each kept layer stands for itself and the dropped layers after it; a dropped leading
+    # run is represented by the first kept layer
+    ends = [nxt - 1 for nxt in kept[1:] + [n]]
+    groups = [(0 if a == 0 else k, end) for a, (k, end) in enumerate(zip(kept, ends, strict=True))]
+    setattr(new, LAYER_MAP_ATTR, [(parent[lo][0], parent[hi][1]) for lo, hi in groups])
+    return new
+
+
+def layers_for_ratio(model: PreTrainedModel, ratio: float) -> int:
+    """How many whole layers to remove so that about ``ratio`` of all parameters go."""
+    total = count_params(model)
+    per_layer = sum(p.numel() for p in get_layers(model)[0].parameters())
+    n = round(ratio * total / per_layer)
+    return max(1, min(n, len(get_layers(model)) - 1))
+
+
+def baseline_layers(
+    method: str, model: PreTrainedModel, tokenizer, prompts: Sequence[str], n: int
+) -> list[int]:
+    """Layer indices a baseline removes: ``method`` is ``shortgpt`` or ``angular``."""
+    if method == "shortgpt":
+        return shortgpt_layers(model, tokenizer, prompts, n)
+    if method == "angular":
+        return angular_block(model, tokenizer, prompts, n)
+    raise LacoError(f"Unknown baseline '{method}'; choose one of: {', '.join(BASELINES)}.")
+
+
+def prune_baseline(
+    method: str, model: PreTrainedModel, tokenizer, prompts: Sequence[str], ratio: float
+) -> tuple[PreTrainedModel, list[int]]:
+    """Remove about ``ratio`` of all parameters with a layer-drop baseline.
+
+    Returns:
+        ``(model, dropped layer indices)``; the model shares kept tensors with the original.
+    """
+    idx = baseline_layers(method, model, tokenizer, prompts, layers_for_ratio(model, ratio))
+    return drop_layers(model, idx), idx
+
+
+__all__ = [
+    "BASELINES",
+    "angular_block",
+    "baseline_layers",
+    "drop_layers",
+    "drop_plan",
+    "layers_for_ratio",
+    "prune_baseline",
+    "shortgpt_layers",
+]

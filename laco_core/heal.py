@@ -1,0 +1,186 @@
+"""Recovery ("healing") of a collapsed or pruned model with LoRA (Hu et al., 2021, arXiv 2106.09685).
+
+LoRA adapters of rank ``r`` are trained on the attention and MLP projections for a few steps of
+next-token prediction on a text, then merged back (``W += B·A·α/r``) so the result is a plain
+model that saves, reloads and evaluates like any other. As in LLM-Pruner's recovery stage, but
+CPU-sized by default.
+
+The input model is never modified: its projection weights (what the merge writes into) are
+copied first; every other tensor stays shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from .adapters import get_adapter
+from .errors import LacoError
+
+Callback = Callable[[int, int, float], None]
+
+
+@dataclass
+class HealResult:
+    """Outcome of :func:`heal`.
+
+    Attributes:
+        model: The healed model (adapters merged, eval mode, no grad).
+        losses: Training loss of every step.
+        seconds: Wall time of training and merging.
+        trainable_params: LoRA parameters trained.
+    """
+
+    model: PreTrainedModel
+    losses: list[float]
+    seconds: float
+    trainable_params: int = 0
+    recipe: dict = field(default_factory=dict)
+
+
+def lora_targets(model: PreTrainedModel) -> list[str]:
+    """Module names (``q_proj``, ``gate_up_proj``…) of the projections the adapter names."""
+    a = get_adapter(model)
+    names = [a.q, a.k, a.v, a.qkv, a.o, a.gate, a.up, a.gate_up, a.down]
+    return sorted({n.split(".")[-2] for n in names if n})
+
+
+def detached_copy(model: PreTrainedModel, targets: list[str]) -> PreTrainedModel:
+    """A deep copy that copies only the weights of ``targets`` modules and shares the rest."""
+    memo: dict[int, object] = {}
+    for mod_name, module in model.named_modules():
+        if mod_name.split(".")[-1] in targets:
+            continue
+        for t in list(module._parameters.values()) + list(module._buffers.values()):
+            if t is not None:
+                memo[id(t)] = t
+    return copy.deepcopy(model, memo)
+
+
+def load_training_text(
+    text: str | None = None, dataset: str | None = None, max_chars: int = 200_000
+) -> str:
+    """The training text: ``text`` itself, a Hugging Face dataset's ``text`` column, or our asset.
+
+    Raises:
+        LacoError: when ``datasets`` is missing or the dataset has no text column.
+    """
+    if dataset:
+        try:
+            from datasets import load_dataset
+        except ImportError as e:
+            raise LacoError(
+                "Training on a dataset needs the 'datasets' package: pip install datasets."
+            ) from e
+        ds = load_dataset(dataset, split="train", streaming=True)
+        parts, size = [], 0
+        for row in ds:
+            value = row.get("text")
+            if value is None:
+                raise LacoError(
+                    f"Dataset '{dataset}' has no 'text' column; give a text file instead."
+                )
+            parts.append(value)
+            size += len(value)
+            if size >= max_chars:
+                break
+        return "\n\n".join(parts)
+    if text is None:
+        from .assets import TRAIN_TEXT, read_text
+
+        return read_text(TRAIN_TEXT)
+    return text
+
+
+def heal(
+    model: PreTrainedModel,
+    tokenizer,
+    text: str | None = None,
+    steps: int = 60,
+    rank: int = 8,
+    lr: float = 3e-4,
+    seq_len: int = 128,
+    batch_size: int = 4,
+    callback: Callback | None = None,
+    dataset: str | None = None,
+    seed: int = 0,
+) -> HealResult:
+    """Train LoRA adapters on ``text`` for ``steps`` steps and merge them back.
+
+    Args:
+        model: A collapsed, pruned or original model; left unchanged.
+        tokenizer: Its tokenizer.
+        text: Training text (default: ``assets/train_text.txt``, disjoint from the eval text).
+        steps: Optimizer steps (default 60: a few minutes on 2 CPU cores for the default model).
+        rank: LoRA rank ``r`` (``alpha = 2r``).
+        lr: AdamW learning rate.
+        seq_len: Tokens per training window.
+        batch_size: Windows per step, drawn at random offsets.
+        callback: ``callback(step, total, loss)`` after each step; raise in it to cancel.
+        dataset: A Hugging Face dataset name to train on instead of ``text`` (needs ``datasets``).
+        seed: Seeds the window sampling and adapter initialisation.
+
+    Returns:
+        HealResult with the merged model and the loss curve.
+
+    Raises:
+        LacoError: for a text shorter than one window or bad hyperparameters.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if steps < 1 or rank < 1 or batch_size < 1 or seq_len < 2:
+        raise LacoError("steps, rank and batch size must be >= 1 and seq_len >= 2.")
+    text = load_training_text(text, dataset)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]  # (N,)
+    if ids.numel() <= seq_len:
+        raise LacoError(
+            f"Training text has {ids.numel()} tokens; give more than seq_len={seq_len}."
+        )
+    t0 = time.perf_counter()
+    targets = lora_targets(model)
+    work = detached_copy(model, targets)
+    device = next(work.parameters()).device
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, bias="none"
+    )
+    peft_model = get_peft_model(work, config)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    losses: list[float] = []
+    peft_model.train()
+    for step in range(steps):
+        starts = torch.randint(0, ids.numel() - seq_len, (batch_size,), generator=gen)
+        batch = torch.stack([ids[s : s + seq_len] for s in starts.tolist()]).to(device)  # (B, T)
+        loss = peft_model(input_ids=batch, labels=batch, use_cache=False).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if callback is not None:
+            callback(step + 1, steps, losses[-1])
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    merged.requires_grad_(False)
+    recipe = {
+        "kind": "heal",
+        "steps": steps,
+        "rank": rank,
+        "lr": lr,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "seed": seed,
+        "dataset": dataset,
+    }
+    return HealResult(
+        merged, losses, time.perf_counter() - t0, sum(p.numel() for p in trainable), recipe
+    )
+
+
+__all__ = ["HealResult", "detached_copy", "heal", "load_training_text", "lora_targets"]
