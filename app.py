@@ -1,0 +1,84 @@
+"""LaCo Explorer: a Gradio app over laco_core. This file only assembles the tabs and launches.
+
+Run ``python app.py`` (honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT).
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from components import (
+    collapse_tab,
+    compare_tab,
+    evaluate_tab,
+    export_tab,
+    model_tab,
+    similarity_tab,
+)
+from components.state import Session
+from laco_core.engine import Engine
+
+TITLE = "LaCo Explorer"
+INTRO = """
+# 🪗 LaCo Explorer
+Explore **layer collapse** (LaCo, Yang et al. 2024, [arXiv 2402.11187](https://arxiv.org/abs/2402.11187))
+on a real language model: see which layers are alike, merge runs of them into one, and compare,
+evaluate and export the smaller model. Work left to right: **Model → Similarity → Collapse →
+Compare → Evaluate → Export**.
+"""
+
+CSS = """
+.laco-hidden { display: none !important; }
+.laco-answer { min-height: 8em; padding: 10px 12px; border-radius: 8px; white-space: pre-wrap;
+  background: var(--background-fill-secondary); border: 1px solid var(--border-color-primary);
+  font-size: 0.95em; line-height: 1.45; }
+.laco-diverge { background: #ffd6a5; color: inherit; border-radius: 3px; padding: 0 1px; }
+.laco-panel { border-radius: 10px; }
+footer { display: none !important; }
+"""
+
+
+def build_app(engine: Engine) -> gr.Blocks:
+    """The whole UI over one shared engine; per-user state is a ``Session`` in ``gr.State``."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(INTRO)
+        session = gr.State(Session())
+        with gr.Tabs():
+            with gr.Tab("1 · Model", id="model"):
+                model = model_tab.build(engine, session, demo)
+            with gr.Tab("2 · Similarity", id="similarity"):
+                sim = similarity_tab.build(engine, session, model)
+            with gr.Tab("3 · Collapse", id="collapse"):
+                collapse = collapse_tab.build(engine, session, model, sim)
+            with gr.Tab("4 · Compare", id="compare"):
+                compare_tab.build(engine, session, collapse)
+            with gr.Tab("5 · Evaluate", id="evaluate"):
+                evaluate_tab.build(engine, session, collapse)
+            with gr.Tab("6 · Export", id="export"):
+                export_tab.build(engine, session, collapse)
+    return demo
+
+
+def launch_kwargs() -> dict:
+    """Theme and CSS belong in ``launch()`` in Gradio 6."""
+    return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS}
+
+
+def main() -> None:
+    """Create the engine, preload the default model, serve."""
+    budget = os.environ.get("LACO_MEMORY_GB")
+    engine = Engine(memory_budget_gb=float(budget) if budget else None)
+    engine.load("default")  # first visitors should not wait for it
+    demo = build_app(engine)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        **launch_kwargs(),
+    )
+
+
+if __name__ == "__main__":
+    main()

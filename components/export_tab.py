@@ -1,0 +1,92 @@
+"""Export tab: save a collapsed model (verified by a plain reload), download it, push it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from laco_core.engine import Engine
+from laco_core.errors import LacoError
+from laco_core.export import export_model, push_to_hub, zip_export
+
+from .common import GPU_GROUP, base_of, build_choices, gpu, pick_build
+from .state import Session
+
+
+def _export(engine: Engine, session: Session, did: str) -> tuple[Path, object]:
+    base = base_of(engine, session)
+    derived = engine.get(did)
+    out = Path(tempfile.mkdtemp(prefix="laco-export-")) / did
+    with engine.lock:
+        res = export_model(derived.model, base.tokenizer, out,
+                           recipe={**derived.recipe, "model": base.spec}, original=base.model)
+    session.exports[did] = str(res.path)
+    return Path(res.path), res
+
+
+@gpu
+def export(engine: Engine, session: Session, did: str, progress: gr.Progress = gr.Progress()):  # noqa: B008
+    """Save, reload-verify and zip the collapsed model; also offer its recipe alone."""
+    did = pick_build(session, did)
+    progress(0.2, desc="Saving and reloading…")
+    path, res = _export(engine, session, did)
+    progress(0.8, desc="Zipping…")
+    zipped = zip_export(path)
+    recipe_file = path / "laco_recipe.json"
+    if not recipe_file.exists():  # the exporter writes it; fall back to the session's copy
+        recipe_file.write_text(json.dumps(session.get(did).recipe, indent=2))
+    ok = "✅ verified" if res.verified else "❌ NOT verified"
+    md = (f"### {ok}: reloaded with plain `AutoModelForCausalLM.from_pretrained`\n"
+          f"max |logit difference| vs the in-memory model: **{res.max_abs_logit_diff:.2e}**  \n"
+          f"<small>{path}</small>")
+    return session, md, str(zipped), str(recipe_file)
+
+
+@gpu
+def push(engine: Engine, session: Session, did: str, repo_id: str, token: str, private: bool):
+    """Push to the Hub. The token is used for this call only: never logged, stored or written."""
+    did = pick_build(session, did)
+    if not (repo_id or "").strip() or "/" not in repo_id:
+        raise LacoError("Give a Hub repo id like your-name/smollm2-collapsed.")
+    if not (token or "").strip():
+        raise LacoError("Paste a Hugging Face write token (it is used once and not kept).")
+    path = session.exports.get(did)
+    if not path or not Path(path).exists():
+        path, _ = _export(engine, session, did)
+    url = push_to_hub(path, repo_id.strip(), token.strip(), private=bool(private))
+    return f"✅ Pushed to [{url}]({url})", ""  # the second output clears the token box
+
+
+def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
+    """Build the Export tab."""
+    gr.Markdown("The export holds safetensors weights, config, tokenizer and `laco_recipe.json`; "
+                "it loads with `AutoModelForCausalLM.from_pretrained` alone. Before you download, "
+                "it is reloaded and its logits are compared with the model you evaluated.")
+    with gr.Row():
+        pick = gr.Dropdown([], label="Collapsed model", scale=3, elem_id="export-model")
+        run_btn = gr.Button("📦 Export", variant="primary", scale=1, elem_id="export-run")
+    verify = gr.Markdown("", elem_id="export-verify")
+    with gr.Row():
+        zip_file = gr.File(label="Model (zip)", interactive=False)
+        recipe_file = gr.File(label="Recipe (JSON)", interactive=False)
+    with gr.Accordion("🤗 Push to the Hugging Face Hub", open=False):
+        gr.Markdown("Your token is sent with this one request and used for the upload only; the "
+                    "app does not log it, keep it in the session or write it anywhere.")
+        with gr.Row():
+            repo = gr.Textbox(label="Repo id", placeholder="your-name/smollm2-laco")
+            token = gr.Textbox(label="Write token", type="password", placeholder="hf_…")
+            private = gr.Checkbox(True, label="Private")
+        push_btn = gr.Button("Push")
+        pushed = gr.Markdown("")
+
+    for ev in collapse["built"]:
+        ev.then(build_choices, session, pick, api_visibility="private")
+    run_btn.click(partial(export, engine), [session, pick], [session, verify, zip_file, recipe_file],
+                  api_name="export", concurrency_id=GPU_GROUP)
+    push_btn.click(partial(push, engine), [session, pick, repo, token, private], [pushed, token],
+                   api_name="push_to_hub", api_visibility="undocumented", concurrency_id=GPU_GROUP)
+    return {"pick": pick}

@@ -1,0 +1,71 @@
+"""Model tab: pick a spec, dtype and device; load it; show what was loaded."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+
+from laco_core.engine import Engine
+from laco_core.models import DTYPES
+
+from .common import GPU_GROUP, fmt_params, gpu
+from .state import Session
+
+SPEC_CHOICES = [
+    "default",
+    "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "Qwen/Qwen2.5-0.5B-Instruct",
+]
+
+
+def describe_md(info: dict) -> str:
+    """Human summary of ``LoadedModel.describe()``."""
+    return (
+        f"### ✅ {info['architecture']} — {info['layers']} layers, {fmt_params(info['params'])} parameters\n"
+        f"`{info['spec']}` · {info['dtype']} · {info['device']} · hidden {info['hidden_size']} · "
+        f"loaded in {info['load_seconds']:.2f} s  \n<small>source: {info['source']}</small>"
+    )
+
+
+@gpu
+def load_model(engine: Engine, spec: str, dtype: str, device: str, session: Session,
+               progress: gr.Progress = gr.Progress()) -> tuple[Session, str, dict]:  # noqa: B008
+    """Load (or fetch from the engine cache) a base model and make it this session's base."""
+    progress(0.1, desc=f"Loading {spec or 'default'}…")
+    loaded = engine.load(spec or "default", dtype or "auto", device or "auto")
+    if (loaded.spec, dtype, device) != (session.spec, session.dtype, session.device):
+        session.current = None  # builds of another base stay listed but are not picked
+    session.spec, session.dtype, session.device = loaded.spec, dtype or "auto", device or "auto"
+    session.num_layers = loaded.num_layers
+    info = loaded.describe()
+    return session, describe_md(info), info
+
+
+def build(engine: Engine, session: gr.State, demo: gr.Blocks) -> dict:
+    """Build the Model tab. Returns handles; ``loaded`` is the event later tabs chain on."""
+    gr.Markdown(
+        "Pick a causal LM. **default** is the embedded SmolLM2-135M-Instruct (30 layers), "
+        "loaded when the app starts. Any Hub id of a supported architecture (Llama, Mistral, "
+        "Qwen2/3, Gemma2/3, Phi-3), a local `save_pretrained` folder or a `.gguf` file works."
+    )
+    with gr.Row():
+        spec = gr.Dropdown(SPEC_CHOICES, value="default", label="Model", allow_custom_value=True,
+                           scale=3)
+        dtype = gr.Dropdown(["auto", *DTYPES], value="auto", label="dtype", scale=1)
+        device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device", scale=1)
+        load_btn = gr.Button("Load", variant="primary", scale=1, min_width=100)
+    summary = gr.Markdown("⏳ Loading the default model…", elem_id="model-summary")
+    with gr.Accordion("Details", open=False):
+        info = gr.JSON(label="describe()")
+
+    loaded = gr.on(
+        [demo.load, load_btn.click],
+        partial(load_model, engine),
+        inputs=[spec, dtype, device, session],
+        outputs=[session, summary, info],
+        api_name="load_model",
+        concurrency_id=GPU_GROUP,
+    )
+    return {"spec": spec, "summary": summary, "info": info, "loaded": loaded}

@@ -1,0 +1,169 @@
+"""Similarity tab: parameter and representation similarity heatmaps, adjacent-layer chart, CSV.
+
+Clicking a heatmap cell proposes a collapse range (wired by the Collapse tab, which owns it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+
+from laco_core import similarity
+from laco_core.assets import read_prompts
+from laco_core.engine import Engine
+from laco_core.errors import LacoError
+
+from . import plots
+from .common import GPU_GROUP, base_of, gpu, user_errors
+from .state import Session
+from .widgets import ClickBridge
+
+PARAM_PLOT, REP_PLOT = "sim-param", "sim-rep"
+METRICS = ["cosine", "angular distance", "Block Influence"]
+MODULE_ORDER = ["all", "attention", "mlp", "norms"]
+
+
+def param_figure(analysis: dict, module: str):
+    mats = analysis.get("param", {})
+    if module not in mats:
+        raise LacoError(f"No parameter similarity for '{module}'; run Analyze first.")
+    return plots.heatmap(mats[module], f"Parameter similarity — {module} (cosine of weights)",
+                         axis_title="layer", zlabel="cosine")
+
+
+def rep_figure(analysis: dict, metric: str):
+    rep = analysis.get("rep")
+    if not rep:
+        raise LacoError("No representation similarity yet; run Analyze first.")
+    if metric == "Block Influence":
+        return plots.influence_bar(rep["block_influence"])
+    if metric == "angular distance":
+        return plots.heatmap(rep["angular"], "Representation angular distance (hidden state k = after layer k−1)",
+                             axis_title="hidden state", zlabel="angular dist.", colorscale="Viridis_r")
+    return plots.heatmap(rep["cosine"], "Representation similarity (hidden state k = after layer k−1)",
+                         axis_title="hidden state", zlabel="cosine")
+
+
+def _numpy(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=float)
+
+
+@gpu
+def analyze(engine: Engine, session: Session, prompts_text: str, module: str, metric: str,
+            progress: gr.Progress = gr.Progress()):  # noqa: B008
+    """Compute both similarity families for the session's base model, return figures + CSVs."""
+    prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
+    if not prompts:
+        raise LacoError("Add at least one calibration prompt (one per line).")
+    base = base_of(engine, session)
+    progress(0.1, desc="Parameter similarity…")
+    with engine.lock:
+        param = similarity.param_similarity(base.model)
+        adjacent = similarity.adjacent_param_similarity(base.model)
+        progress(0.5, desc=f"Representations on {len(prompts)} prompts…")
+        rep = similarity.representation_similarity(base.model, base.tokenizer, prompts)
+    analysis = {
+        "param": {k: _numpy(v) for k, v in param.items()},
+        "adjacent": _numpy(adjacent["all"] if isinstance(adjacent, dict) else adjacent),
+        "rep": {"cosine": _numpy(rep.cosine), "angular": _numpy(rep.angular),
+                "block_influence": _numpy(rep.block_influence)},
+    }
+    keys = sorted(analysis["param"], key=lambda k: (MODULE_ORDER + [k]).index(k))
+    module = module if module in analysis["param"] else "all"
+    files = write_csvs(analysis)
+    return (
+        analysis,
+        gr.Dropdown(choices=keys, value=module),
+        param_figure(analysis, module),
+        rep_figure(analysis, metric),
+        plots.adjacent_chart(analysis["adjacent"], analysis["rep"]["cosine"]),
+        files,
+    )
+
+
+def write_csvs(analysis: dict) -> list[str]:
+    """Every matrix as a labelled CSV in a fresh temp folder (for the download button)."""
+    out = Path(tempfile.mkdtemp(prefix="laco-sim-"))
+    paths = []
+    for key, m in analysis["param"].items():
+        labels = [f"layer_{i}" for i in range(m.shape[0])]
+        p = out / f"param_similarity_{key}.csv"
+        similarity.matrix_frame(torch.from_numpy(m), labels).to_csv(p)
+        paths.append(str(p))
+    for key in ("cosine", "angular"):
+        m = analysis["rep"][key]
+        labels = ["embeddings"] + [f"after_layer_{i}" for i in range(m.shape[0] - 1)]
+        p = out / f"representation_{key}.csv"
+        similarity.matrix_frame(torch.from_numpy(m), labels).to_csv(p)
+        paths.append(str(p))
+    return paths
+
+
+@user_errors
+def replot_param(analysis: dict, module: str):
+    return param_figure(analysis, module) if analysis else gr.skip()
+
+
+@user_errors
+def replot_rep(analysis: dict, metric: str):
+    return rep_figure(analysis, metric) if analysis else gr.skip()
+
+
+def proposed_range(index: list, plot: str) -> tuple[int, int]:
+    """The layer range a heatmap click (x, y) proposes.
+
+    A parameter cell (i, j) compares layers i and j: propose min..max. A representation cell
+    compares hidden states i and j (state k is the output of layer k−1), so the layers
+    between them are min..max−1. A diagonal click proposes the cell and its successor.
+    """
+    i, j = int(index[0]), int(index[1])
+    lo, hi = min(i, j), max(i, j)
+    if plot == REP_PLOT:
+        hi -= 1
+    if hi <= lo:
+        hi = lo + 1
+    return lo, hi
+
+
+def build(engine: Engine, session: gr.State, model: dict) -> dict:
+    """Build the Similarity tab; the base model's load event triggers the analysis."""
+    gr.Markdown(
+        "Which layers are alike? **Parameter similarity** compares the weights of two layers "
+        "(cosine of the flattened tensors). **Representation similarity** compares the hidden "
+        "states the calibration prompts produce after each layer; **Block Influence** "
+        "(ShortGPT) is 1 − cos(input, output) of each layer — low means the layer changes "
+        "little. **Click a cell** to propose that range of layers for collapsing."
+    )
+    analysis = gr.State({})
+    with gr.Row():
+        module = gr.Dropdown(MODULE_ORDER, value="all", label="Parameters of", scale=1)
+        metric = gr.Radio(METRICS, value="cosine", label="Representation metric", scale=2)
+        analyze_btn = gr.Button("Analyze", variant="primary", scale=1, min_width=100)
+    hint = gr.Markdown("", elem_id="sim-hint")
+    with gr.Row(equal_height=True):
+        param_plot = gr.Plot(label="Parameter similarity", elem_id=PARAM_PLOT)
+        rep_plot = gr.Plot(label="Representation similarity", elem_id=REP_PLOT)
+    bridge = ClickBridge([PARAM_PLOT, REP_PLOT])
+    adj_plot = gr.Plot(label="Adjacent layers", elem_id="sim-adjacent")
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompts = gr.Textbox("\n".join(read_prompts()), lines=6, max_lines=12,
+                                 label="Calibration prompts (one per line)")
+        with gr.Column(scale=2):
+            csv = gr.File(label="Matrices as CSV", file_count="multiple", interactive=False)
+
+    outputs = [analysis, module, param_plot, rep_plot, adj_plot, csv]
+    run = partial(analyze, engine)
+    model["loaded"].then(run, [session, prompts, module, metric], outputs,
+                         concurrency_id=GPU_GROUP, api_visibility="private")
+    analyze_btn.click(run, [session, prompts, module, metric], outputs, api_name="analyze",
+                      concurrency_id=GPU_GROUP)
+    module.input(replot_param, [analysis, module], param_plot, api_visibility="private")
+    metric.input(replot_rep, [analysis, metric], rep_plot, api_visibility="private")
+    return {"bridge": bridge, "hint": hint, "prompts": prompts, "analysis": analysis, "param_plot": param_plot,
+            "rep_plot": rep_plot}

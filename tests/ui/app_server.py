@@ -1,0 +1,27 @@
+"""Start the real app on 127.0.0.1 for gradio_client and browser tests."""
+
+from __future__ import annotations
+
+import socket
+
+from laco_core.engine import Engine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app():
+    """The app as ``python app.py`` serves it (default model preloaded), in this process."""
+    import app
+
+    engine = Engine()
+    engine.load("default", "float32", "cpu")
+    demo = app.build_app(engine)
+    demo.queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                quiet=True, **app.launch_kwargs())
+    return demo, f"http://127.0.0.1:{port}/", engine
