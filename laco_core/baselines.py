@@ -12,6 +12,7 @@ kept tensor with the original.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import nn
@@ -106,7 +107,7 @@ def layers_for_ratio(model: PreTrainedModel, ratio: float) -> int:
     """How many whole layers to remove so that about ``ratio`` of all parameters go."""
     total = count_params(model)
     per_layer = sum(p.numel() for p in get_layers(model)[0].parameters())
-    n = round(ratio * total / per_layer)
+    n = math.ceil(ratio * total / per_layer - 1e-9)  # at least the target, as the LaCo search
     return max(1, min(n, len(get_layers(model)) - 1))
 
 

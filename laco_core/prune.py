@@ -508,6 +508,7 @@ def prune_llm_pruner(
     num_samples: int = 10,
     seq_len: int = 64,
     seed: int = 0,
+    grad_cache: dict | None = None,
 ) -> PrunedResult:
     """LLM-Pruner block pruning of heads and MLP channels (Ma et al., 2023).
 
@@ -523,6 +524,8 @@ def prune_llm_pruner(
         num_samples: Calibration windows (LLM-Pruner: 10).
         seq_len: Tokens per window (LLM-Pruner: 64).
         seed: For the ``random`` importance.
+        grad_cache: A dict kept by the caller to reuse gradients between calls on the same
+            model and texts (e.g. several ratios); filled on first use.
 
     Returns:
         PrunedResult with the new model, per-layer shapes and importance summary.
@@ -561,10 +564,15 @@ def prune_llm_pruner(
         "param_second",
         "param_mix",
     ):
-        batch = _calibration_batch(tokenizer, texts, num_samples, seq_len)
-        grads, fisher = _gradients(
-            model, layer_ids, batch, importance in ("param_second", "param_mix")
-        )
+        second = importance in ("param_second", "param_mix")
+        key = (id(model), lo, hi, num_samples, seq_len, second, hash(tuple(texts)))
+        if grad_cache is not None and key in grad_cache:
+            grads, fisher = grad_cache[key]
+        else:
+            batch = _calibration_batch(tokenizer, texts, num_samples, seq_len)
+            grads, fisher = _gradients(model, layer_ids, batch, second)
+            if grad_cache is not None:
+                grad_cache[key] = (grads, fisher)
 
     new = shared_copy(model)
     new_layers = get_layers(new)
