@@ -491,6 +491,16 @@ def model_shapes(model: PreTrainedModel) -> dict[int, dict]:
     return out
 
 
+def is_pruned(model: PreTrainedModel) -> bool:
+    """True when some layer's sizes differ from the config (needs ``save_pruned`` to save)."""
+    cfg = model.config
+    regular = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size)
+    return any(
+        (s["num_attention_heads"], s["num_key_value_heads"], s["intermediate_size"]) != regular
+        for s in model_shapes(model).values()
+    )
+
+
 def _attention_has_bias(model: PreTrainedModel) -> bool:
     a = get_adapter(model)
     layer = get_layers(model)[0]
@@ -736,6 +746,7 @@ __all__ = [
     "apply_shapes",
     "default_layer_range",
     "group_importance",
+    "is_pruned",
     "load_pruned",
     "model_shapes",
     "prune_layer",
