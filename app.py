@@ -22,7 +22,7 @@ from laco_core.engine import Engine
 
 TITLE = "LaCo Explorer"
 INTRO = """
-# 🪗 LaCo Explorer
+# LaCo Explorer
 Explore **layer collapse** (LaCo, Yang et al. 2024, [arXiv 2402.11187](https://arxiv.org/abs/2402.11187))
 on a real language model: see which layers are alike, merge runs of them into one, and compare,
 evaluate and export the smaller model. Work left to right: **Model → Similarity → Collapse →

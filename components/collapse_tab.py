@@ -68,8 +68,10 @@ def propose(session: Session, evt: gr.SelectData) -> tuple[RangeSlider, str, str
     plot = (evt._data or {}).get("plot", "")
     lo, hi = proposed_range(evt.index, plot)
     hi = min(hi, max(session.num_layers - 1, lo + 1))
-    msg = (f"👉 Proposed layers **{lo}–{hi}** (cell {evt.index[0]}, {evt.index[1]}; value "
-           f"{evt.value:.3f}) — open **Collapse** and press **Add range**.")
+    msg = (
+        f"Proposed layers **{lo}–{hi}** (cell {evt.index[0]}, {evt.index[1]}; value "
+        f"{evt.value:.3f}) — open **Collapse** and press **Add range**."
+    )
     return RangeSlider(value=[lo, hi], maximum=max(session.num_layers - 1, 1)), msg, msg
 
 
@@ -79,8 +81,9 @@ def reset_slider(session: Session) -> RangeSlider:
 
 
 @gpu
-def preview(engine: Engine, session: Session, plan_text: str, method: str, prompts_text: str,
-            caches: dict) -> tuple[str, object]:
+def preview(
+    engine: Engine, session: Session, plan_text: str, method: str, prompts_text: str, caches: dict
+) -> tuple[str, object]:
     """Live preview of a plan: before/after numbers, strip diagram, quick similarity estimate."""
     base = base_of(engine, session)
     if not (plan_text or "").strip():
@@ -101,12 +104,18 @@ def preview(engine: Engine, session: Session, plan_text: str, method: str, promp
 
 
 def building_note() -> tuple[str, gr.Button]:
-    return "⏳ Building the collapsed model…", gr.Button(interactive=False)
+    return "Building the collapsed model…", gr.Button(interactive=False)
 
 
 @gpu
-def build_collapse(engine: Engine, session: Session, plan_text: str, method: str, prompts_text: str,
-                   progress: gr.Progress = gr.Progress()):  # noqa: B008
+def build_collapse(
+    engine: Engine,
+    session: Session,
+    plan_text: str,
+    method: str,
+    prompts_text: str,
+    progress: gr.Progress = gr.Progress(),
+):  # noqa: B008
     """Build the collapsed model (untouched layers shared) and measure quick metrics."""
     base = base_of(engine, session)
     ranges = merge.validate_ranges(merge.parse_ranges(plan_text or ""), base.num_layers)
@@ -116,43 +125,73 @@ def build_collapse(engine: Engine, session: Session, plan_text: str, method: str
     progress(0.6, desc="Quick metrics on the calibration prompts…")
     prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()]
     with engine.lock:
-        metrics = quick_metrics(derived.model, base.model, base.tokenizer, prompts) if prompts else {}
+        metrics = (
+            quick_metrics(derived.model, base.model, base.tokenizer, prompts) if prompts else {}
+        )
     recipe = engine.recipe(did)
-    label = f"{did}: {method} {plan_text.strip()} ({recipe['layers_after']} layers)"
+    label = f"{did} · {method} {plan_text.strip()} · {recipe['layers_after']} layers"
     session.add(Build(did, label, recipe, {k: round(float(v), 5) for k, v in metrics.items()}))
-    return session, result_md(did, recipe, metrics), {"id": did, "recipe": recipe, "metrics": metrics}, \
-        gr.Button(interactive=True)
+    return (
+        session,
+        result_md(did, recipe, metrics),
+        {"id": did, "recipe": recipe, "metrics": metrics},
+        gr.Button(interactive=True),
+    )
 
 
 def result_md(did: str, recipe: dict, metrics: dict) -> str:
     removed = 100 * (1 - recipe["params_after"] / recipe["params_before"])
-    md = (f"### ✅ Built `{did}` — {recipe['layers_before']} → {recipe['layers_after']} layers, "
-          f"{removed:.1f} % parameters removed\n")
+    md = (
+        f"### ✓ Built `{did}` — {recipe['layers_before']} → {recipe['layers_after']} layers, "
+        f"{removed:.1f} % parameters removed\n"
+    )
     if metrics:
-        md += (f"KL(original‖collapsed) **{metrics['kl']:.4f}** · top-1 agreement "
-               f"**{100 * metrics['top1_agreement']:.1f} %** · final-state cosine "
-               f"**{metrics['final_cosine']:.4f}**  \n")
+        md += (
+            f"KL(original‖collapsed) **{metrics['kl']:.4f}** · top-1 agreement "
+            f"**{100 * metrics['top1_agreement']:.1f} %** · final-state cosine "
+            f"**{metrics['final_cosine']:.4f}**  \n"
+        )
     return md + "It is now selected in **Compare**, **Evaluate** and **Export**."
 
 
 def _log_frame(events: list[dict]) -> pd.DataFrame:
-    rows = [{k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in e.items()}
-            for e in events]
+    rows = [
+        {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in e.items()}
+        for e in events
+    ]
     return pd.DataFrame(rows)
 
 
 @gpu
-def run_auto(engine: Engine, session: Session, prompts_text: str, merge_count: int, low: int,
-             high: int, interval: int, threshold: float, method: str, objective: str,
-             strategy: str, target_layers: int, progress: gr.Progress = gr.Progress()):  # noqa: B008
+def run_auto(
+    engine: Engine,
+    session: Session,
+    prompts_text: str,
+    merge_count: int,
+    low: int,
+    high: int,
+    interval: int,
+    threshold: float,
+    method: str,
+    objective: str,
+    strategy: str,
+    target_layers: int,
+    progress: gr.Progress = gr.Progress(),
+):  # noqa: B008
     """LaCo Algorithm 1 (Yang et al. 2024, arXiv 2402.11187) with a live decision log."""
     base = base_of(engine, session)
     prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()]
     if not prompts:
         raise LacoError("Add at least one calibration prompt (Similarity tab).")
     cfg = search.SearchConfig(
-        merge_count=int(merge_count), low=int(low), high=int(high) or None, interval=int(interval),
-        threshold=float(threshold), method=method, objective=objective, strategy=strategy,
+        merge_count=int(merge_count),
+        low=int(low),
+        high=int(high) or None,
+        interval=int(interval),
+        threshold=float(threshold),
+        method=method,
+        objective=objective,
+        strategy=strategy,
         target_layers=int(target_layers) or None,
     )
     events: queue.Queue = queue.Queue()
@@ -161,8 +200,9 @@ def run_auto(engine: Engine, session: Session, prompts_text: str, merge_count: i
     def work() -> None:  # the search runs here; the generator below streams its log
         try:
             with engine.lock:
-                box["result"] = search.run_search(base.model, base.tokenizer, prompts, cfg,
-                                                  callback=events.put)
+                box["result"] = search.run_search(
+                    base.model, base.tokenizer, prompts, cfg, callback=events.put
+                )
         except BaseException as e:  # surfaced in the UI thread below
             box["error"] = e
         finally:
@@ -170,11 +210,13 @@ def run_auto(engine: Engine, session: Session, prompts_text: str, merge_count: i
 
     threading.Thread(target=work, daemon=True).start()
     log: list[dict] = []
-    yield session, "⏳ Searching…", _log_frame(log), gr.skip()
+    yield session, "Searching…", _log_frame(log), gr.skip()
     while (ev := events.get()) is not None:
         log.append(ev)
-        progress(min(0.95, len(log) / max(base.num_layers, 1)), desc=f"{len(log)} candidates scored")
-        yield session, f"⏳ Searching… {len(log)} candidates scored", _log_frame(log), gr.skip()
+        progress(
+            min(0.95, len(log) / max(base.num_layers, 1)), desc=f"{len(log)} candidates scored"
+        )
+        yield session, f"Searching… {len(log)} candidates scored", _log_frame(log), gr.skip()
     if "error" in box:
         err = box["error"]
         raise gr.Error(str(err)) if isinstance(err, LacoError) else err
@@ -183,12 +225,14 @@ def run_auto(engine: Engine, session: Session, prompts_text: str, merge_count: i
     did = engine.add_derived(result.model, base, recipe_in)
     recipe = engine.recipe(did)
     plan = ", ".join(f"{lo}-{hi}" for lo, hi in recipe.get("ranges", []))
-    label = f"{did}: auto {plan} ({recipe.get('layers_after', '?')} layers)"
+    label = f"{did} · auto {plan} · {recipe.get('layers_after', '?')} layers"
     session.add(Build(did, label, recipe))
     groups = merge.layer_groups([tuple(r) for r in recipe.get("ranges", [])], base.num_layers)
-    md = (f"### ✅ Search done in {result.seconds:.1f} s — `{did}`: {base.num_layers} → "
-          f"{len(groups)} layers, accepted {plan or 'nothing'}\nIt is now selected in Compare, "
-          "Evaluate and Export.")
+    md = (
+        f"### ✓ Search done in {result.seconds:.1f} s — `{did}`: {base.num_layers} → "
+        f"{len(groups)} layers, accepted {plan or 'nothing'}\nIt is now selected in Compare, "
+        "Evaluate and Export."
+    )
     yield session, md, _log_frame(log), plots.strip_diagram(groups, base.num_layers)
 
 
@@ -201,10 +245,12 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     caches: dict = {}  # PreviewCache per (base model, prompts); shared, holds no user data
     with gr.Row():
         with gr.Column(scale=3):
-            slider = RangeSlider(value=[24, 27], maximum=29, label="Layer range", elem_id="range-slider")
+            slider = RangeSlider(
+                value=[24, 27], maximum=29, label="Layer range", elem_id="range-slider"
+            )
             proposal = gr.Markdown("", elem_id="collapse-proposal")
             with gr.Row():
-                add_btn = gr.Button("➕ Add range", size="sm")
+                add_btn = gr.Button("+ Add range", size="sm")
                 clear_btn = gr.Button("Clear", size="sm")
             plan = gr.Textbox("", label="Plan (ranges)", placeholder="20-23, 10-12", elem_id="plan")
             method = gr.Radio(list(REGISTRY), value="official", label="Merge method")
@@ -213,12 +259,12 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
             gr.Markdown("#### Preview")
             preview_box = gr.Markdown("Add a range to see the plan.", elem_id="preview")
     strip = gr.Plot(label="Which layers merge into which", elem_id="strip")
-    build_btn = gr.Button("🔨 Build collapsed model", variant="primary", elem_id="build")
+    build_btn = gr.Button("Build collapsed model", variant="primary", elem_id="build")
     result = gr.Markdown("", elem_id="build-result")
     with gr.Accordion("Build details (JSON)", open=False):
         result_json = gr.JSON()
 
-    with gr.Accordion("🤖 Auto: LaCo search (Algorithm 1)", open=False):
+    with gr.Accordion("Auto: LaCo search (Algorithm 1)", open=False):
         gr.Markdown(
             "Top-down greedy search of the paper: try merging C layers starting at l (from H−C "
             "down to L); accept when the similarity of the final hidden states with the "
@@ -243,23 +289,51 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     # ---- listeners ----------------------------------------------------------------------
     prompts = sim["prompts"]
     model["loaded"].then(reset_slider, session, slider, api_visibility="private")
-    sim["bridge"].select(propose, session, [slider, proposal, sim["hint"]], api_visibility="private")
+    sim["bridge"].select(
+        propose, session, [slider, proposal, sim["hint"]], api_visibility="private"
+    )
     add_btn.click(add_range, [slider, plan], plan, api_visibility="private")
     clear_btn.click(lambda: "", None, plan, api_visibility="private")
     method.change(method_md, method, method_info, api_visibility="private")
     live = partial(preview, engine, caches=caches)
-    gr.on([plan.change, method.change], live, [session, plan, method, prompts], [preview_box, strip],
-          trigger_mode="always_last", concurrency_id=GPU_GROUP, api_visibility="private",
-          show_progress="hidden")
-    model["loaded"].then(live, [session, plan, method, prompts], [preview_box, strip],
-                         concurrency_id=GPU_GROUP, api_visibility="private", show_progress="hidden")
-    built = build_btn.click(building_note, None, [result, build_btn], api_visibility="private").then(
-        partial(build_collapse, engine), [session, plan, method, prompts],
-        [session, result, result_json, build_btn], api_name="collapse", concurrency_id=GPU_GROUP)
-    built.failure(lambda: ("", gr.Button(interactive=True)), None, [result, build_btn],
-                  api_visibility="private")
+    gr.on(
+        [plan.change, method.change],
+        live,
+        [session, plan, method, prompts],
+        [preview_box, strip],
+        trigger_mode="always_last",
+        concurrency_id=GPU_GROUP,
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    model["loaded"].then(
+        live,
+        [session, plan, method, prompts],
+        [preview_box, strip],
+        concurrency_id=GPU_GROUP,
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    built = build_btn.click(
+        building_note, None, [result, build_btn], api_visibility="private"
+    ).then(
+        partial(build_collapse, engine),
+        [session, plan, method, prompts],
+        [session, result, result_json, build_btn],
+        api_name="collapse",
+        concurrency_id=GPU_GROUP,
+    )
+    built.failure(
+        lambda: ("", gr.Button(interactive=True)),
+        None,
+        [result, build_btn],
+        api_visibility="private",
+    )
     auto = auto_btn.click(
         partial(run_auto, engine),
         [session, prompts, a_c, a_l, a_h, a_i, a_t, a_method, a_obj, a_strategy, a_target],
-        [session, auto_md, auto_log, auto_strip], api_name="auto_collapse", concurrency_id=GPU_GROUP)
+        [session, auto_md, auto_log, auto_strip],
+        api_name="auto_collapse",
+        concurrency_id=GPU_GROUP,
+    )
     return {"plan": plan, "method": method, "slider": slider, "built": [built, auto]}

@@ -26,49 +26,84 @@ def panel_html(text: str, diverge_at: int | None = None, prefix: str | None = No
     """Escaped answer; from the first diverging token on, highlighted."""
     if diverge_at is None or prefix is None or not text.startswith(prefix):
         return f"<div class='laco-answer'>{html.escape(text) or '&nbsp;'}</div>"
-    same, rest = text[: len(prefix)], text[len(prefix):]
-    return (f"<div class='laco-answer'>{html.escape(same)}<mark class='laco-diverge' "
-            f"title='first token that differs from the original'>{html.escape(rest)}</mark></div>")
+    same, rest = text[: len(prefix)], text[len(prefix) :]
+    return (
+        f"<div class='laco-answer'>{html.escape(same)}<mark class='laco-diverge' "
+        f"title='first token that differs from the original'>{html.escape(rest)}</mark></div>"
+    )
 
 
 def stats_md(st, label: str) -> str:
     ttft = f"{st.first_token_latency_s * 1000:.0f} ms" if st.first_token_latency_s else "–"
     status = "done" if st.done else "streaming…"
-    return (f"<small>**{label}** · {len(st.token_ids)} tokens · **{st.tokens_per_s:.1f} tok/s** · "
-            f"first token {ttft} · {status}</small>")
+    return (
+        f"<small>**{label}** · {len(st.token_ids)} tokens · **{st.tokens_per_s:.1f} tok/s** · "
+        f"first token {ttft} · {status}</small>"
+    )
 
 
 @gpu
-def compare(engine: Engine, session: Session, did: str, prompt: str, max_new_tokens: int,
-            do_sample: bool, temperature: float, top_p: float, top_k: int, seed: int, chat: bool,
-            repetition_penalty: float):
+def compare(
+    engine: Engine,
+    session: Session,
+    did: str,
+    prompt: str,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    seed: int,
+    chat: bool,
+    repetition_penalty: float,
+):
     """Stream both models token by token into two panels; mark the first divergence."""
     did = pick_build(session, did)
     base = base_of(engine, session)
     derived = engine.get(did)
-    settings = DecodeSettings(int(max_new_tokens), bool(do_sample), float(temperature), float(top_p),
-                              int(top_k), int(seed), bool(chat), float(repetition_penalty))
+    settings = DecodeSettings(
+        int(max_new_tokens),
+        bool(do_sample),
+        float(temperature),
+        float(top_p),
+        int(top_k),
+        int(seed),
+        bool(chat),
+        float(repetition_penalty),
+    )
     tok = base.tokenizer
     a = b = None
     with engine.lock:
         for a, b in stream_pair(base.model, derived.model, tok, prompt or "", settings):
             k = first_divergence(a.token_ids, b.token_ids)
-            prefix = tok.decode(b.token_ids[:k], skip_special_tokens=True) if k is not None else None
-            note = ("Identical so far." if k is None else
-                    f"⚠️ The collapsed model first diverges at generated token **{k}** (highlighted).")
-            yield (panel_html(a.text), panel_html(b.text, k, prefix), stats_md(a, "original"),
-                   stats_md(b, did), note)
+            prefix = (
+                tok.decode(b.token_ids[:k], skip_special_tokens=True) if k is not None else None
+            )
+            note = (
+                "Identical so far."
+                if k is None
+                else f"The collapsed model first diverges at generated token **{k}** (highlighted)."
+            )
+            yield (
+                panel_html(a.text),
+                panel_html(b.text, k, prefix),
+                stats_md(a, "original"),
+                stats_md(b, did),
+                note,
+            )
 
 
 def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
     """Build the Compare tab; its model picker follows every new build."""
-    gr.Markdown("Same prompt, same decoding, two models at once: the original on the left, the "
-                "collapsed one on the right. Greedy decoding makes differences easy to spot.")
+    gr.Markdown(
+        "Same prompt, same decoding, two models at once: the original on the left, the "
+        "collapsed one on the right. Greedy decoding makes differences easy to spot."
+    )
     with gr.Row():
-        prompt = gr.Textbox(EXAMPLES[0], label="Prompt", lines=2, scale=4, elem_id="cmp-prompt")
-        with gr.Column(scale=1, min_width=180):
+        prompt = gr.Textbox(EXAMPLES[0], label="Prompt", lines=2, scale=3, elem_id="cmp-prompt")
+        with gr.Column(scale=2, min_width=240):
             pick = gr.Dropdown([], label="Collapsed model", elem_id="cmp-model")
-            run_btn = gr.Button("▶ Generate both", variant="primary", elem_id="cmp-run")
+            run_btn = gr.Button("▸ Generate both", variant="primary", elem_id="cmp-run")
     gr.Examples([[e] for e in EXAMPLES], inputs=prompt, label="Examples")
     with gr.Accordion("Decoding settings", open=False):
         with gr.Row():
@@ -94,7 +129,12 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
 
     for ev in collapse["built"]:
         ev.then(build_choices, session, pick, api_visibility="private")
-    gr.on([run_btn.click, prompt.submit], partial(compare, engine),
-          [session, pick, prompt, max_new, sample, temp, top_p, top_k, seed, chat, rep],
-          [out_a, out_b, stats_a, stats_b, divergence], api_name="compare", concurrency_id=GPU_GROUP)
+    gr.on(
+        [run_btn.click, prompt.submit],
+        partial(compare, engine),
+        [session, pick, prompt, max_new, sample, temp, top_p, top_k, seed, chat, rep],
+        [out_a, out_b, stats_a, stats_b, divergence],
+        api_name="compare",
+        concurrency_id=GPU_GROUP,
+    )
     return {"pick": pick}

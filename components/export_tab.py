@@ -22,8 +22,13 @@ def _export(engine: Engine, session: Session, did: str) -> tuple[Path, object]:
     derived = engine.get(did)
     out = Path(tempfile.mkdtemp(prefix="laco-export-")) / did
     with engine.lock:
-        res = export_model(derived.model, base.tokenizer, out,
-                           recipe={**derived.recipe, "model": base.spec}, original=base.model)
+        res = export_model(
+            derived.model,
+            base.tokenizer,
+            out,
+            recipe={**derived.recipe, "model": base.spec},
+            original=base.model,
+        )
     session.exports[did] = str(res.path)
     return Path(res.path), res
 
@@ -39,10 +44,12 @@ def export(engine: Engine, session: Session, did: str, progress: gr.Progress = g
     recipe_file = path / "laco_recipe.json"
     if not recipe_file.exists():  # the exporter writes it; fall back to the session's copy
         recipe_file.write_text(json.dumps(session.get(did).recipe, indent=2))
-    ok = "✅ verified" if res.verified else "❌ NOT verified"
-    md = (f"### {ok}: reloaded with plain `AutoModelForCausalLM.from_pretrained`\n"
-          f"max |logit difference| vs the in-memory model: **{res.max_abs_logit_diff:.2e}**  \n"
-          f"<small>{path}</small>")
+    ok = "✓ Verified" if res.verified else "✗ NOT verified"
+    md = (
+        f"### {ok}: reloaded with plain `AutoModelForCausalLM.from_pretrained`\n"
+        f"max |logit difference| vs the in-memory model: **{res.max_abs_logit_diff:.2e}**  \n"
+        f"<small>{path}</small>"
+    )
     return session, md, str(zipped), str(recipe_file)
 
 
@@ -58,24 +65,28 @@ def push(engine: Engine, session: Session, did: str, repo_id: str, token: str, p
     if not path or not Path(path).exists():
         path, _ = _export(engine, session, did)
     url = push_to_hub(path, repo_id.strip(), token.strip(), private=bool(private))
-    return f"✅ Pushed to [{url}]({url})", ""  # the second output clears the token box
+    return f"✓ Pushed to [{url}]({url})", ""  # the second output clears the token box
 
 
 def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
     """Build the Export tab."""
-    gr.Markdown("The export holds safetensors weights, config, tokenizer and `laco_recipe.json`; "
-                "it loads with `AutoModelForCausalLM.from_pretrained` alone. Before you download, "
-                "it is reloaded and its logits are compared with the model you evaluated.")
+    gr.Markdown(
+        "The export holds safetensors weights, config, tokenizer and `laco_recipe.json`; "
+        "it loads with `AutoModelForCausalLM.from_pretrained` alone. Before you download, "
+        "it is reloaded and its logits are compared with the model you evaluated."
+    )
     with gr.Row():
         pick = gr.Dropdown([], label="Collapsed model", scale=3, elem_id="export-model")
-        run_btn = gr.Button("📦 Export", variant="primary", scale=1, elem_id="export-run")
+        run_btn = gr.Button("Export", variant="primary", scale=1, elem_id="export-run")
     verify = gr.Markdown("", elem_id="export-verify")
     with gr.Row():
         zip_file = gr.File(label="Model (zip)", interactive=False)
         recipe_file = gr.File(label="Recipe (JSON)", interactive=False)
-    with gr.Accordion("🤗 Push to the Hugging Face Hub", open=False):
-        gr.Markdown("Your token is sent with this one request and used for the upload only; the "
-                    "app does not log it, keep it in the session or write it anywhere.")
+    with gr.Accordion("Push to the Hugging Face Hub", open=False):
+        gr.Markdown(
+            "Your token is sent with this one request and used for the upload only; the "
+            "app does not log it, keep it in the session or write it anywhere."
+        )
         with gr.Row():
             repo = gr.Textbox(label="Repo id", placeholder="your-name/smollm2-laco")
             token = gr.Textbox(label="Write token", type="password", placeholder="hf_…")
@@ -85,8 +96,19 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
 
     for ev in collapse["built"]:
         ev.then(build_choices, session, pick, api_visibility="private")
-    run_btn.click(partial(export, engine), [session, pick], [session, verify, zip_file, recipe_file],
-                  api_name="export", concurrency_id=GPU_GROUP)
-    push_btn.click(partial(push, engine), [session, pick, repo, token, private], [pushed, token],
-                   api_name="push_to_hub", api_visibility="undocumented", concurrency_id=GPU_GROUP)
+    run_btn.click(
+        partial(export, engine),
+        [session, pick],
+        [session, verify, zip_file, recipe_file],
+        api_name="export",
+        concurrency_id=GPU_GROUP,
+    )
+    push_btn.click(
+        partial(push, engine),
+        [session, pick, repo, token, private],
+        [pushed, token],
+        api_name="push_to_hub",
+        api_visibility="undocumented",
+        concurrency_id=GPU_GROUP,
+    )
     return {"pick": pick}

@@ -23,15 +23,21 @@ SPEC_CHOICES = [
 def describe_md(info: dict) -> str:
     """Human summary of ``LoadedModel.describe()``."""
     return (
-        f"### ✅ {info['architecture']} — {info['layers']} layers, {fmt_params(info['params'])} parameters\n"
+        f"### ✓ {info['architecture']} — {info['layers']} layers, {fmt_params(info['params'])} parameters\n"
         f"`{info['spec']}` · {info['dtype']} · {info['device']} · hidden {info['hidden_size']} · "
         f"loaded in {info['load_seconds']:.2f} s  \n<small>source: {info['source']}</small>"
     )
 
 
 @gpu
-def load_model(engine: Engine, spec: str, dtype: str, device: str, session: Session,
-               progress: gr.Progress = gr.Progress()) -> tuple[Session, str, dict]:  # noqa: B008
+def load_model(
+    engine: Engine,
+    spec: str,
+    dtype: str,
+    device: str,
+    session: Session,
+    progress: gr.Progress = gr.Progress(),
+) -> tuple[Session, str, dict]:  # noqa: B008
     """Load (or fetch from the engine cache) a base model and make it this session's base."""
     progress(0.1, desc=f"Loading {spec or 'default'}…")
     loaded = engine.load(spec or "default", dtype or "auto", device or "auto")
@@ -51,12 +57,13 @@ def build(engine: Engine, session: gr.State, demo: gr.Blocks) -> dict:
         "Qwen2/3, Gemma2/3, Phi-3), a local `save_pretrained` folder or a `.gguf` file works."
     )
     with gr.Row():
-        spec = gr.Dropdown(SPEC_CHOICES, value="default", label="Model", allow_custom_value=True,
-                           scale=3)
+        spec = gr.Dropdown(
+            SPEC_CHOICES, value="default", label="Model", allow_custom_value=True, scale=3
+        )
         dtype = gr.Dropdown(["auto", *DTYPES], value="auto", label="dtype", scale=1)
         device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device", scale=1)
         load_btn = gr.Button("Load", variant="primary", scale=1, min_width=100)
-    summary = gr.Markdown("⏳ Loading the default model…", elem_id="model-summary")
+    summary = gr.Markdown("Loading the default model…", elem_id="model-summary")
     with gr.Accordion("Details", open=False):
         info = gr.JSON(label="describe()")
 

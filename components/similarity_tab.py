@@ -32,8 +32,13 @@ def param_figure(analysis: dict, module: str):
     mats = analysis.get("param", {})
     if module not in mats:
         raise LacoError(f"No parameter similarity for '{module}'; run Analyze first.")
-    return plots.heatmap(mats[module], f"Parameter similarity — {module} (cosine of weights)",
-                         axis_title="layer", zlabel="cosine")
+    return plots.heatmap(
+        mats[module],
+        f"Parameter similarity — {module} (cosine of weights)",
+        axis_title="layer",
+        zlabel="cosine",
+        off_diagonal_scale=True,
+    )
 
 
 def rep_figure(analysis: dict, metric: str):
@@ -43,10 +48,19 @@ def rep_figure(analysis: dict, metric: str):
     if metric == "Block Influence":
         return plots.influence_bar(rep["block_influence"])
     if metric == "angular distance":
-        return plots.heatmap(rep["angular"], "Representation angular distance (hidden state k = after layer k−1)",
-                             axis_title="hidden state", zlabel="angular dist.", colorscale="Viridis_r")
-    return plots.heatmap(rep["cosine"], "Representation similarity (hidden state k = after layer k−1)",
-                         axis_title="hidden state", zlabel="cosine")
+        return plots.heatmap(
+            rep["angular"],
+            "Representation angular distance (hidden state k = after layer k−1)",
+            axis_title="hidden state",
+            zlabel="angular dist.",
+            colorscale="Viridis_r",
+        )
+    return plots.heatmap(
+        rep["cosine"],
+        "Representation similarity (hidden state k = after layer k−1)",
+        axis_title="hidden state",
+        zlabel="cosine",
+    )
 
 
 def _numpy(t) -> np.ndarray:
@@ -54,8 +68,14 @@ def _numpy(t) -> np.ndarray:
 
 
 @gpu
-def analyze(engine: Engine, session: Session, prompts_text: str, module: str, metric: str,
-            progress: gr.Progress = gr.Progress()):  # noqa: B008
+def analyze(
+    engine: Engine,
+    session: Session,
+    prompts_text: str,
+    module: str,
+    metric: str,
+    progress: gr.Progress = gr.Progress(),
+):  # noqa: B008
     """Compute both similarity families for the session's base model, return figures + CSVs."""
     prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
     if not prompts:
@@ -70,8 +90,11 @@ def analyze(engine: Engine, session: Session, prompts_text: str, module: str, me
     analysis = {
         "param": {k: _numpy(v) for k, v in param.items()},
         "adjacent": _numpy(adjacent["all"] if isinstance(adjacent, dict) else adjacent),
-        "rep": {"cosine": _numpy(rep.cosine), "angular": _numpy(rep.angular),
-                "block_influence": _numpy(rep.block_influence)},
+        "rep": {
+            "cosine": _numpy(rep.cosine),
+            "angular": _numpy(rep.angular),
+            "block_influence": _numpy(rep.block_influence),
+        },
     }
     keys = sorted(analysis["param"], key=lambda k: (MODULE_ORDER + [k]).index(k))
     module = module if module in analysis["param"] else "all"
@@ -152,18 +175,38 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
     adj_plot = gr.Plot(label="Adjacent layers", elem_id="sim-adjacent")
     with gr.Row():
         with gr.Column(scale=3):
-            prompts = gr.Textbox("\n".join(read_prompts()), lines=6, max_lines=12,
-                                 label="Calibration prompts (one per line)")
-        with gr.Column(scale=2):
+            prompts = gr.Textbox(
+                "\n".join(read_prompts()),
+                lines=6,
+                max_lines=12,
+                label="Calibration prompts (one per line)",
+            )
+        with gr.Column(scale=2), gr.Accordion("Download the matrices (CSV)", open=False):
             csv = gr.File(label="Matrices as CSV", file_count="multiple", interactive=False)
 
     outputs = [analysis, module, param_plot, rep_plot, adj_plot, csv]
     run = partial(analyze, engine)
-    model["loaded"].then(run, [session, prompts, module, metric], outputs,
-                         concurrency_id=GPU_GROUP, api_visibility="private")
-    analyze_btn.click(run, [session, prompts, module, metric], outputs, api_name="analyze",
-                      concurrency_id=GPU_GROUP)
+    model["loaded"].then(
+        run,
+        [session, prompts, module, metric],
+        outputs,
+        concurrency_id=GPU_GROUP,
+        api_visibility="private",
+    )
+    analyze_btn.click(
+        run,
+        [session, prompts, module, metric],
+        outputs,
+        api_name="analyze",
+        concurrency_id=GPU_GROUP,
+    )
     module.input(replot_param, [analysis, module], param_plot, api_visibility="private")
     metric.input(replot_rep, [analysis, metric], rep_plot, api_visibility="private")
-    return {"bridge": bridge, "hint": hint, "prompts": prompts, "analysis": analysis, "param_plot": param_plot,
-            "rep_plot": rep_plot}
+    return {
+        "bridge": bridge,
+        "hint": hint,
+        "prompts": prompts,
+        "analysis": analysis,
+        "param_plot": param_plot,
+        "rep_plot": rep_plot,
+    }

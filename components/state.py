@@ -54,7 +54,9 @@ class Session:
                     "method": r.get("method", ""),
                     "ranges": " ".join(f"{lo}-{hi}" for lo, hi in r.get("ranges", [])),
                     "layers": f"{r.get('layers_before', '?')}→{r.get('layers_after', '?')}",
-                    "params_removed_%": round(100 * (1 - after / before), 2) if before and after else None,
+                    "params_removed_%": round(100 * (1 - after / before), 2)
+                    if before and after
+                    else None,
                     **{k: v for k, v in b.metrics.items() if isinstance(v, (int, float, str))},
                 }
             )

@@ -61,8 +61,13 @@ element.addEventListener('input', (e) => {
 class RangeSlider(gr.HTML):
     """Two handles on one track; the value is ``[lo, hi]`` (inclusive layer indices)."""
 
-    def __init__(self, value: tuple[int, int] | list[int] = (0, 1), maximum: int = 29,
-                 label: str = "Layer range", **kwargs):
+    def __init__(
+        self,
+        value: tuple[int, int] | list[int] = (0, 1),
+        maximum: int = 29,
+        label: str = "Layer range",
+        **kwargs,
+    ):
         super().__init__(
             value=list(value),
             html_template=_RANGE_TEMPLATE,

@@ -22,6 +22,11 @@ def launch_app():
     demo = app.build_app(engine)
     demo.queue(default_concurrency_limit=1)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True, **app.launch_kwargs())
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **app.launch_kwargs(),
+    )
     return demo, f"http://127.0.0.1:{port}/", engine

@@ -1,0 +1,235 @@
+"""Tab handlers called directly (no server) on tiny random models saved to disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from components import (
+    collapse_tab,
+    compare_tab,
+    evaluate_tab,
+    export_tab,
+    model_tab,
+    plots,
+    similarity_tab,
+)
+from components.state import Build, Session
+from components.widgets import RangeSlider
+from laco_core.engine import Engine
+from laco_core.tiny import tiny_model, tiny_tokenizer
+
+PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
+TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)
+ARCHS = ["llama", "qwen2", "gemma2"]
+
+
+class NoProgress:
+    """Stands in for gr.Progress outside an event."""
+
+    def __call__(self, *args, **kwargs):
+        return None
+
+
+@pytest.fixture(params=ARCHS)
+def loaded(request, tmp_path):
+    """An engine, a session whose base is a 6-layer tiny model of ``arch`` saved to disk."""
+    path = tmp_path / request.param
+    tiny_model(request.param, layers=6).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    engine = Engine()
+    session, md, info = model_tab.load_model(
+        engine, str(path), "float32", "cpu", Session(), progress=NoProgress()
+    )
+    return engine, session, info
+
+
+def test_load_model_describes_and_sets_session(loaded):
+    _, session, info = loaded
+    assert session.num_layers == 6 == info["layers"]
+    assert session.dtype == "float32" and info["params"] > 0
+
+
+def test_load_model_bad_spec_is_user_error():
+    with pytest.raises(gr.Error, match="Cannot load model"):
+        model_tab.load_model(Engine(), "no/such-model-xyz", "auto", "cpu", Session(), NoProgress())
+
+
+def test_analyze_returns_heatmaps_and_csvs(loaded):
+    engine, session, _ = loaded
+    analysis, module, pfig, rfig, afig, files = similarity_tab.analyze(
+        engine, session, PROMPTS, "all", "cosine", progress=NoProgress()
+    )
+    assert analysis["param"]["all"].shape == (6, 6)
+    assert analysis["rep"]["cosine"].shape == (7, 7)
+    assert isinstance(pfig, go.Figure) and pfig.data[0].z.shape == (6, 6)
+    assert rfig.data[0].z.shape == (7, 7)
+    assert len(afig.data) == 2
+    names = {Path(f).name for f in files}
+    assert {"param_similarity_all.csv", "representation_cosine.csv"} <= names
+    frame = pd.read_csv(
+        next(f for f in files if f.endswith("param_similarity_all.csv")), index_col=0
+    )
+    assert frame.shape == (6, 6)
+    # switching selectors only re-plots
+    bi = similarity_tab.replot_rep(analysis, "Block Influence")
+    assert len(bi.data[0].y) == 6
+    att = similarity_tab.replot_param(analysis, "attention")
+    assert att.data[0].z.shape == (6, 6)
+
+
+def test_analyze_needs_prompts(loaded):
+    engine, session, _ = loaded
+    with pytest.raises(gr.Error, match="calibration prompt"):
+        similarity_tab.analyze(engine, session, "  \n ", "all", "cosine", progress=NoProgress())
+
+
+@pytest.mark.parametrize(
+    ("index", "plot", "expected"),
+    [
+        ([3, 1], similarity_tab.PARAM_PLOT, (1, 3)),
+        ([2, 2], similarity_tab.PARAM_PLOT, (2, 3)),
+        ([5, 2], similarity_tab.REP_PLOT, (2, 4)),  # hidden states 2..5 span layers 2..4
+        ([3, 4], similarity_tab.REP_PLOT, (3, 4)),
+    ],
+)
+def test_proposed_range(index, plot, expected):
+    assert similarity_tab.proposed_range(index, plot) == expected
+
+
+def test_add_range_merges_sorted_and_rejects_garbage():
+    assert collapse_tab.add_range([4, 2], "0-1") == "0-1, 2-4"
+    with pytest.raises(gr.Error, match="LO-HI"):
+        collapse_tab.add_range([1, 2], "x-y")
+
+
+def test_preview_build_compare_evaluate_export(loaded, tmp_path):
+    engine, session, _ = loaded
+    md, strip = collapse_tab.preview(engine, session, "1-3", "official", PROMPTS, caches={})
+    assert "| layers | 6 | **4** |" in md and "cosine" in md
+    assert len(strip.data) > 6
+    with pytest.raises(gr.Error, match="overlap"):
+        collapse_tab.preview(engine, session, "1-3, 3-4", "official", PROMPTS, caches={})
+
+    session, result, info, _ = collapse_tab.build_collapse(
+        engine, session, "1-3", "official", PROMPTS, progress=NoProgress()
+    )
+    did = info["id"]
+    assert session.current == did and "6 → 4 layers" in result
+    assert set(info["metrics"]) == {"kl", "top1_agreement", "final_cosine"}
+    assert engine.get(did).model.config.num_hidden_layers == 4
+
+    steps = list(
+        compare_tab.compare(
+            engine, session, did, "hello there", 6, False, 1.0, 1.0, 0, 0, False, 1.0
+        )
+    )
+    a, b, stats_a, stats_b, note = steps[-1]
+    assert len(steps) >= 2 and "laco-answer" in a and "laco-answer" in b
+    assert "tok/s" in stats_a and "done" in stats_b
+
+    session, emd, metrics, table, chart = evaluate_tab.evaluate(
+        engine, session, did, "pasted text", TEXT, None, 64, 0, progress=NoProgress()
+    )
+    assert metrics["ppl"] > 1 and metrics["ref_ppl"] > 1 and 0 <= metrics["top1_agreement"] <= 1
+    assert table.loc[0, "id"] == did and "ppl" in table
+
+    session, vmd, zipped, recipe = export_tab.export(engine, session, did, progress=NoProgress())
+    assert "Verified" in vmd and Path(zipped).suffix == ".zip"
+    assert json.loads(Path(recipe).read_text())["layers_after"] == 4
+
+
+def test_nothing_built_is_a_user_error(loaded):
+    engine, session, _ = loaded
+    with pytest.raises(gr.Error, match="Collapse tab"):
+        list(compare_tab.compare(engine, session, None, "hi", 4, False, 1, 1, 0, 0, False, 1))
+    with pytest.raises(gr.Error, match="Collapse tab"):
+        export_tab.export(engine, session, None, progress=NoProgress())
+
+
+def test_auto_search_streams_log_and_registers(loaded):
+    engine, session, _ = loaded
+    steps = list(
+        collapse_tab.run_auto(
+            engine,
+            session,
+            PROMPTS,
+            2,
+            1,
+            0,
+            1,
+            0.0,
+            "official",
+            "cosine",
+            "paper",
+            0,
+            progress=NoProgress(),
+        )
+    )
+    session, md, log, strip = steps[-1]
+    assert "Search done" in md and len(log) >= 1
+    assert session.current is not None and session.current.startswith("auto")
+    assert engine.get(session.current).model.config.num_hidden_layers < 6
+
+
+def test_push_checks_inputs_before_network(loaded):
+    engine, session, _ = loaded
+    session.add(Build("collapse-9", "x", {"kind": "collapse"}))
+    with pytest.raises(gr.Error, match="repo id"):
+        export_tab.push(engine, session, "collapse-9", "noslash", "hf_x", True)
+    with pytest.raises(gr.Error, match="token"):
+        export_tab.push(engine, session, "collapse-9", "me/repo", "   ", True)
+
+
+def test_evaluate_text_sources(tmp_path):
+    assert len(evaluate_tab.eval_text("bundled held-out text", "", None, 100).split()) == 100
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT, encoding="utf-8")
+    assert evaluate_tab.eval_text("uploaded file", "", str(f)) == TEXT
+    with pytest.raises(Exception, match="too short"):
+        evaluate_tab.eval_text("pasted text", "two words", None)
+
+
+def test_session_table_and_choices():
+    s = Session()
+    s.add(
+        Build(
+            "collapse-1",
+            "one",
+            {
+                "ranges": [[2, 4]],
+                "layers_before": 6,
+                "layers_after": 4,
+                "params_before": 100,
+                "params_after": 80,
+                "method": "drop",
+            },
+        )
+    )
+    s.builds[0].metrics["ppl"] = 12.5
+    t = s.table()
+    assert t.loc[0, "params_removed_%"] == 20.0 and t.loc[0, "ranges"] == "2-4"
+    assert s.choices() == [("one", "collapse-1")] and s.current == "collapse-1"
+    fig = plots.params_vs_ppl(t, 10.0)
+    assert list(fig.data[0].y) == [12.5]
+
+
+def test_heatmap_off_diagonal_scale_and_strip():
+    import numpy as np
+
+    m = np.eye(4) + 0.01 * np.arange(16).reshape(4, 4)
+    fig = plots.heatmap(m, "t", off_diagonal_scale=True)
+    assert fig.data[0].zmax < 1
+    strip = plots.strip_diagram([(0, 0), (1, 3), (4, 4)], 5)
+    assert strip.layout.title.text == "5 layers → 3 layers"
+
+
+def test_range_slider_value_and_schema():
+    rs = RangeSlider(value=(3, 7), maximum=9)
+    assert rs.value == [3, 7]
+    assert rs.api_info()["maxItems"] == 2
