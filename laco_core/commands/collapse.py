@@ -7,7 +7,7 @@ import argparse
 from ..adapters import num_layers
 from ..errors import LacoError
 from ..export import export_model
-from ..merge import build_collapsed, get_method, parse_ranges
+from ..merge import build_collapsed, get_method, parse_ranges, validate_ranges
 from ..methods import REGISTRY
 from ..models import count_params, load_model
 
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     method = get_method(args.method)  # fail on a typo before loading anything
     ranges = parse_ranges(",".join(args.merge))
+    validate_ranges(ranges, num_layers=2**31)  # LO > HI and overlaps: report before loading
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     before = count_params(lm.model)
     collapsed = build_collapsed(lm.model, ranges, method.name)
