@@ -1,0 +1,150 @@
+"""The app: start to interactive with the default model (cold and warm cache), heatmaps after load.
+
+Targets on the 2-core dev machine: cold start ≤ 30 s, heatmaps ≤ 2 s after the model is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import common
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = None  # the app's own calibration prompts (as a visitor gets them)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(cache_dir: str, timeout: float = 240.0):
+    """``python app.py`` in a subprocess; returns (process, url, seconds to interactive).
+
+    Interactive = the page is served and the ``load_model`` endpoint answered for the default
+    model (app.py preloads it before serving, so this is the first visitor's experience).
+    """
+    from gradio_client import Client
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LACO_CACHE": cache_dir,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    log = open(Path(cache_dir) / "app.log", "w")  # noqa: SIM115 - closed with the process
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited early; see {log.name}")
+        if time.perf_counter() - t0 > timeout:
+            proc.kill()
+            raise RuntimeError("app did not become interactive in time")
+        try:
+            client = Client(url, verbose=False)
+            break
+        except Exception:
+            time.sleep(0.2)
+    _, info = client.predict("default", "auto", "auto", api_name="/load_model")
+    assert info["layers"] == 30
+    return proc, url, time.perf_counter() - t0, client
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def browser_heatmaps(url: str) -> float | None:
+    """Seconds from the default model shown as loaded to both heatmaps drawn, in Chromium."""
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if chromium is None:
+        return None
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=args)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_function(
+            "() => { const e = document.querySelector('#model-summary');"
+            " return !!e && e.innerText.includes('30 layers'); }",
+            timeout=120_000,
+        )
+        t0 = time.perf_counter()
+        page.get_by_role("tab", name="2 · Similarity").click()
+        page.wait_for_selector("#sim-param .heatmaplayer", timeout=120_000)
+        page.wait_for_selector("#sim-rep .heatmaplayer", timeout=120_000)
+        seconds = time.perf_counter() - t0
+        browser.close()
+    return seconds
+
+
+def main() -> None:
+    from laco_core.assets import read_prompts
+
+    prompts = "\n".join(read_prompts())
+    common.section("app start to interactive (python app.py, default model)")
+    cold_dir = tempfile.mkdtemp(prefix="laco-bench-cold-")
+    try:
+        proc, _, cold, _ = start_app(cold_dir)
+        stop(proc)
+        common.at_most("cold start (empty LACO_CACHE) s", cold, 30.0)
+        proc, url, warm, client = start_app(cold_dir)  # the same cache, now filled
+        common.at_most("warm start s", warm, 30.0)
+        common.report("cold / warm", cold / warm, note="GGUF dequantization paid once")
+
+        common.section("heatmaps after the model is loaded")
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            client.predict(prompts, "all", "cosine", api_name="/analyze")
+            best = min(best, time.perf_counter() - t0)
+        common.at_most("analyze endpoint (both heatmaps + adjacent chart + CSVs) s", best, 2.0)
+        seen = browser_heatmaps(url)
+        if seen is None:
+            common.skipped("heatmaps drawn in Chromium after load s", "no chromium/playwright")
+        else:
+            common.at_most(
+                "heatmaps drawn in Chromium after load s",
+                seen,
+                2.0,
+                note="includes the page's automatic analysis after load",
+            )
+        stop(proc)
+    finally:
+        shutil.rmtree(cold_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
