@@ -1,0 +1,78 @@
+"""Pruning baselines vs LaCo on the embedded default model (issue 5).
+
+Prints one table: held-out perplexity and KL to the dense model of every method (LaCo paper
+mode, our best automatic collapse, ShortGPT, Gromov angular, LLM-Pruner) at ~10/20/30 % of the
+parameters removed, before and after a short LoRA heal; plus each method's build time and the
+pruned model's forward speed relative to the dense one, measured in the same run.
+Sized for ~10 minutes on 2 CPU cores: a short heal (HEAL_STEPS × HEAL_BATCH × 128 tokens) and
+EVAL_WINDOWS × 256 tokens of held-out text per point.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from laco_core.assets import TRAIN_TEXT, read_prompts, read_text
+from laco_core.comparison import compare_all, markdown_table
+from laco_core.models import load_model
+from laco_core.prune import prune_llm_pruner
+
+from .common import report, section, timeit
+
+RATIOS = (0.1, 0.2, 0.3)
+HEAL_STEPS = 8
+HEAL_BATCH = 2
+EVAL_WINDOWS = 6
+
+
+def main() -> None:
+    section("pruning baselines vs LaCo (default model, CPU fp32)")
+    lm = load_model("default", dtype="float32", device="cpu")
+    model, tok = lm.model, lm.tokenizer
+    prompts = read_prompts()
+
+    # width pruning keeps every layer: its speed-up is smaller than a layer drop's at equal size
+    res = prune_llm_pruner(model, tok, prompts, 0.2)
+    pruned = res.model
+    x = torch.randint(0, model.config.vocab_size, (4, 128))
+    with torch.no_grad():
+        dense_s = timeit(lambda: model(x, use_cache=False), repeat=3)
+        pruned_s = timeit(lambda: pruned(x, use_cache=False), repeat=3)
+    report(
+        "llm-pruner 20%: forward speed-up vs dense",
+        dense_s / pruned_s,
+        unit="x",
+        note=f"params removed {res.removed_fraction:.1%}",
+    )
+
+    t0 = time.perf_counter()
+    df = compare_all(
+        model,
+        tok,
+        read_text(),
+        prompts,
+        RATIOS,
+        heal_steps=HEAL_STEPS,
+        heal_text=read_text(TRAIN_TEXT),
+        heal_kwargs={"batch_size": HEAL_BATCH},
+        eval_windows=EVAL_WINDOWS,
+        callback=lambda d, n, msg: print(
+            f"  [{d}/{n}] {msg} ({time.perf_counter() - t0:.0f} s)", flush=True
+        ),
+    )
+    total = time.perf_counter() - t0
+    print(markdown_table(df))
+    for _, r in df[~df["healed"] & (df["method"] != "dense")].iterrows():
+        report(f"{r['method']} {r['target_ratio']:.0%}: build seconds", r["seconds"], unit=" s")
+    report(
+        "comparison: total seconds",
+        total,
+        unit=" s",
+        note=f"heal {HEAL_STEPS} steps x {HEAL_BATCH}x128 tokens, eval {EVAL_WINDOWS}x256 tokens",
+    )
+
+
+if __name__ == "__main__":
+    main()

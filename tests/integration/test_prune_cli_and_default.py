@@ -1,0 +1,173 @@
+"""`laco prune / heal / compare` on a tiny model directory, and LLM-Pruner on the default model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from laco_core.cli import main
+from laco_core.evaluate import perplexity
+from laco_core.models import SHAPES_SIDECAR, count_params, load_model
+from laco_core.prune import load_pruned, prune_llm_pruner, save_pruned
+from laco_core.tiny import tiny_model, tiny_tokenizer
+
+TEXT = "The quick brown fox jumps over the lazy dog near the river bank. " * 40
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    path = tmp_path / "tiny"
+    tiny_model("llama", layers=8).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    (tmp_path / "prompts.txt").write_text("\n".join(TEXT.split(". ")[:12]))
+    (tmp_path / "train.txt").write_text(TEXT)
+    return path
+
+
+def test_cli_prune_heal_eval_chain(tiny_dir, tmp_path, capsys):
+    prompts = str(tmp_path / "prompts.txt")
+    out = tmp_path / "pruned"
+    rc = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_dir),
+            "--method",
+            "llm-pruner",
+            "--ratio",
+            "0.2",
+            "--prompts",
+            prompts,
+            "--samples",
+            "4",
+            "--seq-len",
+            "32",
+            "--layers",
+            "1-7",
+            "--out",
+            str(out),
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0 and (out / SHAPES_SIDECAR).exists()
+    assert "removed" in capsys.readouterr().out
+    recipe = json.loads((out / "laco_recipe.json").read_text())
+    assert recipe["method"] == "llm-pruner" and recipe["layers"] == [1, 7]
+    healed = tmp_path / "healed"
+    rc = main(
+        [
+            "heal",
+            "--model",
+            str(out),
+            "--text",
+            str(tmp_path / "train.txt"),
+            "--eval-text",
+            str(tmp_path / "train.txt"),
+            "--steps",
+            "2",
+            "--rank",
+            "2",
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "1",
+            "--out",
+            str(healed),
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0 and "perplexity" in capsys.readouterr().out
+    lm = load_model(str(healed), "float32", "cpu")  # what `laco eval` does with the directory
+    assert count_params(lm.model) == recipe["params_after"]
+
+
+def test_cli_prune_shortgpt_and_errors(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "sg"
+    rc = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_dir),
+            "--method",
+            "shortgpt",
+            "--ratio",
+            "0.2",
+            "--prompts",
+            str(tmp_path / "prompts.txt"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0 and "dropped layers" in capsys.readouterr().out
+    assert load_model(str(out), "float32", "cpu").num_layers < 8
+    rc = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_dir),
+            "--ratio",
+            "0.2",
+            "--layers",
+            "x",
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
+    assert rc == 2 and "LO-HI" in capsys.readouterr().err
+
+
+def test_cli_compare_writes_table(tiny_dir, tmp_path, capsys):
+    js = tmp_path / "cmp.json"
+    rc = main(
+        [
+            "compare",
+            "--model",
+            str(tiny_dir),
+            "--ratios",
+            "0.2",
+            "--methods",
+            "shortgpt,angular,llm_pruner",
+            "--eval-windows",
+            "2",
+            "--json",
+            str(js),
+            "--csv",
+            str(tmp_path / "cmp.csv"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    assert "| llm_pruner | 20% |" in capsys.readouterr().out
+    rows = json.loads(js.read_text())
+    assert {r["method"] for r in rows} == {"dense", "shortgpt", "angular", "llm_pruner"}
+    assert all(math.isfinite(r["ppl"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_llm_pruner_20_percent_on_default_model(default_model, tmp_path):
+    from laco_core.assets import read_prompts, read_text
+
+    model, tok = default_model.model, default_model.tokenizer
+    res = prune_llm_pruner(model, tok, read_prompts(), 0.2)
+    assert abs(res.removed_fraction - 0.2) < 0.005
+    save_pruned(res, tok, tmp_path / "p20")
+    back, _ = load_pruned(tmp_path / "p20")
+    x = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).logits, res.model(x).logits, atol=1e-5, rtol=1e-5)
+    text = read_text()
+    dense = perplexity(model, tok, text, max_windows=4)
+    pruned = perplexity(back, tok, text, max_windows=4)
+    assert math.isfinite(pruned) and pruned > dense
