@@ -50,7 +50,7 @@ class Chunk:
     logp: torch.Tensor | None = None  # dense next-token log-probs (B, T, V), lazily
 
 
-def tokenize(tokenizer, prompts: list[str], batch_size: int = 32) -> list[Chunk]:
+def tokenize(tokenizer, prompts: list[str], batch_size: int = 8) -> list[Chunk]:
     """Tokenize each prompt alone with the tokenizer's defaults, then pad right in batches.
 
     Args:
@@ -129,7 +129,7 @@ def run_layers(
     layers: list[nn.Module], types: list[str], hidden: torch.Tensor, kwargs: dict[str, dict]
 ) -> torch.Tensor:
     """Apply decoder layers in order, each with the kwargs recorded for its attention type."""
-    for layer, t in zip(layers, types):
+    for layer, t in zip(layers, types, strict=True):
         if t not in kwargs:
             raise RuntimeError(f"no recorded kwargs for layer type {t!r}")
         hidden = _first_tensor(layer(hidden, **kwargs[t]))
@@ -169,12 +169,17 @@ class ActivationCache:
         batch_size: Prompts per padded chunk.
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer, prompts: list[str], batch_size: int = 32):
+    def __init__(self, model: PreTrainedModel, tokenizer, prompts: list[str], batch_size: int = 8):
         self.model = model
         self.prompts = list(prompts)
         self.chunks = tokenize(tokenizer, self.prompts, batch_size)
         for c in self.chunks:
             c.inputs, c.kwargs, c.final = record(model, c)
+        self.dense_nll: float | None = None  # filled by the ppl objective
+
+    @property
+    def num_prompts(self) -> int:
+        return sum(len(c.lengths) for c in self.chunks)
 
     @property
     def num_tokens(self) -> int:

@@ -19,7 +19,7 @@ from ..errors import LacoError
 from ..merge import build_collapsed, get_method, layer_map, plan_of
 from ..models import count_params
 from .activations import ActivationCache, run_layers, suffix_final
-from .objectives import OBJECTIVES, score
+from .objectives import OBJECTIVES, prompt_cosines, score
 
 Callback = Callable[[dict], None]
 STRATEGIES = ("paper", "greedy")
@@ -47,7 +47,12 @@ class SearchConfig:
             ``rdsc_calibrated`` without ``alpha``, α is chosen per merge on the prompts.
         alpha_evals: Objective evaluations of the golden-section search for α.
         refine_top: Greedy with a calibrated method: ranges re-scored with a calibrated α.
-        batch_size: Prompts per padded forward chunk.
+        batch_size: Prompts per padded forward chunk (prompts are sorted by length first, so
+            small chunks waste little on padding).
+        early_exit: Paper strategy with the cosine objective: stop scoring a candidate once
+            the remaining prompts cannot change the decision (every cosine lies in [−1, 1]).
+            Decisions are unchanged; a candidate decided early logs the mean over the
+            prompts scored so far and ``prompts_scored``.
     """
 
     merge_count: int = 4
@@ -63,7 +68,8 @@ class SearchConfig:
     method_params: dict = field(default_factory=dict)
     alpha_evals: int = 6
     refine_top: int = 3
-    batch_size: int = 32
+    batch_size: int = 8
+    early_exit: bool = False
 
     def validate(self, num_layers: int) -> SearchConfig:
         """Check the parameters against a model with ``num_layers`` layers.
@@ -227,6 +233,7 @@ class _Search:
         self.need = target_layers_of(model, cfg)
         self.removed = 0
         self.high = len(get_layers(model)) if cfg.high is None else cfg.high
+        self.scored: int | None = None  # prompts scored by the last early-exit evaluation
         self.calibrate = cfg.method == CALIBRATED and "alpha" not in cfg.method_params
 
     # ---- evaluation ----------------------------------------------------------------------
@@ -249,23 +256,40 @@ class _Search:
             return self.cur
         return build_collapsed(self.cur, [(lo, hi)], self.cfg.method, **params)
 
-    def evaluate(self, lo: int, hi: int, params: dict) -> tuple[PreTrainedModel, float]:
+    def evaluate(
+        self, lo: int, hi: int, params: dict, threshold: float | None = None
+    ) -> tuple[PreTrainedModel, float]:
         cand = self.build(lo, hi, params)
         inputs = self.inputs_at(lo)
+        if threshold is not None and self.cfg.early_exit and self.cfg.objective == "cosine":
+            return cand, self.cosine_early(cand, lo, inputs, threshold)
         finals = [
             suffix_final(cand, lo, inputs[k][lo], c.kwargs) for k, c in enumerate(self.cache.chunks)
         ]
         return cand, score(self.cfg.objective, self.cache, cand, finals)
 
+    def cosine_early(self, cand: PreTrainedModel, lo: int, inputs, threshold: float) -> float:
+        """Mean cosine over prompts, stopping once the rest cannot flip ``score > threshold``."""
+        total = self.cache.num_prompts
+        sims: list[float] = []
+        for k, c in enumerate(self.cache.chunks):
+            sims.extend(prompt_cosines(c, suffix_final(cand, lo, inputs[k][lo], c.kwargs)))
+            rest, s = total - len(sims), sum(sims)
+            if rest and ((s + rest) / total <= threshold or (s - rest) / total > threshold):
+                self.scored = len(sims)
+                return s / len(sims)
+        self.scored = total
+        return sum(sims) / total
+
     def evaluate_best(
-        self, lo: int, hi: int, calibrate: bool | None = None
+        self, lo: int, hi: int, calibrate: bool | None = None, threshold: float | None = None
     ) -> tuple[PreTrainedModel, float, dict]:
         """Score a range; with a calibrated method, choose α by golden-section search."""
         base = dict(self.cfg.method_params)
         if not (self.calibrate if calibrate is None else calibrate) or hi == lo:
             if self.cfg.method == CALIBRATED and "alpha" not in base:
                 base["alpha"] = 0.0
-            cand, s = self.evaluate(lo, hi, base)
+            cand, s = self.evaluate(lo, hi, base, threshold)
             return cand, s, base
         seen: dict[float, tuple[PreTrainedModel, float]] = {}
 
@@ -297,6 +321,8 @@ class _Search:
             event["threshold"] = threshold
         if "alpha" in params:
             event["alpha"] = params["alpha"]
+        if self.scored is not None and self.scored < self.cache.num_prompts:
+            event["prompts_scored"] = self.scored
         self.candidates.append(event)
         if self.callback is not None:
             self.callback(dict(event))
@@ -339,7 +365,8 @@ class _Search:
         lay = high - c
         while lay >= low and not self.done():
             hi = self.cap(lay, min(lay + c - 1, self.n() - 1))
-            cand, s, params = self.evaluate_best(lay, hi)
+            self.scored = None
+            cand, s, params = self.evaluate_best(lay, hi, threshold=threshold)
             ok = s > threshold
             self.log(lay, hi, s, ok, params, threshold)
             if ok:

@@ -16,19 +16,24 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from .activations import ActivationCache, logits_of
+from .activations import ActivationCache, Chunk, logits_of
 
 OBJECTIVES = ("cosine", "kl", "ppl")
+
+
+def prompt_cosines(chunk: Chunk, final: torch.Tensor) -> list[float]:
+    """cos(flatten(h_dense), flatten(h_cand)) of each prompt of a chunk, over its real tokens."""
+    return [
+        F.cosine_similarity(chunk.final[b, :n].flatten(), final[b, :n].flatten(), dim=0).item()
+        for b, n in enumerate(chunk.lengths)
+    ]
 
 
 def cosine_score(cache: ActivationCache, finals: list[torch.Tensor]) -> float:
     """Mean over prompts of cos(flatten(h_dense), flatten(h_cand)), each prompt on its own."""
     sims = []
-    for c, h in zip(cache.chunks, finals):
-        for b, n in enumerate(c.lengths):
-            sims.append(
-                F.cosine_similarity(c.final[b, :n].flatten(), h[b, :n].flatten(), dim=0).item()
-            )
+    for c, h in zip(cache.chunks, finals, strict=True):
+        sims.extend(prompt_cosines(c, h))
     return sum(sims) / len(sims)
 
 
@@ -36,7 +41,7 @@ def cosine_score(cache: ActivationCache, finals: list[torch.Tensor]) -> float:
 def kl_value(cache: ActivationCache, model: PreTrainedModel, finals: list[torch.Tensor]) -> float:
     """Mean over real tokens of KL(p_dense ‖ p_candidate) of the next-token distributions."""
     total, count = 0.0, 0
-    for c, h in zip(cache.chunks, finals):
+    for c, h in zip(cache.chunks, finals, strict=True):
         ref = cache.dense_logp(c)  # (B, T, V)
         logp = F.log_softmax(logits_of(model, h), dim=-1)  # (B, T, V)
         kl = (ref.exp() * (ref - logp)).sum(-1)  # (B, T)
@@ -76,8 +81,7 @@ def score(
     if objective == "kl":
         return math.exp(-kl_value(cache, model, finals))
     if objective == "ppl":
-        dense = getattr(cache, "_dense_nll", None)
-        if dense is None:
-            dense = cache._dense_nll = nll_value(cache, model, None)
-        return math.exp(dense - nll_value(cache, model, finals))
+        if cache.dense_nll is None:
+            cache.dense_nll = nll_value(cache, model, None)
+        return math.exp(cache.dense_nll - nll_value(cache, model, finals))
     raise ValueError(objective)

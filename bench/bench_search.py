@@ -1,0 +1,162 @@
+"""Automatic collapse on the default model: speed of the fast loop, quality at fixed sizes.
+
+1. Wall time of the literal official loop (deep copy per candidate, dense model re-run per
+   sentence) ÷ ours, C=4, L=1, H=30, I=2, at T=0.9 and T=0.65, with the accepted merges of
+   both printed and compared (target ≥ 20× with identical merges).
+2. Held-out perplexity (assets/eval_text.txt, never used for calibration) after removing
+   10 %, 20 % and 30 % of the parameters, for strategy × objective × method. One search per
+   row runs to 30 %; the 10 % and 20 % models replay the prefix of its accepted merges.
+
+Knobs (environment): BENCH_SEARCH_PROMPTS (prompts for part 1, default 8),
+BENCH_SEARCH_WINDOWS (256-token eval windows, default 8), BENCH_SEARCH_GRID
+(``quick``: 4 rows, default; ``full``: 8 rows; ``none``: skip part 2).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from laco_core.adapters import get_layers
+from laco_core.assets import read_prompts, read_text
+from laco_core.evaluate import perplexity
+from laco_core.merge import plan_of
+from laco_core.models import load_model
+from laco_core.search import ActivationCache, SearchConfig, reference_search, replay, run_search
+
+from .common import at_least, at_most, report, section
+
+TARGETS = (0.1, 0.2, 0.3)
+# (strategy, objective, method, merge_count): C=2 keeps greedy at n candidates per step
+GRIDS = {
+    "quick": [
+        ("paper", "cosine", "official", 4),
+        ("paper", "kl", "drop", 4),
+        ("greedy", "kl", "drop", 2),
+        ("greedy", "kl", "rdsc_calibrated", 2),
+    ],
+    "full": [
+        ("paper", "cosine", "official", 4),
+        ("paper", "cosine", "rdsc_calibrated", 4),
+        ("paper", "kl", "drop", 4),
+        ("paper", "kl", "rdsc_calibrated", 4),
+        ("greedy", "cosine", "drop", 2),
+        ("greedy", "kl", "drop", 2),
+        ("greedy", "ppl", "drop", 2),
+        ("greedy", "kl", "rdsc_calibrated", 2),
+    ],
+}
+
+
+def _accepted(items) -> list[tuple[int, int]]:
+    return [(a[0], a[1]) for a in items]
+
+
+def speed(lm, prompts: list[str]) -> None:
+    section(f"LaCo Algorithm 1: literal loop vs fast ({len(prompts)} prompts, C=4 L=1 H=30 I=2)")
+    for t in (0.9, 0.65):
+        cfg = SearchConfig(merge_count=4, low=1, high=30, interval=2, threshold=t)
+        fast = run_search(lm.model, lm.tokenizer, prompts, cfg)
+        early = run_search(
+            lm.model, lm.tokenizer, prompts, SearchConfig(**{**cfg.__dict__, "early_exit": True})
+        )
+        ref = reference_search(lm.model, lm.tokenizer, prompts, cfg)
+        same = _accepted(fast.accepted) == _accepted(ref["accepted"])
+        same_early = _accepted(early.accepted) == _accepted(ref["accepted"])
+        print(
+            f"T={t}: reference accepted {_accepted(ref['accepted'])} in {ref['seconds']:.1f} s, {len(ref['candidates'])} candidates"
+        )
+        print(
+            f"T={t}: fast      accepted {_accepted(fast.accepted)} in {fast.seconds:.1f} s (identical: {same})"
+        )
+        print(
+            f"T={t}: fast+exit accepted {_accepted(early.accepted)} in {early.seconds:.1f} s (identical: {same_early})"
+        )
+        gap = max(
+            abs(a["score"] - b["score"])
+            for a, b in zip(fast.candidates, ref["candidates"], strict=False)
+        )
+        report(f"search T={t}: max |score fast - reference|", gap)
+        at_least(
+            f"search T={t}: reference / fast wall time",
+            ref["seconds"] / fast.seconds,
+            20,
+            note=f"identical merges: {same}",
+        )
+        at_least(
+            f"search T={t}: reference / fast+early-exit wall time",
+            ref["seconds"] / early.seconds,
+            20,
+            note=f"identical merges: {same_early}",
+        )
+
+
+def quality(lm, calib: list[str], grid: list[tuple], windows: int) -> None:
+    section(f"Held-out perplexity at 10/20/30 % of parameters removed ({windows}×256 eval tokens)")
+    text = read_text()
+    dense = perplexity(lm.model, lm.tokenizer, text, seq_len=256, max_windows=windows)
+    report("dense held-out perplexity", dense)
+    per_layer = sum(p.numel() for p in get_layers(lm.model)[0].parameters())
+    cache = ActivationCache(lm.model, lm.tokenizer, calib)
+    rows = []
+    for strategy, objective, method, c in grid:
+        name = f"{strategy}/{objective}/{method}"
+        cfg = SearchConfig(
+            merge_count=c,
+            low=1,
+            threshold=0.9,
+            strategy=strategy,
+            objective=objective,
+            method=method,
+            target_ratio=max(TARGETS),
+        )
+        t0 = time.perf_counter()
+        try:
+            res = run_search(lm.model, lm.tokenizer, calib, cfg, cache=cache)
+        except Exception as e:  # one failing row must not hide the others
+            print(f"{name}: failed: {e}")
+            continue
+        found = time.perf_counter() - t0
+        ppls = []
+        for r in TARGETS:
+            need = -(-round(r * res.params_before) // per_layer)
+            steps, removed = [], 0
+            for s in res.steps:  # the shortest prefix of the accepted merges reaching the target
+                if removed >= need:
+                    break
+                steps.append(s)
+                removed += s["hi"] - s["lo"]
+            model = replay(lm.model, steps, method)
+            ppl = perplexity(model, lm.tokenizer, text, seq_len=256, max_windows=windows)
+            ppls.append(ppl)
+            plan = [list(x) for x in plan_of(model)]
+            at_most(
+                f"{name} {r:.0%} removed ({removed} layers): perplexity / dense",
+                ppl / dense,
+                2.0 if r == 0.2 else float("inf"),
+                note=f"ppl {ppl:.2f}, plan {plan}",
+            )
+        rows.append((name, ppls, found))
+        print(f"{name}: search {found:.0f} s", flush=True)
+    if rows:
+        for i, r in enumerate(TARGETS):
+            best = min(rows, key=lambda x: x[1][i])
+            print(
+                f"best at {r:.0%}: {best[0]} (perplexity {best[1][i]:.2f}, ×{best[1][i] / dense:.2f} dense)"
+            )
+
+
+def main() -> None:
+    lm = load_model("default", dtype="float32", device="cpu")
+    prompts = read_prompts()
+    n = int(os.environ.get("BENCH_SEARCH_PROMPTS", "8"))
+    windows = int(os.environ.get("BENCH_SEARCH_WINDOWS", "8"))
+    grid = os.environ.get("BENCH_SEARCH_GRID", "quick")
+    if n > 0:
+        speed(lm, prompts[:n])
+    if grid in GRIDS:
+        quality(lm, prompts, GRIDS[grid], windows)
+
+
+if __name__ == "__main__":
+    main()
