@@ -733,10 +733,13 @@ def _rebuild(engine, base, recipe: dict) -> PreTrainedModel:
 
 
 def register_rebuilder() -> None:
-    """Let the engine rebuild evicted LLM-Pruner models (kind ``llm_pruner``)."""
+    """Let the engine rebuild evicted LLM-Pruner models (kind ``llm_pruner``; done on import)."""
     from .engine import REBUILDERS
 
     REBUILDERS["llm_pruner"] = _rebuild
+
+
+register_rebuilder()
 
 
 __all__ = [

@@ -171,3 +171,20 @@ def test_llm_pruner_20_percent_on_default_model(default_model, tmp_path):
     dense = perplexity(model, tok, text, max_windows=4)
     pruned = perplexity(back, tok, text, max_windows=4)
     assert math.isfinite(pruned) and pruned > dense
+
+
+def test_engine_rebuilds_an_evicted_pruned_model(tiny_dir):
+    from laco_core.assets import read_prompts
+    from laco_core.engine import Engine
+
+    engine = Engine()
+    base = engine.load(str(tiny_dir), "float32", "cpu")
+    res = prune_llm_pruner(
+        base.model, base.tokenizer, read_prompts(), 0.2, num_samples=2, seq_len=32
+    )
+    did = engine.add_derived(res.model, base, res.recipe)
+    engine._derived.clear()  # as if evicted
+    again = engine.get(did).model
+    x = torch.randint(3, 250, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x).logits, res.model(x).logits, atol=0, rtol=0)
