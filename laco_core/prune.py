@@ -555,6 +555,8 @@ def prune_llm_pruner(
         raise LacoError(
             f"Ratio {ratio} must be in [0, 1): the fraction of all parameters to remove."
         )
+    if is_pruned(model):  # its per-layer sizes would be lost by the regular-shaped skeleton
+        raise LacoError("This model is already width-pruned: prune the original model instead.")
     src_layers = get_layers(model)
     n = len(src_layers)
     lo, hi = layers if layers is not None else default_layer_range(n)

@@ -179,3 +179,6 @@ def test_bad_arguments_raise_laco_error():
         prune_llm_pruner(m, tok, [TEXT], 1.5)
     with pytest.raises(LacoError, match="tokens"):
         prune_llm_pruner(m, tok, ["short"], 0.2, seq_len=64)
+    pruned = prune_llm_pruner(m, tok, [TEXT], 0.2, num_samples=2, seq_len=32).model
+    with pytest.raises(LacoError, match="already width-pruned"):
+        prune_llm_pruner(pruned, tok, [TEXT], 0.1, num_samples=2, seq_len=32)
