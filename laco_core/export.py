@@ -68,7 +68,10 @@ def build_recipe(
         "architecture": type(model).__name__,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
-    out.update(recipe)
+    for key, value in recipe.items():
+        # measured facts win; the caller's extras fill the rest (search scores, prune plans…)
+        if out.get(key) in (None, []):
+            out[key] = value
     return out
 
 
