@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 
 import pandas as pd
+import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from .baselines import prune_baseline
@@ -80,16 +82,49 @@ def build_point(
     raise LacoError(f"Unknown method '{method}'; choose from: {', '.join(METHODS)}.")
 
 
-def _metrics(model, reference, tokenizer, text, seq_len, windows) -> tuple[float, float]:
-    from .evaluate import perplexity, reference_metrics
+class _Scorer:
+    """Held-out perplexity and KL to the dense model from ONE forward of each model.
 
-    ppl = perplexity(model, tokenizer, text, seq_len=seq_len, max_windows=windows)
-    if model is reference:
-        return ppl, 0.0
-    kl = reference_metrics(model, reference, tokenizer, text, seq_len=seq_len, max_windows=windows)[
-        "kl"
-    ]
-    return ppl, kl
+    The dense model's next-token log-probabilities on the evaluation windows are computed once
+    and kept (float32, or float16 above ~1 GB), instead of re-running the dense model for every
+    point. Windows are those of :func:`laco_core.evaluate.perplexity`, so the perplexities match.
+    """
+
+    def __init__(self, reference, tokenizer, text: str, seq_len: int, windows: int | None):
+        from .evaluate import _batches, _encode, _pad_id, _windows
+
+        wins = _windows(_encode(tokenizer, text), seq_len, windows)
+        self.batches = list(_batches(wins, 4, _pad_id(tokenizer)))
+        vocab = reference.get_output_embeddings().weight.shape[0]
+        big = sum(ids.numel() for ids, _ in self.batches) * vocab * 4 > 2**30
+        self.dtype = torch.float16 if big else torch.float32
+        self.ref = [
+            self._logp(reference, ids, mask).to("cpu", self.dtype) for ids, mask in self.batches
+        ]
+
+    @staticmethod
+    @torch.no_grad()
+    def _logp(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        dev = next(model.parameters()).device
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
+        return F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+
+    def score(self, model=None) -> tuple[float, float]:
+        """``(perplexity, mean KL(dense ‖ model) per token in nats)``; None: the dense model."""
+        nll = kl = 0.0
+        n_pred = n_tok = 0
+        for (ids, mask), ref in zip(self.batches, self.ref, strict=True):
+            logp = ref.float() if model is None else self._logp(model, ids, mask).cpu()  # (B, T, V)
+            valid = mask.bool()  # (B, T)
+            target = ids[:, 1:]  # (B, T-1)
+            tok_nll = -logp[:, :-1].gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+            pred_ok = valid[:, 1:]
+            nll += tok_nll[pred_ok].double().sum().item()
+            n_pred += int(pred_ok.sum())
+            r = ref.float()
+            kl += (r.exp() * (r - logp)).sum(-1)[valid].double().sum().item()  # (B, T) -> scalar
+            n_tok += int(valid.sum())
+        return math.exp(nll / n_pred), kl / n_tok
 
 
 def compare_all(
@@ -147,7 +182,8 @@ def compare_all(
     n0 = model.config.num_hidden_layers
     rows: list[dict] = []
     t0 = time.perf_counter()
-    ppl, kl = _metrics(model, model, tokenizer, eval_text, eval_seq_len, eval_windows)
+    scorer = _Scorer(model, tokenizer, eval_text, eval_seq_len, eval_windows)
+    ppl, kl = scorer.score()
     rows.append(
         dict(
             method="dense",
@@ -190,7 +226,7 @@ def compare_all(
             build_s = time.perf_counter() - t0
             removed = 1 - count_params(pruned) / params0
             layers = pruned.config.num_hidden_layers
-            ppl, kl = _metrics(pruned, model, tokenizer, eval_text, eval_seq_len, eval_windows)
+            ppl, kl = scorer.score(pruned)
             rows.append(
                 dict(
                     method=method,
@@ -213,7 +249,7 @@ def compare_all(
                     pruned, tokenizer, heal_text, steps=heal_steps, **(heal_kwargs or {})
                 ).model
                 heal_s = time.perf_counter() - t1
-                ppl, kl = _metrics(healed, model, tokenizer, eval_text, eval_seq_len, eval_windows)
+                ppl, kl = scorer.score(healed)
                 rows.append(
                     dict(
                         method=method,
