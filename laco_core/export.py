@@ -51,7 +51,10 @@ def build_recipe(
     recipe = dict(recipe or {})
     layers_after = num_layers(model)
     layer_map = getattr(model, "laco_layer_map", None)
-    layers_before = layer_map[-1][1] + 1 if layer_map else layers_after
+    if original is not None:
+        layers_before = num_layers(original)
+    else:
+        layers_before = layer_map[-1][1] + 1 if layer_map else layers_after
     out = {
         "tool": "laco-explorer",
         "version": __version__,
