@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..adapters import Adapter
 from .base import LayerParams, MergeMethod
 from .rdsc import rdsc_tensor
@@ -14,6 +16,9 @@ class CalibratedRDSC(MergeMethod):
     overshoots badly; α shrinks the step. The automatic search picks α per merge on
     calibration data and records it; ``alpha_attn`` / ``alpha_mlp`` / ``alpha_norm``
     override α for one tensor group. With α = 0 the merge is a plain drop (tensors shared).
+    ``down_scale`` (one factor per hidden channel) rescales the rows of the MLP's output
+    projection: the search fits it in closed form so the merged layer's residual update
+    matches, on calibration activations, the update of all the layers it replaces.
     """
 
     name = "rdsc_calibrated"
@@ -28,6 +33,7 @@ class CalibratedRDSC(MergeMethod):
         alpha_attn: float | None = None,
         alpha_mlp: float | None = None,
         alpha_norm: float | None = None,
+        down_scale: list[float] | None = None,
         **params,
     ) -> LayerParams:
         base, rest = layers[0], layers[1:]
@@ -41,4 +47,8 @@ class CalibratedRDSC(MergeMethod):
                 a = alpha if alpha_norm is None else alpha_norm
             # share the source tensor when nothing changes (drop), as MergeMethod allows
             out[n] = t if a == 0 else rdsc_tensor(t, [layer[n] for layer in rest], float(a))
+        if down_scale is not None:
+            w = out[adapter.down]
+            scale = torch.tensor(down_scale, dtype=torch.float32, device=w.device)  # (H,)
+            out[adapter.down] = (w.float() * scale[:, None]).to(w.dtype)  # rows = hidden channels
         return out

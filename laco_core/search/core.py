@@ -47,6 +47,10 @@ class SearchConfig:
             ``rdsc_calibrated`` without ``alpha``, α is chosen per merge on the prompts.
         alpha_evals: Objective evaluations of the golden-section search for α.
         refine_top: Greedy with a calibrated method: ranges re-scored with a calibrated α.
+        correct: With ``rdsc_calibrated``: also fit, in closed form on the calibration
+            activations, a per-channel scale of the merged layer's MLP output projection so
+            that its residual update matches that of the layers it replaces (stored in the
+            recipe as ``down_scale``; skipped for layers with a post-MLP norm).
         batch_size: Prompts per padded forward chunk (prompts are sorted by length first, so
             small chunks waste little on padding).
         early_exit: Paper strategy with the cosine objective: stop scoring a candidate once
@@ -68,6 +72,7 @@ class SearchConfig:
     method_params: dict = field(default_factory=dict)
     alpha_evals: int = 6
     refine_top: int = 3
+    correct: bool = False
     batch_size: int = 8
     early_exit: bool = False
 
@@ -259,6 +264,15 @@ class _Search:
     def evaluate(
         self, lo: int, hi: int, params: dict, threshold: float | None = None
     ) -> tuple[PreTrainedModel, float]:
+        if (
+            self.cfg.correct
+            and self.cfg.method == CALIBRATED
+            and hi > lo
+            and "down_scale" not in params
+        ):
+            scale = self.fit_down_scale(lo, hi, params)
+            if scale is not None:
+                params["down_scale"] = scale
         cand = self.build(lo, hi, params)
         inputs = self.inputs_at(lo)
         if threshold is not None and self.cfg.early_exit and self.cfg.objective == "cosine":
@@ -267,6 +281,43 @@ class _Search:
             suffix_final(cand, lo, inputs[k][lo], c.kwargs) for k, c in enumerate(self.cache.chunks)
         ]
         return cand, score(self.cfg.objective, self.cache, cand, finals)
+
+    @torch.inference_mode()
+    def fit_down_scale(self, lo: int, hi: int, params: dict) -> list[float] | None:
+        """Least-squares per-channel scale s of the merged MLP output (rows of down_proj).
+
+        With x the input of layer lo, D the update layers lo..hi of the current model add
+        to x, and A, F the merged layer's attention and MLP updates (A + F its total),
+        s_c = Σ (D − A)_c F_c / Σ F_c² over real calibration tokens.
+        """
+        cand = self.build(lo, hi, params)
+        layer = get_layers(cand)[lo]
+        if any("post_feedforward" in n for n, _ in layer.named_parameters()):
+            return None  # a norm after the MLP makes the scale non-linear in s
+        mlp = getattr(layer, "mlp", None)
+        if mlp is None:
+            return None
+        inputs = self.inputs_at(hi)
+        cur_layers, types = get_layers(self.cur), _types(self.cur)
+        cand_type = _types(cand)[lo]
+        num = den = None
+        grabbed: list[torch.Tensor] = []
+        for k, c in enumerate(self.cache.chunks):
+            x = inputs[k][lo]  # (B, T, H)
+            target = run_layers([cur_layers[hi]], [types[hi]], inputs[k][hi], c.kwargs)  # (B, T, H)
+            grabbed.clear()
+            handle = mlp.register_forward_hook(lambda m, a, out: grabbed.append(out))
+            try:
+                y = run_layers([layer], [cand_type], x, c.kwargs)  # (B, T, H)
+            finally:
+                handle.remove()
+            f = grabbed[0][c.mask].double()  # (N, H) MLP update of real tokens
+            rest = (target - y)[c.mask].double() + f  # D − A  (N, H)
+            n_, d_ = (rest * f).sum(0), (f * f).sum(0)
+            num = n_ if num is None else num + n_
+            den = d_ if den is None else den + d_
+        scale = (num / den.clamp_min(1e-12)).clamp(0.0, 4.0)
+        return [round(float(v), 6) for v in scale]
 
     def cosine_early(self, cand: PreTrainedModel, lo: int, inputs, threshold: float) -> float:
         """Mean cosine over prompts, stopping once the rest cannot flip ``score > threshold``."""
@@ -291,19 +342,20 @@ class _Search:
                 base["alpha"] = 0.0
             cand, s = self.evaluate(lo, hi, base, threshold)
             return cand, s, base
-        seen: dict[float, tuple[PreTrainedModel, float]] = {}
+        seen: dict[float, tuple[PreTrainedModel, float, dict]] = {}
 
         def f(a: float) -> float:
             a = round(a, 4)
             if a not in seen:
-                seen[a] = self.evaluate(lo, hi, {**base, "alpha": a})
+                p = {**base, "alpha": a}
+                cand, s = self.evaluate(lo, hi, p)
+                seen[a] = (cand, s, p)
             return seen[a][1]
 
         golden_section_max(f, 0.0, 1.0, self.cfg.alpha_evals)
         f(0.0)  # drop is always a candidate: calibration never does worse than it
         a = max(seen, key=lambda x: seen[x][1])
-        cand, s = seen[a]
-        return cand, s, {**base, "alpha": a}
+        return seen[a]
 
     def log(
         self, lo: int, hi: int, s: float, accepted: bool, params: dict, threshold: float | None

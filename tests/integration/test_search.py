@@ -1,0 +1,299 @@
+"""The fast search against the literal official loop, on tiny models of every architecture."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from laco_core.adapters import get_layers
+from laco_core.assets import read_prompts
+from laco_core.engine import REBUILDERS
+from laco_core.merge import build_collapsed, shared_fraction
+from laco_core.models import count_params
+from laco_core.search import ActivationCache, SearchConfig, preview, reference_search, run_search
+from laco_core.search.activations import suffix_final
+from laco_core.search.reference import literal_merge
+
+
+class ByteTokenizer:
+    """Bytes of the text (capped) shifted past the special ids, with BOS: fits a 256-token vocab."""
+
+    def __call__(self, text, return_tensors=None):
+        ids = [1] + [3 + b % 250 for b in text.encode()][:30]
+        if return_tensors == "pt":
+            return {
+                "input_ids": torch.tensor([ids]),
+                "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+            }
+        return {"input_ids": ids}
+
+
+TOK = ByteTokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run much faster on one thread when the cores are shared (no spin-waits)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    # lengths 31 and shorter: longer than the tiny sliding window (16), so masks matter
+    return read_prompts()[:5] + ["Hi."]
+
+
+def test_suffix_forward_equals_full_forward(tiny, prompts):
+    cache = ActivationCache(tiny, TOK, prompts, batch_size=4)
+    cand = build_collapsed(tiny, [(2, 4)], "rdsc")
+    for c in cache.chunks:
+        with torch.inference_mode():
+            full = tiny.model(input_ids=c.input_ids, use_cache=False).last_hidden_state
+            full_c = cand.model(input_ids=c.input_ids, use_cache=False).last_hidden_state
+        for start in range(len(get_layers(tiny))):
+            torch.testing.assert_close(
+                suffix_final(tiny, start, c.inputs[start], c.kwargs), full, rtol=0, atol=1e-6
+            )
+        torch.testing.assert_close(
+            suffix_final(cand, 2, c.inputs[2], c.kwargs), full_c, rtol=0, atol=1e-6
+        )
+
+
+def test_padded_batches_match_prompts_alone(tiny, prompts):
+    cache = ActivationCache(tiny, TOK, prompts, batch_size=8)
+    (chunk,) = cache.chunks
+    assert len(set(chunk.lengths)) > 1  # padding really happens
+    for b, n in enumerate(chunk.lengths):
+        with torch.inference_mode():
+            alone = tiny.model(
+                input_ids=chunk.input_ids[b : b + 1, :n], use_cache=False
+            ).last_hidden_state
+        torch.testing.assert_close(chunk.final[b, :n], alone[0], rtol=0, atol=1e-5)
+
+
+def _decisions(log):
+    return [(c["lo"], c["hi"], c["accepted"]) for c in log]
+
+
+@pytest.mark.parametrize("method", ["official", "rdsc"])
+def test_fast_search_makes_the_reference_decisions(arch, prompts, method):
+    model = __import__("laco_core.tiny", fromlist=["tiny_model"]).tiny_model(arch, 8)
+    ref0 = reference_search(
+        model, TOK, prompts, SearchConfig(merge_count=3, threshold=0.0, method=method)
+    )
+    scores = sorted(c["score"] for c in ref0["candidates"])
+    # thresholds between observed scores, so some candidates pass and some fail
+    for t in {scores[0] - 0.01, (scores[0] + scores[-1]) / 2, scores[-1] - 1e-3}:
+        cfg = SearchConfig(merge_count=3, threshold=t, method=method)
+        fast = run_search(model, TOK, prompts, cfg)
+        ref = reference_search(model, TOK, prompts, cfg)
+        assert _decisions(fast.candidates) == _decisions(ref["candidates"])
+        assert [a[:2] for a in fast.accepted] == [a[:2] for a in ref["accepted"]]
+        for a, b in zip(fast.candidates, ref["candidates"], strict=True):
+            assert abs(a["score"] - b["score"]) < 1e-5
+        assert len(get_layers(fast.model)) == len(get_layers(ref["model"]))
+        # same weights, layer by layer (official: in-place W += W_d − W is W_d up to rounding)
+        for lf, lr in zip(get_layers(fast.model), get_layers(ref["model"]), strict=True):
+            for (n, p), (_, q) in zip(lf.named_parameters(), lr.named_parameters(), strict=True):
+                torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=n)
+
+
+def test_some_thresholds_accept_and_reject(prompts):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("llama", 8)
+    res = run_search(model, TOK, prompts, SearchConfig(merge_count=3, threshold=0.9))
+    assert any(c["accepted"] for c in res.candidates) and not all(
+        c["accepted"] for c in res.candidates
+    )
+
+
+def test_early_exit_keeps_decisions(prompts):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("qwen2", 8)
+    for t in (0.8, 0.9):
+        full = run_search(
+            model, TOK, prompts, SearchConfig(merge_count=3, threshold=t, batch_size=1)
+        )
+        early = run_search(
+            model,
+            TOK,
+            prompts,
+            SearchConfig(merge_count=3, threshold=t, batch_size=1, early_exit=True),
+        )
+        assert _decisions(full.candidates) == _decisions(early.candidates)
+    assert any("prompts_scored" in c for c in early.candidates)
+
+
+def test_literal_merge_official_is_layer_hi_blocks():
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("llama", 6)
+    merged = literal_merge(model, 1, 2)
+    assert len(get_layers(merged)) == 4
+    src, dst = get_layers(model), get_layers(merged)
+    torch.testing.assert_close(
+        dst[1].mlp.up_proj.weight, src[3].mlp.up_proj.weight, rtol=0, atol=1e-6
+    )
+    assert torch.equal(dst[1].input_layernorm.weight, src[1].input_layernorm.weight)
+
+
+@pytest.mark.parametrize("strategy", ["paper", "greedy"])
+@pytest.mark.parametrize("objective", ["cosine", "kl", "ppl"])
+def test_target_layers_is_hit_exactly(prompts, strategy, objective):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("llama", 8)
+    cfg = SearchConfig(
+        merge_count=3, threshold=0.99, strategy=strategy, objective=objective, target_layers=3
+    )
+    res = run_search(model, TOK, prompts, cfg)
+    assert res.layers_removed == 3
+    assert len(get_layers(res.model)) == 5
+    assert all(0 < c["score"] <= 1 + 1e-6 for c in res.candidates)
+    assert res.params_after == count_params(res.model) < res.params_before
+
+
+def test_target_ratio_removes_at_least_the_ratio(prompts):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("mistral", 8)
+    res = run_search(
+        model, TOK, prompts, SearchConfig(strategy="greedy", objective="kl", target_ratio=0.3)
+    )
+    assert 1 - res.params_after / res.params_before >= 0.3
+    one_less = res.params_after + sum(p.numel() for p in get_layers(model)[0].parameters())
+    assert 1 - one_less / res.params_before < 0.3  # and not a layer more than needed
+
+
+def test_greedy_picks_the_best_scored_range(prompts):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("phi3", 6)
+    res = run_search(
+        model,
+        TOK,
+        prompts,
+        SearchConfig(
+            merge_count=2, strategy="greedy", objective="kl", target_layers=1, method="drop"
+        ),
+    )
+    first = res.candidates
+    best = max(first, key=lambda c: c["score"])
+    assert res.accepted[0][:2] == (best["lo"], best["hi"])
+    assert sum(c["accepted"] for c in first) == 1
+
+
+def test_calibrated_search_records_alpha_and_rebuilds(prompts):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("qwen3", 8)
+    cfg = SearchConfig(
+        merge_count=3,
+        strategy="greedy",
+        objective="kl",
+        target_layers=3,
+        method="rdsc_calibrated",
+        alpha_evals=4,
+    )
+    res = run_search(model, TOK, prompts, cfg)
+    drop = run_search(
+        model,
+        TOK,
+        prompts,
+        SearchConfig(
+            merge_count=3, strategy="greedy", objective="kl", target_layers=3, method="drop"
+        ),
+    )
+    recipe = res.recipe()
+    assert recipe["kind"] == "auto" and all("alpha" in s["params"] for s in recipe["steps"])
+    assert json.loads(json.dumps(recipe)) == recipe
+    # α = 0 (drop) is always among the choices, so the first step is never worse than drop's
+    assert res.accepted[0][2] >= drop.accepted[0][2] - 1e-9
+
+    class Base:
+        pass
+
+    base = Base()
+    base.model = model
+
+    class Eng:
+        import threading
+
+        lock = threading.RLock()
+
+    rebuilt = REBUILDERS["auto"](Eng(), base, recipe)
+    for (n, p), (_, q) in zip(
+        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), n
+
+
+def test_result_shares_untouched_tensors_and_recipe_rebuilds_official(prompts):
+    from laco_core.engine import _rebuild_collapse
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("gemma3_text", 8)
+    res = run_search(
+        model, TOK, prompts, SearchConfig(merge_count=3, strategy="paper", target_layers=3)
+    )
+    assert res.plan and hasattr(res.model, "laco_layer_map")
+    assert shared_fraction(model, res.model) == 1.0  # official merges allocate nothing
+
+    class Base:
+        pass
+
+    base = Base()
+    base.model = model
+
+    class Eng:
+        import threading
+
+        lock = threading.RLock()
+
+    # official nested merges are one merge of the original ranges: the plain rebuilder agrees
+    plain = _rebuild_collapse(Eng(), base, res.recipe())
+    for (n, p), (_, q) in zip(res.model.named_parameters(), plain.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert plain.config.layer_types == res.model.config.layer_types
+
+
+def test_callback_sees_every_candidate_and_can_cancel(prompts):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("llama", 8)
+    events = []
+    res = run_search(
+        model, TOK, prompts, SearchConfig(merge_count=3, threshold=0.9), callback=events.append
+    )
+    assert len(events) == len(res.candidates) and {"lo", "hi", "score", "accepted"} <= set(
+        events[0]
+    )
+
+    def stop(event):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(model, TOK, prompts, SearchConfig(merge_count=3, threshold=0.9), callback=stop)
+
+
+def test_preview_matches_a_full_forward(prompts):
+    from laco_core.search.objectives import cosine_score
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("gemma2", 8)
+    cache = ActivationCache(model, TOK, prompts)
+    out = preview(model, TOK, prompts, "2-4", cache=cache)
+    cand = build_collapsed(model, [(2, 4)], "official")
+    finals = []
+    for c in cache.chunks:
+        with torch.inference_mode():
+            finals.append(cand.model(input_ids=c.input_ids, use_cache=False).last_hidden_state)
+    assert abs(out["cosine"] - cosine_score(cache, finals)) < 1e-6
+    assert out["kl"] > 0 and out["layers_after"] == 6 and out["params_after"] < out["params_before"]

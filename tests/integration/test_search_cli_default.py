@@ -1,0 +1,133 @@
+"""``laco auto`` end to end on a saved tiny model, and fast == literal on the default model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from laco_core.cli import main
+from laco_core.tiny import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("tiny-qwen2")
+    tiny_model("qwen2", layers=8).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def prompt_file(tmp_path_factory) -> str:
+    f = tmp_path_factory.mktemp("p") / "prompts.txt"
+    f.write_text(
+        "Short line about rivers.\n\nAnother prompt, with commas; ünïcode too.\nThird.\n",
+        encoding="utf-8",
+    )
+    return str(f)
+
+
+def test_auto_target_writes_log_and_exports(model_dir, prompt_file, tmp_path, capsys):
+    log, out = tmp_path / "log.json", tmp_path / "out"
+    argv = [
+        "auto",
+        "--model",
+        model_dir,
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+        "--prompts",
+        prompt_file,
+    ]
+    argv += [
+        "--merge-count",
+        "3",
+        "--target-layers",
+        "3",
+        "--strategy",
+        "greedy",
+        "--objective",
+        "kl",
+    ]
+    argv += ["--method", "rdsc_calibrated", "--json", str(log), "--out", str(out), "-q"]
+    assert main(argv) == 0
+    data = json.loads(log.read_text())
+    assert {"accepted", "candidates", "plan", "seconds"} <= set(data)
+    assert sum(hi - lo for lo, hi in data["plan"]) == 3
+    recipe = json.loads((out / "laco_recipe.json").read_text())
+    assert (
+        recipe.get("kind") == "auto"
+        or recipe.get("recipe", {}).get("kind") == "auto"
+        or "auto" in json.dumps(recipe)
+    )
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.num_hidden_layers == 5
+    assert "Plan (original indices)" in capsys.readouterr().out
+
+
+def test_auto_paper_threshold_prints_decisions(model_dir, prompt_file, capsys):
+    argv = [
+        "auto",
+        "--model",
+        model_dir,
+        "--device",
+        "cpu",
+        "--prompts",
+        prompt_file,
+        "-C",
+        "3",
+        "-T",
+        "0.5",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "accept" in out or "reject" in out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--prompts", "/nonexistent/p.txt"], "not found"),
+        (["--method", "nope"], "Unknown merge method"),
+        (["--merge-count", "1"], "merge-count"),
+        (["--target-ratio", "1.5"], "target-ratio"),
+    ],
+)
+def test_auto_user_errors_exit_2(model_dir, extra, message, capsys):
+    assert main(["auto", "--model", model_dir, "--device", "cpu", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.slow
+def test_default_model_fast_equals_literal_loop(default_model):
+    from laco_core.assets import read_prompts
+    from laco_core.search import SearchConfig, reference_search, run_search
+
+    torch.set_num_threads(2)
+    m, tok = default_model.model, default_model.tokenizer
+    prompts = read_prompts()[:3]
+    # top of the stack only (L=22) keeps the literal loop affordable; scores near the top are
+    # high and fall quickly lower down, so T=0.8 accepts some merges and rejects others
+    cfg = SearchConfig(merge_count=4, low=22, high=30, interval=2, threshold=0.8)
+    fast = run_search(m, tok, prompts, cfg)
+    ref = reference_search(m, tok, prompts, cfg)
+    assert [(c["lo"], c["hi"], c["accepted"]) for c in fast.candidates] == [
+        (c["lo"], c["hi"], c["accepted"]) for c in ref["candidates"]
+    ]
+    for a, b in zip(fast.candidates, ref["candidates"], strict=True):
+        assert abs(a["score"] - b["score"]) < 1e-4
+    print([(c["lo"], c["hi"], round(c["score"], 4), c["accepted"]) for c in fast.candidates])
