@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m bench`` (all) or ``python -m bench core search`` (some).
 
-Every ``bench/bench_<name>.py`` module's ``main()`` runs in order (``core`` first, then the
+``LACO_BENCH_THREADS=N`` sets torch's CPU threads first. Every ``bench/bench_<name>.py`` module's ``main()`` runs in order (``core`` first, then the
 rest by name); a module that crashes is reported and the others still run.
 """
 
@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     selected = args.names or names
+    threads = os.environ.get("LACO_BENCH_THREADS")
+    if threads:  # on an oversubscribed box one thread per process times more steadily
+        import torch
+
+        torch.set_num_threads(int(threads))
     summary: list[tuple[str, float, list[common.Result], str | None]] = []
     for name in selected:
         print(f"\n######## bench {name} ########", flush=True)

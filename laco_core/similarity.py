@@ -28,9 +28,14 @@ from .merge import layer_map
 GROUPS = ("attention", "mlp", "norms")
 ALL = "all"
 
-# One stacked chunk of L layer slices stays this small so it lives in cache on CPU; on a GPU a
-# larger chunk keeps the (L x c) @ (c x L) products long enough to run near peak.
-_CHUNK_BYTES = {"cpu": 4 * 2**20, "cuda": 256 * 2**20}
+# Parameter Grams stream (L, c) chunks of the stacked layers. On CPU, c = 32768 columns keeps
+# a chunk in cache for its (L x c) @ (c x L) product and each row copy under torch's parallel
+# grain (one serial memcpy, no thread sync per row); on CUDA a large chunk keeps the GEMMs
+# long, and the byte budget bounds the extra memory for 7B-scale models.
+_CPU_CHUNK_COLS = 32768
+_CHUNK_BYTES = {"cuda": 512 * 2**20}
+# Adjacent cosines walk one slice per layer; on CPU the previous slice must still be in L3.
+_ADJ_SLICE = {"cpu": 2**20, "cuda": 2**24}
 
 
 # ---- labels and frames -------------------------------------------------------------------
@@ -102,22 +107,39 @@ def _layout(model: nn.Module) -> _Layout:
 
 
 def _chunk_cols(num_layers: int, device: torch.device) -> int:
-    budget = _CHUNK_BYTES.get(device.type, _CHUNK_BYTES["cpu"])
-    return max(1024, budget // (4 * num_layers))
+    if device.type not in _CHUNK_BYTES:
+        return _CPU_CHUNK_COLS
+    return max(_CPU_CHUNK_COLS, _CHUNK_BYTES[device.type] // (4 * num_layers))
 
 
 def _stacked_chunks(
-    flats: list[torch.Tensor], cols: int, device: torch.device
+    flats: list[torch.Tensor], cols: int, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> Iterator[torch.Tensor]:
-    """Yield ``(L, c)`` fp32 slices of the stacked ``(L, n)`` matrix without building it whole."""
+    """Yield ``(L, c)`` slices of the stacked ``(L, n)`` matrix without building it whole."""
     n = flats[0].numel()
-    buf = torch.empty(len(flats), min(cols, n), dtype=torch.float32, device=device)
+    buf = torch.empty(len(flats), min(cols, n), dtype=dtype, device=device)
     for c0 in range(0, n, cols):
         w = min(cols, n - c0)
         x = buf[:, :w]  # (L, w)
         for i, f in enumerate(flats):
-            x[i].copy_(f[c0 : c0 + w])  # casts to fp32 and moves device in one copy
+            x[i].copy_(f[c0 : c0 + w])  # casts and moves device in the same copy
         yield x
+
+
+def _gram_native(flats: list[torch.Tensor], cols: int, device: torch.device) -> torch.Tensor | None:
+    """On CUDA, bf16/fp16 chunks go straight into a GEMM with fp32 output: products of half
+    floats are exact in fp32 and cuBLAS accumulates in fp32, so this equals the fp32 Gram
+    while moving half the bytes. None where that kernel does not exist (CPU, old torch)."""
+    dtype = flats[0].dtype
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    gram = torch.zeros(len(flats), len(flats), dtype=torch.float32, device=device)
+    try:
+        for x in _stacked_chunks(flats, cols * 2, device, dtype):
+            gram += torch.mm(x, x.T, out_dtype=torch.float32)
+    except (RuntimeError, TypeError, NotImplementedError):
+        return None
+    return gram
 
 
 def _gram_to_cosine(gram: torch.Tensor) -> torch.Tensor:
@@ -156,6 +178,10 @@ def param_grams(model: nn.Module) -> dict[str, torch.Tensor]:
         gram = torch.zeros(num, num, dtype=torch.float32, device=layout.device)  # (L, L)
         for name in names:
             flats = [t[name].detach().reshape(-1) for t in layout.tensors]
+            native = _gram_native(flats, cols, layout.device)
+            if native is not None:
+                gram += native
+                continue
             for x in _stacked_chunks(flats, cols, layout.device):
                 gram.addmm_(x, x.T)
         per_kind[kind] = gram
@@ -188,7 +214,7 @@ def adjacent_param_similarity(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     layout = _layout(model)
     num = len(layout.tensors)
-    cols = _chunk_cols(1, layout.device) // 4  # one slice per layer, two live at a time
+    cols = _ADJ_SLICE.get(layout.device.type, _ADJ_SLICE["cpu"])
     stats: dict[str, torch.Tensor] = {}  # kind -> (2, L): row 0 squared norms, row 1 dots
     for kind, names in layout.kinds.items():
         acc = torch.zeros(2, num, dtype=torch.float32, device=layout.device)

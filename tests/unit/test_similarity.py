@@ -92,7 +92,6 @@ def test_param_similarity_matches_slow_reference(model):
 def test_param_similarity_small_chunks_equal_one_chunk(model, monkeypatch):
     whole = S.param_similarity(model)
     # force many chunks per tensor, including a ragged last one
-    monkeypatch.setitem(S._CHUNK_BYTES, "cpu", 4 * 5 * 1000)
     monkeypatch.setattr(S, "_chunk_cols", lambda num, dev: 777)
     chunked = S.param_similarity(model)
     for key in whole:
@@ -118,6 +117,14 @@ def test_identical_layers_give_one_and_orthogonal_give_zero(model):
         assert m[0, 1].item() == pytest.approx(1.0, abs=1e-6), key
     assert sims["q_proj"][0, 2].item() == pytest.approx(0.0, abs=1e-5)
     assert sims["o_proj"][3, 4].item() == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_adjacent_small_slices_equal_one_slice(model, monkeypatch):
+    whole = S.adjacent_param_similarity(model)
+    monkeypatch.setitem(S._ADJ_SLICE, "cpu", 333)
+    sliced = S.adjacent_param_similarity(model)
+    for key in whole:
+        torch.testing.assert_close(sliced[key], whole[key], atol=1e-6, rtol=0)
 
 
 def test_adjacent_matches_off_diagonal(model):
