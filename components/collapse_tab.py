@@ -19,7 +19,7 @@ from laco_core.methods import REGISTRY
 from laco_core.search.core import STRATEGIES
 
 from . import plots
-from .common import GPU_GROUP, base_of, fmt_params, gpu, user_errors
+from .common import GPU_GROUP, PROGRESS, base_of, fmt_params, gpu, user_errors
 from .similarity_tab import proposed_range
 from .state import Build, Session
 from .widgets import RangeSlider
@@ -114,8 +114,8 @@ def build_collapse(
     plan_text: str,
     method: str,
     prompts_text: str,
-    progress: gr.Progress = gr.Progress(),
-):  # noqa: B008
+    progress: gr.Progress = PROGRESS,
+):
     """Build the collapsed model (untouched layers shared) and measure quick metrics."""
     base = base_of(engine, session)
     ranges = merge.validate_ranges(merge.parse_ranges(plan_text or ""), base.num_layers)
@@ -176,8 +176,8 @@ def run_auto(
     objective: str,
     strategy: str,
     target_layers: int,
-    progress: gr.Progress = gr.Progress(),
-):  # noqa: B008
+    progress: gr.Progress = PROGRESS,
+):
     """LaCo Algorithm 1 (Yang et al. 2024, arXiv 2402.11187) with a live decision log."""
     base = base_of(engine, session)
     prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()]

@@ -16,6 +16,9 @@ from laco_core.models import LoadedModel
 from .state import Session
 
 GPU_GROUP = "model"  # every listener that runs the model shares one concurrency group
+# Default of handlers' ``progress`` argument: gradio spots the instance and hands each event
+# its own tracker, so one shared default is safe.
+PROGRESS = gr.Progress()
 
 
 def gpu(fn: Callable) -> Callable:

@@ -102,7 +102,9 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
     with gr.Row():
         prompt = gr.Textbox(EXAMPLES[0], label="Prompt", lines=2, scale=3, elem_id="cmp-prompt")
         with gr.Column(scale=2, min_width=240):
-            pick = gr.Dropdown([], label="Collapsed model", elem_id="cmp-model")
+            pick = gr.Dropdown(
+                [], allow_custom_value=True, label="Collapsed model", elem_id="cmp-model"
+            )
             run_btn = gr.Button("▸ Generate both", variant="primary", elem_id="cmp-run")
     gr.Examples([[e] for e in EXAMPLES], inputs=prompt, label="Examples")
     with gr.Accordion("Decoding settings", open=False):

@@ -15,7 +15,7 @@ from laco_core.errors import LacoError
 from laco_core.evaluate import evaluate as evaluate_model
 
 from . import plots
-from .common import GPU_GROUP, base_of, build_choices, gpu, pick_build
+from .common import GPU_GROUP, PROGRESS, base_of, build_choices, gpu, pick_build
 from .state import Session
 
 SOURCES = ["bundled held-out text", "pasted text", "uploaded file"]
@@ -61,8 +61,8 @@ def evaluate(
     upload: str | None,
     seq_len: int,
     max_words: int,
-    progress: gr.Progress = gr.Progress(),
-):  # noqa: B008
+    progress: gr.Progress = PROGRESS,
+):
     """Perplexity of the collapsed model and the original, KL/agreement between them."""
     did = pick_build(session, did)
     text = eval_text(source, pasted, upload, int(max_words))
@@ -93,8 +93,8 @@ def run_baselines(
     ratios_text: str,
     methods: list[str],
     heal_steps: int,
-    progress: gr.Progress = gr.Progress(),
-):  # noqa: B008
+    progress: gr.Progress = PROGRESS,
+):
     """Every chosen method at every target ratio, scored on the held-out text (minutes)."""
     try:
         ratios = [float(r) for r in ratios_text.replace(",", " ").split()]
@@ -130,7 +130,9 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
     )
     with gr.Row():
         with gr.Column(scale=2):
-            pick = gr.Dropdown([], label="Collapsed model", elem_id="eval-model")
+            pick = gr.Dropdown(
+                [], allow_custom_value=True, label="Collapsed model", elem_id="eval-model"
+            )
             source = gr.Radio(SOURCES, value=SOURCES[0], label="Text")
             pasted = gr.Textbox(label="Pasted text", lines=4, visible=False)
             upload = gr.File(

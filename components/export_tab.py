@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import gradio as gr
 
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.export import export_model, push_to_hub, zip_export
+from laco_core.export import export_model, push_to_hub
 
-from .common import GPU_GROUP, base_of, build_choices, gpu, pick_build
+from .common import GPU_GROUP, PROGRESS, base_of, build_choices, gpu, pick_build
 from .state import Session
 
 
@@ -33,14 +34,25 @@ def _export(engine: Engine, session: Session, did: str) -> tuple[Path, object]:
     return Path(res.path), res
 
 
+def zip_stored(path: Path) -> Path:
+    """``<path>.zip`` without compression. Deflating ~500 MB of float weights took ~3 min on
+    2 busy cores for a 2× smaller file; storing takes seconds, which matters behind a button."""
+    archive = path.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path(path.name) / f.relative_to(path))
+    return archive
+
+
 @gpu
-def export(engine: Engine, session: Session, did: str, progress: gr.Progress = gr.Progress()):  # noqa: B008
+def export(engine: Engine, session: Session, did: str, progress: gr.Progress = PROGRESS):
     """Save, reload-verify and zip the collapsed model; also offer its recipe alone."""
     did = pick_build(session, did)
     progress(0.2, desc="Saving and reloading…")
     path, res = _export(engine, session, did)
     progress(0.8, desc="Zipping…")
-    zipped = zip_export(path)
+    zipped = zip_stored(path)
     recipe_file = path / "laco_recipe.json"
     if not recipe_file.exists():  # the exporter writes it; fall back to the session's copy
         recipe_file.write_text(json.dumps(session.get(did).recipe, indent=2))
@@ -76,7 +88,9 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         "it is reloaded and its logits are compared with the model you evaluated."
     )
     with gr.Row():
-        pick = gr.Dropdown([], label="Collapsed model", scale=3, elem_id="export-model")
+        pick = gr.Dropdown(
+            [], allow_custom_value=True, label="Collapsed model", scale=3, elem_id="export-model"
+        )
         run_btn = gr.Button("Export", variant="primary", scale=1, elem_id="export-run")
     verify = gr.Markdown("", elem_id="export-verify")
     with gr.Row():

@@ -9,7 +9,7 @@ import gradio as gr
 from laco_core.engine import Engine
 from laco_core.models import DTYPES
 
-from .common import GPU_GROUP, fmt_params, gpu
+from .common import GPU_GROUP, PROGRESS, fmt_params, gpu
 from .state import Session
 
 SPEC_CHOICES = [
@@ -36,8 +36,8 @@ def load_model(
     dtype: str,
     device: str,
     session: Session,
-    progress: gr.Progress = gr.Progress(),
-) -> tuple[Session, str, dict]:  # noqa: B008
+    progress: gr.Progress = PROGRESS,
+) -> tuple[Session, str, dict]:
     """Load (or fetch from the engine cache) a base model and make it this session's base."""
     progress(0.1, desc=f"Loading {spec or 'default'}…")
     loaded = engine.load(spec or "default", dtype or "auto", device or "auto")

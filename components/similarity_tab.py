@@ -19,7 +19,7 @@ from laco_core.engine import Engine
 from laco_core.errors import LacoError
 
 from . import plots
-from .common import GPU_GROUP, base_of, gpu, user_errors
+from .common import GPU_GROUP, PROGRESS, base_of, gpu, user_errors
 from .state import Session
 from .widgets import ClickBridge
 
@@ -74,8 +74,8 @@ def analyze(
     prompts_text: str,
     module: str,
     metric: str,
-    progress: gr.Progress = gr.Progress(),
-):  # noqa: B008
+    progress: gr.Progress = PROGRESS,
+):
     """Compute both similarity families for the session's base model, return figures + CSVs."""
     prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
     if not prompts:

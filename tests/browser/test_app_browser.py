@@ -83,7 +83,12 @@ def test_heatmaps_render_and_click_proposes_range(page):
     # a cell in the lower-right quarter: both indices in the upper half of the layers
     page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.85)
     wait_text(page, "#sim-hint", "Proposed", 15_000)
-    assert "Proposed layers" in page.inner_text("#sim-hint")
+    hint = page.inner_text("#sim-hint")
+    assert "Proposed layers" in hint
+    lo, hi = hint.split("Proposed layers ")[1].split(" ")[0].split("–")
+    assert 15 <= int(lo) < int(hi) <= 29  # the lower-right quarter of a 30-layer matrix
+    # the proposal lands on the Collapse tab's two-handle slider
+    assert f"layers {lo} – {hi}" in page.inner_text("#range-slider")
     shot(page, "2-similarity")
 
 
@@ -129,3 +134,13 @@ def test_evaluate_and_export_tabs(page):
     wait_text(page, "#export-verify", "erified", 180_000)
     assert "✓ Verified" in page.inner_text("#export-verify")
     shot(page, "6-export")
+
+
+def test_auto_search_panel(page):
+    tab(page, "3 · Collapse")
+    page.get_by_text("Auto: LaCo search (Algorithm 1)").click()
+    page.click("#auto-run")
+    wait_text(page, "#auto-result", "Search done", 300_000)
+    assert "layers" in page.inner_text("#auto-result")
+    page.locator("#auto-result").scroll_into_view_if_needed()
+    shot(page, "3b-auto-search")
