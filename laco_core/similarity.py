@@ -353,11 +353,14 @@ def representation_similarity(
     ids, mask = _pad_batch(tokenizer, prompts, max_length)
     ids, mask = ids.to(device), mask.to(device)
     states = hidden_states(model, ids, mask)
-    keep = mask.bool()  # (B, T)
-    # (S, N, D) unit vectors of every real token at every depth, S = L+1, fp32
-    unit = torch.stack([F.normalize(h[keep].to(device, torch.float32), dim=-1) for h in states])
+    real = mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat indices of real tokens, one sync
+    # (N, S, D) unit vectors of every real token at every depth, S = L+1, fp32
+    tokens = torch.stack(
+        [h.reshape(-1, h.shape[-1]).to(device).index_select(0, real).float() for h in states],
+        dim=1,
+    )
     del states
-    tokens = unit.transpose(0, 1)  # (N, S, D)
+    tokens = F.normalize(tokens, dim=-1)
     per_token = torch.bmm(tokens, tokens.transpose(1, 2)).clamp_(-1.0, 1.0)  # (N, S, S)
     per_token.diagonal(dim1=1, dim2=2).fill_(1.0)  # exact: rounding would give acos ≈ 1e-4
     cosine = per_token.mean(0)  # (S, S)
@@ -367,6 +370,6 @@ def representation_similarity(
         cosine=cosine,
         angular=angular,
         block_influence=block_influence.clone(),
-        num_tokens=int(keep.sum()),
+        num_tokens=int(real.numel()),
         labels=hidden_labels(model),
     )
