@@ -7,9 +7,10 @@
    10 %, 20 % and 30 % of the parameters, for strategy × objective × method. One search per
    row runs to 30 %; the 10 % and 20 % models replay the prefix of its accepted merges.
 
-Knobs (environment): BENCH_SEARCH_PROMPTS (prompts for part 1, default 8),
-BENCH_SEARCH_WINDOWS (256-token eval windows, default 8), BENCH_SEARCH_GRID
-(``quick``: 4 rows, default; ``full``: 8 rows; ``none``: skip part 2).
+Knobs (environment): BENCH_SEARCH_PROMPTS (prompts for part 1, default 8; 0 skips it),
+BENCH_SEARCH_CALIB (calibration prompts for part 2, default 8), BENCH_SEARCH_WINDOWS
+(256-token eval windows, default 4), BENCH_SEARCH_GRID (``quick``: 3 rows, default;
+``full``: 8 rows; ``none``: skip part 2). Defaults keep it near half an hour on 2 cores.
 """
 
 from __future__ import annotations
@@ -27,23 +28,24 @@ from laco_core.search import ActivationCache, SearchConfig, reference_search, re
 from .common import at_least, at_most, report, section
 
 TARGETS = (0.1, 0.2, 0.3)
-# (strategy, objective, method, merge_count): C=2 keeps greedy at n candidates per step
+GREEDY = {"lazy": True}
+CALIBRATED = {"lazy": True, "correct": True, "alpha_evals": 4, "refine_top": 2}
+# (strategy, objective, method, merge_count, extra config): C=2 keeps greedy at n ranges a step
 GRIDS = {
     "quick": [
-        ("paper", "cosine", "official", 4),
-        ("paper", "kl", "drop", 4),
-        ("greedy", "kl", "drop", 2),
-        ("greedy", "kl", "rdsc_calibrated", 2),
+        ("paper", "cosine", "official", 4, {}),
+        ("greedy", "kl", "drop", 2, GREEDY),
+        ("greedy", "kl", "rdsc_calibrated", 2, CALIBRATED),
     ],
     "full": [
-        ("paper", "cosine", "official", 4),
-        ("paper", "cosine", "rdsc_calibrated", 4),
-        ("paper", "kl", "drop", 4),
-        ("paper", "kl", "rdsc_calibrated", 4),
-        ("greedy", "cosine", "drop", 2),
-        ("greedy", "kl", "drop", 2),
-        ("greedy", "ppl", "drop", 2),
-        ("greedy", "kl", "rdsc_calibrated", 2),
+        ("paper", "cosine", "official", 4, {}),
+        ("paper", "cosine", "rdsc_calibrated", 4, {"alpha_evals": 4}),
+        ("paper", "kl", "drop", 4, {}),
+        ("greedy", "cosine", "drop", 2, GREEDY),
+        ("greedy", "kl", "drop", 2, GREEDY),
+        ("greedy", "ppl", "drop", 2, GREEDY),
+        ("greedy", "kl", "rdsc_calibrated", 2, {"lazy": True, "alpha_evals": 4, "refine_top": 2}),
+        ("greedy", "kl", "rdsc_calibrated", 2, CALIBRATED),
     ],
 }
 
@@ -99,8 +101,8 @@ def quality(lm, calib: list[str], grid: list[tuple], windows: int) -> None:
     per_layer = sum(p.numel() for p in get_layers(lm.model)[0].parameters())
     cache = ActivationCache(lm.model, lm.tokenizer, calib)
     rows = []
-    for strategy, objective, method, c in grid:
-        name = f"{strategy}/{objective}/{method}"
+    for strategy, objective, method, c, extra in grid:
+        name = f"{strategy}/{objective}/{method}" + ("+correct" if extra.get("correct") else "")
         cfg = SearchConfig(
             merge_count=c,
             low=1,
@@ -109,6 +111,7 @@ def quality(lm, calib: list[str], grid: list[tuple], windows: int) -> None:
             objective=objective,
             method=method,
             target_ratio=max(TARGETS),
+            **extra,
         )
         t0 = time.perf_counter()
         try:
@@ -150,12 +153,13 @@ def main() -> None:
     lm = load_model("default", dtype="float32", device="cpu")
     prompts = read_prompts()
     n = int(os.environ.get("BENCH_SEARCH_PROMPTS", "8"))
-    windows = int(os.environ.get("BENCH_SEARCH_WINDOWS", "8"))
+    calib = int(os.environ.get("BENCH_SEARCH_CALIB", "8"))
+    windows = int(os.environ.get("BENCH_SEARCH_WINDOWS", "4"))
     grid = os.environ.get("BENCH_SEARCH_GRID", "quick")
     if n > 0:
         speed(lm, prompts[:n])
     if grid in GRIDS:
-        quality(lm, prompts, GRIDS[grid], windows)
+        quality(lm, prompts[:calib], GRIDS[grid], windows)
 
 
 if __name__ == "__main__":

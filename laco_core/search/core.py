@@ -51,6 +51,9 @@ class SearchConfig:
             activations, a per-channel scale of the merged layer's MLP output projection so
             that its residual update matches that of the layers it replaces (stored in the
             recipe as ``down_scale``; skipped for layers with a post-MLP norm).
+        lazy: Greedy: re-score ranges in order of their damage at earlier steps and stop a
+            step once no stale damage can beat the best fresh one (assumes damage only grows
+            as layers go; far fewer forwards, usually the same choices).
         batch_size: Prompts per padded forward chunk (prompts are sorted by length first, so
             small chunks waste little on padding).
         early_exit: Paper strategy with the cosine objective: stop scoring a candidate once
@@ -73,6 +76,7 @@ class SearchConfig:
     alpha_evals: int = 6
     refine_top: int = 3
     correct: bool = False
+    lazy: bool = False
     batch_size: int = 8
     early_exit: bool = False
 
@@ -430,41 +434,61 @@ class _Search:
                 lay -= 1
 
     def greedy(self) -> None:
-        """Each step: score every admissible range of 2..C layers, take the least damage per
-        removed layer; stop at the target (or, without one, when the best score is ≤ T)."""
+        """Each step: score every admissible range of 2..C layers, take the least damage
+        (1 − score) per removed layer; stop at the target (or, without one, when the best
+        score is ≤ T). With ``lazy``, ranges are re-scored in order of their last known
+        damage and the step stops once the best fresh damage beats every stale one."""
         c = self.cfg.merge_count
+        stale: dict[tuple[int, int], float] = {}  # original span -> last known damage
         while not self.done():
             lm, n = layer_map(self.cur), self.n()
-            scored = []
+            ranges = []
             for lo in range(n):
                 for hi in range(lo + 1, min(lo + c, n)):
                     if lm[lo][0] < self.cfg.low or lm[hi][1] >= self.high:
                         continue
                     if self.need is not None and hi - lo > self.need - self.removed:
                         continue
-                    cand, s, params = self.evaluate_best(lo, hi, calibrate=False)
-                    scored.append(((1 - s) / (hi - lo), lo, hi, s, cand, params))
-            if not scored:
+                    ranges.append((lo, hi))
+            if not ranges:
                 if self.need is not None:
                     raise LacoError(
                         f"Could not remove {self.need} layers within layers {self.cfg.low}-{self.high - 1}: "
                         "widen --low/--high or lower the target."
                     )
                 return
+
+            def key(r: tuple[int, int], lm: list = lm) -> tuple[int, int]:
+                return lm[r[0]][0], lm[r[1]][1]
+
+            if self.cfg.lazy:
+                ranges.sort(key=lambda r: stale.get(key(r), float("-inf")))
+            scored = []
+            for lo, hi in ranges:
+                if (
+                    self.cfg.lazy
+                    and scored
+                    and min(x[0] for x in scored) <= stale.get(key((lo, hi)), float("-inf"))
+                ):
+                    break  # damage only grows as the model shrinks: the rest cannot win
+                _, s, params = self.evaluate_best(lo, hi, calibrate=False)
+                scored.append(((1 - s) / (hi - lo), lo, hi, s, params))
+                stale[key((lo, hi))] = scored[-1][0]
             scored.sort(key=lambda x: x[0])
             if self.calibrate:  # re-score the most promising ranges with a calibrated α
                 refined = []
-                for _, lo, hi, _, _, _ in scored[: self.cfg.refine_top]:
-                    cand, s, params = self.evaluate_best(lo, hi, calibrate=True)
-                    refined.append(((1 - s) / (hi - lo), lo, hi, s, cand, params))
+                for _, lo, hi, _, _ in scored[: self.cfg.refine_top]:
+                    _, s, params = self.evaluate_best(lo, hi, calibrate=True)
+                    refined.append(((1 - s) / (hi - lo), lo, hi, s, params))
                 scored = sorted(refined, key=lambda x: x[0]) + scored[self.cfg.refine_top :]
-            _, lo, hi, s, cand, params = scored[0]
+            _, lo, hi, s, params = scored[0]
             ok = self.need is not None or s > self.cfg.threshold
-            for _, lo2, hi2, s2, _, p2 in scored:
+            for _, lo2, hi2, s2, p2 in scored:
                 self.log(lo2, hi2, s2, ok and (lo2, hi2) == (lo, hi), p2, None)
             if not ok:
                 return
-            self.accept(lo, hi, s, cand, params)
+            # candidates are not kept (each may hold new tensors): rebuild the winner
+            self.accept(lo, hi, s, self.build(lo, hi, params), params)
 
 
 def golden_section_max(f: Callable[[float], float], a: float, b: float, evals: int) -> float:

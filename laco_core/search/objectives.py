@@ -1,9 +1,10 @@
-"""Scores of a candidate against the dense model; every objective is "higher is better" in (0, 1].
+"""Scores of a candidate against the dense model; every objective is "higher is better", ≈ (0, 1].
 
 - ``cosine``: LaCo's criterion (Yang et al. 2024, Alg. 1): mean over prompts of the cosine
   between the flattened (tokens × hidden) final states of the dense and candidate models.
 - ``kl``: exp(−mean KL(p_dense ‖ p_candidate)) over all calibration tokens.
-- ``ppl``: ppl_dense / ppl_candidate of next-token prediction on the calibration prompts.
+- ``ppl``: ppl_dense / ppl_candidate of next-token prediction on the calibration prompts
+  (can exceed 1 when a candidate happens to predict the calibration text better).
 
 Keeping every score in (0, 1] lets one threshold T and one "damage" 1 − score serve all three.
 """

@@ -156,7 +156,8 @@ def test_target_layers_is_hit_exactly(prompts, strategy, objective):
     res = run_search(model, TOK, prompts, cfg)
     assert res.layers_removed == 3
     assert len(get_layers(res.model)) == 5
-    assert all(0 < c["score"] <= 1 + 1e-6 for c in res.candidates)
+    top = float("inf") if objective == "ppl" else 1 + 1e-6  # a ppl ratio may exceed 1
+    assert all(0 < c["score"] <= top for c in res.candidates)
     assert res.params_after == count_params(res.model) < res.params_before
 
 
@@ -297,3 +298,39 @@ def test_preview_matches_a_full_forward(prompts):
             finals.append(cand.model(input_ids=c.input_ids, use_cache=False).last_hidden_state)
     assert abs(out["cosine"] - cosine_score(cache, finals)) < 1e-6
     assert out["kl"] > 0 and out["layers_after"] == 6 and out["params_after"] < out["params_before"]
+
+
+def test_lazy_greedy_hits_target_with_fewer_forwards(prompts):
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("llama", 8)
+    cfg = dict(merge_count=2, strategy="greedy", objective="kl", target_layers=3, method="drop")
+    full = run_search(model, TOK, prompts, SearchConfig(**cfg))
+    lazy = run_search(model, TOK, prompts, SearchConfig(**cfg, lazy=True))
+    assert lazy.layers_removed == full.layers_removed == 3
+    assert len(lazy.candidates) < len(full.candidates)
+    assert lazy.accepted[0] == full.accepted[0]  # the first step scores every range either way
+
+
+def test_mlp_correction_is_recorded_and_replayed(prompts):
+    from laco_core.search import replay
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model("mistral", 8)
+    cfg = SearchConfig(
+        merge_count=3,
+        strategy="greedy",
+        objective="kl",
+        target_layers=2,
+        method="rdsc_calibrated",
+        correct=True,
+        alpha_evals=3,
+    )
+    res = run_search(model, TOK, prompts, cfg)
+    hidden = model.config.hidden_size
+    assert all(len(s["params"]["down_scale"]) == hidden for s in res.steps)
+    rebuilt = replay(model, res.steps, "rdsc_calibrated")
+    for (n, p), (_, q) in zip(
+        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), n
