@@ -77,6 +77,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--prompts", help="UTF-8 file, one calibration prompt per line (default: bundled prompts)"
     )
     p.add_argument(
+        "--correct",
+        action="store_true",
+        help="rdsc_calibrated: also fit a per-channel scale of the merged MLP output on the prompts",
+    )
+    p.add_argument(
+        "--lazy", action="store_true", help="greedy: re-score ranges lazily (far fewer forwards)"
+    )
+    p.add_argument(
         "--early-exit",
         action="store_true",
         help="paper/cosine: stop scoring once the decision is certain",
@@ -125,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         target_ratio=args.target_ratio,
         method_params=params,
         early_exit=args.early_exit,
+        correct=args.correct,
+        lazy=args.lazy,
     )
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     cfg.validate(lm.num_layers)

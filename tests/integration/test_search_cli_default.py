@@ -60,7 +60,17 @@ def test_auto_target_writes_log_and_exports(model_dir, prompt_file, tmp_path, ca
         "--objective",
         "kl",
     ]
-    argv += ["--method", "rdsc_calibrated", "--json", str(log), "--out", str(out), "-q"]
+    argv += [
+        "--method",
+        "rdsc_calibrated",
+        "--correct",
+        "--lazy",
+        "--json",
+        str(log),
+        "--out",
+        str(out),
+        "-q",
+    ]
     assert main(argv) == 0
     data = json.loads(log.read_text())
     assert {"accepted", "candidates", "plan", "seconds"} <= set(data)
