@@ -23,7 +23,15 @@ from laco_core.assets import read_prompts, read_text
 from laco_core.evaluate import perplexity
 from laco_core.merge import plan_of
 from laco_core.models import load_model
-from laco_core.search import ActivationCache, SearchConfig, reference_search, replay, run_search
+from laco_core.search import (
+    ActivationCache,
+    PreviewCache,
+    SearchConfig,
+    preview,
+    reference_search,
+    replay,
+    run_search,
+)
 
 from .common import at_least, at_most, report, section
 
@@ -59,9 +67,9 @@ def speed(lm, prompts: list[str]) -> None:
     for t in (0.9, 0.65):
         cfg = SearchConfig(merge_count=4, low=1, high=30, interval=2, threshold=t)
         fast = run_search(lm.model, lm.tokenizer, prompts, cfg)
-        early = run_search(
-            lm.model, lm.tokenizer, prompts, SearchConfig(**{**cfg.__dict__, "early_exit": True})
-        )
+        # one prompt per chunk so the early exit can stop between prompts
+        early_cfg = SearchConfig(**{**cfg.__dict__, "early_exit": True, "batch_size": 1})
+        early = run_search(lm.model, lm.tokenizer, prompts, early_cfg)
         ref = reference_search(lm.model, lm.tokenizer, prompts, cfg)
         same = _accepted(fast.accepted) == _accepted(ref["accepted"])
         same_early = _accepted(early.accepted) == _accepted(ref["accepted"])
@@ -90,6 +98,23 @@ def speed(lm, prompts: list[str]) -> None:
             ref["seconds"] / early.seconds,
             20,
             note=f"identical merges: {same_early}",
+        )
+
+
+def preview_speed(lm, prompts: list[str]) -> None:
+    section(f"What-if preview from cached activations ({len(prompts)} prompts)")
+    t0 = time.perf_counter()
+    cache = PreviewCache(lm.model, lm.tokenizer, prompts)
+    report("preview cache build (once per base model)", time.perf_counter() - t0, unit=" s")
+    for plan in ("20-23", "8-11", "1-4"):
+        preview(lm.model, lm.tokenizer, prompts, plan, cache=cache)  # warm-up
+        t0 = time.perf_counter()
+        out = preview(lm.model, lm.tokenizer, prompts, plan, cache=cache)
+        at_most(
+            f"preview {plan} seconds",
+            time.perf_counter() - t0,
+            1.0,
+            note=f"cosine {out['cosine']:.3f}, kl {out['kl']:.3f}",
         )
 
 
@@ -157,6 +182,7 @@ def main() -> None:
     windows = int(os.environ.get("BENCH_SEARCH_WINDOWS", "4"))
     grid = os.environ.get("BENCH_SEARCH_GRID", "quick")
     if n > 0:
+        preview_speed(lm, prompts[:4])
         speed(lm, prompts[:n])
     if grid in GRIDS:
         quality(lm, prompts[:calib], GRIDS[grid], windows)
