@@ -137,12 +137,14 @@ def reference_metrics(
         ``top1_agreement``: fraction of positions where both argmax tokens agree;
         ``final_cosine``: mean per-token cosine of the final hidden states (after the final
         norm), or None when the hidden sizes differ (e.g. a width-pruned model);
-        ``tokens``: how many positions were compared.
+        ``tokens``: how many positions were compared;
+        ``ppl`` / ``ref_ppl``: perplexity of each model on the same sequences (for a text,
+        equal to :func:`perplexity` with the same ``seq_len`` and ``max_windows``).
     """
     seqs = _inputs(tokenizer, text_or_prompts, seq_len, max_windows)
     dev_m, dev_r = _device(model), _device(reference)
-    kl_sum = agree = cos_sum = 0.0
-    count = 0
+    kl_sum = agree = cos_sum = nll_m = nll_r = 0.0
+    count = predicted = 0
     cos_ok = True
     for ids, mask in _batches(seqs, batch_size, _pad_id(tokenizer)):
         out_r = reference(
@@ -162,6 +164,12 @@ def reference_metrics(
         logp_m = F.log_softmax(out_m.logits.float(), dim=-1)  # (B, T, V)
         kl = (logp_r.exp() * (logp_r - logp_m)).sum(-1)  # (B, T)
         kl_sum += kl[valid].double().sum().item()
+        # next-token NLL of both models from the same forwards (perplexity without a rerun)
+        target = ids[:, 1:].to(dev_m).unsqueeze(-1)  # (B, T-1, 1)
+        nxt = valid[:, 1:]  # (B, T-1)
+        nll_m -= logp_m[:, :-1].gather(-1, target).squeeze(-1)[nxt].double().sum().item()
+        nll_r -= logp_r[:, :-1].gather(-1, target).squeeze(-1)[nxt].double().sum().item()
+        predicted += int(nxt.sum())
         agree += (logp_r.argmax(-1) == logp_m.argmax(-1))[valid].sum().item()
         h_r, h_m = out_r.hidden_states[-1], out_m.hidden_states[-1]  # (B, T, H), (B, T, H')
         if h_r.shape[-1] == h_m.shape[-1] and cos_ok:
@@ -176,6 +184,8 @@ def reference_metrics(
         "top1_agreement": agree / count,
         "final_cosine": cos_sum / count if cos_ok else None,
         "tokens": count,
+        "ppl": math.exp(nll_m / predicted) if predicted else None,
+        "ref_ppl": math.exp(nll_r / predicted) if predicted else None,
     }
 
 
@@ -207,12 +217,18 @@ def evaluate(
         ``ppl`` and ``params``; with a reference also ``ref_ppl``, ``ref_params``,
         ``params_ratio`` (model ÷ reference), ``kl``, ``top1_agreement``, ``final_cosine``.
     """
-    out: dict = {"ppl": perplexity(model, tokenizer, text, seq_len), "params": count_params(model)}
-    if reference is not None:
-        ref_params = count_params(reference)
-        out["ref_ppl"] = perplexity(reference, tokenizer, text, seq_len)
-        out["ref_params"] = ref_params
-        out["params_ratio"] = out["params"] / ref_params
-        m = reference_metrics(model, reference, tokenizer, text, seq_len)
-        out.update(kl=m["kl"], top1_agreement=m["top1_agreement"], final_cosine=m["final_cosine"])
-    return out
+    if reference is None:
+        return {"ppl": perplexity(model, tokenizer, text, seq_len), "params": count_params(model)}
+    # one pass over the text gives both perplexities and the agreement metrics
+    m = reference_metrics(model, reference, tokenizer, text, seq_len)
+    params, ref_params = count_params(model), count_params(reference)
+    return {
+        "ppl": m["ppl"],
+        "params": params,
+        "ref_ppl": m["ref_ppl"],
+        "ref_params": ref_params,
+        "params_ratio": params / ref_params,
+        "kl": m["kl"],
+        "top1_agreement": m["top1_agreement"],
+        "final_cosine": m["final_cosine"],
+    }

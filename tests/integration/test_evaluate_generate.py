@@ -128,6 +128,7 @@ def test_evaluate_and_quick_metrics_keys(llama, tok):
     assert out["params_ratio"] < 1.0 and out["ref_ppl"] == pytest.approx(
         perplexity(llama, tok, TEXT, 64)
     )
+    assert out["ppl"] == pytest.approx(perplexity(c, tok, TEXT, 64), rel=1e-5)
     assert evaluate(llama, tok, TEXT, seq_len=64).keys() == {"ppl", "params"}
     q = quick_metrics(c, llama, tok, PROMPTS)
     assert q.keys() == {"kl", "top1_agreement", "final_cosine"} and q["kl"] > 0
