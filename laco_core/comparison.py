@@ -141,6 +141,7 @@ def compare_all(
     eval_seq_len: int = 256,
     eval_windows: int | None = 8,
     best_search: dict | None = None,
+    heal_ratios: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Compress ``model`` with every method at every ratio and measure each result.
 
@@ -158,6 +159,7 @@ def compare_all(
         eval_seq_len: Evaluation window length.
         eval_windows: Evaluate on the first this many windows (None: the whole text).
         best_search: SearchConfig fields for ``laco_best`` (default ``BEST_SEARCH``).
+        heal_ratios: Heal only the points at these ratios (default: every ratio).
 
     Returns:
         One row per (method, ratio, healed) with ``COLUMNS``; a ``dense`` row at ratio 0.
@@ -169,7 +171,8 @@ def compare_all(
         raise LacoError(f"Unknown method(s) {unknown}; choose from: {', '.join(METHODS)}.")
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise LacoError("Ratios must be fractions between 0 and 1, e.g. 0.1,0.2,0.3.")
-    total = 1 + len(methods) * len(ratios) * (2 if heal_steps else 1)
+    healed_at = set(ratios if heal_ratios is None else heal_ratios) if heal_steps else set()
+    total = 1 + len(methods) * (len(ratios) + len([r for r in ratios if r in healed_at]))
     done = 0
 
     def tick(message: str) -> None:
@@ -207,7 +210,7 @@ def compare_all(
                     method, model, tokenizer, calib_prompts, ratio, best_search, grad_cache
                 )
             except (LacoError, ImportError) as e:
-                for healed in (False, True) if heal_steps else (False,):
+                for healed in (False, True) if ratio in healed_at else (False,):
                     rows.append(
                         dict(
                             method=method,
@@ -241,7 +244,7 @@ def compare_all(
                 )
             )
             tick(f"{method} {ratio:.0%}")
-            if heal_steps:
+            if ratio in healed_at:
                 from .heal import heal
 
                 t1 = time.perf_counter()
