@@ -17,7 +17,6 @@ from pathlib import Path
 from . import common
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = None  # the app's own calibration prompts (as a visitor gets them)
 
 
 def _free_port() -> int:
@@ -111,9 +110,10 @@ def browser_heatmaps(url: str) -> float | None:
 
 
 def main() -> None:
+    from components.similarity_tab import DEFAULT_PROMPTS
     from laco_core.assets import read_prompts
 
-    prompts = "\n".join(read_prompts())
+    prompts = "\n".join(read_prompts()[:DEFAULT_PROMPTS])  # what the page analyses on load
     common.section("app start to interactive (python app.py, default model)")
     cold_dir = tempfile.mkdtemp(prefix="laco-bench-cold-")
     try:

@@ -154,11 +154,15 @@ def result_md(did: str, recipe: dict, metrics: dict) -> str:
     return md + "It is now selected in **Compare**, **Evaluate** and **Export**."
 
 
+def _cell(v):
+    if isinstance(v, float):
+        return round(v, 4)
+    return v if isinstance(v, (int, str, bool)) else str(v)
+
+
 def _log_frame(events: list[dict]) -> pd.DataFrame:
-    rows = [
-        {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in e.items()}
-        for e in events
-    ]
+    """The search's callback events as a table, newest last."""
+    rows = [{k: _cell(v) for k, v in e.items()} for e in events]
     return pd.DataFrame(rows)
 
 

@@ -85,11 +85,12 @@ def influence_bar(values, title: str = "Block Influence (1 − cos(h_in, h_out))
     return fig
 
 
-def adjacent_chart(param_adj, rep_matrix=None) -> go.Figure:
-    """Similarity of layer i and i+1: parameters (cosine of weights) and representations
-    (cosine of hidden states before and after layer i, i.e. the superdiagonal of the matrix)."""
+def adjacent_chart(param_matrix, rep_matrix=None) -> go.Figure:
+    """Similarity of layer i and i+1, read off the superdiagonals of the all-pairs matrices:
+    parameters (cosine of layers i and i+1's weights) and representations (cosine of the
+    hidden states entering and leaving layer i)."""
     fig = go.Figure()
-    p = _array(param_adj).reshape(-1)
+    p = np.diag(_array(param_matrix), 1)
     fig.add_trace(
         go.Scatter(
             x=list(range(len(p))),

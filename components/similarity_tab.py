@@ -24,6 +24,9 @@ from .state import Session
 from .widgets import ClickBridge
 
 PARAM_PLOT, REP_PLOT = "sim-param", "sim-rep"
+# the first 8 of our 24 calibration prompts: enough for stable matrices, and the analysis that
+# runs on page load stays within a couple of seconds on 2 CPU cores
+DEFAULT_PROMPTS = 8
 METRICS = ["cosine", "angular distance", "Block Influence"]
 MODULE_ORDER = ["all", "attention", "mlp", "norms"]
 
@@ -84,12 +87,10 @@ def analyze(
     progress(0.1, desc="Parameter similarity…")
     with engine.lock:
         param = similarity.param_similarity(base.model)
-        adjacent = similarity.adjacent_param_similarity(base.model)
         progress(0.5, desc=f"Representations on {len(prompts)} prompts…")
         rep = similarity.representation_similarity(base.model, base.tokenizer, prompts)
     analysis = {
         "param": {k: _numpy(v) for k, v in param.items()},
-        "adjacent": _numpy(adjacent["all"] if isinstance(adjacent, dict) else adjacent),
         "rep": {
             "cosine": _numpy(rep.cosine),
             "angular": _numpy(rep.angular),
@@ -104,7 +105,7 @@ def analyze(
         gr.Dropdown(choices=keys, value=module),
         param_figure(analysis, module),
         rep_figure(analysis, metric),
-        plots.adjacent_chart(analysis["adjacent"], analysis["rep"]["cosine"]),
+        plots.adjacent_chart(analysis["param"]["all"], analysis["rep"]["cosine"]),
         files,
     )
 
@@ -176,10 +177,10 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
     with gr.Row():
         with gr.Column(scale=3):
             prompts = gr.Textbox(
-                "\n".join(read_prompts()),
+                "\n".join(read_prompts()[:DEFAULT_PROMPTS]),
                 lines=6,
                 max_lines=12,
-                label="Calibration prompts (one per line)",
+                label="Calibration prompts (one per line; also used by preview, quick metrics and search)",
             )
         with gr.Column(scale=2), gr.Accordion("Download the matrices (CSV)", open=False):
             csv = gr.File(label="Matrices as CSV", file_count="multiple", interactive=False)

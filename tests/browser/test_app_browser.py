@@ -87,9 +87,10 @@ def test_heatmaps_render_and_click_proposes_range(page):
     assert "Proposed layers" in hint
     lo, hi = hint.split("Proposed layers ")[1].split(" ")[0].split("–")
     assert 15 <= int(lo) < int(hi) <= 29  # the lower-right quarter of a 30-layer matrix
-    # the proposal lands on the Collapse tab's two-handle slider
-    assert f"layers {lo} – {hi}" in page.inner_text("#range-slider")
     shot(page, "2-similarity")
+    # the proposal lands on the Collapse tab's two-handle slider
+    tab(page, "3 · Collapse")
+    wait_text(page, "#range-slider", f"layers {lo} – {hi}", 15_000)
 
 
 def test_build_collapse(page):
