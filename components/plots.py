@@ -99,6 +99,7 @@ def adjacent_chart(param_matrix, rep_matrix=None) -> go.Figure:
             name="parameters (layer i vs i+1)",
             hovertemplate="layers %{x}–%{customdata}<br>%{y:.4f}<extra></extra>",
             customdata=[i + 1 for i in range(len(p))],
+            yaxis="y2",  # weight cosines are ~0.01–0.1, hidden-state ones ~0.9: own scales
         )
     )
     if rep_matrix is not None:
@@ -116,9 +117,10 @@ def adjacent_chart(param_matrix, rep_matrix=None) -> go.Figure:
         **{**_LAYOUT, "height": 340},
         title="Adjacent-layer similarity",
         legend=dict(orientation="h", y=-0.25),
+        yaxis=dict(title="representation cosine"),
+        yaxis2=dict(title="parameter cosine", overlaying="y", side="right", showgrid=False),
     )
     fig.update_xaxes(title="layer i")
-    fig.update_yaxes(title="cosine")
     return fig
 
 

@@ -233,3 +233,20 @@ def test_range_slider_value_and_schema():
     rs = RangeSlider(value=(3, 7), maximum=9)
     assert rs.value == [3, 7]
     assert rs.api_info()["maxItems"] == 2
+
+
+def test_baselines_panel_on_tiny_model(tmp_path):
+    path = tmp_path / "llama"
+    tiny_model("llama", layers=6).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    engine = Engine()
+    session, *_ = model_tab.load_model(engine, str(path), "float32", "cpu", Session(), NoProgress())
+    table, fig = evaluate_tab.run_baselines(
+        engine, session, "0.3", ["shortgpt", "laco_paper"], 0, progress=NoProgress()
+    )
+    assert {"dense", "shortgpt"} <= set(table["method"])
+    assert len(fig.data) >= 2
+    with pytest.raises(gr.Error, match="between 0 and 1|ratio"):
+        evaluate_tab.run_baselines(engine, session, "1.5", ["shortgpt"], 0, progress=NoProgress())
+    with pytest.raises(gr.Error, match="numbers"):
+        evaluate_tab.run_baselines(engine, session, "a, b", ["shortgpt"], 0, progress=NoProgress())
