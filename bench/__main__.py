@@ -1,7 +1,9 @@
 """Run the benchmarks: ``python -m bench`` (all) or ``python -m bench core search`` (some).
 
-``LACO_BENCH_THREADS=N`` sets torch's CPU threads first. Every ``bench/bench_<name>.py`` module's ``main()`` runs in order (``core`` first, then the
+Every ``bench/bench_<name>.py`` module's ``main()`` runs in order (``core`` first, then the
 rest by name); a module that crashes is reported and the others still run.
+``LACO_BENCH_THREADS=N`` sets torch's CPU threads first; without it, a machine whose load
+average exceeds its core count runs with one thread.
 """
 
 from __future__ import annotations
@@ -44,11 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     selected = args.names or names
-    threads = os.environ.get("LACO_BENCH_THREADS")
-    if threads:  # on an oversubscribed box one thread per process times more steadily
-        import torch
+    import torch
 
+    threads = os.environ.get("LACO_BENCH_THREADS")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if threads:
         torch.set_num_threads(int(threads))
+    elif load > cores:
+        # oversubscribed: every multi-threaded op then waits for a descheduled thread, which
+        # times the scheduler, not our code; one thread per process measures steadily
+        torch.set_num_threads(1)
+        print(
+            f"load average {load:.1f} > {cores} cores: 1 torch thread (LACO_BENCH_THREADS overrides)"
+        )
     summary: list[tuple[str, float, list[common.Result], str | None]] = []
     for name in selected:
         print(f"\n######## bench {name} ########", flush=True)
