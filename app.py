@@ -40,8 +40,13 @@ footer { display: none !important; }
 """
 
 
-def build_app(engine: Engine) -> gr.Blocks:
-    """The whole UI over one shared engine; per-user state is a ``Session`` in ``gr.State``."""
+def build_app(engine: Engine, analysis_cache: dict | None = None) -> gr.Blocks:
+    """The whole UI over one shared engine; per-user state is a ``Session`` in ``gr.State``.
+
+    Args:
+        engine: Owner of every model.
+        analysis_cache: Similarity analyses shared by all visitors (``similarity_tab.compute``).
+    """
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
         session = gr.State(Session())
@@ -49,7 +54,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             with gr.Tab("1 · Model", id="model"):
                 model = model_tab.build(engine, session, demo)
             with gr.Tab("2 · Similarity", id="similarity"):
-                sim = similarity_tab.build(engine, session, model)
+                sim = similarity_tab.build(engine, session, model, analysis_cache)
             with gr.Tab("3 · Collapse", id="collapse"):
                 collapse = collapse_tab.build(engine, session, model, sim)
             with gr.Tab("4 · Compare", id="compare"):
@@ -71,7 +76,9 @@ def main() -> None:
     budget = os.environ.get("LACO_MEMORY_GB")
     engine = Engine(memory_budget_gb=float(budget) if budget else None)
     engine.load("default")  # first visitors should not wait for it
-    demo = build_app(engine)
+    analysis_cache: dict = {}
+    similarity_tab.precompute(engine, analysis_cache)  # nor for the heatmaps
+    demo = build_app(engine, analysis_cache)
     demo.queue(default_concurrency_limit=1)
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),

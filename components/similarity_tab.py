@@ -27,6 +27,7 @@ PARAM_PLOT, REP_PLOT = "sim-param", "sim-rep"
 # the first 8 of our 24 calibration prompts: enough for stable matrices, and the analysis that
 # runs on page load stays within a couple of seconds on 2 CPU cores
 DEFAULT_PROMPTS = 8
+CACHE_SIZE = 8  # analyses kept per app (model × prompt set); each is a few L×L arrays
 METRICS = ["cosine", "angular distance", "Block Influence"]
 MODULE_ORDER = ["all", "attention", "mlp", "norms"]
 
@@ -70,24 +71,29 @@ def _numpy(t) -> np.ndarray:
     return t.detach().float().cpu().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=float)
 
 
-@gpu
-def analyze(
+def compute(
     engine: Engine,
     session: Session,
-    prompts_text: str,
-    module: str,
-    metric: str,
-    progress: gr.Progress = PROGRESS,
-):
-    """Compute both similarity families for the session's base model, return figures + CSVs."""
-    prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
-    if not prompts:
-        raise LacoError("Add at least one calibration prompt (one per line).")
+    prompts: list[str],
+    cache: dict,
+    progress: gr.Progress | None = None,
+) -> dict:
+    """Both similarity families of the session's base model on ``prompts`` (memoised).
+
+    The matrices depend only on the model and the prompts, so every visitor who opens the
+    default model with the default prompts shares one computation (``cache`` is owned by the
+    app instance and holds a few small L×L arrays, never user data).
+    """
     base = base_of(engine, session)
-    progress(0.1, desc="Parameter similarity…")
+    key = (base.spec, str(base.dtype), str(base.device), tuple(prompts))
+    if key in cache:
+        return cache[key]
+    if progress:
+        progress(0.1, desc="Parameter similarity…")
     with engine.lock:
         param = similarity.param_similarity(base.model)
-        progress(0.5, desc=f"Representations on {len(prompts)} prompts…")
+        if progress:
+            progress(0.5, desc=f"Representations on {len(prompts)} prompts…")
         rep = similarity.representation_similarity(base.model, base.tokenizer, prompts)
     analysis = {
         "param": {k: _numpy(v) for k, v in param.items()},
@@ -97,6 +103,32 @@ def analyze(
             "block_influence": _numpy(rep.block_influence),
         },
     }
+    while len(cache) >= CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = analysis
+    return analysis
+
+
+def precompute(engine: Engine, cache: dict) -> None:
+    """Start-up work: the default model's analysis on the default prompts."""
+    compute(engine, Session(), read_prompts()[:DEFAULT_PROMPTS], cache)
+
+
+@gpu
+def analyze(
+    engine: Engine,
+    session: Session,
+    prompts_text: str,
+    module: str,
+    metric: str,
+    cache: dict | None = None,
+    progress: gr.Progress = PROGRESS,
+):
+    """Both similarity families for the session's base model: figures, module choices, CSVs."""
+    prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
+    if not prompts:
+        raise LacoError("Add at least one calibration prompt (one per line).")
+    analysis = compute(engine, session, prompts, {} if cache is None else cache, progress)
     keys = sorted(analysis["param"], key=lambda k: (MODULE_ORDER + [k]).index(k))
     module = module if module in analysis["param"] else "all"
     files = write_csvs(analysis)
@@ -154,8 +186,12 @@ def proposed_range(index: list, plot: str) -> tuple[int, int]:
     return lo, hi
 
 
-def build(engine: Engine, session: gr.State, model: dict) -> dict:
-    """Build the Similarity tab; the base model's load event triggers the analysis."""
+def build(engine: Engine, session: gr.State, model: dict, cache: dict | None = None) -> dict:
+    """Build the Similarity tab; the base model's load event triggers the analysis.
+
+    Args:
+        cache: Shared memo of analyses (see ``compute``); ``precompute`` can fill it at start.
+    """
     gr.Markdown(
         "Which layers are alike? **Parameter similarity** compares the weights of two layers "
         "(cosine of the flattened tensors). **Representation similarity** compares the hidden "
@@ -186,7 +222,7 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
             csv = gr.File(label="Matrices as CSV", file_count="multiple", interactive=False)
 
     outputs = [analysis, module, param_plot, rep_plot, adj_plot, csv]
-    run = partial(analyze, engine)
+    run = partial(analyze, engine, cache={} if cache is None else cache)
     model["loaded"].then(
         run,
         [session, prompts, module, metric],

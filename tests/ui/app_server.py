@@ -18,8 +18,10 @@ def launch_app():
     import app
 
     engine = Engine()
-    engine.load("default", "float32", "cpu")
-    demo = app.build_app(engine)
+    engine.load("default")
+    cache: dict = {}
+    app.similarity_tab.precompute(engine, cache)
+    demo = app.build_app(engine, cache)
     demo.queue(default_concurrency_limit=1)
     port = free_port()
     demo.launch(

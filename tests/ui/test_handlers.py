@@ -250,3 +250,12 @@ def test_baselines_panel_on_tiny_model(tmp_path):
         evaluate_tab.run_baselines(engine, session, "1.5", ["shortgpt"], 0, progress=NoProgress())
     with pytest.raises(gr.Error, match="numbers"):
         evaluate_tab.run_baselines(engine, session, "a, b", ["shortgpt"], 0, progress=NoProgress())
+
+
+def test_analysis_is_memoised_per_model_and_prompts(loaded):
+    engine, session, _ = loaded
+    cache: dict = {}
+    first = similarity_tab.compute(engine, session, ["a b c", "d e f"], cache)
+    assert similarity_tab.compute(engine, session, ["a b c", "d e f"], cache) is first
+    other = similarity_tab.compute(engine, session, ["x y z"], cache)
+    assert other is not first and len(cache) == 2
