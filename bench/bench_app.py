@@ -145,6 +145,26 @@ def main() -> None:
     finally:
         shutil.rmtree(cold_dir, ignore_errors=True)
 
+    common.section("the same analysis computed fresh (no memo), in this process")
+    from components.similarity_tab import compute
+    from components.state import Session
+    from laco_core.engine import Engine
+
+    engine = Engine()
+    engine.load("default")
+    plist = prompts.splitlines()
+    fresh = common.timeit(lambda: compute(engine, Session(), plist, {}), repeat=2, warmup=1)
+    common.report(
+        "fresh analysis (param + representation similarity) s",
+        fresh,
+        note="paid once at start-up for the default model",
+    )
+    common.report(
+        "load average (1 min) during the run",
+        os.getloadavg()[0],
+        note="2 cores shared with other work",
+    )
+
 
 if __name__ == "__main__":
     main()
