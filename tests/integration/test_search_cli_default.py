@@ -130,9 +130,9 @@ def test_default_model_fast_equals_literal_loop(default_model):
     torch.set_num_threads(2)
     m, tok = default_model.model, default_model.tokenizer
     prompts = read_prompts()[:3]
-    # top of the stack only (L=22) keeps the literal loop affordable; scores near the top are
-    # high and fall quickly lower down, so T=0.8 accepts some merges and rejects others
-    cfg = SearchConfig(merge_count=4, low=22, high=30, interval=2, threshold=0.8)
+    # top of the stack only (L=22) keeps the literal loop affordable; on these 3 prompts the
+    # scores are 0.70, 0.67, 0.52, 0.71 (accepted at T=0.7), then the loop ends
+    cfg = SearchConfig(merge_count=4, low=22, high=30, interval=2, threshold=0.7)
     fast = run_search(m, tok, prompts, cfg)
     ref = reference_search(m, tok, prompts, cfg)
     assert [(c["lo"], c["hi"], c["accepted"]) for c in fast.candidates] == [
@@ -140,4 +140,5 @@ def test_default_model_fast_equals_literal_loop(default_model):
     ]
     for a, b in zip(fast.candidates, ref["candidates"], strict=True):
         assert abs(a["score"] - b["score"]) < 1e-4
+    assert {c["accepted"] for c in fast.candidates} == {True, False}
     print([(c["lo"], c["hi"], round(c["score"], 4), c["accepted"]) for c in fast.candidates])
