@@ -138,16 +138,15 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
             upload = gr.File(
                 label="Text file (.txt)", file_types=[".txt"], type="filepath", visible=False
             )
-            with gr.Row():
-                seq_len = gr.Slider(64, 1024, 256, step=64, label="Window length (tokens)")
-                max_words = gr.Slider(
-                    0,
-                    5000,
-                    600,
-                    step=100,
-                    label="Words to score (0 = all)",
-                    info="Fewer words: faster, noisier.",
-                )
+            seq_len = gr.Slider(64, 1024, 256, step=64, label="Window length (tokens)")
+            max_words = gr.Slider(
+                0,
+                5000,
+                600,
+                step=100,
+                label="Words to score (0 = all)",
+                info="Fewer words: faster, noisier.",
+            )
             run_btn = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
         with gr.Column(scale=3):
             result = gr.Markdown("", elem_id="eval-result")

@@ -211,7 +211,7 @@ def params_vs_ppl(table: pd.DataFrame, dense_ppl: float | None = None) -> go.Fig
                 y=t["ppl"],
                 mode="markers+text",
                 text=t["id"],
-                textposition="top center",
+                textposition="middle left",
                 marker=dict(size=11),
                 name="this session",
                 hovertemplate="%{text}<br>removed %{x:.1f}%<br>ppl %{y:.2f}<extra></extra>",
