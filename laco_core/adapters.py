@@ -90,9 +90,7 @@ def get_adapter(model_or_config) -> Adapter:
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
     if model_type not in ADAPTERS:
-        raise LacoError(
-            f"Architecture '{model_type}' is not supported; supported: {supported()}."
-        )
+        raise LacoError(f"Architecture '{model_type}' is not supported; supported: {supported()}.")
     return ADAPTERS[model_type]
 
 

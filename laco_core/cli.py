@@ -17,7 +17,9 @@ COMMANDS = ("analyze", "collapse", "eval", "generate", "auto", "prune", "heal", 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="laco", description="Explore layer collapse in causal LMs.")
+    parser = argparse.ArgumentParser(
+        prog="laco", description="Explore layer collapse in causal LMs."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -28,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.add_parser(sub)
     return parser
-
 
 
 def main(argv: list[str] | None = None) -> int:

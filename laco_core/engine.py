@@ -91,7 +91,10 @@ class Engine:
     def _evict(self) -> None:
         if self.memory_budget is None:
             return
-        while len(self._bases) > 1 and sum(model_bytes(b.model) for b in self._bases.values()) > self.memory_budget:
+        while (
+            len(self._bases) > 1
+            and sum(model_bytes(b.model) for b in self._bases.values()) > self.memory_budget
+        ):
             key, _ = self._bases.popitem(last=False)
             for did in [d for d, v in self._derived.items() if v.base_key == key]:
                 del self._derived[did]
@@ -148,7 +151,9 @@ class Engine:
         base = self.load(b["spec"], b["dtype"], b["device"])
         kind = recipe.get("kind", "collapse")
         if kind not in REBUILDERS:
-            raise LacoError(f"Model kind '{kind}' was evicted and cannot be rebuilt; build it again.")
+            raise LacoError(
+                f"Model kind '{kind}' was evicted and cannot be rebuilt; build it again."
+            )
         return REBUILDERS[kind](self, base, recipe)
 
     def recipe(self, did: str) -> dict:
@@ -159,8 +164,12 @@ class Engine:
 
 def _rebuild_collapse(engine: Engine, base: LoadedModel, recipe: dict) -> PreTrainedModel:
     with engine.lock:
-        return build_collapsed(base.model, [tuple(r) for r in recipe["ranges"]], recipe["method"],
-                               **recipe.get("method_params", {}))
+        return build_collapsed(
+            base.model,
+            [tuple(r) for r in recipe["ranges"]],
+            recipe["method"],
+            **recipe.get("method_params", {}),
+        )
 
 
 # kind -> function(engine, base, recipe) -> model. Other modules (search, prune, heal) add theirs.

@@ -70,7 +70,7 @@ def validate_ranges(ranges: Iterable[Range], num_layers: int) -> list[Range]:
             raise LacoError(f"Range {lo}-{hi} covers one layer; a merge needs at least two.")
         if lo < 0 or hi >= num_layers:
             raise LacoError(f"Range {lo}-{hi} is outside the model's layers 0-{num_layers - 1}.")
-    for (a_lo, a_hi), (b_lo, b_hi) in zip(ranges, ranges[1:]):
+    for (a_lo, a_hi), (b_lo, b_hi) in zip(ranges, ranges[1:], strict=False):
         if b_lo <= a_hi:
             raise LacoError(f"Ranges {a_lo}-{a_hi} and {b_lo}-{b_hi} overlap.")
     return ranges
@@ -165,7 +165,7 @@ def build_collapsed(
 
     def source_name(name: str) -> tuple[int | None, str]:
         if name.startswith(layer_prefix):
-            j, rest = name[len(layer_prefix):].split(".", 1)
+            j, rest = name[len(layer_prefix) :].split(".", 1)
             return int(j), rest
         return None, name
 
@@ -179,7 +179,9 @@ def build_collapsed(
                 module._parameters[pname] = src_params[prefix + pname]
             elif j in merged:
                 t = merged[j][rest]
-                module._parameters[pname] = t if isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+                module._parameters[pname] = (
+                    t if isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+                )
             else:
                 module._parameters[pname] = src_params[f"{layer_prefix}{groups[j][0]}.{rest}"]
         for bname in list(module._buffers):

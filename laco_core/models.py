@@ -140,7 +140,9 @@ def _load_gguf(gguf: Path, dtype: torch.dtype):
         tok = AutoTokenizer.from_pretrained(cached)
         return model, tok, str(cached)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     strip_gguf_quantizer(model)
     try:  # write the cache atomically so a crash never leaves half a model behind
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
@@ -197,7 +199,9 @@ def load_model(
         model, tok, source = _load_gguf(path, dt)
     elif path.is_dir():
         if not (path / "config.json").exists():
-            raise LacoError(f"'{spec}' is a directory without config.json; save models with save_pretrained.")
+            raise LacoError(
+                f"'{spec}' is a directory without config.json; save models with save_pretrained."
+            )
         if (path / SHAPES_SIDECAR).exists():
             from .prune import load_pruned  # pruned models need their per-layer shapes rebuilt
 
@@ -206,7 +210,9 @@ def load_model(
         else:
             model, tok, source = _load_pretrained(str(path), dt, dev, trust_remote_code)
     elif path.exists():
-        raise LacoError(f"'{spec}' is a file but not a .gguf model; give a directory or a .gguf file.")
+        raise LacoError(
+            f"'{spec}' is a file but not a .gguf model; give a directory or a .gguf file."
+        )
     else:
         model, tok, source = _load_pretrained(spec, dt, dev, trust_remote_code)
 
@@ -226,7 +232,9 @@ def _load_pretrained(name: str, dtype: torch.dtype, dev: torch.device, trust_rem
     except (OSError, ValueError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (offline: only cached models load)" if offline else ""
-        raise LacoError(f"Cannot load model '{name}'{hint}: not a local path and not found on the Hub.") from e
+        raise LacoError(
+            f"Cannot load model '{name}'{hint}: not a local path and not found on the Hub."
+        ) from e
     _check_architecture(config)
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if dev.type == "cuda" and _needs_sharding(config, dtype, dev):
@@ -238,7 +246,11 @@ def _load_pretrained(name: str, dtype: torch.dtype, dev: torch.device, trust_rem
 
 def _needs_sharding(config, dtype: torch.dtype, dev: torch.device) -> bool:
     """Rough size check: parameters × bytes against 90 % of the GPU's free memory."""
-    h, n, inter = config.hidden_size, config.num_hidden_layers, getattr(config, "intermediate_size", 0)
+    h, n, inter = (
+        config.hidden_size,
+        config.num_hidden_layers,
+        getattr(config, "intermediate_size", 0),
+    )
     approx = n * (4 * h * h + 3 * h * inter) + 2 * config.vocab_size * h
     free, _ = torch.cuda.mem_get_info(dev)
     return approx * torch.finfo(dtype).bits // 8 > 0.9 * free

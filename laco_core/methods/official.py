@@ -14,7 +14,9 @@ class Official(MergeMethod):
     """
 
     name = "official"
-    summary = "Released LaCo code: layer lo's norms with layer hi's attention and MLP (≈ layer drop)."
+    summary = (
+        "Released LaCo code: layer lo's norms with layer hi's attention and MLP (≈ layer drop)."
+    )
     formula = "θ*_lo = θ_hi for attention/MLP tensors; layer norms stay θ_lo"
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
