@@ -1,7 +1,7 @@
 """Pruning baselines vs LaCo on the embedded default model (issue 5).
 
 Prints one table: held-out perplexity and KL to the dense model of every method (LaCo paper
-mode, our best automatic collapse, ShortGPT, Gromov angular, LLM-Pruner) at ~10/20/30 % of the
+mode, ShortGPT, Gromov angular, LLM-Pruner) at ~10/20/30 % of the
 parameters removed, before and after a short LoRA heal (at 20 %); plus each method's build time and the
 pruned model's forward speed relative to the dense one, measured in the same run.
 Sized for ~10 minutes on 2 CPU cores: a short heal (HEAL_STEPS × HEAL_BATCH × 128 tokens) and
@@ -23,6 +23,8 @@ from laco_core.prune import prune_llm_pruner
 from .common import report, section, timeit
 
 RATIOS = (0.1, 0.2, 0.3)
+# laco_best runs a greedy search per ratio (several minutes each on 2 cores): `laco compare`
+METHODS = ("laco_paper", "shortgpt", "angular", "llm_pruner")
 HEAL_RATIOS = (0.2,)  # healing every point would double the run time
 HEAL_STEPS = 8
 HEAL_BATCH = 2
@@ -62,6 +64,7 @@ def main() -> None:
         heal_kwargs={"batch_size": HEAL_BATCH, "lr": HEAL_LR},
         eval_windows=EVAL_WINDOWS,
         heal_ratios=HEAL_RATIOS,
+        methods=METHODS,
         callback=lambda d, n, msg: print(
             f"  [{d}/{n}] {msg} ({time.perf_counter() - t0:.0f} s)", flush=True
         ),
