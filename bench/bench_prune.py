@@ -4,7 +4,8 @@ Prints one table: held-out perplexity and KL to the dense model of every method 
 mode, ShortGPT, Gromov angular, LLM-Pruner) at ~10/20/30 % of the
 parameters removed, before and after a short LoRA heal (at 20 %); plus each method's build time and the
 pruned model's forward speed relative to the dense one, measured in the same run.
-Sized for ~10 minutes on 2 CPU cores: a short heal (HEAL_STEPS × HEAL_BATCH × 128 tokens) and
+Aimed at ~10 minutes on 2 idle CPU cores (about 28 minutes when measured, piecewise, on a
+2-core box shared with five other jobs): a short heal (HEAL_STEPS × HEAL_BATCH × 128 tokens) and
 EVAL_WINDOWS × 256 tokens of held-out text per point (one forward per point: the dense
 model's log-probabilities are computed once).
 """
