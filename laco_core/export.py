@@ -20,7 +20,7 @@ from . import __version__
 from .adapters import num_layers
 from .errors import LacoError
 from .merge import plan_of
-from .models import count_params, strip_gguf_quantizer
+from .models import SHAPES_SIDECAR, count_params, strip_gguf_quantizer
 
 RECIPE_FILE = "laco_recipe.json"
 # A fixed check sentence: tokenized, it exercises embeddings, every layer and the head.
@@ -97,7 +97,13 @@ def verify_reload(model: PreTrainedModel, tokenizer, path: str | Path) -> float:
     """Reload ``path`` with plain transformers and return the max |logit difference| on a fixed input."""
     dev = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    reloaded = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(dev).eval()
+    if (Path(path) / SHAPES_SIDECAR).exists():
+        # width-pruned: per-layer sizes exist only in the sidecar, which plain transformers ignores
+        from .prune import load_pruned
+
+        reloaded = load_pruned(path, dtype)[0].to(dev).eval()
+    else:
+        reloaded = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(dev).eval()
     ids = tokenizer(CHECK_TEXT, return_tensors="pt").input_ids.to(dev)  # (1, T)
     a = model(input_ids=ids, use_cache=False).logits.float()  # (1, T, V)
     b = reloaded(input_ids=ids, use_cache=False).logits.float()  # (1, T, V)
@@ -138,8 +144,14 @@ def export_model(
     full = build_recipe(model, recipe, original)
 
     strip_gguf_quantizer(model)  # a GGUF-loaded model refuses save_pretrained otherwise
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+    from .prune import is_pruned, save_pruned
+
+    if is_pruned(model):
+        save_pruned(model, tokenizer, path, full)  # adds the per-layer shapes sidecar
+    else:
+        (path / SHAPES_SIDECAR).unlink(missing_ok=True)  # a stale sidecar would misload
+        model.save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
     (path / RECIPE_FILE).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
     (path / "README.md").write_text(_model_card(full), encoding="utf-8")
 

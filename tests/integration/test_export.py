@@ -121,3 +121,21 @@ def test_zip_and_push_inputs(tok, tmp_path):
         push_to_hub(tmp_path / "missing", "me/model", token="hf_x")
     with pytest.raises(LacoError):
         zip_export(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_width_pruned_export_writes_sidecar_and_verifies(arch, tok, tmp_path):
+    from laco_core.models import SHAPES_SIDECAR
+    from laco_core.prune import prune_llm_pruner
+
+    model = tiny_model(arch, layers=6)
+    text = "The quick brown fox jumps over the lazy dog near the river bank. " * 4
+    pruned = prune_llm_pruner(model, tok, [text], 0.2, num_samples=2, seq_len=32).model
+    res = export_model(pruned, tok, tmp_path, {"kind": "llm_pruner"})
+    assert res.verified and res.max_abs_logit_diff <= 1e-4
+    assert (tmp_path / SHAPES_SIDECAR).exists()
+    lm = load_model(str(tmp_path), dtype="float32", device="cpu")
+    assert count_params(lm.model) == count_params(pruned) < count_params(model)
+    # a later plain export into the same folder must not leave a stale sidecar behind
+    export_model(model, tok, tmp_path)
+    assert not (tmp_path / SHAPES_SIDECAR).exists()
