@@ -31,3 +31,14 @@ def default_model():
     from laco_core.models import load_model
 
     return load_model("default", dtype="float32", device="cpu")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models run far faster without spin-waiting for a busy second core."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from laco_core.cli import main
 from laco_core.export import RECIPE_FILE
@@ -17,13 +16,7 @@ from laco_core.tiny import tiny_model, tiny_tokenizer
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~10x faster on one thread when the cores are shared (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

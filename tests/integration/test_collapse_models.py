@@ -15,14 +15,7 @@ from laco_core.merge import build_collapsed, layer_map, plan_of, shared_fraction
 from laco_core.methods import REGISTRY
 from laco_core.models import count_params
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~10x faster on one thread when the cores are shared (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 RANGES = [(1, 3)]  # 6 layers -> 4: layer 1 stands for original 1..3

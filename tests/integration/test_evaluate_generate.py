@@ -20,14 +20,7 @@ from laco_core.generate import (
 from laco_core.merge import build_collapsed
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~10x faster on one thread when the cores are shared (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TEXT = (

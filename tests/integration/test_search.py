@@ -33,13 +33,7 @@ class ByteTokenizer:
 TOK = ByteTokenizer()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster on one thread when the cores are shared (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

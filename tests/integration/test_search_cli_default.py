@@ -10,13 +10,7 @@ import torch
 from laco_core.cli import main
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
