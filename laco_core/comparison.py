@@ -82,6 +82,23 @@ def build_point(
     raise LacoError(f"Unknown method '{method}'; choose from: {', '.join(METHODS)}.")
 
 
+def _row(
+    method, ratio, removed, layers, ppl, kl, healed: bool, seconds: float, note: str = ""
+) -> dict:
+    """One comparison point, columns in the order of the returned DataFrame."""
+    return dict(
+        method=method,
+        target_ratio=ratio,
+        params_removed=removed,
+        ppl=ppl,
+        kl=kl,
+        healed=healed,
+        layers=layers,
+        seconds=seconds,
+        note=note,
+    )
+
+
 class _Scorer:
     """Held-out perplexity and KL to the dense model from ONE forward of each model.
 
@@ -187,19 +204,7 @@ def compare_all(
     t0 = time.perf_counter()
     scorer = _Scorer(model, tokenizer, eval_text, eval_seq_len, eval_windows)
     ppl, kl = scorer.score()
-    rows.append(
-        dict(
-            method="dense",
-            target_ratio=0.0,
-            params_removed=0.0,
-            ppl=ppl,
-            kl=kl,
-            healed=False,
-            layers=n0,
-            seconds=time.perf_counter() - t0,
-            note="",
-        )
-    )
+    rows.append(_row("dense", 0.0, 0.0, n0, ppl, kl, False, time.perf_counter() - t0))
     tick("dense")
     grad_cache: dict = {}
     for method in methods:
@@ -211,38 +216,15 @@ def compare_all(
                 )
             except (LacoError, ImportError) as e:
                 for healed in (False, True) if ratio in healed_at else (False,):
-                    rows.append(
-                        dict(
-                            method=method,
-                            target_ratio=ratio,
-                            params_removed=math.nan,
-                            ppl=math.nan,
-                            kl=math.nan,
-                            healed=healed,
-                            layers=None,
-                            seconds=0.0,
-                            note=str(e),
-                        )
-                    )
+                    nan = math.nan
+                    rows.append(_row(method, ratio, nan, None, nan, nan, healed, 0.0, str(e)))
                     tick(f"{method} {ratio:.0%} skipped")
                 continue
             build_s = time.perf_counter() - t0
             removed = 1 - count_params(pruned) / params0
             layers = pruned.config.num_hidden_layers
             ppl, kl = scorer.score(pruned)
-            rows.append(
-                dict(
-                    method=method,
-                    target_ratio=ratio,
-                    params_removed=removed,
-                    ppl=ppl,
-                    kl=kl,
-                    healed=False,
-                    layers=layers,
-                    seconds=build_s,
-                    note="",
-                )
-            )
+            rows.append(_row(method, ratio, removed, layers, ppl, kl, False, build_s))
             tick(f"{method} {ratio:.0%}")
             if ratio in healed_at:
                 from .heal import heal
@@ -251,21 +233,9 @@ def compare_all(
                 healed = heal(
                     pruned, tokenizer, heal_text, steps=heal_steps, **(heal_kwargs or {})
                 ).model
-                heal_s = time.perf_counter() - t1
                 ppl, kl = scorer.score(healed)
-                rows.append(
-                    dict(
-                        method=method,
-                        target_ratio=ratio,
-                        params_removed=removed,
-                        ppl=ppl,
-                        kl=kl,
-                        healed=True,
-                        layers=layers,
-                        seconds=build_s + heal_s,
-                        note="",
-                    )
-                )
+                seconds = build_s + time.perf_counter() - t1
+                rows.append(_row(method, ratio, removed, layers, ppl, kl, True, seconds))
                 del healed
                 tick(f"{method} {ratio:.0%} healed")
             del pruned
