@@ -26,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--teacher",
+        help="dense model spec to distil from (e.g. default): KL to its next-token "
+        "distribution instead of the LM loss; one extra forward per step",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -54,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     held_out = _read(args.eval_text) if args.eval_text else read_text()
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     before = perplexity(lm.model, lm.tokenizer, held_out)
+    teacher = (
+        load_model(args.teacher, dtype=args.dtype, device=args.device).model
+        if args.teacher
+        else None
+    )
 
     def progress(step: int, total: int, loss: float) -> None:
         print(f"\rstep {step}/{total} loss {loss:.3f}", end="", file=sys.stderr, flush=True)
@@ -69,11 +79,12 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         callback=progress,
         dataset=args.dataset,
+        teacher=teacher,
     )
     print(file=sys.stderr)
     after = perplexity(res.model, lm.tokenizer, held_out)
     source = (read_recipe(args.model) if Path(args.model).is_dir() else None) or {}
-    recipe = {**source, "healed": res.recipe, "source": args.model}
+    recipe = {**source, "healed": {**res.recipe, "teacher": args.teacher}, "source": args.model}
     if is_pruned(res.model):
         path = save_pruned(res.model, lm.tokenizer, args.out, recipe)
     else:

@@ -64,3 +64,22 @@ def test_heal_cancel_and_errors():
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     with pytest.raises(LacoError, match="tokens"):
         heal(m, tok, "tiny", steps=1, seq_len=64)
+
+
+def test_distillation_from_the_dense_model_lowers_kl():
+    from laco_core.heal import distill_loss
+    from laco_core.merge import build_collapsed
+
+    tok = tiny_tokenizer()
+    dense = tiny_model("llama", layers=6)
+    dense.requires_grad_(False)
+    student = build_collapsed(dense, [(2, 4)], "drop")
+    batch = tok(TEXT, return_tensors="pt").input_ids[:, :32]
+    res = heal(
+        student, tok, TEXT, steps=20, rank=4, lr=5e-3, seq_len=32, batch_size=2, teacher=dense
+    )
+    assert res.recipe["loss"] == "distill"
+    with torch.no_grad():
+        assert distill_loss(res.model, dense, batch) < distill_loss(student, dense, batch)
+    with pytest.raises(LacoError, match="tokenizer"):
+        heal(student, tok, TEXT, steps=1, teacher=tiny_model("llama", layers=2, vocab_size=300))
