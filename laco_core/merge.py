@@ -200,6 +200,48 @@ def build_collapsed(
     return new
 
 
+@torch.no_grad()
+def build_layer(
+    model: PreTrainedModel, lo: int, hi: int, method: str = "official", **method_params
+) -> nn.Module:
+    """The one decoder layer that merging ``model``'s layers lo..hi produces, on its own.
+
+    What a search needs per candidate: a new module (its own ``layer_idx``) whose tensors are
+    the merge's result, shared with ``model`` where the method keeps a source tensor. Built
+    in about a millisecond, against ~60 ms for a whole collapsed model on the default model.
+    The layer is constructed with ``model``'s config at index lo, so it has lo's attention type.
+    """
+    layers = get_layers(model)
+    src = layers[lo]
+    params = (
+        dict(src.named_parameters())
+        if hi == lo
+        else get_method(method).merge(
+            [dict(layers[i].named_parameters()) for i in range(lo, hi + 1)],
+            get_adapter(model),
+            **method_params,
+        )
+    )
+    with torch.device("meta"):
+        layer = type(src)(model.config, lo)
+    for name, module in layer.named_modules():
+        prefix = name + "." if name else ""
+        for pname in list(module._parameters):
+            if module._parameters[pname] is not None:
+                t = params[prefix + pname]
+                module._parameters[pname] = (
+                    t if isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+                )
+    src_buffers = dict(src.named_buffers())
+    for name, module in layer.named_modules():
+        prefix = name + "." if name else ""
+        for bname in list(module._buffers):
+            if module._buffers[bname] is not None:
+                module._buffers[bname] = src_buffers[prefix + bname]
+    layer.eval()
+    return layer
+
+
 def _layers_prefix(model: nn.Module) -> str:
     """Dotted prefix of the decoder layers, e.g. ``model.layers.``."""
     layers = get_layers(model)

@@ -86,8 +86,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--early-exit",
-        action="store_true",
-        help="paper/cosine: stop scoring once the decision is certain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="paper strategy, cosine/kl: stop scoring a candidate once its decision is certain "
+        "(default on; decisions never change, the log then shows a partial score)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="candidates scored side by side, one CPU thread each (default: torch threads)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="prompts packed per forward chunk, the early exit's step (default 4)",
     )
     p.add_argument("--json", dest="json_log", metavar="LOG", help="write the decision log as JSON")
     p.add_argument("--out", help="export the collapsed model to this directory")
@@ -133,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         target_ratio=args.target_ratio,
         method_params=params,
         early_exit=args.early_exit,
+        workers=args.workers,
+        batch_size=args.batch_size,
         correct=args.correct,
         lazy=args.lazy,
     )

@@ -34,51 +34,66 @@ def layer_types(model: PreTrainedModel) -> list[str]:
 
 @dataclass
 class Chunk:
-    """One batch of calibration prompts, right-padded.
+    """Calibration prompts packed end to end into one row, without padding.
 
-    Right padding under a causal mask cannot change any real token's state: a real token
-    only attends to earlier positions, which are all real. So batching is exact up to float
-    rounding of different matmul shapes.
+    Each prompt restarts its position ids at 0; transformers then builds a block-diagonal
+    causal mask (per attention type, sliding windows included), so every prompt sees only
+    its own tokens and its states equal those of the prompt run alone, up to float rounding.
     """
 
-    input_ids: torch.Tensor  # (B, T)
-    lengths: list[int]  # real tokens per row
-    mask: torch.Tensor  # (B, T) bool, True on real tokens
-    inputs: list[torch.Tensor] = field(default_factory=list)  # per layer (B, T, H)
+    input_ids: torch.Tensor  # (1, T) the prompts one after another
+    position_ids: torch.Tensor  # (1, T) 0..n−1 within each prompt
+    lengths: list[int]  # tokens per prompt
+    starts: list[int]  # offset of each prompt in the row
+    index: list[int]  # position of each prompt in the prompt list
+    inputs: list[torch.Tensor] = field(default_factory=list)  # per layer (1, T, H)
     kwargs: dict[str, dict] = field(default_factory=dict)  # layer type -> layer kwargs
-    final: torch.Tensor | None = None  # dense final states after the final norm (B, T, H)
-    logp: torch.Tensor | None = None  # dense next-token log-probs (B, T, V), lazily
+    final: torch.Tensor | None = None  # dense final states after the final norm (1, T, H)
+    logp: torch.Tensor | None = None  # dense next-token log-probs (1, T, V), lazily
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(1, T) bool, True on real tokens: all of them (nothing is padded)."""
+        return torch.ones_like(self.input_ids, dtype=torch.bool)
+
+    @property
+    def next_valid(self) -> torch.Tensor:
+        """(1, T−1) bool: True where position t+1 continues the prompt of position t."""
+        ok = torch.ones(1, self.input_ids.shape[1] - 1, dtype=torch.bool)
+        for s in self.starts[1:]:
+            ok[0, s - 1] = False  # the next token opens another prompt
+        return ok
+
+    def segments(self) -> list[slice]:
+        """Slices of the row holding each prompt."""
+        return [slice(s, s + n) for s, n in zip(self.starts, self.lengths, strict=True)]
 
 
 def tokenize(tokenizer, prompts: list[str], batch_size: int = 8) -> list[Chunk]:
-    """Tokenize each prompt alone with the tokenizer's defaults, then pad right in batches.
+    """Tokenize each prompt alone with the tokenizer's defaults, then pack them in chunks.
 
     Args:
         tokenizer: The model's tokenizer; called as ``tokenizer(prompt)`` (no chat template).
-        prompts: Calibration prompts.
-        batch_size: Prompts per chunk (sorted by length so padding stays small).
+        prompts: Calibration prompts, kept in their order.
+        batch_size: Prompts per chunk.
 
     Raises:
         LacoError: when there is no prompt with at least one token.
     """
-    ids = [list(tokenizer(p)["input_ids"]) for p in prompts]
-    ids = [x for x in ids if x]
+    ids = [(i, list(tokenizer(p)["input_ids"])) for i, p in enumerate(prompts)]
+    ids = [(i, x) for i, x in ids if x]
     if not ids:
         raise LacoError(
             "No calibration prompt produced any token: give at least one non-empty prompt."
         )
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     chunks = []
-    for start in range(0, len(order), batch_size):
-        rows = [ids[i] for i in order[start : start + batch_size]]
-        t = max(len(r) for r in rows)
-        pad = rows[0][0]  # any valid id: padded positions never reach a real token
-        input_ids = torch.full((len(rows), t), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), t), dtype=torch.bool)
-        for b, r in enumerate(rows):
-            input_ids[b, : len(r)] = torch.tensor(r)
-            mask[b, : len(r)] = True
-        chunks.append(Chunk(input_ids, [len(r) for r in rows], mask))
+    for start in range(0, len(ids), max(batch_size, 1)):
+        rows = ids[start : start + max(batch_size, 1)]
+        lengths = [len(r) for _, r in rows]
+        starts = [sum(lengths[:k]) for k in range(len(rows))]
+        input_ids = torch.tensor([t for _, r in rows for t in r])[None]  # (1, T)
+        position_ids = torch.cat([torch.arange(n) for n in lengths])[None]  # (1, T)
+        chunks.append(Chunk(input_ids, position_ids, lengths, starts, [i for i, _ in rows]))
     return chunks
 
 
@@ -116,7 +131,9 @@ def record(
     ]
     try:
         final = decoder(model)(
-            input_ids=chunk.input_ids.to(model.device), use_cache=False
+            input_ids=chunk.input_ids.to(model.device),
+            position_ids=chunk.position_ids.to(model.device),
+            use_cache=False,
         ).last_hidden_state
     finally:
         for h in handles:
@@ -166,7 +183,7 @@ class ActivationCache:
         model: The dense (original) model.
         tokenizer: Its tokenizer.
         prompts: Calibration prompts, each scored on its own.
-        batch_size: Prompts per padded chunk.
+        batch_size: Prompts packed per chunk.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer, prompts: list[str], batch_size: int = 8):

@@ -1,25 +1,33 @@
 """LaCo Algorithm 1 (Yang et al. 2024), made fast, plus target-driven and greedy searches.
 
-Every candidate is a real collapsed model built by ``build_collapsed`` (sharing untouched
-tensors), scored from cached activations by running only its layers from the merge point.
+A candidate is its merged layer (``build_layer``, sharing untouched tensors) followed by the
+current model's layers above the range, scored from cached activations by running only those
+layers. Only accepted merges become whole models (``build_collapsed``). The top-down scan
+speculates: while candidate l is scored, the candidates l−1, l−2… that Algorithm 1 visits next
+if l is rejected are scored on other CPU cores; an acceptance discards them.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel
 
-from ..adapters import get_layers
+from ..adapters import final_norm, get_layers
 from ..errors import LacoError
-from ..merge import build_collapsed, get_method, layer_map, plan_of
+from ..merge import build_collapsed, build_layer, get_method, layer_map, plan_of
 from ..models import count_params
-from .activations import ActivationCache, run_layers, suffix_final
-from .objectives import OBJECTIVES, prompt_cosines, score
+from .activations import ActivationCache, layer_types, run_layers
+from .objectives import OBJECTIVES, chunk_kl, nll_value, prompt_cosines, score
 
 Callback = Callable[[dict], None]
 STRATEGIES = ("paper", "greedy")
@@ -54,12 +62,15 @@ class SearchConfig:
         lazy: Greedy: re-score ranges in order of their damage at earlier steps and stop a
             step once no stale damage can beat the best fresh one (assumes damage only grows
             as layers go; far fewer forwards, usually the same choices).
-        batch_size: Prompts per padded forward chunk (prompts are sorted by length first, so
-            small chunks waste little on padding).
-        early_exit: Paper strategy with the cosine objective: stop scoring a candidate once
-            the remaining prompts cannot change the decision (every cosine lies in [−1, 1]).
-            Decisions are unchanged; a candidate decided early logs the mean over the
-            prompts scored so far and ``prompts_scored``.
+        batch_size: Prompts packed per forward chunk; also the step of the early exit.
+        early_exit: Paper strategy (cosine or KL objective): stop scoring a candidate once
+            the remaining chunks cannot change the decision (every cosine lies in [−1, 1],
+            every KL is ≥ 0). Decisions are unchanged; a candidate decided early logs the
+            score over the prompts scored so far and ``prompts_scored``. Chunks are scored
+            in the order of their damage under the first candidate, worst first.
+        workers: Candidates scored at once, each on one CPU thread (None: one per torch
+            thread on CPU, one on GPU). The scan speculates on rejections and the greedy
+            step scores ranges side by side; decisions do not depend on this number.
     """
 
     merge_count: int = 4
@@ -77,8 +88,9 @@ class SearchConfig:
     refine_top: int = 3
     correct: bool = False
     lazy: bool = False
-    batch_size: int = 8
-    early_exit: bool = False
+    batch_size: int = 4
+    early_exit: bool = True
+    workers: int | None = None
 
     def validate(self, num_layers: int) -> SearchConfig:
         """Check the parameters against a model with ``num_layers`` layers.
@@ -111,6 +123,10 @@ class SearchConfig:
             )
         if self.target_layers is not None and not 0 < self.target_layers < num_layers:
             raise LacoError(f"--target-layers must be between 1 and {num_layers - 1}.")
+        if self.workers is not None and self.workers < 1:
+            raise LacoError("--workers must be at least 1.")
+        if self.batch_size < 1:
+            raise LacoError("--batch-size must be at least 1.")
         get_method(self.method)
         return self
 
@@ -219,6 +235,48 @@ def target_layers_of(model: PreTrainedModel, cfg: SearchConfig) -> int | None:
     return need
 
 
+class _Cancelled(Exception):
+    """A speculative evaluation stopped because an earlier candidate was accepted."""
+
+
+class _Lazy:
+    """A future that runs its call when asked for the result (one worker: no speculation)."""
+
+    def __init__(self, fn: Callable, *args):
+        self.fn, self.args = fn, args
+
+    def result(self):
+        return self.fn(*self.args)
+
+
+def workers_for(model: PreTrainedModel, cfg: SearchConfig) -> int:
+    """Candidates scored at once: one per torch thread on CPU, one on an accelerator."""
+    if cfg.workers is not None:
+        return cfg.workers
+    if next(model.parameters()).device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), 8))
+
+
+@contextmanager
+def _pool(workers: int):
+    """A thread pool whose workers each run torch ops on one thread (None for one worker).
+
+    Small matmuls (a few hundred tokens × hidden) scale poorly across threads; the same
+    cores scoring different candidates side by side do close to twice the work.
+    """
+    if workers <= 1:
+        yield None
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="laco-search") as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _Search:
     """State of one search: the current model, its layer inputs, the log."""
 
@@ -242,17 +300,25 @@ class _Search:
         self.need = target_layers_of(model, cfg)
         self.removed = 0
         self.high = len(get_layers(model)) if cfg.high is None else cfg.high
-        self.scored: int | None = None  # prompts scored by the last early-exit evaluation
         self.calibrate = cfg.method == CALIBRATED and "alpha" not in cfg.method_params
+        self.workers = workers_for(model, cfg)
+        self.pool: ThreadPoolExecutor | None = None
+        self.cancel = threading.Event()
+        # chunk order of the early exit (worst first), fixed by the first candidate scored
+        self.order: list[int] | None = None
 
     # ---- evaluation ----------------------------------------------------------------------
     def n(self) -> int:
         return len(get_layers(self.cur))
 
     def inputs_at(self, start: int) -> list[list[torch.Tensor]]:
-        """Per-chunk inputs of the current model's layers, valid at least up to ``start``."""
+        """Per-chunk inputs of the current model's layers, valid at least up to ``start``.
+
+        Only the main thread extends them: it asks for every index a worker will read
+        before handing the worker its candidate.
+        """
         layers = get_layers(self.cur)
-        types = _types(self.cur)
+        types = layer_types(self.cur)
         for k, c in enumerate(self.cache.chunks):
             ins = self.inputs[k]
             while len(ins) <= start:
@@ -260,14 +326,41 @@ class _Search:
                 ins.append(run_layers([layers[j]], [types[j]], ins[j], c.kwargs))
         return self.inputs
 
+    def prepare(self) -> None:
+        """Fill the dense caches every objective reads, before workers share them."""
+        if self.cfg.objective == "kl":
+            for c in self.cache.chunks:
+                self.cache.dense_logp(c)
+        elif self.cfg.objective == "ppl" and self.cache.dense_nll is None:
+            self.cache.dense_nll = nll_value(self.cache, self.dense, None)
+
     def build(self, lo: int, hi: int, params: dict) -> PreTrainedModel:
+        """The whole collapsed model of an accepted merge."""
         if hi == lo:  # the official loop's merge of zero extra layers leaves the model as is
             return self.cur
         return build_collapsed(self.cur, [(lo, hi)], self.cfg.method, **params)
 
+    def suffix(self, lo: int, hi: int, params: dict) -> tuple[list[nn.Module], list[str]]:
+        """A candidate's layers from lo on: the merged layer, then the current ones above hi."""
+        layers, types = get_layers(self.cur), layer_types(self.cur)
+        if hi == lo:
+            return list(layers[lo:]), types[lo:]
+        merged = build_layer(self.cur, lo, hi, self.cfg.method, **params)
+        return [merged, *layers[hi + 1 :]], [types[lo], *types[hi + 1 :]]
+
+    def final(self, suffix: tuple[list[nn.Module], list[str]], lo: int, k: int) -> torch.Tensor:
+        """Final state (after the final norm) of a candidate on chunk k.  # (1, T, H)"""
+        if self.cancel.is_set():
+            raise _Cancelled
+        c = self.cache.chunks[k]
+        h = run_layers(*suffix, self.inputs[k][lo], c.kwargs)
+        with torch.inference_mode():
+            return final_norm(self.dense)(h)
+
     def evaluate(
         self, lo: int, hi: int, params: dict, threshold: float | None = None
-    ) -> tuple[PreTrainedModel, float]:
+    ) -> tuple[float, int | None]:
+        """Score of merging lo..hi with ``params``, and the prompts scored if it exited early."""
         if (
             self.cfg.correct
             and self.cfg.method == CALIBRATED
@@ -277,14 +370,61 @@ class _Search:
             scale = self.fit_down_scale(lo, hi, params)
             if scale is not None:
                 params["down_scale"] = scale
-        cand = self.build(lo, hi, params)
-        inputs = self.inputs_at(lo)
-        if threshold is not None and self.cfg.early_exit and self.cfg.objective == "cosine":
-            return cand, self.cosine_early(cand, lo, inputs, threshold)
-        finals = [
-            suffix_final(cand, lo, inputs[k][lo], c.kwargs) for k, c in enumerate(self.cache.chunks)
-        ]
-        return cand, score(self.cfg.objective, self.cache, cand, finals)
+        suffix = self.suffix(lo, hi, params)
+        early = (
+            threshold is not None
+            and self.cfg.early_exit
+            and self.cfg.objective in ("cosine", "kl")
+            and self.order is not None
+        )
+        if early:
+            return self.score_early(suffix, lo, threshold)
+        finals = [self.final(suffix, lo, k) for k in range(len(self.cache.chunks))]
+        return score(self.cfg.objective, self.cache, self.dense, finals), None
+
+    def score_early(
+        self, suffix: tuple[list[nn.Module], list[str]], lo: int, threshold: float
+    ) -> tuple[float, int | None]:
+        """Score chunk by chunk, stopping once the rest cannot flip ``score > threshold``.
+
+        Cosine: every prompt's cosine lies in [−1, 1]. KL: every token's KL is ≥ 0, so the
+        score exp(−mean KL) can only fall (early rejections only).
+        """
+        total_prompts, total_tokens = self.cache.num_prompts, self.cache.num_tokens
+        sims: list[float] = []
+        kl_sum, tokens, prompts = 0.0, 0, 0
+        for k in self.order or []:
+            c = self.cache.chunks[k]
+            h = self.final(suffix, lo, k)
+            prompts += len(c.lengths)
+            if self.cfg.objective == "cosine":
+                sims.extend(prompt_cosines(c, h))
+                rest, s = total_prompts - prompts, sum(sims)
+                if rest and (
+                    (s + rest) / total_prompts <= threshold
+                    or (s - rest) / total_prompts > threshold
+                ):
+                    return s / prompts, prompts
+            else:
+                part, n = chunk_kl(self.cache, self.dense, c, h)
+                kl_sum, tokens = kl_sum + part, tokens + n
+                if tokens < total_tokens and math.exp(-kl_sum / total_tokens) <= threshold:
+                    return math.exp(-kl_sum / tokens), prompts
+        if self.cfg.objective == "cosine":
+            return sum(sims) / total_prompts, None
+        return math.exp(-kl_sum / total_tokens), None
+
+    def set_order(self, lo: int, hi: int, params: dict) -> None:
+        """Order chunks by their damage under one candidate, worst first (for early exits)."""
+        suffix = self.suffix(lo, hi, params)
+        damage = []
+        for k, c in enumerate(self.cache.chunks):
+            h = self.final(suffix, lo, k)
+            if self.cfg.objective == "cosine":
+                damage.append(sum(1 - x for x in prompt_cosines(c, h)))
+            else:
+                damage.append(chunk_kl(self.cache, self.dense, c, h)[0])
+        self.order = sorted(range(len(damage)), key=lambda k: -damage[k])
 
     @torch.inference_mode()
     def fit_down_scale(self, lo: int, hi: int, params: dict) -> list[float] | None:
@@ -294,28 +434,26 @@ class _Search:
         to x, and A, F the merged layer's attention and MLP updates (A + F its total),
         s_c = Σ (D − A)_c F_c / Σ F_c² over real calibration tokens.
         """
-        cand = self.build(lo, hi, params)
-        layer = get_layers(cand)[lo]
+        layer = build_layer(self.cur, lo, hi, self.cfg.method, **params)
         if any("post_feedforward" in n for n, _ in layer.named_parameters()):
             return None  # a norm after the MLP makes the scale non-linear in s
         mlp = getattr(layer, "mlp", None)
         if mlp is None:
             return None
         inputs = self.inputs_at(hi)
-        cur_layers, types = get_layers(self.cur), _types(self.cur)
-        cand_type = _types(cand)[lo]
+        cur_layers, types = get_layers(self.cur), layer_types(self.cur)
         num = den = None
         grabbed: list[torch.Tensor] = []
         for k, c in enumerate(self.cache.chunks):
-            x = inputs[k][lo]  # (B, T, H)
-            target = run_layers([cur_layers[hi]], [types[hi]], inputs[k][hi], c.kwargs)  # (B, T, H)
+            x = inputs[k][lo]  # (1, T, H)
+            target = run_layers([cur_layers[hi]], [types[hi]], inputs[k][hi], c.kwargs)  # (1, T, H)
             grabbed.clear()
             handle = mlp.register_forward_hook(lambda m, a, out: grabbed.append(out))
             try:
-                y = run_layers([layer], [cand_type], x, c.kwargs)  # (B, T, H)
+                y = run_layers([layer], [types[lo]], x, c.kwargs)  # (1, T, H)
             finally:
                 handle.remove()
-            f = grabbed[0][c.mask].double()  # (N, H) MLP update of real tokens
+            f = grabbed[0][c.mask].double()  # (N, H) MLP update of every token
             rest = (target - y)[c.mask].double() + f  # D − A  (N, H)
             n_, d_ = (rest * f).sum(0), (f * f).sum(0)
             num = n_ if num is None else num + n_
@@ -323,46 +461,59 @@ class _Search:
         scale = (num / den.clamp_min(1e-12)).clamp(0.0, 4.0)
         return [round(float(v), 6) for v in scale]
 
-    def cosine_early(self, cand: PreTrainedModel, lo: int, inputs, threshold: float) -> float:
-        """Mean cosine over prompts, stopping once the rest cannot flip ``score > threshold``."""
-        total = self.cache.num_prompts
-        sims: list[float] = []
-        for k, c in enumerate(self.cache.chunks):
-            sims.extend(prompt_cosines(c, suffix_final(cand, lo, inputs[k][lo], c.kwargs)))
-            rest, s = total - len(sims), sum(sims)
-            if rest and ((s + rest) / total <= threshold or (s - rest) / total > threshold):
-                self.scored = len(sims)
-                return s / len(sims)
-        self.scored = total
-        return sum(sims) / total
-
     def evaluate_best(
         self, lo: int, hi: int, calibrate: bool | None = None, threshold: float | None = None
-    ) -> tuple[PreTrainedModel, float, dict]:
-        """Score a range; with a calibrated method, choose α by golden-section search."""
+    ) -> tuple[float, dict, int | None]:
+        """Score a range; with a calibrated method, choose α by golden-section search.
+
+        Returns:
+            The score, the method parameters it was obtained with, and the prompts scored
+            when an early exit decided it (None when every prompt was scored).
+        """
         base = dict(self.cfg.method_params)
         if not (self.calibrate if calibrate is None else calibrate) or hi == lo:
             if self.cfg.method == CALIBRATED and "alpha" not in base:
                 base["alpha"] = 0.0
-            cand, s = self.evaluate(lo, hi, base, threshold)
-            return cand, s, base
-        seen: dict[float, tuple[PreTrainedModel, float, dict]] = {}
+            s, scored = self.evaluate(lo, hi, base, threshold)
+            return s, base, scored
+        seen: dict[float, tuple[float, dict]] = {}
 
         def f(a: float) -> float:
             a = round(a, 4)
             if a not in seen:
                 p = {**base, "alpha": a}
-                cand, s = self.evaluate(lo, hi, p)
-                seen[a] = (cand, s, p)
-            return seen[a][1]
+                seen[a] = (self.evaluate(lo, hi, p)[0], p)
+            return seen[a][0]
 
         golden_section_max(f, 0.0, 1.0, self.cfg.alpha_evals)
         f(0.0)  # drop is always a candidate: calibration never does worse than it
-        a = max(seen, key=lambda x: seen[x][1])
-        return seen[a]
+        a = max(seen, key=lambda x: seen[x][0])
+        return seen[a][0], seen[a][1], None
+
+    def submit(self, fn: Callable, *args) -> Future | _Lazy:
+        return _Lazy(fn, *args) if self.pool is None else self.pool.submit(fn, *args)
+
+    def drain(self, pending: deque) -> None:
+        """Stop and forget speculative evaluations (an earlier candidate was accepted)."""
+        self.cancel.set()
+        for *_, fut in pending:
+            if isinstance(fut, Future):
+                try:
+                    fut.result()
+                except _Cancelled:
+                    pass
+        pending.clear()
+        self.cancel.clear()
 
     def log(
-        self, lo: int, hi: int, s: float, accepted: bool, params: dict, threshold: float | None
+        self,
+        lo: int,
+        hi: int,
+        s: float,
+        accepted: bool,
+        params: dict,
+        threshold: float | None,
+        scored: int | None = None,
     ) -> None:
         lm = layer_map(self.cur)
         event = {
@@ -377,17 +528,17 @@ class _Search:
             event["threshold"] = threshold
         if "alpha" in params:
             event["alpha"] = params["alpha"]
-        if self.scored is not None and self.scored < self.cache.num_prompts:
-            event["prompts_scored"] = self.scored
+        if scored is not None:
+            event["prompts_scored"] = scored
         self.candidates.append(event)
         if self.callback is not None:
             self.callback(dict(event))
 
-    def accept(self, lo: int, hi: int, s: float, cand: PreTrainedModel, params: dict) -> None:
+    def accept(self, lo: int, hi: int, s: float, params: dict) -> None:
         self.accepted.append((lo, hi, s))
         self.steps.append({"lo": lo, "hi": hi, "score": s, "params": dict(params)})
         self.removed += hi - lo
-        self.cur = cand
+        self.cur = self.build(lo, hi, params)
         for ins in self.inputs:  # layers above lo changed; their inputs are recomputed on demand
             del ins[lo + 1 :]
 
@@ -399,6 +550,15 @@ class _Search:
         return hi if self.need is None else min(hi, lo + self.need - self.removed)
 
     # ---- strategies ------------------------------------------------------------------------
+    def run(self) -> None:
+        self.prepare()
+        with _pool(self.workers) as pool:
+            self.pool = pool
+            try:
+                self.paper() if self.cfg.strategy == "paper" else self.greedy()
+            finally:
+                self.pool = None
+
     def paper(self) -> None:
         """Algorithm 1; with a target, further top-down passes with a lower threshold."""
         threshold = self.cfg.threshold
@@ -414,24 +574,51 @@ class _Search:
             threshold = max(threshold - PASS_STEP, 0.0)
 
     def paper_pass(self, threshold: float) -> None:
-        c, low, interval = self.cfg.merge_count, self.cfg.low, self.cfg.interval
+        """One top-down scan. Candidates below the current one are scored ahead on the other
+        workers as if everything were rejected; decisions are taken in scan order only."""
+        c, interval = self.cfg.merge_count, self.cfg.interval
         lm = layer_map(self.cur)
         high = sum(1 for r in lm if r[0] < self.high)  # H in the current model's indices
-        low = sum(1 for r in lm if r[1] < low)  # L likewise (identity on the first pass)
+        low = sum(1 for r in lm if r[1] < self.cfg.low)  # L likewise (identity on the first pass)
         lay = high - c
-        while lay >= low and not self.done():
-            hi = self.cap(lay, min(lay + c - 1, self.n() - 1))
-            self.scored = None
-            cand, s, params = self.evaluate_best(lay, hi, threshold=threshold)
-            ok = s > threshold
-            self.log(lay, hi, s, ok, params, threshold)
-            if ok:
-                self.accept(lay, hi, s, cand, params)
-                lay -= interval
-                if lay >= self.n():
-                    lay = self.n() - 1 - c
-            else:
-                lay -= 1
+        pending: deque = deque()  # (lo, hi, future) in scan order
+        nxt = lay
+
+        def fill() -> None:
+            nonlocal nxt
+            while len(pending) < self.workers and nxt >= low:
+                hi = self.cap(nxt, min(nxt + c - 1, self.n() - 1))
+                self.inputs_at(hi)  # every input a worker reads exists before it starts
+                pending.append((nxt, hi, self.submit(self.evaluate_best, nxt, hi, None, threshold)))
+                nxt -= 1
+
+        try:
+            while lay >= low and not self.done():
+                if self.order is None and self.cfg.early_exit:
+                    hi = self.cap(lay, min(lay + c - 1, self.n() - 1))
+                    self.set_order(lay, hi, self.base_params())
+                fill()
+                lo, hi, fut = pending.popleft()
+                s, params, scored = fut.result()
+                ok = s > threshold
+                self.log(lo, hi, s, ok, params, threshold, scored)
+                if ok:
+                    self.drain(pending)
+                    self.accept(lo, hi, s, params)
+                    lay -= interval
+                    if lay >= self.n():
+                        lay = self.n() - 1 - c
+                    nxt = lay
+                else:
+                    lay -= 1
+        finally:
+            self.drain(pending)
+
+    def base_params(self) -> dict:
+        p = dict(self.cfg.method_params)
+        if self.cfg.method == CALIBRATED and "alpha" not in p:
+            p["alpha"] = 0.0
+        return p
 
     def greedy(self) -> None:
         """Each step: score every admissible range of 2..C layers, take the least damage
@@ -463,22 +650,36 @@ class _Search:
 
             if self.cfg.lazy:
                 ranges.sort(key=lambda r: stale.get(key(r), float("-inf")))
+            self.inputs_at(max(hi for _, hi in ranges))
             scored = []
-            for lo, hi in ranges:
-                if (
-                    self.cfg.lazy
-                    and scored
-                    and min(x[0] for x in scored) <= stale.get(key((lo, hi)), float("-inf"))
-                ):
-                    break  # damage only grows as the model shrinks: the rest cannot win
-                _, s, params = self.evaluate_best(lo, hi, calibrate=False)
-                scored.append(((1 - s) / (hi - lo), lo, hi, s, params))
-                stale[key((lo, hi))] = scored[-1][0]
+            # scored in waves of ``workers``; results are consumed in order, so the lazy stop
+            # falls where it would with one worker
+            for start in range(0, len(ranges), self.workers):
+                wave = ranges[start : start + self.workers]
+                futs = [self.submit(self.evaluate_best, lo, hi, False) for lo, hi in wave]
+                stop = False
+                for (lo, hi), fut in zip(wave, futs, strict=True):
+                    if (
+                        self.cfg.lazy
+                        and scored
+                        and min(x[0] for x in scored) <= stale.get(key((lo, hi)), float("-inf"))
+                    ):
+                        stop = True  # damage only grows as the model shrinks: the rest cannot win
+                        break
+                    s, params, _ = fut.result()
+                    scored.append(((1 - s) / (hi - lo), lo, hi, s, params))
+                    stale[key((lo, hi))] = scored[-1][0]
+                if stop:
+                    for f in futs:  # let the wave finish before the model can change
+                        f.result()
+                    break
             scored.sort(key=lambda x: x[0])
             if self.calibrate:  # re-score the most promising ranges with a calibrated α
+                top = scored[: self.cfg.refine_top]
+                futs = [self.submit(self.evaluate_best, lo, hi, True) for _, lo, hi, _, _ in top]
                 refined = []
-                for _, lo, hi, _, _ in scored[: self.cfg.refine_top]:
-                    _, s, params = self.evaluate_best(lo, hi, calibrate=True)
+                for (_, lo, hi, _, _), fut in zip(top, futs, strict=True):
+                    s, params, _ = fut.result()
                     refined.append(((1 - s) / (hi - lo), lo, hi, s, params))
                 scored = sorted(refined, key=lambda x: x[0]) + scored[self.cfg.refine_top :]
             _, lo, hi, s, params = scored[0]
@@ -487,8 +688,7 @@ class _Search:
                 self.log(lo2, hi2, s2, ok and (lo2, hi2) == (lo, hi), p2, None)
             if not ok:
                 return
-            # candidates are not kept (each may hold new tensors): rebuild the winner
-            self.accept(lo, hi, s, self.build(lo, hi, params), params)
+            self.accept(lo, hi, s, params)
 
 
 def golden_section_max(f: Callable[[float], float], a: float, b: float, evals: int) -> float:
@@ -506,12 +706,6 @@ def golden_section_max(f: Callable[[float], float], a: float, b: float, evals: i
             x2 = a + g * (b - a)
             f2 = f(x2)
     return x1 if f1 >= f2 else x2
-
-
-def _types(model: PreTrainedModel) -> list[str]:
-    from .activations import layer_types
-
-    return layer_types(model)
 
 
 def run_search(
@@ -548,10 +742,7 @@ def run_search(
     if cache is None:
         cache = ActivationCache(model, tokenizer, prompts, batch_size=cfg.batch_size)
     state = _Search(model, cache, cfg, callback)
-    if cfg.strategy == "paper":
-        state.paper()
-    else:
-        state.greedy()
+    state.run()
     result = state.cur
     if result is model:  # nothing accepted: still hand back a distinct model object
         result = build_collapsed_identity(model)

@@ -23,10 +23,11 @@ OBJECTIVES = ("cosine", "kl", "ppl")
 
 
 def prompt_cosines(chunk: Chunk, final: torch.Tensor) -> list[float]:
-    """cos(flatten(h_dense), flatten(h_cand)) of each prompt of a chunk, over its real tokens."""
+    """cos(flatten(h_dense), flatten(h_cand)) of each prompt of a chunk, over its own tokens."""
+    dense, cand = chunk.final[0], final[0]  # (T, H)
     return [
-        F.cosine_similarity(chunk.final[b, :n].flatten(), final[b, :n].flatten(), dim=0).item()
-        for b, n in enumerate(chunk.lengths)
+        F.cosine_similarity(dense[s].flatten(), cand[s].flatten(), dim=0).item()
+        for s in chunk.segments()
     ]
 
 
@@ -39,15 +40,22 @@ def cosine_score(cache: ActivationCache, finals: list[torch.Tensor]) -> float:
 
 
 @torch.inference_mode()
+def chunk_kl(
+    cache: ActivationCache, model: PreTrainedModel, chunk: Chunk, final: torch.Tensor
+) -> tuple[float, int]:
+    """Sum over a chunk's tokens of KL(p_dense ‖ p_candidate), and the number of tokens."""
+    ref = cache.dense_logp(chunk)  # (1, T, V)
+    logp = F.log_softmax(logits_of(model, final), dim=-1)  # (1, T, V)
+    kl = (ref.exp() * (ref - logp)).sum(-1)  # (1, T)
+    return kl.sum().item(), kl.numel()
+
+
 def kl_value(cache: ActivationCache, model: PreTrainedModel, finals: list[torch.Tensor]) -> float:
-    """Mean over real tokens of KL(p_dense ‖ p_candidate) of the next-token distributions."""
+    """Mean over all calibration tokens of KL(p_dense ‖ p_candidate) of the next-token distributions."""
     total, count = 0.0, 0
     for c, h in zip(cache.chunks, finals, strict=True):
-        ref = cache.dense_logp(c)  # (B, T, V)
-        logp = F.log_softmax(logits_of(model, h), dim=-1)  # (B, T, V)
-        kl = (ref.exp() * (ref - logp)).sum(-1)  # (B, T)
-        total += kl[c.mask].sum().item()
-        count += int(c.mask.sum())
+        s, n = chunk_kl(cache, model, c, h)
+        total, count = total + s, count + n
     return total / count
 
 
@@ -64,7 +72,7 @@ def nll_value(
             else F.log_softmax(logits_of(model, finals[k]), dim=-1)
         )
         target = c.input_ids[:, 1:].to(logp.device)  # (B, T-1)
-        valid = c.mask[:, 1:].to(logp.device)  # the target token must be real
+        valid = c.next_valid.to(logp.device)  # the target must belong to the same prompt
         nll = -logp[:, :-1].gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
         total += nll[valid].sum().item()
         count += int(valid.sum())

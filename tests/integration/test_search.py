@@ -47,8 +47,12 @@ def test_suffix_forward_equals_full_forward(tiny, prompts):
     cand = build_collapsed(tiny, [(2, 4)], "rdsc")
     for c in cache.chunks:
         with torch.inference_mode():
-            full = tiny.model(input_ids=c.input_ids, use_cache=False).last_hidden_state
-            full_c = cand.model(input_ids=c.input_ids, use_cache=False).last_hidden_state
+            full = tiny.model(
+                input_ids=c.input_ids, position_ids=c.position_ids, use_cache=False
+            ).last_hidden_state
+            full_c = cand.model(
+                input_ids=c.input_ids, position_ids=c.position_ids, use_cache=False
+            ).last_hidden_state
         for start in range(len(get_layers(tiny))):
             torch.testing.assert_close(
                 suffix_final(tiny, start, c.inputs[start], c.kwargs), full, rtol=0, atol=1e-6
@@ -58,16 +62,41 @@ def test_suffix_forward_equals_full_forward(tiny, prompts):
         )
 
 
-def test_padded_batches_match_prompts_alone(tiny, prompts):
+def test_packed_chunks_match_prompts_alone(tiny, prompts):
     cache = ActivationCache(tiny, TOK, prompts, batch_size=8)
     (chunk,) = cache.chunks
-    assert len(set(chunk.lengths)) > 1  # padding really happens
-    for b, n in enumerate(chunk.lengths):
+    assert chunk.input_ids.shape == (1, sum(chunk.lengths))  # one row, no padding
+    assert chunk.index == list(range(len(prompts)))
+    for seg, p in zip(chunk.segments(), prompts, strict=True):
+        ids = TOK(p, return_tensors="pt")["input_ids"]
+        assert torch.equal(chunk.input_ids[0, seg], ids[0])
         with torch.inference_mode():
-            alone = tiny.model(
-                input_ids=chunk.input_ids[b : b + 1, :n], use_cache=False
-            ).last_hidden_state
-        torch.testing.assert_close(chunk.final[b, :n], alone[0], rtol=0, atol=1e-5)
+            alone = tiny.model(input_ids=ids, use_cache=False).last_hidden_state
+        # prompts longer than the sliding window (16) check the packed sliding masks too
+        torch.testing.assert_close(chunk.final[0, seg], alone[0], rtol=0, atol=1e-5)
+    # no next-token pair crosses from one prompt into the next
+    valid = chunk.next_valid[0]
+    assert int((~valid).sum()) == len(prompts) - 1
+    for s in chunk.starts[1:]:
+        assert not valid[s - 1]
+
+
+def test_build_layer_is_the_collapsed_models_layer(arch):
+    from laco_core.merge import build_layer
+    from laco_core.tiny import tiny_model
+
+    model = tiny_model(arch, 6)
+    for method in ("official", "rdsc", "average"):
+        layer = build_layer(model, 1, 3, method)
+        ref = get_layers(build_collapsed(model, [(1, 3)], method))[1]
+        got, want = dict(layer.named_parameters()), dict(ref.named_parameters())
+        assert got.keys() == want.keys()
+        for n, p in want.items():
+            assert torch.equal(got[n], p), n
+        assert type(layer) is type(ref)
+    src = dict(get_layers(model)[3].named_parameters())
+    shared = dict(build_layer(model, 1, 3, "official").named_parameters())
+    assert shared["mlp.down_proj.weight"].data_ptr() == src["mlp.down_proj.weight"].data_ptr()
 
 
 def _decisions(log):
@@ -83,9 +112,14 @@ def test_fast_search_makes_the_reference_decisions(arch, prompts, method):
     scores = sorted(c["score"] for c in ref0["candidates"])
     # thresholds between observed scores, so some candidates pass and some fail
     for t in {scores[0] - 0.01, (scores[0] + scores[-1]) / 2, scores[-1] - 1e-3}:
-        cfg = SearchConfig(merge_count=3, threshold=t, method=method)
+        cfg = SearchConfig(merge_count=3, threshold=t, method=method, early_exit=False)
         fast = run_search(model, TOK, prompts, cfg)
         ref = reference_search(model, TOK, prompts, cfg)
+        # the defaults (early exit, two workers speculating on rejections) decide the same
+        quick = run_search(
+            model, TOK, prompts, SearchConfig(merge_count=3, threshold=t, method=method, workers=2)
+        )
+        assert _decisions(quick.candidates) == _decisions(ref["candidates"])
         assert _decisions(fast.candidates) == _decisions(ref["candidates"])
         assert [a[:2] for a in fast.accepted] == [a[:2] for a in ref["accepted"]]
         for a, b in zip(fast.candidates, ref["candidates"], strict=True):
@@ -107,22 +141,37 @@ def test_some_thresholds_accept_and_reject(prompts):
     )
 
 
-def test_early_exit_keeps_decisions(prompts):
+@pytest.mark.parametrize("objective", ["cosine", "kl"])
+def test_early_exit_keeps_decisions(prompts, objective):
     from laco_core.tiny import tiny_model
 
     model = tiny_model("qwen2", 8)
-    for t in (0.8, 0.9):
+    early_seen = False
+    full_cfg = SearchConfig(merge_count=3, batch_size=1, objective=objective, early_exit=False)
+    full0 = run_search(model, TOK, prompts, SearchConfig(**{**full_cfg.__dict__, "threshold": 0}))
+    scores = sorted(c["score"] for c in full0.candidates)
+    for t in (scores[len(scores) // 3], scores[2 * len(scores) // 3]):
         full = run_search(
-            model, TOK, prompts, SearchConfig(merge_count=3, threshold=t, batch_size=1)
+            model, TOK, prompts, SearchConfig(**{**full_cfg.__dict__, "threshold": t})
         )
-        early = run_search(
-            model,
-            TOK,
-            prompts,
-            SearchConfig(merge_count=3, threshold=t, batch_size=1, early_exit=True),
-        )
-        assert _decisions(full.candidates) == _decisions(early.candidates)
-    assert any("prompts_scored" in c for c in early.candidates)
+        for workers in (1, 2):
+            early = run_search(
+                model,
+                TOK,
+                prompts,
+                SearchConfig(
+                    **{**full_cfg.__dict__, "threshold": t, "early_exit": True, "workers": workers}
+                ),
+            )
+            assert _decisions(full.candidates) == _decisions(early.candidates)
+            # a candidate scored on every prompt reports the full score
+            for a, b in zip(full.candidates, early.candidates, strict=True):
+                if "prompts_scored" not in b:
+                    assert abs(a["score"] - b["score"]) < 1e-6
+                else:
+                    early_seen = True
+                    assert 0 < b["prompts_scored"] < len(prompts)
+    assert early_seen
 
 
 def test_literal_merge_official_is_layer_hi_blocks():
@@ -289,7 +338,11 @@ def test_preview_matches_a_full_forward(prompts):
     finals = []
     for c in cache.chunks:
         with torch.inference_mode():
-            finals.append(cand.model(input_ids=c.input_ids, use_cache=False).last_hidden_state)
+            finals.append(
+                cand.model(
+                    input_ids=c.input_ids, position_ids=c.position_ids, use_cache=False
+                ).last_hidden_state
+            )
     assert abs(out["cosine"] - cosine_score(cache, finals)) < 1e-6
     assert out["kl"] > 0 and out["layers_after"] == 6 and out["params_after"] < out["params_before"]
 
