@@ -4,11 +4,12 @@ from .average import Average
 from .base import LayerParams, MergeMethod
 from .calibrated import CalibratedRDSC
 from .drop import Drop
+from .linear import DropLinear
 from .official import Official
 from .rdsc import RDSC
 
 REGISTRY: dict[str, MergeMethod] = {
-    m.name: m for m in (Official(), RDSC(), Average(), Drop(), CalibratedRDSC())
+    m.name: m for m in (Official(), RDSC(), Average(), Drop(), CalibratedRDSC(), DropLinear())
 }
 
 __all__ = ["REGISTRY", "LayerParams", "MergeMethod"]

@@ -21,6 +21,9 @@ class MergeMethod:
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for the UI
     formula: ClassVar[str]
+    # True when the merge needs parameters fitted on calibration activations (passed as
+    # ``fit``): the automatic search fits them per candidate
+    fitted: ClassVar[bool] = False
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         raise NotImplementedError

@@ -27,6 +27,7 @@ from ..errors import LacoError
 from ..merge import build_collapsed, build_layer, get_method, layer_map, plan_of
 from ..models import count_params
 from .activations import ActivationCache, layer_types, run_layers
+from .correction import fit_block
 from .objectives import OBJECTIVES, chunk_kl, nll_value, prompt_cosines, score
 
 Callback = Callable[[dict], None]
@@ -370,6 +371,8 @@ class _Search:
             scale = self.fit_down_scale(lo, hi, params)
             if scale is not None:
                 params["down_scale"] = scale
+        if hi > lo and "fit" not in params and get_method(self.cfg.method).fitted:
+            params["fit"] = fit_block(self, lo, hi, params)  # ReplaceMe's map (correction.py)
         suffix = self.suffix(lo, hi, params)
         early = (
             threshold is not None

@@ -1,0 +1,103 @@
+"""drop_linear (ReplaceMe's fitted map) inside the greedy search, on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from laco_core.adapters import get_layers
+from laco_core.assets import read_prompts
+from laco_core.merge import build_collapsed
+from laco_core.search import ActivationCache, SearchConfig, replay, run_search
+from laco_core.search.activations import layer_types, run_layers
+from laco_core.tiny import tiny_model
+
+
+class ByteTokenizer:
+    """Bytes of the text (capped) past the special ids, with BOS: fits a 256-token vocab."""
+
+    def __call__(self, text):
+        return {"input_ids": [1] + [3 + b % 250 for b in text.encode()][:30]}
+
+
+TOK = ByteTokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")
+CFG = dict(merge_count=3, strategy="greedy", objective="kl", target_layers=2, lazy=True)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return read_prompts()[:6]
+
+
+def _block_error(model, cand, cache, lo, hi) -> float:
+    """Squared error, on the prompts, of layer lo of ``cand`` against layers lo..hi of ``model``."""
+    types = layer_types(model)
+    err = 0.0
+    for c in cache.chunks:
+        block = list(get_layers(model))[lo : hi + 1]
+        want = run_layers(block, types[lo : hi + 1], c.inputs[lo], c.kwargs)
+        got = run_layers([get_layers(cand)[lo]], [types[lo]], c.inputs[lo], c.kwargs)
+        err += float((got - want)[c.mask].square().sum())
+    return err
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
+def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, prompts):
+    model = tiny_model(arch, 8)
+    res = run_search(
+        model,
+        TOK,
+        prompts,
+        SearchConfig(**CFG, method="drop_linear", method_params={"ridge": 1e-3}),
+    )
+    assert res.layers_removed == 2
+    fits = [s["params"]["fit"] for s in res.steps]
+    assert all(f.transform.shape == (32, 32) for f in fits)
+    text = json.dumps(res.recipe())  # the matrices stay out of the JSON recipe
+    assert all(f["sha1"] in text for f in fits) and len(text) < 20_000
+    rebuilt = replay(model, res.steps, "drop_linear")
+    for (n, p), (_, q) in zip(
+        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), n
+    # the first step's map fits the dense block at least as well as the plain drop
+    lo, hi = res.steps[0]["lo"], res.steps[0]["hi"]
+    cache = ActivationCache(model, TOK, prompts)
+    first = replay(model, res.steps[:1], "drop_linear")
+    dropped = build_collapsed(model, [(lo, hi)], "drop")
+    assert _block_error(model, first, cache, lo, hi) < _block_error(model, dropped, cache, lo, hi)
+
+
+def test_post_mlp_norm_layers_are_plainly_dropped(prompts):
+    model = tiny_model("gemma2", 6)
+    res = run_search(model, TOK, prompts, SearchConfig(**CFG, method="drop_linear"))
+    assert all(s["params"]["fit"].get("skipped") for s in res.steps)
+    plain = replay(model, [{**s, "params": {}} for s in res.steps], "drop")
+    for (n, p), (_, q) in zip(res.model.named_parameters(), plain.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_engine_rebuilds_a_fitted_search_from_its_recipe(prompts):
+    from laco_core.engine import REBUILDERS
+
+    model = tiny_model("llama", 6)
+    res = run_search(model, TOK, prompts, SearchConfig(**CFG, method="drop_linear"))
+
+    class Eng:
+        import threading
+
+        lock = threading.RLock()
+
+    class Base:
+        pass
+
+    base = Base()
+    base.model = model
+    rebuilt = REBUILDERS["auto"](Eng(), base, res.recipe())
+    for (n, p), (_, q) in zip(
+        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), n

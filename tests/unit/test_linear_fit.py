@@ -1,0 +1,60 @@
+"""The ridge least-squares map of ``drop_linear`` (ReplaceMe) and its fold into down_proj."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from laco_core.errors import LacoError
+from laco_core.methods import REGISTRY
+from laco_core.methods.linear import fold_into_down
+from laco_core.search.correction import LinearFit, solve
+
+
+def _normal(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_solve_recovers_an_exact_map_and_tends_to_identity():
+    m = _normal(400, 16)  # (N, H)
+    t0 = _normal(16, 16, seed=1)
+    r = m @ t0
+    torch.testing.assert_close(solve(m.T @ m, m.T @ r, 0.0), t0)
+    far = solve(m.T @ m, m.T @ r, 1e9)  # an infinite ridge keeps the plain drop
+    torch.testing.assert_close(far, torch.eye(16, dtype=far.dtype), atol=1e-6, rtol=0)
+
+
+def test_ridge_solution_never_fits_worse_than_drop():
+    m, r = _normal(200, 8), _normal(200, 8, seed=2)
+    for ridge in (0.0, 1e-3, 1e-1, 10.0):
+        t = solve(m.T @ m, m.T @ r, ridge)
+        assert (m @ t - r).square().sum() <= (m - r).square().sum() + 1e-9
+
+
+def test_fold_into_down_rows_equals_map_after_the_mlp():
+    down = _normal(8, 20).float()  # (H, I)
+    t = _normal(8, 8, seed=3).float()
+    a = _normal(5, 20, seed=4).float()  # (N, I) inner activations
+    torch.testing.assert_close(a @ fold_into_down(down, t).T, (a @ down.T) @ t)
+
+
+def test_fit_serialises_as_its_description_only():
+    fit = LinearFit.of(torch.eye(4), ridge=0.1, tokens=7)
+    text = json.dumps({"fit": fit})
+    assert "sha1" in text and len(text) < 200
+    assert fit.transform is not None
+
+
+def test_drop_linear_needs_a_fit():
+    method = REGISTRY["drop_linear"]
+    layer = {"mlp.down_proj.weight": torch.ones(2, 3)}
+    from laco_core.adapters import ADAPTERS
+
+    with pytest.raises(LacoError, match="automatic search"):
+        method.merge([layer, layer], ADAPTERS["llama"])
+    with pytest.raises(LacoError, match="run the search again"):
+        method.merge([layer, layer], ADAPTERS["llama"], fit={"ridge": 0.1, "sha1": "x"})
+    same = method.merge([layer, layer], ADAPTERS["llama"], fit=LinearFit(skipped="norm"))
+    assert same["mlp.down_proj.weight"] is layer["mlp.down_proj.weight"]
