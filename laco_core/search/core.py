@@ -500,7 +500,7 @@ class _Search:
         """Stop and forget speculative evaluations (an earlier candidate was accepted)."""
         self.cancel.set()
         for *_, fut in pending:
-            if isinstance(fut, Future):
+            if isinstance(fut, Future) and not fut.cancel():
                 try:
                     fut.result()
                 except _Cancelled:
@@ -589,7 +589,9 @@ class _Search:
 
         def fill() -> None:
             nonlocal nxt
-            while len(pending) < self.workers and nxt >= low:
+            # twice the workers in flight, so a worker done early picks up the next at once
+            ahead = 1 if self.pool is None else 2 * self.workers
+            while len(pending) < ahead and nxt >= low:
                 hi = self.cap(nxt, min(nxt + c - 1, self.n() - 1))
                 self.inputs_at(hi)  # every input a worker reads exists before it starts
                 pending.append((nxt, hi, self.submit(self.evaluate_best, nxt, hi, None, threshold)))
