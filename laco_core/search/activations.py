@@ -9,6 +9,7 @@ forward of its layers from ``l`` on.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ from transformers import PreTrainedModel
 
 from ..adapters import decoder, final_norm, get_layers
 from ..errors import LacoError
+from .parallel import default_workers, pmap
 
 # type key used for models whose config has no per-layer ``layer_types``
 _ALL = "__all__"
@@ -101,22 +103,24 @@ def _first_tensor(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-@torch.inference_mode()
 def record(
-    model: PreTrainedModel, chunk: Chunk
-) -> tuple[list[torch.Tensor], dict[str, dict], torch.Tensor]:
-    """Run ``model`` once on a chunk; return each layer's input, layer kwargs by type, final state.
+    model: PreTrainedModel, chunks: list[Chunk], workers: int = 1
+) -> list[tuple[list[torch.Tensor], dict[str, dict], torch.Tensor]]:
+    """Run ``model`` once per chunk; per chunk: each layer's input, layer kwargs by type, final state.
 
-    Raises:
-        RuntimeError: when a layer type appears whose kwargs could not be captured.
+    One set of hooks serves every worker: each writes into its own thread's record, and a
+    thread that is not recording (another user of the model) passes through untouched.
     """
     layers = get_layers(model)
     types = layer_types(model)
-    inputs: list[torch.Tensor | None] = [None] * len(layers)
-    kwargs: dict[str, dict] = {}
+    local = threading.local()
 
     def hook(i):
         def fn(module, args, kw):
+            rec = getattr(local, "rec", None)
+            if rec is None:
+                return
+            inputs, kwargs = rec
             inputs[i] = args[0] if args else kw["hidden_states"]
             if types[i] not in kwargs:
                 kw = {k: v for k, v in kw.items() if k != "hidden_states"}
@@ -126,19 +130,27 @@ def record(
 
         return fn
 
+    @torch.inference_mode()
+    def one(chunk: Chunk):
+        local.rec = ([None] * len(layers), {})
+        try:
+            final = decoder(model)(
+                input_ids=chunk.input_ids.to(model.device),
+                position_ids=chunk.position_ids.to(model.device),
+                use_cache=False,
+            ).last_hidden_state
+            return (*local.rec, final)
+        finally:
+            local.rec = None
+
     handles = [
         layer.register_forward_pre_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)
     ]
     try:
-        final = decoder(model)(
-            input_ids=chunk.input_ids.to(model.device),
-            position_ids=chunk.position_ids.to(model.device),
-            use_cache=False,
-        ).last_hidden_state
+        return pmap(one, chunks, workers)
     finally:
         for h in handles:
             h.remove()
-    return inputs, kwargs, final
 
 
 @torch.inference_mode()
@@ -184,14 +196,25 @@ class ActivationCache:
         tokenizer: Its tokenizer.
         prompts: Calibration prompts, each scored on its own.
         batch_size: Prompts packed per chunk.
+        workers: Chunks run side by side, one CPU thread each (None: one per torch thread).
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer, prompts: list[str], batch_size: int = 8):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        prompts: list[str],
+        batch_size: int = 4,
+        workers: int | None = None,
+    ):
         self.model = model
         self.prompts = list(prompts)
         self.chunks = tokenize(tokenizer, self.prompts, batch_size)
-        for c in self.chunks:
-            c.inputs, c.kwargs, c.final = record(model, c)
+        self.workers = default_workers(model) if workers is None else workers
+        for c, (ins, kw, final) in zip(
+            self.chunks, record(model, self.chunks, self.workers), strict=True
+        ):
+            c.inputs, c.kwargs, c.final = ins, kw, final
         self.dense_nll: float | None = None  # filled by the ppl objective
 
     @property
@@ -220,8 +243,9 @@ class ActivationCache:
             inputs: Per chunk, per layer inputs of the model the candidate derives from;
                 default: the dense model's.
         """
-        out = []
-        for k, c in enumerate(self.chunks):
-            h = (inputs[k] if inputs is not None else c.inputs)[start]
-            out.append(suffix_final(model, start, h, c.kwargs))
-        return out
+        ins = [c.inputs if inputs is None else inputs[k] for k, c in enumerate(self.chunks)]
+        return pmap(
+            lambda k: suffix_final(model, start, ins[k][start], self.chunks[k].kwargs),
+            range(len(self.chunks)),
+            self.workers,
+        )

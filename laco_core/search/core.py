@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -29,6 +28,7 @@ from ..models import count_params
 from .activations import ActivationCache, layer_types, run_layers
 from .correction import fit_block
 from .objectives import OBJECTIVES, chunk_kl, nll_value, prompt_cosines, score
+from .parallel import default_workers, worker_pool
 
 Callback = Callable[[dict], None]
 STRATEGIES = ("paper", "greedy")
@@ -251,31 +251,8 @@ class _Lazy:
 
 
 def workers_for(model: PreTrainedModel, cfg: SearchConfig) -> int:
-    """Candidates scored at once: one per torch thread on CPU, one on an accelerator."""
-    if cfg.workers is not None:
-        return cfg.workers
-    if next(model.parameters()).device.type != "cpu":
-        return 1
-    return max(1, min(torch.get_num_threads(), 8))
-
-
-@contextmanager
-def _pool(workers: int):
-    """A thread pool whose workers each run torch ops on one thread (None for one worker).
-
-    Small matmuls (a few hundred tokens × hidden) scale poorly across threads; the same
-    cores scoring different candidates side by side do close to twice the work.
-    """
-    if workers <= 1:
-        yield None
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="laco-search") as pool:
-            yield pool
-    finally:
-        torch.set_num_threads(threads)
+    """Candidates scored at once: the config's number, else one per CPU thread."""
+    return cfg.workers if cfg.workers is not None else default_workers(model)
 
 
 class _Search:
@@ -555,7 +532,7 @@ class _Search:
     # ---- strategies ------------------------------------------------------------------------
     def run(self) -> None:
         self.prepare()
-        with _pool(self.workers) as pool:
+        with worker_pool(self.workers) as pool:
             self.pool = pool
             try:
                 self.paper() if self.cfg.strategy == "paper" else self.greedy()
@@ -745,7 +722,9 @@ def run_search(
     cfg = (cfg or SearchConfig()).validate(len(get_layers(model)))
     t0 = time.perf_counter()
     if cache is None:
-        cache = ActivationCache(model, tokenizer, prompts, batch_size=cfg.batch_size)
+        cache = ActivationCache(
+            model, tokenizer, prompts, batch_size=cfg.batch_size, workers=workers_for(model, cfg)
+        )
     state = _Search(model, cache, cfg, callback)
     state.run()
     result = state.cur

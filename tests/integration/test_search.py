@@ -381,3 +381,18 @@ def test_mlp_correction_is_recorded_and_replayed(prompts):
         res.model.named_parameters(), rebuilt.named_parameters(), strict=True
     ):
         assert torch.equal(p, q), n
+
+
+def test_parallel_workers_record_and_score_like_one(tiny, prompts):
+    one = ActivationCache(tiny, TOK, prompts, batch_size=2, workers=1)
+    two = ActivationCache(tiny, TOK, prompts, batch_size=2, workers=2)
+    assert len(two.chunks) == 3
+    for a, b in zip(one.chunks, two.chunks, strict=True):
+        assert torch.equal(a.input_ids, b.input_ids)
+        torch.testing.assert_close(a.final, b.final, rtol=0, atol=1e-6)
+        for x, y in zip(a.inputs, b.inputs, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+    cand = build_collapsed(tiny, [(2, 4)], "official")
+    for x, y in zip(one.finals(cand, 2), two.finals(cand, 2), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+    assert torch.get_num_threads() == 1  # the pool restored the thread count it found
