@@ -19,3 +19,13 @@ def read_prompts(path: str | Path | None = None) -> list[str]:
 def read_text(path: str | Path | None = None) -> str:
     """A whole text file (default: our held-out evaluation text)."""
     return Path(path or EVAL_TEXT).read_text(encoding="utf-8")
+
+
+def read_paragraphs(path: str | Path | None = None, min_chars: int = 100) -> list[str]:
+    """Paragraphs (blank-line separated) of at least ``min_chars`` characters of a text file.
+
+    Default: the training text, a larger calibration set than the prompts for fitted methods
+    (it is disjoint from the held-out evaluation text).
+    """
+    text = Path(path or TRAIN_TEXT).read_text(encoding="utf-8")
+    return [p.strip() for p in text.split("\n\n") if len(p.strip()) >= min_chars]

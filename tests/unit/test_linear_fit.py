@@ -58,3 +58,21 @@ def test_drop_linear_needs_a_fit():
         method.merge([layer, layer], ADAPTERS["llama"], fit={"ridge": 0.1, "sha1": "x"})
     same = method.merge([layer, layer], ADAPTERS["llama"], fit=LinearFit(skipped="norm"))
     assert same["mlp.down_proj.weight"] is layer["mlp.down_proj.weight"]
+
+
+def test_moments_error_matches_the_residual_and_ridge_is_cross_validated():
+    from laco_core.search.correction import Moments, choose_ridge
+
+    m, t0 = _normal(600, 8), _normal(8, 8, seed=5)
+    acc = Moments()
+    acc.add(m, m @ t0)
+    t = _normal(8, 8, seed=6)
+    assert acc.error(t) == pytest.approx(float((m @ t - m @ t0).square().sum()), rel=1e-9)
+    a, b = Moments(), Moments()
+    a.add(m[:300], m[:300] @ t0)
+    b.add(m[300:], m[300:] @ t0 + 0.01 * _normal(300, 8, seed=7))
+    assert choose_ridge(a, b) == 1e-3  # a real map: the least shrinkage wins
+    a, b = Moments(), Moments()
+    a.add(m[:20], m[:20] + _normal(20, 8, seed=8))  # drop (T = I) plus pure noise
+    b.add(m[20:40], m[20:40] + _normal(20, 8, seed=9))
+    assert choose_ridge(a, b) in (None, 10.0)  # nothing to learn: stay at (or near) the drop
