@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..assets import read_prompts
+from ..assets import read_paragraphs, read_prompts
 from ..errors import LacoError
 from ..merge import get_method
 from ..methods import REGISTRY
@@ -77,6 +77,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--prompts", help="UTF-8 file, one calibration prompt per line (default: bundled prompts)"
     )
     p.add_argument(
+        "--paragraphs",
+        action="store_true",
+        help="calibrate on the paragraphs of --prompts FILE (default: of the bundled training "
+        "text) instead of one prompt per line: more tokens for drop_linear's fitted map",
+    )
+    p.add_argument(
+        "--ridge",
+        type=float,
+        default=None,
+        help="drop_linear: fixed ridge of the fitted map (default: cross-validated per fit)",
+    )
+    p.add_argument(
         "--correct",
         action="store_true",
         help="rdsc_calibrated: also fit a per-channel scale of the merged MLP output on the prompts",
@@ -126,14 +138,16 @@ def run(args: argparse.Namespace) -> int:
                 f"Prompt file '{path}' not found: give a UTF-8 file with one prompt per line."
             )
         try:
-            prompts = read_prompts(path)
+            prompts = read_paragraphs(path) if args.paragraphs else read_prompts(path)
         except UnicodeDecodeError as e:
             raise LacoError(f"Prompt file '{path}' is not UTF-8 text.") from e
     else:
-        prompts = read_prompts()
+        prompts = read_paragraphs() if args.paragraphs else read_prompts()
     if not prompts:
         raise LacoError("No calibration prompts: the prompt file has no non-empty line.")
     params = {} if args.alpha is None else {"alpha": args.alpha}
+    if args.ridge is not None:
+        params["ridge"] = args.ridge
     cfg = SearchConfig(
         merge_count=args.merge_count,
         low=args.low,

@@ -101,3 +101,27 @@ def test_engine_rebuilds_a_fitted_search_from_its_recipe(prompts):
         res.model.named_parameters(), rebuilt.named_parameters(), strict=True
     ):
         assert torch.equal(p, q), n
+
+
+def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from laco_core.cli import main
+    from laco_core.tiny import tiny_tokenizer
+
+    d = tmp_path / "tiny"
+    tiny_model("llama", layers=6).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    text = tmp_path / "text.txt"
+    text.write_text(
+        "\n\n".join(f"Paragraph {i}: " + "the cat sat on a mat. " * 8 for i in range(6))
+    )
+    log, out = tmp_path / "log.json", tmp_path / "out"
+    argv = ["auto", "--model", str(d), "--dtype", "float32", "--device", "cpu"]
+    argv += ["--prompts", str(text), "--paragraphs", "--method", "drop_linear", "--ridge", "0.1"]
+    argv += ["-C", "2", "--strategy", "greedy", "--objective", "kl", "--target-layers", "2"]
+    argv += ["--json", str(log), "--out", str(out), "-q"]
+    assert main(argv) == 0
+    steps = json.loads(log.read_text())["steps"]
+    assert [s["params"]["fit"]["ridge"] for s in steps] == [0.1, 0.1]
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
