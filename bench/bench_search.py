@@ -10,7 +10,7 @@
 Knobs (environment): BENCH_SEARCH_PROMPTS (prompts for part 1, default 8; 0 skips it),
 BENCH_SEARCH_CALIB (calibration prompts for part 2, default 8), BENCH_SEARCH_WINDOWS
 (256-token eval windows, default 4), BENCH_SEARCH_GRID (``quick``: 3 rows, default;
-``full``: 8 rows; ``none``: skip part 2). Defaults keep it near half an hour on 2 cores.
+``full``: 9 rows; ``none``: skip part 2). Defaults keep it near half an hour on 2 cores.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ GRIDS = {
         ("greedy", "ppl", "drop", 2, GREEDY),
         ("greedy", "kl", "rdsc_calibrated", 2, {"lazy": True, "alpha_evals": 4, "refine_top": 2}),
         ("greedy", "kl", "rdsc_calibrated", 2, CALIBRATED),
+        ("greedy", "kl", "drop_linear", 2, GREEDY),  # fitted map, cross-validated ridge
     ],
 }
 
