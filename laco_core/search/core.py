@@ -328,10 +328,12 @@ class _Search:
 
     def final(self, suffix: tuple[list[nn.Module], list[str]], lo: int, k: int) -> torch.Tensor:
         """Final state (after the final norm) of a candidate on chunk k.  # (1, T, H)"""
-        if self.cancel.is_set():
-            raise _Cancelled
         c = self.cache.chunks[k]
-        h = run_layers(*suffix, self.inputs[k][lo], c.kwargs)
+        h = self.inputs[k][lo]
+        for layer, t in zip(*suffix, strict=True):
+            if self.cancel.is_set():  # per layer: a discarded speculation frees its core at once
+                raise _Cancelled
+            h = run_layers([layer], [t], h, c.kwargs)
         with torch.inference_mode():
             return final_norm(self.dense)(h)
 
