@@ -101,6 +101,25 @@ def test_auto_paper_threshold_prints_decisions(model_dir, prompt_file, capsys):
     assert "accept" in out or "reject" in out
 
 
+def test_auto_early_exit_and_workers_flags_keep_decisions(model_dir, prompt_file, tmp_path):
+    logs = {}
+    for name, extra in {
+        "full": ["--no-early-exit", "--workers", "1"],
+        "early": ["--workers", "2"],
+    }.items():
+        log = tmp_path / f"{name}.json"
+        argv = ["auto", "--model", model_dir, "--device", "cpu", "--prompts", prompt_file]
+        argv += ["-C", "3", "-T", "0.5", "--batch-size", "1", "--json", str(log), "-q", *extra]
+        assert main(argv) == 0
+        logs[name] = json.loads(log.read_text())
+    full, early = logs["full"]["candidates"], logs["early"]["candidates"]
+    assert [(c["lo"], c["hi"], c["accepted"]) for c in full] == [
+        (c["lo"], c["hi"], c["accepted"]) for c in early
+    ]
+    assert not any("prompts_scored" in c for c in full)
+    assert logs["full"]["plan"] == logs["early"]["plan"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -108,6 +127,7 @@ def test_auto_paper_threshold_prints_decisions(model_dir, prompt_file, capsys):
         (["--method", "nope"], "Unknown merge method"),
         (["--merge-count", "1"], "merge-count"),
         (["--target-ratio", "1.5"], "target-ratio"),
+        (["--workers", "0"], "workers"),
     ],
 )
 def test_auto_user_errors_exit_2(model_dir, extra, message, capsys):
