@@ -113,11 +113,27 @@ class Engine:
         return did
 
     def collapse(self, base: LoadedModel, ranges, method: str = "official", **params) -> str:
-        """Build a collapsed model of ``base`` (ranges in its indices) and register it."""
+        """Build a collapsed model of ``base`` (ranges in its indices) and register it.
+
+        A method fitted on activations (``drop_linear``) is fitted range by range on the
+        paragraphs of the bundled training text; its recipe replays the fitted steps.
+        """
+        from .merge import get_method
+
+        steps = None
         with self.lock:
-            model = build_collapsed(base.model, ranges, method, **params)
+            if get_method(method).fitted:
+                from .assets import read_paragraphs
+                from .search.correction import fit_collapse
+
+                ridge = params.get("ridge", "auto")
+                model, steps = fit_collapse(
+                    base.model, base.tokenizer, read_paragraphs(), ranges, ridge
+                )
+            else:
+                model = build_collapsed(base.model, ranges, method, **params)
         recipe = {
-            "kind": "collapse",
+            "kind": "collapse" if steps is None else "auto",
             "method": method,
             "method_params": params,
             "ranges": [list(r) for r in plan_of(model)],
@@ -126,6 +142,8 @@ class Engine:
             "params_before": base.num_params,
             "params_after": count_params(model),
         }
+        if steps is not None:
+            recipe["steps"] = steps
         return self.add_derived(model, base, recipe)
 
     def get(self, did: str) -> Derived:

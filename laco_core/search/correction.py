@@ -222,9 +222,11 @@ def fit_collapse(
     Returns:
         The collapsed model and its replayable steps (indices of the model at each step).
     """
-    from ..merge import build_collapsed, validate_ranges
+    from ..merge import build_collapsed, parse_ranges, validate_ranges
     from .activations import ActivationCache
 
+    if isinstance(ranges, str):
+        ranges = parse_ranges(ranges)
     ranges = validate_ranges(ranges, len(get_layers(model)))
     if cache is None:
         cache = ActivationCache(model, tokenizer, prompts)

@@ -125,3 +125,26 @@ def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
     steps = json.loads(log.read_text())["steps"]
     assert [s["params"]["fit"]["ridge"] for s in steps] == [0.1, 0.1]
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
+
+
+def test_engine_collapse_fits_drop_linear_and_rebuilds_after_eviction(tmp_path):
+    from laco_core.engine import Engine
+    from laco_core.tiny import tiny_tokenizer
+
+    d = tmp_path / "tiny"
+    tiny_model("llama", layers=6).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    engine = Engine()
+    base = engine.load(str(d), "float32", "cpu")
+    did = engine.collapse(base, [(1, 2), (3, 4)], "drop_linear", ridge=0.1)
+    first = engine.get(did).model
+    assert engine.recipe(did)["kind"] == "auto" and len(engine.recipe(did)["steps"]) == 2
+    assert json.dumps(engine.recipe(did))  # the maps stay out of the JSON form
+    engine._derived.clear()  # as if evicted
+    again = engine.get(did).model
+    x = torch.randint(3, 250, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x).logits, first(x).logits, atol=0, rtol=0)
+        assert not torch.equal(
+            first(x).logits, build_collapsed(base.model, "1-2,3-4", "drop")(x).logits
+        )
