@@ -83,6 +83,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "text) instead of one prompt per line: more tokens for drop_linear's fitted map",
     )
     p.add_argument(
+        "--fit-maps",
+        action="store_true",
+        help="method drop: after the search, fold a linear map fitted on the bundled training "
+        "text's paragraphs into each kept layer (drop_linear on the found plan; ReplaceMe)",
+    )
+    p.add_argument(
         "--ridge",
         type=float,
         default=None,
@@ -131,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
 
     hf_logging.disable_progress_bar()
     get_method(args.method)  # fail on a typo before loading anything
+    if args.fit_maps and args.method != "drop":
+        raise LacoError(
+            "--fit-maps fits maps for a plan of plain drops: use it with --method drop."
+        )
     if args.prompts:
         path = Path(args.prompts)
         if not path.is_file():
@@ -188,6 +198,15 @@ def run(args: argparse.Namespace) -> int:
         f"parameters {res.params_before:,} -> {res.params_after:,} "
         f"({100 * (res.params_after - res.params_before) / res.params_before:+.1f}%) in {res.seconds:.1f} s."
     )
+    model, recipe = res.model, res.recipe()
+    if args.fit_maps and res.plan:
+        from ..search.correction import fit_collapse
+
+        model, steps = fit_collapse(
+            lm.model, lm.tokenizer, read_paragraphs(), res.plan, params.get("ridge", "auto")
+        )
+        recipe = {**recipe, "method": "drop_linear", "steps": steps, "fit_text": "train_text"}
+        print(f"Fitted a linear map into each of {len(steps)} kept layers (drop_linear).")
     if args.json_log:
         Path(args.json_log).write_text(json.dumps(res.log(), indent=2) + "\n", encoding="utf-8")
         print(f"Decision log written to {args.json_log}")
@@ -198,8 +217,8 @@ def run(args: argparse.Namespace) -> int:
             )
         from ..export import export_model
 
-        recipe = {**res.recipe(), "model": args.model}
-        out = export_model(res.model, lm.tokenizer, args.out, recipe, original=lm.model)
+        recipe = {**recipe, "model": args.model}
+        out = export_model(model, lm.tokenizer, args.out, recipe, original=lm.model)
         print(
             f"Exported to {args.out} (reload check: max |logit diff| {out.max_abs_logit_diff:.2e})"
         )

@@ -148,3 +148,20 @@ def test_engine_collapse_fits_drop_linear_and_rebuilds_after_eviction(tmp_path):
         assert not torch.equal(
             first(x).logits, build_collapsed(base.model, "1-2,3-4", "drop")(x).logits
         )
+
+
+def test_cli_auto_drop_with_fit_maps_exports_fitted_weights(tmp_path):
+    from laco_core.cli import main
+    from laco_core.tiny import tiny_tokenizer
+
+    d = tmp_path / "tiny"
+    tiny_model("llama", layers=6).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    out = tmp_path / "out"
+    argv = ["auto", "--model", str(d), "--dtype", "float32", "--device", "cpu", "-C", "2"]
+    argv += ["--strategy", "greedy", "--objective", "kl", "--target-layers", "2", "--method"]
+    argv += ["drop", "--fit-maps", "--ridge", "0.1", "--out", str(out), "-q"]
+    assert main(argv) == 0
+    recipe = json.loads((out / "laco_recipe.json").read_text())
+    assert "drop_linear" in json.dumps(recipe)
+    assert main(["auto", "--model", str(d), "--method", "official", "--fit-maps"]) == 2
