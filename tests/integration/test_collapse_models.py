@@ -53,7 +53,12 @@ def test_collapse_every_arch_and_method(tiny, arch, method):
     orig_layers = get_layers(tiny)
     orig_ptrs = {p.data_ptr() for p in tiny.parameters()}
 
-    c = build_collapsed(tiny, RANGES, method)
+    params = {}
+    if REGISTRY[method].fitted:  # e.g. drop_linear: an identity map (its search fits real ones)
+        from laco_core.search.correction import LinearFit
+
+        params["fit"] = LinearFit.of(torch.eye(tiny.config.hidden_size))
+    c = build_collapsed(tiny, RANGES, method, **params)
 
     # original: bit-for-bit unchanged, same modules, same cached generation
     after = tiny.state_dict()
@@ -87,6 +92,8 @@ def test_collapse_every_arch_and_method(tiny, arch, method):
     if method in ("official", "drop"):
         assert not any(merged_new)
         assert shared_fraction(tiny, c) == 1.0
+    elif REGISTRY[method].fitted:  # only the MLP down projection carries the fitted map
+        assert sum(merged_new) == 1
     else:
         assert all(merged_new)
         assert shared_fraction(tiny, c) < 1.0
