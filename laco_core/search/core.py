@@ -396,17 +396,27 @@ class _Search:
             return sum(sims) / total_prompts, None
         return math.exp(-kl_sum / total_tokens), None
 
-    def set_order(self, lo: int, hi: int, params: dict) -> None:
-        """Order chunks by their damage under one candidate, worst first (for early exits)."""
+    def set_order(self, lo: int, hi: int, params: dict) -> float | None:
+        """Order chunks by their damage under one candidate, worst first (for early exits).
+
+        The chunks are scored side by side on the workers. Returns the candidate's full
+        score when ``params`` are all it is evaluated with (no α search, no fitted map or
+        scale), so the scan does not score its first candidate twice; None otherwise.
+        """
         suffix = self.suffix(lo, hi, params)
+        self.inputs_at(hi)
+        futs = [self.submit(self.final, suffix, lo, k) for k in range(len(self.cache.chunks))]
+        finals = [f.result() for f in futs]
         damage = []
-        for k, c in enumerate(self.cache.chunks):
-            h = self.final(suffix, lo, k)
+        for c, h in zip(self.cache.chunks, finals, strict=True):
             if self.cfg.objective == "cosine":
                 damage.append(sum(1 - x for x in prompt_cosines(c, h)))
             else:
                 damage.append(chunk_kl(self.cache, self.dense, c, h)[0])
         self.order = sorted(range(len(damage)), key=lambda k: -damage[k])
+        if self.calibrate or self.cfg.correct or get_method(self.cfg.method).fitted:
+            return None
+        return score(self.cfg.objective, self.cache, self.dense, finals)
 
     @torch.inference_mode()
     def fit_down_scale(self, lo: int, hi: int, params: dict) -> list[float] | None:
@@ -580,7 +590,11 @@ class _Search:
             while lay >= low and not self.done():
                 if self.order is None and self.cfg.early_exit:
                     hi = self.cap(lay, min(lay + c - 1, self.n() - 1))
-                    self.set_order(lay, hi, self.base_params())
+                    params = self.base_params()
+                    first = self.set_order(lay, hi, params)
+                    if first is not None and not pending and nxt == lay:
+                        pending.append((lay, hi, _Lazy(lambda r=(first, params, None): r)))
+                        nxt -= 1
                 fill()
                 lo, hi, fut = pending.popleft()
                 s, params, scored = fut.result()
