@@ -115,8 +115,8 @@ class Engine:
     def collapse(self, base: LoadedModel, ranges, method: str = "official", **params) -> str:
         """Build a collapsed model of ``base`` (ranges in its indices) and register it.
 
-        A method fitted on activations (``drop_linear``) is fitted range by range on the
-        paragraphs of the bundled training text; its recipe replays the fitted steps.
+        A method fitted on activations (``drop_lsq``, ``drop_linear``) is fitted range by
+        range on the paragraphs of the bundled training text; its recipe replays the steps.
         """
         from .merge import get_method
 
@@ -128,7 +128,7 @@ class Engine:
 
                 ridge = params.get("ridge", "auto")
                 model, steps = fit_collapse(
-                    base.model, base.tokenizer, read_paragraphs(), ranges, ridge
+                    base.model, base.tokenizer, read_paragraphs(), ranges, ridge, method=method
                 )
             else:
                 model = build_collapsed(base.model, ranges, method, **params)

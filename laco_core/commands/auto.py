@@ -84,9 +84,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fit-maps",
-        action="store_true",
-        help="method drop: after the search, fold a linear map fitted on the bundled training "
-        "text's paragraphs into each kept layer (drop_linear on the found plan; ReplaceMe)",
+        nargs="?",
+        const="drop_lsq",
+        default=None,
+        metavar="METHOD",
+        help="method drop: after the search, fit a least-squares correction into each kept "
+        "layer on the bundled training text's paragraphs: drop_lsq (default; refits the MLP "
+        "down projection) or drop_linear (ReplaceMe's map on the MLP output)",
     )
     p.add_argument(
         "--ridge",
@@ -140,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
     if args.fit_maps and args.method != "drop":
         raise LacoError(
             "--fit-maps fits maps for a plan of plain drops: use it with --method drop."
+        )
+    if args.fit_maps and not get_method(args.fit_maps).fitted:
+        raise LacoError(
+            f"--fit-maps {args.fit_maps}: choose a fitted method, drop_lsq or drop_linear."
         )
     if args.prompts:
         path = Path(args.prompts)
@@ -203,10 +211,17 @@ def run(args: argparse.Namespace) -> int:
         from ..search.correction import fit_collapse
 
         model, steps = fit_collapse(
-            lm.model, lm.tokenizer, read_paragraphs(), res.plan, params.get("ridge", "auto")
+            lm.model,
+            lm.tokenizer,
+            read_paragraphs(),
+            res.plan,
+            params.get("ridge", "auto"),
+            method=args.fit_maps,
         )
-        recipe = {**recipe, "method": "drop_linear", "steps": steps, "fit_text": "train_text"}
-        print(f"Fitted a linear map into each of {len(steps)} kept layers (drop_linear).")
+        recipe = {**recipe, "method": args.fit_maps, "steps": steps, "fit_text": "train_text"}
+        print(
+            f"Fitted a least-squares correction into each of {len(steps)} kept layers ({args.fit_maps})."
+        )
     if args.json_log:
         Path(args.json_log).write_text(json.dumps(res.log(), indent=2) + "\n", encoding="utf-8")
         print(f"Decision log written to {args.json_log}")

@@ -24,6 +24,9 @@ class MergeMethod:
     # True when the merge needs parameters fitted on calibration activations (passed as
     # ``fit``): the automatic search fits them per candidate
     fitted: ClassVar[bool] = False
+    # what a fitted method's least squares regresses on (``search.correction.fit_block``):
+    # ``output``, the MLP output (hidden wide), or ``inner``, the MLP inner activations
+    fit_basis: ClassVar[str] = "output"
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         raise NotImplementedError

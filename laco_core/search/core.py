@@ -350,8 +350,9 @@ class _Search:
             scale = self.fit_down_scale(lo, hi, params)
             if scale is not None:
                 params["down_scale"] = scale
-        if hi > lo and "fit" not in params and get_method(self.cfg.method).fitted:
-            params["fit"] = fit_block(self, lo, hi, params)  # ReplaceMe's map (correction.py)
+        method = get_method(self.cfg.method)
+        if hi > lo and "fit" not in params and method.fitted:  # least squares (correction.py)
+            params["fit"] = fit_block(self, lo, hi, params, method.fit_basis)
         suffix = self.suffix(lo, hi, params)
         early = (
             threshold is not None

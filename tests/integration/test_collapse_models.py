@@ -54,10 +54,14 @@ def test_collapse_every_arch_and_method(tiny, arch, method):
     orig_ptrs = {p.data_ptr() for p in tiny.parameters()}
 
     params = {}
-    if REGISTRY[method].fitted:  # e.g. drop_linear: an identity map (its search fits real ones)
+    if REGISTRY[method].fitted:  # the fit a plain drop would get (its search fits real ones)
         from laco_core.search.correction import LinearFit
 
-        params["fit"] = LinearFit.of(torch.eye(tiny.config.hidden_size))
+        if REGISTRY[method].fit_basis == "output":  # drop_linear: the identity map
+            fit = torch.eye(tiny.config.hidden_size)
+        else:  # drop_lsq: layer 1's own down projection, as a new tensor
+            fit = get_layers(tiny)[1].mlp.down_proj.weight.detach().clone()
+        params["fit"] = LinearFit.of(fit)
     c = build_collapsed(tiny, RANGES, method, **params)
 
     # original: bit-for-bit unchanged, same modules, same cached generation

@@ -1,4 +1,4 @@
-"""drop_linear (ReplaceMe's fitted map) inside the greedy search, on tiny models."""
+"""drop_linear (ReplaceMe's fitted map) and drop_lsq (refitted W_down) in searches, on tiny models."""
 
 from __future__ import annotations
 
@@ -44,21 +44,24 @@ def _block_error(model, cand, cache, lo, hi) -> float:
     return err
 
 
+@pytest.mark.parametrize("method", ["drop_linear", "drop_lsq"])
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
-def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, prompts):
+def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, method, prompts):
     model = tiny_model(arch, 8)
     res = run_search(
         model,
         TOK,
         prompts,
-        SearchConfig(**CFG, method="drop_linear", method_params={"ridge": 1e-3}),
+        SearchConfig(**CFG, method=method, method_params={"ridge": 1e-3}),
     )
     assert res.layers_removed == 2
     fits = [s["params"]["fit"] for s in res.steps]
-    assert all(f.transform.shape == (32, 32) for f in fits)
+    down = get_layers(model)[0].mlp.down_proj.weight  # (H, I)
+    shape = (32, 32) if method == "drop_linear" else tuple(down.shape)
+    assert all(f.transform.shape == shape for f in fits)
     text = json.dumps(res.recipe())  # the matrices stay out of the JSON recipe
     assert all(f["sha1"] in text for f in fits) and len(text) < 20_000
-    rebuilt = replay(model, res.steps, "drop_linear")
+    rebuilt = replay(model, res.steps, method)
     for (n, p), (_, q) in zip(
         res.model.named_parameters(), rebuilt.named_parameters(), strict=True
     ):
@@ -66,7 +69,7 @@ def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, prompts):
     # the first step's map fits the dense block at least as well as the plain drop
     lo, hi = res.steps[0]["lo"], res.steps[0]["hi"]
     cache = ActivationCache(model, TOK, prompts)
-    first = replay(model, res.steps[:1], "drop_linear")
+    first = replay(model, res.steps[:1], method)
     dropped = build_collapsed(model, [(lo, hi)], "drop")
     assert _block_error(model, first, cache, lo, hi) < _block_error(model, dropped, cache, lo, hi)
 
@@ -127,7 +130,8 @@ def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
 
 
-def test_engine_collapse_fits_drop_linear_and_rebuilds_after_eviction(tmp_path):
+@pytest.mark.parametrize("method", ["drop_linear", "drop_lsq"])
+def test_engine_collapse_fits_and_rebuilds_after_eviction(tmp_path, method):
     from laco_core.engine import Engine
     from laco_core.tiny import tiny_tokenizer
 
@@ -136,7 +140,7 @@ def test_engine_collapse_fits_drop_linear_and_rebuilds_after_eviction(tmp_path):
     tiny_tokenizer().save_pretrained(d)
     engine = Engine()
     base = engine.load(str(d), "float32", "cpu")
-    did = engine.collapse(base, [(1, 2), (3, 4)], "drop_linear", ridge=0.1)
+    did = engine.collapse(base, [(1, 2), (3, 4)], method, ridge=0.1)
     first = engine.get(did).model
     assert engine.recipe(did)["kind"] == "auto" and len(engine.recipe(did)["steps"]) == 2
     assert json.dumps(engine.recipe(did))  # the maps stay out of the JSON form
@@ -163,5 +167,26 @@ def test_cli_auto_drop_with_fit_maps_exports_fitted_weights(tmp_path):
     argv += ["drop", "--fit-maps", "--ridge", "0.1", "--out", str(out), "-q"]
     assert main(argv) == 0
     recipe = json.loads((out / "laco_recipe.json").read_text())
-    assert "drop_linear" in json.dumps(recipe)
+    assert recipe["method"] == "drop_lsq"  # the default correction
+    assert [s["method"] for s in recipe["steps"]] == ["drop_lsq"] * len(recipe["steps"])
+    argv[argv.index("--fit-maps") + 1 : argv.index("--fit-maps") + 1] = ["drop_linear"]
+    argv[argv.index("--out") + 1] = str(tmp_path / "out2")
+    assert main(argv) == 0
+    recipe = json.loads((tmp_path / "out2" / "laco_recipe.json").read_text())
+    assert recipe["method"] == "drop_linear"
     assert main(["auto", "--model", str(d), "--method", "official", "--fit-maps"]) == 2
+    assert main(["auto", "--model", str(d), "--method", "drop", "--fit-maps", "official"]) == 2
+
+
+def test_lsq_on_the_inner_activations_fits_the_block_at_least_as_well_as_the_map(prompts):
+    from laco_core.search.correction import fit_collapse
+
+    model = tiny_model("llama", 6)
+    cache = ActivationCache(model, TOK, prompts * 4)
+    errs = {}
+    for method in ("drop_linear", "drop_lsq"):
+        cand, steps = fit_collapse(model, TOK, prompts * 4, [(2, 4)], 1e-6, cache, method=method)
+        assert steps[0]["method"] == method
+        errs[method] = _block_error(model, cand, cache, 2, 4)
+    # every map T is a W_down (Tᵀ W_down): the richer basis can only fit better
+    assert errs["drop_lsq"] <= errs["drop_linear"] * 1.001

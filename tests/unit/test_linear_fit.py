@@ -75,4 +75,30 @@ def test_moments_error_matches_the_residual_and_ridge_is_cross_validated():
     a, b = Moments(), Moments()
     a.add(m[:20], m[:20] + _normal(20, 8, seed=8))  # drop (T = I) plus pure noise
     b.add(m[20:40], m[20:40] + _normal(20, 8, seed=9))
-    assert choose_ridge(a, b) in (None, 10.0)  # nothing to learn: stay at (or near) the drop
+    ridge = choose_ridge(a, b)
+    assert ridge is None or ridge >= 10.0  # nothing to learn: stay at (or near) the drop
+
+
+def test_solve_with_a_prior_shrinks_towards_it():
+    a = _normal(300, 24)  # (N, I) inner activations
+    w0 = _normal(24, 8, seed=10)  # the layer's own W_downᵀ (I, H)
+    r = a @ _normal(24, 8, seed=11)
+    far = solve(a.T @ a, a.T @ r, 1e9, w0)
+    torch.testing.assert_close(far, w0, atol=1e-6, rtol=0)
+    near = solve(a.T @ a, a.T @ r, 0.0, w0)
+    assert (a @ near - r).square().sum() < 1e-12 * r.square().sum()
+
+
+def test_drop_lsq_replaces_down_proj_and_checks_its_shape():
+    from laco_core.adapters import ADAPTERS
+
+    method = REGISTRY["drop_lsq"]
+    layer = {"mlp.down_proj.weight": torch.ones(2, 3), "mlp.up_proj.weight": torch.ones(3, 2)}
+    new = torch.full((2, 3), 0.5)
+    out = method.merge([layer, layer], ADAPTERS["llama"], fit=LinearFit.of(new, ridge=1.0))
+    assert torch.equal(out["mlp.down_proj.weight"], new)
+    assert out["mlp.up_proj.weight"] is layer["mlp.up_proj.weight"]
+    with pytest.raises(LacoError, match="another model"):
+        method.merge([layer, layer], ADAPTERS["llama"], fit=LinearFit.of(torch.ones(3, 3)))
+    with pytest.raises(LacoError, match="run the search again"):
+        method.merge([layer, layer], ADAPTERS["llama"], fit={"ridge": 0.1, "sha1": "x"})

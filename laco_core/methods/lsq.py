@@ -1,0 +1,50 @@
+"""Drop with the kept layer's MLP output projection refitted by least squares."""
+
+from __future__ import annotations
+
+from ..adapters import Adapter
+from ..errors import LacoError
+from .base import LayerParams, MergeMethod
+
+
+class DropLsq(MergeMethod):
+    """Keep layer lo, delete lo+1..hi, and refit lo's ``down_proj`` on calibration data.
+
+    The new W_down (hidden × intermediate) is the ridge least-squares solution, shrunk
+    towards the original, that makes the kept layer's output match the dense model's state
+    after the removed block (``laco_core.search.correction``). It regresses on the MLP's
+    inner activations (intermediate wide), a richer basis than ``drop_linear``'s map on the
+    MLP output, whose every solution W_downᵀ T it contains.
+    """
+
+    name = "drop_lsq"
+    summary = (
+        "Drop lo+1..hi and refit lo's MLP down projection by least squares on calibration data."
+    )
+    formula = "W_down,lo ← argmin ‖A Wᵀ − R‖² + λ‖W − W_down,lo‖²"
+    fitted = True
+    fit_basis = "inner"
+
+    def merge(self, layers: list[LayerParams], adapter: Adapter, fit=None, **params) -> LayerParams:
+        if fit is None:
+            raise LacoError(
+                "drop_lsq needs a projection fitted on calibration data: use it in the automatic "
+                "search (laco auto --method drop_lsq) or a collapse, which fit it."
+            )
+        out = dict(layers[0])
+        weight = getattr(fit, "transform", None)
+        if weight is None:
+            if fit.get("skipped"):  # this layer could not be refitted: a plain drop
+                return out
+            raise LacoError(
+                "This drop_lsq recipe has lost its fitted matrices (read back from JSON?): "
+                "run the search again to rebuild the model."
+            )
+        down = out[adapter.down]
+        if tuple(weight.shape) != tuple(down.shape):
+            raise LacoError(
+                f"drop_lsq fit has shape {tuple(weight.shape)}, the layer's down projection "
+                f"{tuple(down.shape)}: it belongs to another model."
+            )
+        out[adapter.down] = weight.to(device=down.device, dtype=down.dtype)
+        return out
