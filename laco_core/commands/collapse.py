@@ -48,7 +48,17 @@ def run(args: argparse.Namespace) -> int:
     validate_ranges(ranges, num_layers=2**31)  # LO > HI and overlaps: report before loading
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     before = count_params(lm.model)
-    collapsed = build_collapsed(lm.model, ranges, method.name)
+    recipe = {"model": args.model, "method": method.name}
+    if method.fitted:  # drop_lsq, drop_linear: fitted range by range on the training text
+        from ..assets import read_paragraphs
+        from ..search.correction import fit_collapse
+
+        collapsed, steps = fit_collapse(
+            lm.model, lm.tokenizer, read_paragraphs(), ranges, method=method.name
+        )
+        recipe.update(fit_text="train_text", steps=steps)
+    else:
+        collapsed = build_collapsed(lm.model, ranges, method.name)
     after = count_params(collapsed)
     plan = ", ".join(f"{lo}-{hi}" for lo, hi in sorted(ranges))
     print(
@@ -61,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             collapsed,
             lm.tokenizer,
             args.out,
-            {"model": args.model, "method": method.name},
+            recipe,
             original=lm.model,
         )
     except RuntimeError as e:

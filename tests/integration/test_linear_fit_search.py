@@ -190,3 +190,28 @@ def test_lsq_on_the_inner_activations_fits_the_block_at_least_as_well_as_the_map
         errs[method] = _block_error(model, cand, cache, 2, 4)
     # every map T is a W_down (Tᵀ W_down): the richer basis can only fit better
     assert errs["drop_lsq"] <= errs["drop_linear"] * 1.001
+
+
+def test_cli_collapse_fits_drop_lsq_on_the_training_text(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from laco_core.cli import main
+    from laco_core.tiny import tiny_tokenizer
+
+    d = tmp_path / "tiny"
+    tiny_model("llama", layers=6).save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    out = tmp_path / "out"
+    argv = ["collapse", "--model", str(d), "--merge", "1-3", "--method", "drop_lsq"]
+    assert main([*argv, "--dtype", "float32", "--device", "cpu", "--out", str(out)]) == 0
+    recipe = json.loads((out / "laco_recipe.json").read_text())
+    fit = recipe["steps"][0]["params"]["fit"]
+    assert recipe["fit_text"] == "train_text" and fit.get("sha1") or fit.get("skipped")
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.num_hidden_layers == 4
+    if "sha1" in fit:  # the refitted projection is what was exported
+        plain = build_collapsed(tiny_model("llama", layers=6), [(1, 3)], "drop")
+        assert not torch.equal(
+            get_layers(reloaded)[1].mlp.down_proj.weight, get_layers(plain)[1].mlp.down_proj.weight
+        )
+    assert "verified" in capsys.readouterr().out
