@@ -77,6 +77,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--prompts", help="UTF-8 file, one calibration prompt per line (default: bundled prompts)"
     )
     p.add_argument(
+        "--max-prompts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="calibrate on the first N prompts (or paragraphs) only: fewer tokens, faster search",
+    )
+    p.add_argument(
         "--paragraphs",
         action="store_true",
         help="calibrate on the paragraphs of --prompts FILE (default: of the bundled training "
@@ -161,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
             raise LacoError(f"Prompt file '{path}' is not UTF-8 text.") from e
     else:
         prompts = read_paragraphs() if args.paragraphs else read_prompts()
+    if args.max_prompts is not None:
+        if args.max_prompts < 1:
+            raise LacoError("--max-prompts must be at least 1.")
+        prompts = prompts[: args.max_prompts]
     if not prompts:
         raise LacoError("No calibration prompts: the prompt file has no non-empty line.")
     params = {} if args.alpha is None else {"alpha": args.alpha}

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from laco_core.assets import read_prompts
 from laco_core.cli import main
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
@@ -120,6 +121,18 @@ def test_auto_early_exit_and_workers_flags_keep_decisions(model_dir, prompt_file
     assert logs["full"]["plan"] == logs["early"]["plan"]
 
 
+def test_auto_max_prompts_calibrates_on_the_first_n(model_dir, prompt_file, tmp_path):
+    first = tmp_path / "first.txt"
+    first.write_text("\n".join(read_prompts(prompt_file)[:2]) + "\n", encoding="utf-8")
+    scores = []
+    for prompts, extra in ((prompt_file, ["--max-prompts", "2"]), (str(first), [])):
+        log = tmp_path / "log.json"
+        argv = ["auto", "--model", model_dir, "--device", "cpu", "--prompts", prompts, "-C", "3"]
+        assert main([*argv, "-T", "0.5", "--no-early-exit", "--json", str(log), "-q", *extra]) == 0
+        scores.append([c["score"] for c in json.loads(log.read_text())["candidates"]])
+    assert scores[0] == scores[1]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -128,6 +141,7 @@ def test_auto_early_exit_and_workers_flags_keep_decisions(model_dir, prompt_file
         (["--merge-count", "1"], "merge-count"),
         (["--target-ratio", "1.5"], "target-ratio"),
         (["--workers", "0"], "workers"),
+        (["--max-prompts", "0"], "max-prompts"),
     ],
 )
 def test_auto_user_errors_exit_2(model_dir, extra, message, capsys):
