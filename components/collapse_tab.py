@@ -31,6 +31,11 @@ METHOD_NOTES = {
     "As printed, it **destroys** this model (similarity ≈ 0) — shown for honesty.",
     "average": "Plain mean of the group's weights (a common merging baseline).",
     "drop": "Keep layer lo, delete the rest of the range (ShortGPT-style layer removal).",
+    "drop_linear": "Fitted on the bundled training text when you collapse (seconds per range): "
+    "a linear map after layer lo's MLP stands in for the removed layers (ReplaceMe).",
+    "drop_lsq": "Fitted on the bundled training text when you collapse (seconds per range): "
+    "layer lo's MLP down projection is refitted to stand in for the removed layers. The best "
+    "training-free choice on this model.",
 }
 
 
