@@ -57,6 +57,12 @@ def preview_md(p: dict) -> str:
         f"**{removed:.1f} %** of the parameters removed.  \n"
         f"Estimate on the calibration prompts: final-state cosine **{p['cosine']:.4f}**, "
         f"KL **{p['kl']:.4f}** <small>({p['seconds']:.2f} s)</small>"
+        + (
+            f"  \n<small>Estimated as a plain {p['estimated_as']}: the fit is made when you "
+            "build, and usually does better.</small>"
+            if p.get("estimated_as")
+            else ""
+        )
     )
 
 

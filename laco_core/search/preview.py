@@ -7,7 +7,7 @@ import time
 from transformers import PreTrainedModel
 
 from ..adapters import get_layers
-from ..merge import build_collapsed, parse_ranges, validate_ranges
+from ..merge import build_collapsed, get_method, parse_ranges, validate_ranges
 from ..models import count_params
 from .activations import ActivationCache
 from .objectives import cosine_score, kl_value
@@ -38,7 +38,9 @@ def preview(
 
     Returns:
         ``cosine``, ``kl`` (mean next-token KL), ``layers_before/after``,
-        ``params_before/after`` and ``seconds``.
+        ``params_before/after`` and ``seconds``; ``estimated_as`` names the method the numbers
+        are for when it differs from ``method``: a fitted method (``drop_lsq``…) is previewed
+        as the plain drop it starts from, its fit needing more text than a preview has time for.
 
     Raises:
         LacoError: for an invalid plan.
@@ -48,9 +50,12 @@ def preview(
         cache = PreviewCache(model, tokenizer, prompts)
     n = len(get_layers(model))
     ranges = validate_ranges(parse_ranges(ranges) if isinstance(ranges, str) else ranges, n)
+    fitted = get_method(method).fitted
+    if fitted:
+        method, method_params = "drop", {}
     cand = build_collapsed(model, ranges, method, **method_params)
     finals = cache.finals(cand, ranges[0][0])
-    return {
+    out = {
         "cosine": cosine_score(cache, finals),
         "kl": kl_value(cache, cand, finals),
         "layers_before": n,
@@ -59,3 +64,6 @@ def preview(
         "params_after": count_params(cand),
         "seconds": time.perf_counter() - t0,
     }
+    if fitted:
+        out["estimated_as"] = "drop"
+    return out

@@ -115,6 +115,10 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     assert len(strip.data) > 6
     with pytest.raises(gr.Error, match="overlap"):
         collapse_tab.preview(engine, session, "1-3, 3-4", "official", PROMPTS, caches={})
+    fitted, _ = collapse_tab.preview(engine, session, "1-3", "drop_lsq", PROMPTS, caches={})
+    dropped, _ = collapse_tab.preview(engine, session, "1-3", "drop", PROMPTS, caches={})
+    assert "plain drop" in fitted and "plain drop" not in dropped
+    assert fitted.split("cosine")[1][:12] == dropped.split("cosine")[1][:12]  # same estimate
 
     session, result, info, _ = collapse_tab.build_collapse(
         engine, session, "1-3", "official", PROMPTS, progress=NoProgress()
