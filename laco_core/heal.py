@@ -103,6 +103,63 @@ def load_training_text(
     return text
 
 
+@torch.no_grad()
+def sampled_texts(
+    teacher: PreTrainedModel,
+    tokenizer,
+    seeds: list[str],
+    count: int,
+    max_new_tokens: int = 160,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> list[str]:
+    """``count`` continuations sampled from ``teacher`` (temperature 1, top-p 0.95).
+
+    Text the dense model writes itself is in-distribution data for distilling it: it adds
+    as many tokens as wanted to a small training text, without any download.
+
+    Args:
+        teacher: The dense model.
+        tokenizer: Its tokenizer.
+        seeds: Opening words to continue, cycled until ``count`` samples.
+        count: Samples to draw.
+        max_new_tokens: Length of each continuation.
+        batch_size: Samples generated at once.
+        seed: Seeds the sampling.
+    """
+    if not seeds:
+        raise LacoError("Sampling training text needs at least one opening to continue.")
+    starts = [seeds[i % len(seeds)] for i in range(count)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(teacher.parameters()).device
+    torch.manual_seed(seed)
+    out: list[str] = []
+    for i in range(0, count, batch_size):
+        rows = [
+            tokenizer(t, add_special_tokens=False).input_ids for t in starts[i : i + batch_size]
+        ]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)  # (B, T)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        gen = teacher.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=1.0,
+            top_p=0.95,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+        )  # (B, T + new)
+        out += tokenizer.batch_decode(gen, skip_special_tokens=True)
+    return out
+
+
+def openings(text: str, words: int = 5) -> list[str]:
+    """The first ``words`` words of every paragraph (or line) of ``text``."""
+    parts = [p for p in text.split("\n\n") if p.strip()] or text.splitlines()
+    return [" ".join(p.split()[:words]) for p in parts if p.split()]
+
+
 def heal(
     model: PreTrainedModel,
     tokenizer,
@@ -116,6 +173,7 @@ def heal(
     dataset: str | None = None,
     seed: int = 0,
     teacher: PreTrainedModel | None = None,
+    self_text: int = 0,
 ) -> HealResult:
     """Train LoRA adapters on ``text`` for ``steps`` steps and merge them back.
 
@@ -133,6 +191,8 @@ def heal(
         seed: Seeds the window sampling and adapter initialisation.
         teacher: The dense model to distil from (same tokenizer); None trains on the LM loss.
             Costs one extra no-grad teacher forward per step.
+        self_text: With a teacher: add this many 160-token continuations sampled from it
+            (opening with each paragraph's first words) to the training text.
 
     Returns:
         HealResult with the merged model and the loss curve.
@@ -151,6 +211,13 @@ def heal(
     ):
         raise LacoError("The teacher must share the model's tokenizer (its vocabulary differs).")
     text = load_training_text(text, dataset)
+    if self_text < 0:
+        raise LacoError("--self-text is a number of samples, at least 0.")
+    if self_text:
+        if teacher is None:
+            raise LacoError("Sampled training text comes from the teacher: give --teacher too.")
+        samples = sampled_texts(teacher, tokenizer, openings(text), self_text, seed=seed)
+        text = "\n\n".join([text, *samples])
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]  # (N,)
     if ids.numel() <= seq_len:
         raise LacoError(
@@ -196,6 +263,7 @@ def heal(
         "seed": seed,
         "dataset": dataset,
         "loss": "lm" if teacher is None else "distill",
+        "self_text": self_text,
     }
     return HealResult(
         merged, losses, time.perf_counter() - t0, sum(p.numel() for p in trainable), recipe

@@ -31,6 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="dense model spec to distil from (e.g. default): KL to its next-token "
         "distribution instead of the LM loss; one extra forward per step",
     )
+    p.add_argument(
+        "--self-text",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --teacher: add N continuations sampled from the teacher to the training "
+        "text (more in-distribution tokens for distillation, no download)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -55,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from ..prune import is_pruned, save_pruned
 
     hf_logging.disable_progress_bar()
+    if args.self_text < 0 or (args.self_text and not args.teacher):
+        raise LacoError("--self-text N samples text from the teacher: give --teacher and N >= 0.")
     train = _read(args.text) if args.text else None
     held_out = _read(args.eval_text) if args.eval_text else read_text()
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         callback=progress,
         dataset=args.dataset,
         teacher=teacher,
+        self_text=args.self_text,
     )
     print(file=sys.stderr)
     after = perplexity(res.model, lm.tokenizer, held_out)

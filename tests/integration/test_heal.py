@@ -83,3 +83,26 @@ def test_distillation_from_the_dense_model_lowers_kl():
         assert distill_loss(res.model, dense, batch) < distill_loss(student, dense, batch)
     with pytest.raises(LacoError, match="tokenizer"):
         heal(student, tok, TEXT, steps=1, teacher=tiny_model("llama", layers=2, vocab_size=300))
+
+
+def test_sampled_text_from_the_teacher_extends_the_training_text():
+    from laco_core.heal import openings, sampled_texts
+    from laco_core.merge import build_collapsed
+
+    tok = tiny_tokenizer()
+    dense = tiny_model("llama", layers=4)
+    dense.requires_grad_(False)
+    assert openings("one two three four five six\n\nseven eight", words=3) == [
+        "one two three",
+        "seven eight",
+    ]
+    texts = sampled_texts(dense, tok, ["the cat", "a dog sat"], 5, max_new_tokens=12, batch_size=2)
+    assert len(texts) == 5 and texts[0].startswith("the cat") and texts[1].startswith("a dog sat")
+    assert all(len(tok(t).input_ids) > len(tok("a dog sat").input_ids) for t in texts)
+    again = sampled_texts(dense, tok, ["the cat", "a dog sat"], 5, max_new_tokens=12, batch_size=2)
+    assert again == texts  # seeded
+    student = build_collapsed(dense, [(1, 2)], "drop")
+    res = heal(student, tok, TEXT, steps=2, rank=2, seq_len=32, teacher=dense, self_text=3)
+    assert res.recipe["self_text"] == 3
+    with pytest.raises(LacoError, match="teacher"):
+        heal(student, tok, TEXT, steps=1, seq_len=32, self_text=3)

@@ -88,6 +88,9 @@ def test_cli_prune_heal_eval_chain(tiny_dir, tmp_path, capsys):
     assert rc == 0 and "perplexity" in capsys.readouterr().out
     lm = load_model(str(healed), "float32", "cpu")  # what `laco eval` does with the directory
     assert count_params(lm.model) == recipe["params_after"]
+    # sampled text needs a teacher: one line, exit 2, before any model is loaded
+    assert main(["heal", "--model", str(out), "--self-text", "4", "--out", str(healed)]) == 2
+    assert "--teacher" in capsys.readouterr().err
 
 
 def test_cli_prune_shortgpt_and_errors(tiny_dir, tmp_path, capsys):
