@@ -118,20 +118,10 @@ class Engine:
         A method fitted on activations (``drop_lsq``, ``drop_linear``) is fitted range by
         range on the paragraphs of the bundled training text; its recipe replays the steps.
         """
-        from .merge import get_method
+        from .search.correction import collapse_any
 
-        steps = None
         with self.lock:
-            if get_method(method).fitted:
-                from .assets import read_paragraphs
-                from .search.correction import fit_collapse
-
-                ridge = params.get("ridge", "auto")
-                model, steps = fit_collapse(
-                    base.model, base.tokenizer, read_paragraphs(), ranges, ridge, method=method
-                )
-            else:
-                model = build_collapsed(base.model, ranges, method, **params)
+            model, steps = collapse_any(base.model, base.tokenizer, ranges, method, **params)
         recipe = {
             "kind": "collapse" if steps is None else "auto",
             "method": method,

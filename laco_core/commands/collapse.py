@@ -7,9 +7,10 @@ import argparse
 from ..adapters import num_layers
 from ..errors import LacoError
 from ..export import export_model
-from ..merge import build_collapsed, get_method, parse_ranges, validate_ranges
+from ..merge import get_method, parse_ranges, validate_ranges
 from ..methods import REGISTRY
 from ..models import count_params, load_model
+from ..search.correction import collapse_any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,16 +50,9 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     before = count_params(lm.model)
     recipe = {"model": args.model, "method": method.name}
-    if method.fitted:  # drop_lsq, drop_linear: fitted range by range on the training text
-        from ..assets import read_paragraphs
-        from ..search.correction import fit_collapse
-
-        collapsed, steps = fit_collapse(
-            lm.model, lm.tokenizer, read_paragraphs(), ranges, method=method.name
-        )
+    collapsed, steps = collapse_any(lm.model, lm.tokenizer, ranges, method.name)
+    if steps is not None:  # drop_lsq, drop_linear: fitted range by range on the training text
         recipe.update(fit_text="train_text", steps=steps)
-    else:
-        collapsed = build_collapsed(lm.model, ranges, method.name)
     after = count_params(collapsed)
     plan = ", ".join(f"{lo}-{hi}" for lo, hi in sorted(ranges))
     print(

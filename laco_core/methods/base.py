@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 
 from ..adapters import Adapter
+from ..errors import LacoError
 
 LayerParams = dict[str, torch.Tensor]  # parameter name relative to a decoder layer -> tensor
 
@@ -30,6 +31,27 @@ class MergeMethod:
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         raise NotImplementedError
+
+
+def fitted_tensor(fit, method: str) -> torch.Tensor | None:
+    """The tensor a fitted method's ``fit`` carries; None when the fit was skipped (the
+    layer stays as the plain drop left it).
+
+    Raises:
+        LacoError: without a fit, or for a fit read back from JSON (its tensor is gone).
+    """
+    if fit is None:
+        raise LacoError(
+            f"{method} needs weights fitted on calibration data: use it in the automatic "
+            f"search (laco auto --method {method}) or a collapse, which fit them."
+        )
+    tensor = getattr(fit, "transform", None)
+    if tensor is None and not fit.get("skipped"):
+        raise LacoError(
+            f"This {method} recipe has lost its fitted matrices (read back from JSON?): "
+            "run the search again to rebuild the model."
+        )
+    return tensor
 
 
 def fp32_sum(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..adapters import Adapter
-from ..errors import LacoError
-from .base import LayerParams, MergeMethod
+from .base import LayerParams, MergeMethod, fitted_tensor
 
 
 def fold_into_down(down: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
@@ -31,19 +30,8 @@ class DropLinear(MergeMethod):
     fitted = True
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, fit=None, **params) -> LayerParams:
-        if fit is None:
-            raise LacoError(
-                "drop_linear needs a map fitted on calibration data: use it in the automatic "
-                "search (laco auto --method drop_linear)."
-            )
         out = dict(layers[0])
-        transform = getattr(fit, "transform", None)
-        if transform is None:
-            if fit.get("skipped"):  # this layer could not be corrected: a plain drop
-                return out
-            raise LacoError(
-                "This drop_linear recipe has lost its fitted matrices (read back from JSON?): "
-                "run the search again to rebuild the model."
-            )
-        out[adapter.down] = fold_into_down(out[adapter.down], transform)
+        transform = fitted_tensor(fit, self.name)
+        if transform is not None:  # None: this layer could not be corrected, a plain drop
+            out[adapter.down] = fold_into_down(out[adapter.down], transform)
         return out

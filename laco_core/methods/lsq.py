@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..adapters import Adapter
 from ..errors import LacoError
-from .base import LayerParams, MergeMethod
+from .base import LayerParams, MergeMethod, fitted_tensor
 
 
 class DropLsq(MergeMethod):
@@ -26,20 +26,10 @@ class DropLsq(MergeMethod):
     fit_basis = "inner"
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, fit=None, **params) -> LayerParams:
-        if fit is None:
-            raise LacoError(
-                "drop_lsq needs a projection fitted on calibration data: use it in the automatic "
-                "search (laco auto --method drop_lsq) or a collapse, which fit it."
-            )
         out = dict(layers[0])
-        weight = getattr(fit, "transform", None)
-        if weight is None:
-            if fit.get("skipped"):  # this layer could not be refitted: a plain drop
-                return out
-            raise LacoError(
-                "This drop_lsq recipe has lost its fitted matrices (read back from JSON?): "
-                "run the search again to rebuild the model."
-            )
+        weight = fitted_tensor(fit, self.name)
+        if weight is None:  # this layer could not be refitted: a plain drop
+            return out
         down = out[adapter.down]
         if tuple(weight.shape) != tuple(down.shape):
             raise LacoError(

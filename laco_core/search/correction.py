@@ -49,8 +49,8 @@ class LinearFit(dict):
     The dict part (``ridge``, ``tokens``, ``sha1``…) is what recipes and logs serialise; the
     tensor (T, H × H, or a new W_down, H × I: 330 k or 885 k numbers on the default model)
     rides along as ``.transform`` so an in-memory recipe (the engine's) rebuilds the model
-    exactly without refitting. A recipe
-    read back from JSON holds only the description: rebuild it by searching again.
+    exactly without refitting. A recipe read back from JSON holds only the description:
+    rebuild it by searching again.
     """
 
     transform: torch.Tensor | None = None
@@ -269,3 +269,22 @@ def fit_collapse(
         steps.append({"lo": lo, "hi": hi, "method": method, "params": params})
         shift += hi - lo
     return state.cur, steps
+
+
+def collapse_any(
+    model: PreTrainedModel, tokenizer, ranges, method: str, **params
+) -> tuple[PreTrainedModel, list[dict] | None]:
+    """A manual collapse with any registry method.
+
+    A fitted method (``drop_lsq``, ``drop_linear``) is fitted range by range on the
+    paragraphs of the bundled training text (``ridge`` from ``params``, default
+    cross-validated) and its replayable steps are returned; any other method is built
+    directly and the steps are None.
+    """
+    from ..assets import read_paragraphs
+    from ..merge import build_collapsed, get_method
+
+    if not get_method(method).fitted:
+        return build_collapsed(model, ranges, method, **params), None
+    ridge = params.get("ridge", DEFAULT_RIDGE)
+    return fit_collapse(model, tokenizer, read_paragraphs(), ranges, ridge, method=method)
