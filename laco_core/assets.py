@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import LacoError
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CALIBRATION = ASSETS / "calibration_prompts.txt"  # one prompt per line
 EVAL_TEXT = ASSETS / "eval_text.txt"  # held out: never used for calibration or training
@@ -29,3 +31,18 @@ def read_paragraphs(path: str | Path | None = None, min_chars: int = 100) -> lis
     """
     text = Path(path or TRAIN_TEXT).read_text(encoding="utf-8")
     return [p.strip() for p in text.split("\n\n") if len(p.strip()) >= min_chars]
+
+
+# bundled texts a recipe may reference by name instead of copying them
+ASSET_TEXTS = {
+    "calibration_prompts": lambda: read_prompts(CALIBRATION),
+    "train_paragraphs": lambda: read_paragraphs(TRAIN_TEXT),
+    "train_text": lambda: [read_text(TRAIN_TEXT)],
+}
+
+
+def read_asset(name: str) -> list[str]:
+    """A bundled text as a list of texts (prompts, paragraphs, or one whole text)."""
+    if name not in ASSET_TEXTS:
+        raise LacoError(f"Unknown bundled text '{name}'; known: {', '.join(ASSET_TEXTS)}.")
+    return ASSET_TEXTS[name]()

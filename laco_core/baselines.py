@@ -15,17 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from torch import nn
 from transformers import PreTrainedModel
 
-from .adapters import get_adapter, get_layers
+from .adapters import get_layers
 from .errors import LacoError
-from .merge import LAYER_MAP_ATTR, Range, build_collapsed, collapsed_config, layer_map
-from .models import count_params
-from .prune import shared_copy
+from .plan import Range
+from .sharing import count_params, derive, share_layer
 from .similarity import representation_similarity
-
-BASELINES = ("shortgpt", "angular")
 
 
 def _check_n(n: int, num_layers: int) -> None:
@@ -70,8 +66,8 @@ def drop_plan(indices: Sequence[int]) -> list[Range] | None:
 def drop_layers(model: PreTrainedModel, indices: Sequence[int]) -> PreTrainedModel:
     """A model without the layers ``indices``, sharing every kept tensor with ``model``.
 
-    Uses ``build_collapsed(..., method="drop")`` when the removal is expressible as ranges (so
-    the result has a collapse plan like any other); otherwise keeps the layers by index.
+    Each kept layer stands for itself and the dropped layers after it (as a ``drop`` collapse
+    of those ranges); a dropped leading run is stood for by the first kept layer.
     """
     layers = get_layers(model)
     n = len(layers)
@@ -79,68 +75,34 @@ def drop_layers(model: PreTrainedModel, indices: Sequence[int]) -> PreTrainedMod
     if any(i < 0 or i >= n for i in idx):
         raise LacoError(f"Layer indices {idx} are outside 0-{n - 1}.")
     _check_n(len(idx), n)
-    plan = drop_plan(idx)
-    if plan is not None:
-        return build_collapsed(model, plan, "drop")
     kept = [i for i in range(n) if i not in set(idx)]
-    new = shared_copy(model)
-    new_layers = get_layers(new)
-    new.config = collapsed_config(new.config, [(k, k) for k in kept], get_adapter(model))
-    dec = new.get_decoder() if hasattr(new, "get_decoder") else new.model
-    dec.config = new.config
-    dec.layers = nn.ModuleList([new_layers[k] for k in kept])
-    for j, layer in enumerate(dec.layers):
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = j  # KV-cache slot; these module objects are the copy's own
-    parent = layer_map(model)
-    # a dropped leading run is represented by the first kept layer
-    # each kept layer stands for itself and the dropped layers after it; a dropped leading
-    # run is represented by the first kept layer
     ends = [nxt - 1 for nxt in kept[1:] + [n]]
     groups = [(0 if a == 0 else k, end) for a, (k, end) in enumerate(zip(kept, ends, strict=True))]
-    setattr(new, LAYER_MAP_ATTR, [(parent[lo][0], parent[hi][1]) for lo, hi in groups])
-    return new
+    new_layers = [share_layer(layers[k], j) for j, k in enumerate(kept)]
+    return derive(model, new_layers, groups, sources=kept)
 
 
 def layers_for_ratio(model: PreTrainedModel, ratio: float) -> int:
     """How many whole layers to remove so that about ``ratio`` of all parameters go."""
+    if not (math.isfinite(ratio) and 0 < ratio < 1):
+        raise LacoError(
+            f"Ratio {ratio} must be in (0, 1): the fraction of all parameters to remove."
+        )
     total = count_params(model)
     per_layer = sum(p.numel() for p in get_layers(model)[0].parameters())
     n = math.ceil(ratio * total / per_layer - 1e-9)  # at least the target, as the LaCo search
-    return max(1, min(n, len(get_layers(model)) - 1))
-
-
-def baseline_layers(
-    method: str, model: PreTrainedModel, tokenizer, prompts: Sequence[str], n: int
-) -> list[int]:
-    """Layer indices a baseline removes: ``method`` is ``shortgpt`` or ``angular``."""
-    if method == "shortgpt":
-        return shortgpt_layers(model, tokenizer, prompts, n)
-    if method == "angular":
-        return angular_block(model, tokenizer, prompts, n)
-    raise LacoError(f"Unknown baseline '{method}'; choose one of: {', '.join(BASELINES)}.")
-
-
-def prune_baseline(
-    method: str, model: PreTrainedModel, tokenizer, prompts: Sequence[str], ratio: float
-) -> tuple[PreTrainedModel, list[int]]:
-    """Remove about ``ratio`` of all parameters with a layer-drop baseline.
-
-    Returns:
-        ``(model, dropped layer indices)``; the model shares kept tensors with the original.
-    """
-    idx = baseline_layers(method, model, tokenizer, prompts, layers_for_ratio(model, ratio))
-    return drop_layers(model, idx), idx
+    if n >= len(get_layers(model)):
+        raise LacoError(
+            f"Removing {ratio:.0%} of the parameters needs {n} of {len(get_layers(model))} "
+            "layers: lower the ratio."
+        )
+    return max(1, n)
 
 
 __all__ = [
-    "BASELINES",
     "angular_block",
-    "baseline_layers",
     "drop_layers",
     "drop_plan",
     "layers_for_ratio",
-    "prune_baseline",
     "shortgpt_layers",
 ]

@@ -13,14 +13,30 @@ import sys
 
 from .errors import LacoError
 
-COMMANDS = ("analyze", "collapse", "eval", "generate", "auto", "prune", "heal", "compare")
+COMMANDS = (
+    "analyze",
+    "collapse",
+    "eval",
+    "generate",
+    "auto",
+    "prune",
+    "heal",
+    "compare",
+    "rebuild",
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the tool's one-line errors (``laco: error: …``, exit 2)."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"laco: error: {message}\n")
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="laco", description="Explore layer collapse in causal LMs."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="laco", description="Explore layer collapse in causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f".commands.{name}", __package__)
@@ -35,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a flag error already printed on one line (2)
+        return int(e.code or 0)
     try:
         return int(args.func(args) or 0)
     except LacoError as e:

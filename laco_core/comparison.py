@@ -21,13 +21,14 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from .baselines import prune_baseline
 from .errors import LacoError
-from .models import count_params
-from .prune import prune_llm_pruner
+from .evaluate import _batches, _encode, _pad_id, _windows
+from .metrics import kl_sum, log_probs, next_token_nll
+from .ops import prune_baseline, prune_llm_pruner, run_search
+from .search.config import SearchConfig
+from .sharing import count_params
 
 METHODS = ("laco_paper", "laco_best", "shortgpt", "angular", "llm_pruner")
 COLUMNS = [
@@ -48,8 +49,6 @@ Progress = Callable[[int, int, str], None]
 
 
 def _laco(model, tokenizer, prompts, ratio: float, overrides: dict) -> PreTrainedModel:
-    from .search import SearchConfig, run_search
-
     return run_search(
         model, tokenizer, list(prompts), SearchConfig(target_ratio=ratio, **overrides)
     ).model
@@ -108,8 +107,6 @@ class _Scorer:
     """
 
     def __init__(self, reference, tokenizer, text: str, seq_len: int, windows: int | None):
-        from .evaluate import _batches, _encode, _pad_id, _windows
-
         wins = _windows(_encode(tokenizer, text), seq_len, windows)
         self.batches = list(_batches(wins, 4, _pad_id(tokenizer)))
         vocab = reference.get_output_embeddings().weight.shape[0]
@@ -124,7 +121,7 @@ class _Scorer:
     def _logp(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         dev = next(model.parameters()).device
         logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
-        return F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+        return log_probs(logits)  # (B, T, V)
 
     def score(self, model=None) -> tuple[float, float]:
         """``(perplexity, mean KL(dense ‖ model) per token in nats)``; None: the dense model."""
@@ -133,14 +130,10 @@ class _Scorer:
         for (ids, mask), ref in zip(self.batches, self.ref, strict=True):
             logp = ref.float() if model is None else self._logp(model, ids, mask).cpu()  # (B, T, V)
             valid = mask.bool()  # (B, T)
-            target = ids[:, 1:]  # (B, T-1)
-            tok_nll = -logp[:, :-1].gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-            pred_ok = valid[:, 1:]
-            nll += tok_nll[pred_ok].double().sum().item()
-            n_pred += int(pred_ok.sum())
-            r = ref.float()
-            kl += (r.exp() * (r - logp)).sum(-1)[valid].double().sum().item()  # (B, T) -> scalar
-            n_tok += int(valid.sum())
+            part, n = next_token_nll(logp, ids, valid[:, 1:])
+            nll, n_pred = nll + part, n_pred + n
+            part, n = kl_sum(ref.float(), logp, valid)
+            kl, n_tok = kl + part, n_tok + n
         return math.exp(nll / n_pred), kl / n_tok
 
 

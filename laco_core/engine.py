@@ -1,188 +1,390 @@
-"""The engine: one owner for every model in memory, shared by the CLI and all app sessions.
+"""The engine: the façade the app and the CLI call, and the only owner of memory.
 
-Base models are cached by (spec, dtype, device) under a memory budget; derived models
-(collapsed, searched, pruned, healed) are kept by id with the recipe that rebuilds them, so
-a session only ever holds ids and recipes, and an evicted model comes back on demand.
+Base models are cached by (spec, dtype, device); every model built from them is a *build*: an
+id, the session that owns it, its completed recipe (tensors included) and, while in memory,
+the model. Activation caches for the preview and similarity analyses live here too. All of it
+counts against one memory budget and is evicted least-recently-used: an evicted build keeps
+its recipe and is rebuilt on demand; a recipe squeezed out of memory keeps its JSON and
+recomputes what it fitted.
+
+Locking: one short lock guards the tables; no lock is ever held while a model runs, so a
+quick request never waits behind another user's long job, and a streaming handler can be
+abandoned on any thread. Loads and rebuilds of one key are serialised by their own locks.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 from transformers import PreTrainedModel
 
+from . import pipeline
+from .activations import ActivationCache
 from .errors import LacoError
-from .merge import build_collapsed, plan_of
-from .models import LoadedModel, count_params, load_model, resolve_device, resolve_dtype
+from .export import ExportResult, export_model
+from .limits import Limits
+from .models import LoadedModel, load_model, resolve_device, resolve_dtype
+from .ops import preview as ops_preview
+from .plan import Range
+from .recipe import BaseRef, Recipe, Step
+from .sharing import model_bytes, new_bytes
+from .similarity import param_similarity, representation_similarity
+from .steps.collapse import CollapseStep
 
 BaseKey = tuple[str, str, str]  # (spec, resolved dtype name, resolved device)
+ANALYSES_KEPT = 8
+ACTIVATIONS_KEPT = 4
 
 
 @dataclass
-class Derived:
-    """A model derived from a base model, with the recipe that rebuilds it."""
+class Build:
+    """A model built from a base model, with the recipe that rebuilds it.
+
+    Attributes:
+        id: Unique id (``collapse-3``).
+        owner: The session that made it (None: the CLI or a script); others cannot use it.
+        base_key: The base model it was built from (its tokenizer is the build's).
+        recipe: The completed recipe.
+        label: A human label.
+        model: The model while in memory (None once evicted).
+        metrics: Measured figures (kept with the build).
+    """
 
     id: str
-    model: PreTrainedModel
+    owner: str | None
     base_key: BaseKey
-    recipe: dict
+    recipe: Recipe
+    label: str
+    model: PreTrainedModel | None = None
+    metrics: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def params(self) -> int:
-        return count_params(self.model)
+    def kind(self) -> str:
+        return self.recipe.steps[-1].kind if self.recipe.steps else "base"
+
+    @property
+    def params(self) -> int | None:
+        return self.recipe.info.get("params_after")
 
 
-def model_bytes(model: torch.nn.Module, exclude: set[int] | None = None) -> int:
-    """Bytes of distinct parameter storage, not counting storages in ``exclude``."""
-    seen = set(exclude or ())
-    total = 0
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in seen:
-            seen.add(ptr)
-            total += t.untyped_storage().nbytes()
-    return total
+def default_budget_bytes() -> int:
+    """``LACO_MEMORY_GB``, else 60 % of this machine's memory."""
+    raw = os.environ.get("LACO_MEMORY_GB")
+    if raw:
+        try:
+            return int(float(raw) * 2**30)
+        except ValueError:
+            raise LacoError(f"LACO_MEMORY_GB={raw!r} is not a number of GB.") from None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = 16 * 2**30
+    return int(0.6 * total)
 
 
 class Engine:
-    """Model cache with a memory budget plus a store of derived models.
+    """Models, builds and caches under one memory budget.
 
     Args:
-        memory_budget_gb: Upper bound for base models kept loaded; the least recently used
-            are evicted first (derived models of an evicted base go with it). None: no bound.
-        max_derived: How many derived models stay in memory; older ones are rebuilt from
-            their recipe when asked for again.
+        memory_budget_gb: Bound for everything cached (None: ``default_budget_bytes``).
+        limits: Request limits (default: ``Limits.current()``).
     """
 
-    def __init__(self, memory_budget_gb: float | None = None, max_derived: int = 12):
-        self.memory_budget = None if memory_budget_gb is None else int(memory_budget_gb * 2**30)
-        self.max_derived = max_derived
+    def __init__(self, memory_budget_gb: float | None = None, limits: Limits | None = None):
+        self.budget = (
+            default_budget_bytes() if memory_budget_gb is None else int(memory_budget_gb * 2**30)
+        )
+        self.limits = limits or Limits.current()
         self._bases: OrderedDict[BaseKey, LoadedModel] = OrderedDict()
-        self._derived: OrderedDict[str, Derived] = OrderedDict()
-        self._recipes: dict[str, dict] = {}
+        self._builds: OrderedDict[str, Build] = OrderedDict()
+        self._caches: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+        self._lock = threading.RLock()
+        self._loading: dict[tuple, threading.Lock] = {}
         self._counter = itertools.count(1)
-        # one lock for all heavy model work: torch on 2 CPU cores or one GPU gains nothing
-        # from interleaving, and loads must not race to fill the same cache slot
-        self.lock = threading.RLock()
 
-    # ---- base models -------------------------------------------------------------------
+    # ---- base models ------------------------------------------------------------------------
+    def key(self, spec: str, dtype: str = "auto", device: str = "auto") -> BaseKey:
+        dev = resolve_device(device)
+        return (spec or "default", _name(resolve_dtype(dtype, dev)), str(dev))
+
     def load(self, spec: str = "default", dtype: str = "auto", device: str = "auto") -> LoadedModel:
         """Load (or fetch from cache) a base model."""
-        dev = resolve_device(device)
-        key: BaseKey = (spec or "default", _name(resolve_dtype(dtype, dev)), str(dev))
-        with self.lock:
+        key = self.key(spec, dtype, device)
+        with self._lock:
             if key in self._bases:
                 self._bases.move_to_end(key)
                 return self._bases[key]
+            gate = self._loading.setdefault(("base", key), threading.Lock())
+        with gate:  # one load per key; others wait for it rather than load twice
+            with self._lock:
+                if key in self._bases:
+                    return self._bases[key]
             loaded = load_model(*key)
-            self._bases[key] = loaded
-            self._evict()
-            return loaded
+            with self._lock:
+                self._bases[key] = loaded
+                self._evict(keep={key})
+        return loaded
+
+    def base_of(self, ref: BaseRef) -> LoadedModel:
+        return self.load(ref.spec, ref.dtype, ref.device)
 
     def loaded(self) -> list[BaseKey]:
         return list(self._bases)
 
-    def _evict(self) -> None:
-        if self.memory_budget is None:
-            return
-        while (
-            len(self._bases) > 1
-            and sum(model_bytes(b.model) for b in self._bases.values()) > self.memory_budget
-        ):
-            key, _ = self._bases.popitem(last=False)
-            for did in [d for d, v in self._derived.items() if v.base_key == key]:
-                del self._derived[did]
+    # ---- builds -----------------------------------------------------------------------------
+    def run(
+        self,
+        base: LoadedModel,
+        steps: list[Step],
+        owner: str | None = None,
+        parent: str | None = None,
+        label: str | None = None,
+        events: Callable[[dict], None] | None = None,
+        progress: Callable[[float, str], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> str:
+        """Apply ``steps`` to ``base`` (or to build ``parent``'s model) and register the result.
 
-    # ---- derived models ----------------------------------------------------------------
-    def add_derived(self, model: PreTrainedModel, base: LoadedModel, recipe: dict) -> str:
-        """Register a derived model; returns its id. ``recipe`` must let ``rebuild`` redo it."""
-        did = f"{recipe.get('kind', 'model')}-{next(self._counter)}"
-        key: BaseKey = (base.spec, _name(base.dtype), str(base.device))
-        recipe = {**recipe, "base": {"spec": base.spec, "dtype": key[1], "device": key[2]}}
-        with self.lock:
-            self._derived[did] = Derived(did, model, key, recipe)
-            self._recipes[did] = recipe
-            while len(self._derived) > self.max_derived:
-                self._derived.popitem(last=False)
+        Returns:
+            The new build's id.
+        """
+        self._check_room(owner)
+        prior = self.recipe(parent, owner) if parent else None
+        if prior is not None:
+            base = self.base_of(prior.base)
+        ctx = pipeline.context(base, events, progress, stop)
+        model, recipe = pipeline.run(base, steps, ctx, prior)
+        return self._register(base, recipe, model, owner, label)
+
+    def add_recipe(self, recipe: Recipe, owner: str | None = None, label: str | None = None) -> str:
+        """Register a recipe; its model is built when first asked for."""
+        self._check_room(owner)
+        base = self.base_of(recipe.base)
+        return self._register(base, recipe, None, owner, label)
+
+    def _register(self, base, recipe, model, owner, label) -> str:
+        kind = recipe.steps[-1].kind if recipe.steps else "base"
+        did = f"{kind}-{next(self._counter)}"
+        build = Build(
+            did, owner, self.key(base.spec, _name(base.dtype), str(base.device)), recipe, "", model
+        )
+        build.label = label or f"{did} · {recipe.describe()}"
+        with self._lock:
+            self._builds[did] = build
+            self._evict(keep={build.base_key, did})
         return did
 
-    def collapse(self, base: LoadedModel, ranges, method: str = "official", **params) -> str:
-        """Build a collapsed model of ``base`` (ranges in its indices) and register it.
+    def _check_room(self, owner: str | None) -> None:
+        if owner is not None:
+            self.limits.check("builds", len(self.builds(owner)) + 1)
 
-        A method fitted on activations (``drop_lsq``, ``drop_linear``) is fitted range by
-        range on the paragraphs of the bundled training text; its recipe replays the steps.
-        """
-        from .search.correction import collapse_any
+    def build(self, did: str, owner: str | None = None) -> Build:
+        """The build ``did`` (not necessarily in memory); another session's id is unknown."""
+        with self._lock:
+            b = self._builds.get(did)
+        if b is None or (b.owner is not None and b.owner != owner):
+            raise LacoError(f"Unknown model id '{did}': build or load one first.")
+        return b
 
-        with self.lock:
-            model, steps = collapse_any(base.model, base.tokenizer, ranges, method, **params)
-        recipe = {
-            "kind": "collapse" if steps is None else "auto",
-            "method": method,
-            "method_params": params,
-            "ranges": [list(r) for r in plan_of(model)],
-            "layers_before": base.num_layers,
-            "layers_after": model.config.num_hidden_layers,
-            "params_before": base.num_params,
-            "params_after": count_params(model),
-        }
-        if steps is not None:
-            recipe["steps"] = steps
-        return self.add_derived(model, base, recipe)
+    def builds(self, owner: str | None = None) -> list[Build]:
+        with self._lock:
+            return [b for b in self._builds.values() if b.owner == owner]
 
-    def get(self, did: str) -> Derived:
-        """The derived model ``did``, rebuilt from its recipe if it was evicted."""
-        with self.lock:
-            if did in self._derived:
-                self._derived.move_to_end(did)
-                return self._derived[did]
-            recipe = self._recipes.get(did)
-        if recipe is None:
-            raise LacoError(f"Unknown model id '{did}': build a collapse first.")
-        model = self.rebuild(recipe)
-        with self.lock:
-            b = recipe["base"]
-            d = Derived(did, model, (b["spec"], b["dtype"], b["device"]), recipe)
-            self._derived[did] = d
-        return d
+    def model(self, did: str, owner: str | None = None) -> tuple[PreTrainedModel, LoadedModel]:
+        """The build's model (rebuilt if evicted) and the base it was built from."""
+        b = self.build(did, owner)
+        base = self.load(*b.base_key)
+        with b.lock:  # one rebuild per build at a time
+            model = b.model
+            if model is None:
+                model, _, completed = pipeline.rebuild(
+                    b.recipe, lambda ref: base, pipeline.context(base)
+                )
+                b.recipe = completed
+                b.model = model
+        with self._lock:
+            if did in self._builds:
+                self._builds.move_to_end(did)
+            self._evict(keep={b.base_key, did})
+        return model, base
 
-    def rebuild(self, recipe: dict) -> PreTrainedModel:
-        """Recreate a derived model from its recipe (collapse recipes; other kinds register
-        a builder in ``REBUILDERS``)."""
-        b = recipe["base"]
-        base = self.load(b["spec"], b["dtype"], b["device"])
-        kind = recipe.get("kind", "collapse")
-        if kind not in REBUILDERS:
-            raise LacoError(
-                f"Model kind '{kind}' was evicted and cannot be rebuilt; build it again."
-            )
-        return REBUILDERS[kind](self, base, recipe)
+    def get(self, did: str, owner: str | None = None) -> Build:
+        """The build with its model in memory."""
+        self.model(did, owner)
+        return self.build(did, owner)
 
-    def recipe(self, did: str) -> dict:
-        if did not in self._recipes:
-            raise LacoError(f"Unknown model id '{did}'.")
-        return self._recipes[did]
+    def recipe(self, did: str, owner: str | None = None) -> Recipe:
+        return self.build(did, owner).recipe
 
+    def forget(self, did: str, owner: str | None = None) -> None:
+        self.build(did, owner)
+        with self._lock:
+            self._builds.pop(did, None)
 
-def _rebuild_collapse(engine: Engine, base: LoadedModel, recipe: dict) -> PreTrainedModel:
-    with engine.lock:
-        return build_collapsed(
-            base.model,
-            [tuple(r) for r in recipe["ranges"]],
-            recipe["method"],
-            **recipe.get("method_params", {}),
+    # ---- convenience builds -----------------------------------------------------------------
+    def collapse(
+        self,
+        base: LoadedModel,
+        ranges: list[Range],
+        method: str = "official",
+        owner: str | None = None,
+        **params,
+    ) -> str:
+        """Collapse ``ranges`` of ``base`` with ``method`` (fitted methods are fitted)."""
+        step = CollapseStep([list(r) for r in ranges], method, params)
+        return self.run(base, [step], owner)
+
+    # ---- caches -----------------------------------------------------------------------------
+    def _cached(self, key: tuple, make: Callable[[], object], size: Callable[[object], int]):
+        with self._lock:
+            if key in self._caches:
+                self._caches.move_to_end(key)
+                return self._caches[key][0]
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                if key in self._caches:
+                    return self._caches[key][0]
+            value = make()
+            with self._lock:
+                self._caches[key] = (value, size(value))
+                kind = key[0]
+                same = [k for k in self._caches if k[0] == kind]
+                cap = ANALYSES_KEPT if kind == "analysis" else ACTIVATIONS_KEPT
+                for old in same[: max(0, len(same) - cap)]:
+                    self._caches.pop(old, None)
+                self._evict(keep={key})
+        return value
+
+    def activations(self, base: LoadedModel, prompts: list[str], batch_size: int = 4):
+        """Dense activations of ``base`` on ``prompts`` (cached; the preview reuses them)."""
+        self.limits.check_prompts(base.tokenizer, prompts)
+        key = ("activations", self._key_of(base), tuple(prompts), batch_size)
+        return self._cached(
+            key,
+            lambda: ActivationCache(base.model, base.tokenizer, prompts, batch_size=batch_size),
+            lambda c: c.nbytes,
         )
 
+    def analysis(self, base: LoadedModel, prompts: list[str]) -> dict:
+        """Parameter and representation similarity of ``base`` (numpy matrices, cached)."""
+        self.limits.check_prompts(base.tokenizer, prompts)
+        key = ("analysis", self._key_of(base), tuple(prompts))
 
-# kind -> function(engine, base, recipe) -> model. Other modules (search, prune, heal) add theirs.
-REBUILDERS = {"collapse": _rebuild_collapse, "auto": _rebuild_collapse}
+        def make() -> dict:
+            param = param_similarity(base.model)
+            rep = representation_similarity(base.model, base.tokenizer, prompts)
+            return {
+                "param": {k: _numpy(v) for k, v in param.items()},
+                "rep": {
+                    "cosine": _numpy(rep.cosine),
+                    "angular": _numpy(rep.angular),
+                    "block_influence": _numpy(rep.block_influence),
+                },
+            }
+
+        def size(a: dict) -> int:
+            arrays = [*a["param"].values(), *a["rep"].values()]
+            return sum(x.nbytes for x in arrays)
+
+        return self._cached(key, make, size)
+
+    def preview(
+        self,
+        base: LoadedModel,
+        prompts: list[str],
+        ranges: list[Range],
+        method: str = "official",
+        **params,
+    ) -> dict:
+        """What-if estimate of a plan from cached activations (``ops.preview``)."""
+        cache = self.activations(base, prompts)
+        return ops_preview(base.model, base.tokenizer, prompts, ranges, method, cache, **params)
+
+    # ---- outputs ----------------------------------------------------------------------------
+    def export(
+        self, did: str, out_dir, owner: str | None = None, overwrite: bool = False, protect=()
+    ) -> ExportResult:
+        """Export build ``did`` with its own base's tokenizer and its recipe, verified."""
+        model, base = self.model(did, owner)
+        b = self.build(did, owner)
+        return export_model(
+            model,
+            base.tokenizer,
+            out_dir,
+            b.recipe,
+            overwrite=overwrite,
+            protect=protect,
+            extra={"metrics": b.metrics} if b.metrics else None,
+        )
+
+    # ---- memory -----------------------------------------------------------------------------
+    def usage(self) -> dict[str, int]:
+        """Bytes held per kind: base models, built models, recipes, caches."""
+        with self._lock:
+            bases = {k: b for k, b in self._bases.items()}
+            out = {"bases": sum(model_bytes(b.model) for b in bases.values())}
+            out["builds"] = sum(
+                new_bytes(bases[b.base_key].model, b.model)
+                for b in self._builds.values()
+                if b.model is not None and b.base_key in bases
+            )
+            out["recipes"] = sum(b.recipe.size_bytes() for b in self._builds.values())
+            out["caches"] = sum(size for _, size in self._caches.values())
+        return out
+
+    def _evict(self, keep: set) -> None:
+        """Drop least-recently-used items until everything fits the budget (lock held)."""
+        while sum(self.usage().values()) > self.budget:
+            if not self._evict_one(keep):
+                return
+
+    def _evict_one(self, keep: set) -> bool:
+        for key in list(self._caches):
+            if key not in keep:
+                self._caches.pop(key)
+                return True
+        for did, b in self._builds.items():
+            if b.model is not None and did not in keep:
+                b.model = None
+                return True
+        for key in list(self._bases):
+            if key not in keep and len(self._bases) > 1:
+                self._bases.pop(key)
+                for b in self._builds.values():  # their models hold the base's tensors
+                    if b.base_key == key:
+                        b.model = None
+                return True
+        for did, b in self._builds.items():
+            if did not in keep and b.recipe.size_bytes():
+                b.recipe = _without_tensors(b.recipe)
+                return True
+        return False
+
+    def _key_of(self, base: LoadedModel) -> BaseKey:
+        return self.key(base.spec, _name(base.dtype), str(base.device))
 
 
-def _name(dtype: torch.dtype) -> str:
+def _without_tensors(recipe: Recipe) -> Recipe:
+    """The recipe as its JSON holds it: fitted steps will recompute their tensors."""
+    return pipeline.recipe_from_dict(recipe.to_dict()[0])
+
+
+def _numpy(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def _name(dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+__all__ = ["Build", "Engine"]

@@ -11,11 +11,11 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from .errors import LacoError
-from .models import count_params
+from .metrics import cosine_sum, kl_sum, log_probs, next_token_nll, top1_agreement
+from .sharing import count_params
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -91,12 +91,8 @@ def perplexity(
     for ids, mask in _batches(windows, batch_size, _pad_id(tokenizer)):
         ids, mask = ids.to(dev), mask.to(dev)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
-        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
-        target = ids[:, 1:]  # (B, T-1)
-        tok_nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-        valid = mask[:, 1:].bool()
-        nll += tok_nll[valid].double().sum().item()
-        count += int(valid.sum())
+        total, n = next_token_nll(log_probs(logits), ids, mask[:, 1:].bool())
+        nll, count = nll + total, count + n
     return math.exp(nll / count)
 
 
@@ -143,7 +139,7 @@ def reference_metrics(
     """
     seqs = _inputs(tokenizer, text_or_prompts, seq_len, max_windows)
     dev_m, dev_r = _device(model), _device(reference)
-    kl_sum = agree = cos_sum = nll_m = nll_r = 0.0
+    kl_total = agree = cos_sum = nll_m = nll_r = 0.0
     count = predicted = 0
     cos_ok = True
     for ids, mask in _batches(seqs, batch_size, _pad_id(tokenizer)):
@@ -160,27 +156,24 @@ def reference_metrics(
             output_hidden_states=True,
         )
         valid = mask.bool().to(dev_m)  # (B, T)
-        logp_r = F.log_softmax(out_r.logits.float().to(dev_m), dim=-1)  # (B, T, V)
-        logp_m = F.log_softmax(out_m.logits.float(), dim=-1)  # (B, T, V)
-        kl = (logp_r.exp() * (logp_r - logp_m)).sum(-1)  # (B, T)
-        kl_sum += kl[valid].double().sum().item()
+        logp_r = log_probs(out_r.logits.to(dev_m))  # (B, T, V)
+        logp_m = log_probs(out_m.logits)  # (B, T, V)
+        kl_sum_, _ = kl_sum(logp_r, logp_m, valid)
+        kl_total += kl_sum_
         # next-token NLL of both models from the same forwards (perplexity without a rerun)
-        target = ids[:, 1:].to(dev_m).unsqueeze(-1)  # (B, T-1, 1)
         nxt = valid[:, 1:]  # (B, T-1)
-        nll_m -= logp_m[:, :-1].gather(-1, target).squeeze(-1)[nxt].double().sum().item()
-        nll_r -= logp_r[:, :-1].gather(-1, target).squeeze(-1)[nxt].double().sum().item()
-        predicted += int(nxt.sum())
-        agree += (logp_r.argmax(-1) == logp_m.argmax(-1))[valid].sum().item()
+        m_nll, n_pred = next_token_nll(logp_m, ids.to(dev_m), nxt)
+        r_nll, _ = next_token_nll(logp_r, ids.to(dev_m), nxt)
+        nll_m, nll_r, predicted = nll_m + m_nll, nll_r + r_nll, predicted + n_pred
+        agree += top1_agreement(logp_r, logp_m, valid)[0]
         h_r, h_m = out_r.hidden_states[-1], out_m.hidden_states[-1]  # (B, T, H), (B, T, H')
         if h_r.shape[-1] == h_m.shape[-1] and cos_ok:
-            cos = F.cosine_similarity(h_r.float().to(dev_m), h_m.float(), dim=-1)  # (B, T)
-            cos = cos.clamp(-1.0, 1.0)  # rounding can push identical vectors just past 1
-            cos_sum += cos[valid].double().sum().item()
+            cos_sum += cosine_sum(h_r.to(dev_m), h_m, valid)[0]
         else:
             cos_ok = False
         count += int(valid.sum())
     return {
-        "kl": kl_sum / count,
+        "kl": kl_total / count,
         "top1_agreement": agree / count,
         "final_cosine": cos_sum / count if cos_ok else None,
         "tokens": count,

@@ -1,28 +1,31 @@
-"""Export a (collapsed) model: save, write its recipe, reload with plain transformers, verify.
+"""Export a model: save, write its recipe, reload with plain transformers, verify, then publish.
 
 An export is only useful if anyone can load it with ``AutoModelForCausalLM.from_pretrained``
-alone, so every export is reloaded that way and its logits are compared with the in-memory
-model's; a mismatch raises instead of leaving a silently different model on disk.
+alone, so every export is written to a temporary folder beside the target, reloaded that way
+and compared logit for logit with the in-memory model; only then is it moved into place. A
+failed export never leaves a half-written model where a good one was, and an existing
+folder is replaced only when the caller says so (never the source model's own folder).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
+import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from . import __version__
 from .adapters import num_layers
 from .errors import LacoError
-from .merge import plan_of
-from .models import SHAPES_SIDECAR, count_params, strip_gguf_quantizer
+from .plan import format_plan, plan_of
+from .prune.geometry import is_pruned
+from .prune.io import SHAPES_SIDECAR, load_pruned, save_pruned
+from .recipe import RECIPE_FILE, Recipe
+from .sharing import count_params, shared_copy
 
-RECIPE_FILE = "laco_recipe.json"
 # A fixed check sentence: tokenized, it exercises embeddings, every layer and the head.
 CHECK_TEXT = "Layer collapse export check: the quick brown fox jumps over the lazy dog, 1 2 3."
 FP32_TOLERANCE = 1e-4
@@ -44,63 +47,64 @@ class ExportResult:
     verified: bool
 
 
-def build_recipe(
-    model: PreTrainedModel, recipe: dict | None = None, original: PreTrainedModel | None = None
-) -> dict:
-    """The ``laco_recipe.json`` content: what was done to which model, and with which tool."""
-    recipe = dict(recipe or {})
-    layers_after = num_layers(model)
-    layer_map = getattr(model, "laco_layer_map", None)
-    if original is not None:
-        layers_before = num_layers(original)
-    else:
-        layers_before = layer_map[-1][1] + 1 if layer_map else layers_after
-    out = {
-        "tool": "laco-explorer",
-        "version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": recipe.pop("model", recipe.pop("spec", None)),
-        "method": recipe.pop("method", None),
-        "ranges": [list(r) for r in plan_of(model)],  # original (pre-collapse) layer indices
-        "layers_before": layers_before,
-        "layers_after": layers_after,
-        "params_before": recipe.pop(
-            "params_before", count_params(original) if original is not None else None
-        ),
-        "params_after": count_params(model),
-        "architecture": type(model).__name__,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-    }
-    for key, value in recipe.items():
-        # measured facts win; the caller's extras fill the rest (search scores, prune plans…)
-        if out.get(key) in (None, []):
-            out[key] = value
-    return out
+def check_target(path: str | Path, overwrite: bool = False, protect=()) -> Path:
+    """The export folder, refused when writing it would destroy something.
+
+    Args:
+        path: The target folder.
+        overwrite: Allow replacing an existing non-empty folder.
+        protect: Folders that must never be replaced (the source model's own folder).
+
+    Raises:
+        LacoError: for a file, a protected folder, an existing non-empty folder without
+            ``overwrite``, or a parent that cannot be written.
+    """
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    for p in protect:
+        if p and Path(p).expanduser().exists() and Path(p).expanduser().resolve() == resolved:
+            raise LacoError(f"'{path}' is the source model's own folder; export somewhere else.")
+    if path.exists() and not path.is_dir():
+        raise LacoError(f"'{path}' is a file; give a folder to export to.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise LacoError(f"'{path}' exists and is not empty; choose another folder or --overwrite.")
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LacoError(f"Cannot create '{path}': '{parent}' is a file.")
+    if not os.access(parent, os.W_OK):
+        raise LacoError(f"Cannot write '{path}': '{parent}' is not writable.")
+    return path
 
 
-def _model_card(recipe: dict) -> str:
-    ranges = ", ".join(f"{lo}-{hi}" for lo, hi in recipe["ranges"]) or "none"
+def model_card(recipe: Recipe, info: dict) -> str:
+    """A short README for an export (the Hub card adds metrics where measured)."""
+    plan = format_plan(info.get("plan") or []) or "none"
     return (
         "---\nlibrary_name: transformers\ntags: [laco, layer-collapse, pruning]\n---\n"
-        f"# Layer-collapsed {recipe.get('model') or 'model'}\n\n"
-        f"Built with LaCo Explorer {recipe['version']} (LaCo: Yang et al. 2024, arXiv 2402.11187).\n\n"
-        f"- method: `{recipe.get('method')}`\n- merged ranges (original layer indices): {ranges}\n"
-        f"- layers: {recipe['layers_before']} → {recipe['layers_after']}\n"
-        f"- parameters: {recipe['params_before']} → {recipe['params_after']}\n\n"
-        "Loads with `AutoModelForCausalLM.from_pretrained` alone; the full recipe is in "
-        f"`{RECIPE_FILE}`.\n"
+        f"# {recipe.base.spec}, compressed with LaCo Explorer\n\n"
+        f"Steps: {recipe.describe()}.\n\n"
+        f"- merged ranges (original layer indices): {plan}\n"
+        f"- layers: {info.get('layers_before')} → {info.get('layers_after')}\n"
+        f"- parameters: {info.get('params_before')} → {info.get('params_after')}\n\n"
+        + (
+            "Width-pruned layers have their own sizes: load with "
+            "`from laco_core import load_pruned` (the shapes are in `laco_shapes.json`).\n"
+            if info.get("pruned")
+            else "Loads with `AutoModelForCausalLM.from_pretrained` alone.\n"
+        )
+        + f"The recipe that rebuilds it is `{RECIPE_FILE}`.\n"
     )
 
 
 @torch.no_grad()
 def verify_reload(model: PreTrainedModel, tokenizer, path: str | Path) -> float:
-    """Reload ``path`` with plain transformers and return the max |logit difference| on a fixed input."""
+    """Reload ``path`` with plain transformers (or the shapes loader for width-pruned models)
+    and return the max |logit difference| on a fixed input."""
     dev = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     if (Path(path) / SHAPES_SIDECAR).exists():
-        # width-pruned: per-layer sizes exist only in the sidecar, which plain transformers ignores
-        from .prune import load_pruned
-
         reloaded = load_pruned(path, dtype)[0].to(dev).eval()
     else:
         reloaded = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(dev).eval()
@@ -108,8 +112,8 @@ def verify_reload(model: PreTrainedModel, tokenizer, path: str | Path) -> float:
     a = model(input_ids=ids, use_cache=False).logits.float()  # (1, T, V)
     b = reloaded(input_ids=ids, use_cache=False).logits.float()  # (1, T, V)
     if a.shape != b.shape:
-        raise RuntimeError(
-            f"Reloaded model gives logits of shape {tuple(b.shape)}, expected {tuple(a.shape)}."
+        raise LacoError(
+            f"The reloaded model gives logits of shape {tuple(b.shape)}, expected {tuple(a.shape)}."
         )
     return float((a - b).abs().max())
 
@@ -118,52 +122,65 @@ def export_model(
     model: PreTrainedModel,
     tokenizer,
     out_dir: str | Path,
-    recipe: dict | None = None,
-    original: PreTrainedModel | None = None,
+    recipe: Recipe | None = None,
+    overwrite: bool = False,
+    protect=(),
+    extra: dict | None = None,
 ) -> ExportResult:
-    """Save ``model`` + tokenizer + ``laco_recipe.json`` and verify a plain reload.
+    """Save ``model`` + tokenizer + its recipe, verify a plain reload, then move into place.
 
     Args:
-        model: The model to export (collapsed or not).
+        model: The model to export (never modified: a shallow copy is saved).
         tokenizer: Its tokenizer, saved beside it.
-        out_dir: Target directory (created; existing model files are overwritten).
-        recipe: Extra facts to record (``model`` spec, ``method``, ``params_before``…).
-        original: The model it was derived from, to count parameters before.
-
-    Returns:
-        ExportResult with the reload's max |logit difference|.
+        out_dir: Target folder (see ``check_target``).
+        recipe: The recipe that rebuilds it (written as ``laco_recipe.json`` with its tensors).
+        overwrite: Replace an existing non-empty folder.
+        protect: Folders never to replace (the source model's).
+        extra: More facts for the recipe file (e.g. measured metrics).
 
     Raises:
-        RuntimeError: when the reloaded model's logits differ beyond tolerance (1e-4 in
-            float32): the export would not be the model that was evaluated.
+        LacoError: for a refused target, or when the reloaded model's logits differ beyond
+            tolerance (1e-4 in float32): the export would not be the model evaluated.
     """
-    path = Path(out_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise LacoError(f"Export target '{path}' is a file; give a directory.")
-    path.mkdir(parents=True, exist_ok=True)
-    full = build_recipe(model, recipe, original)
-
-    strip_gguf_quantizer(model)  # a GGUF-loaded model refuses save_pretrained otherwise
-    from .prune import is_pruned, save_pruned
-
-    if is_pruned(model):
-        save_pruned(model, tokenizer, path, full)  # adds the per-layer shapes sidecar
-    else:
-        (path / SHAPES_SIDECAR).unlink(missing_ok=True)  # a stale sidecar would misload
-        model.save_pretrained(path, safe_serialization=True)
-        tokenizer.save_pretrained(path)
-    (path / RECIPE_FILE).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-    (path / "README.md").write_text(_model_card(full), encoding="utf-8")
-
-    diff = verify_reload(model, tokenizer, path)
-    dtype = next(model.parameters()).dtype
-    tol = FP32_TOLERANCE if dtype == torch.float32 else 1e-2
-    if not diff <= tol:
-        raise RuntimeError(
-            f"Export check failed: the model reloaded from {path} differs from the in-memory "
-            f"model by {diff:.3g} in logits (tolerance {tol:g}); do not use this export."
-        )
-    return ExportResult(path=path, max_abs_logit_diff=diff, verified=True)
+    target = check_target(out_dir, overwrite, protect)
+    work = shared_copy(model)  # saving sets config fields; never on a shared model object
+    pruned = is_pruned(work)
+    info = {
+        **(recipe.info if recipe else {}),
+        "plan": [list(r) for r in plan_of(model)],
+        "layers_after": num_layers(model),
+        "params_after": count_params(model),
+        "pruned": pruned,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+    }
+    tmp = target.parent / f".{target.name}.laco-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        if pruned:
+            save_pruned(work, tokenizer, tmp)  # adds the per-layer shapes sidecar
+        else:
+            work.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        if recipe is not None:
+            recipe.save(tmp, info=info, **(extra or {}))
+            (tmp / "README.md").write_text(model_card(recipe, info), encoding="utf-8")
+        diff = verify_reload(model, tokenizer, tmp)
+        dtype = next(model.parameters()).dtype
+        tol = FP32_TOLERANCE if dtype == torch.float32 else 1e-2
+        if not diff <= tol:
+            raise LacoError(
+                f"Export check failed: the reloaded model differs from the in-memory model by "
+                f"{diff:.3g} in logits (tolerance {tol:g}); nothing was written."
+            )
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except OSError as e:
+        raise LacoError(f"Cannot write the export to '{out_dir}': {e.strerror or e}.") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(path=target, max_abs_logit_diff=diff, verified=True)
 
 
 def zip_export(path: str | Path) -> Path:
@@ -202,6 +219,7 @@ def push_to_hub(path: str | Path, repo_id: str, token: str, private: bool = True
         )
     except Exception as e:  # network/auth errors: report the kind, never the token
         raise LacoError(
-            f"Push to {repo_id} failed: {type(e).__name__}; check the token's write access and the network."
+            f"Push to {repo_id} failed: {type(e).__name__}; check the token's write access and "
+            "the network."
         ) from None
     return str(url)

@@ -7,6 +7,7 @@ both answers growing at once and time each model's own forward passes separately
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,24 @@ class DecodeSettings:
     seed: int = 0
     chat: bool = True
     repetition_penalty: float = 1.0
+
+    def validate(self) -> DecodeSettings:
+        """Refuse values no decoder can use, one clear message each."""
+        if self.max_new_tokens < 1:
+            raise LacoError("max_new_tokens must be at least 1.")
+        checks = (
+            (self.temperature, 0.0, 10.0, "temperature", False),
+            (self.top_p, 0.0, 1.0, "top-p", False),
+            (self.repetition_penalty, 1.0, 10.0, "repetition penalty", True),
+        )
+        for value, lo, hi, name, closed in checks:
+            ok = math.isfinite(value) and (lo <= value if closed else lo < value) and value <= hi
+            if not ok:
+                bracket = "[" if closed else "("
+                raise LacoError(f"The {name} must be in {bracket}{lo:g}, {hi:g}], not {value:g}.")
+        if self.top_k < 0:
+            raise LacoError(f"top-k must be 0 (off) or a positive number, not {self.top_k}.")
+        return self
 
 
 @dataclass
@@ -188,9 +207,7 @@ def stream(
     Yields:
         A fresh StreamState snapshot per generated token; the last one has ``done=True``.
     """
-    settings = settings or DecodeSettings()
-    if settings.max_new_tokens < 1:
-        raise LacoError("max_new_tokens must be at least 1.")
+    settings = (settings or DecodeSettings()).validate()
     dec = _Decoder(model, tokenizer, build_inputs(tokenizer, prompt, settings.chat), settings)
     while not dec.state.done:
         yield _snapshot(dec.step())
@@ -212,9 +229,7 @@ def stream_pair(
     Yields:
         ``(state_a, state_b)`` snapshots after every step.
     """
-    settings = settings or DecodeSettings()
-    if settings.max_new_tokens < 1:
-        raise LacoError("max_new_tokens must be at least 1.")
+    settings = (settings or DecodeSettings()).validate()
     ids = build_inputs(tokenizer, prompt, settings.chat)
     decs = (
         _Decoder(model_a, tokenizer, ids, settings),

@@ -17,16 +17,18 @@ copied first; every other tensor stays shared.
 from __future__ import annotations
 
 import copy
+import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from .adapters import get_adapter
-from .errors import LacoError
+from .errors import Cancelled, LacoError
+from .metrics import kl_per_token, log_probs
 
 Callback = Callable[[int, int, float], None]
 
@@ -40,20 +42,23 @@ class HealResult:
         losses: Training loss of every step.
         seconds: Wall time of training and merging.
         trainable_params: LoRA parameters trained.
+        adapters: The trained LoRA factors (``<module>.lora_A`` / ``.lora_B``), which
+            ``apply_lora`` folds into the input model again to rebuild ``model`` exactly.
+        scaling: LoRA's α / r.
     """
 
     model: PreTrainedModel
     losses: list[float]
     seconds: float
     trainable_params: int = 0
-    recipe: dict = field(default_factory=dict)
+    adapters: dict[str, torch.Tensor] = field(default_factory=dict)
+    scaling: float = 2.0
 
 
 def lora_targets(model: PreTrainedModel) -> list[str]:
     """Module names (``q_proj``, ``gate_up_proj``…) of the projections the adapter names."""
     a = get_adapter(model)
-    names = [a.q, a.k, a.v, a.qkv, a.o, a.gate, a.up, a.gate_up, a.down]
-    return sorted({n.split(".")[-2] for n in names if n})
+    return sorted({n.split(".")[-2] for n in a.projections()})
 
 
 def detached_copy(model: PreTrainedModel, targets: list[str]) -> PreTrainedModel:
@@ -174,6 +179,7 @@ def heal(
     seed: int = 0,
     teacher: PreTrainedModel | None = None,
     self_text: int = 0,
+    stop: threading.Event | None = None,
 ) -> HealResult:
     """Train LoRA adapters on ``text`` for ``steps`` steps and merge them back.
 
@@ -186,24 +192,24 @@ def heal(
         lr: AdamW learning rate.
         seq_len: Tokens per training window.
         batch_size: Windows per step, drawn at random offsets.
-        callback: ``callback(step, total, loss)`` after each step; raise in it to cancel.
+        callback: ``callback(step, total, loss)`` after each step.
         dataset: A Hugging Face dataset name to train on instead of ``text`` (needs ``datasets``).
         seed: Seeds the window sampling and adapter initialisation.
         teacher: The dense model to distil from (same tokenizer); None trains on the LM loss.
             Costs one extra no-grad teacher forward per step.
         self_text: With a teacher: add this many 160-token continuations sampled from it
             (opening with each paragraph's first words) to the training text.
+        stop: Set from another thread to cancel between steps (raises ``Cancelled``).
 
     Returns:
-        HealResult with the merged model and the loss curve.
+        HealResult with the merged model, the loss curve and the LoRA factors.
 
     Raises:
         LacoError: for a text shorter than one window or bad hyperparameters.
     """
     from peft import LoraConfig, get_peft_model
 
-    if steps < 1 or rank < 1 or batch_size < 1 or seq_len < 2:
-        raise LacoError("steps, rank and batch size must be >= 1 and seq_len >= 2.")
+    check_hyperparameters(steps, rank, lr, seq_len, batch_size, self_text)
     if (
         teacher is not None
         and teacher.get_output_embeddings().weight.shape[0]
@@ -211,8 +217,6 @@ def heal(
     ):
         raise LacoError("The teacher must share the model's tokenizer (its vocabulary differs).")
     text = load_training_text(text, dataset)
-    if self_text < 0:
-        raise LacoError("--self-text is a number of samples, at least 0.")
     if self_text:
         if teacher is None:
             raise LacoError("Sampled training text comes from the teacher: give --teacher too.")
@@ -238,6 +242,8 @@ def heal(
     losses: list[float] = []
     peft_model.train()
     for step in range(steps):
+        if stop is not None and stop.is_set():
+            raise Cancelled("The heal was cancelled.")
         starts = torch.randint(0, ids.numel() - seq_len, (batch_size,), generator=gen)
         batch = torch.stack([ids[s : s + seq_len] for s in starts.tolist()]).to(device)  # (B, T)
         if teacher is None:
@@ -250,38 +256,80 @@ def heal(
         losses.append(float(loss.detach()))
         if callback is not None:
             callback(step + 1, steps, losses[-1])
+    adapters = lora_factors(peft_model)
     merged = peft_model.merge_and_unload()
     merged.eval()
     merged.requires_grad_(False)
-    recipe = {
-        "kind": "heal",
-        "steps": steps,
-        "rank": rank,
-        "lr": lr,
-        "seq_len": seq_len,
-        "batch_size": batch_size,
-        "seed": seed,
-        "dataset": dataset,
-        "loss": "lm" if teacher is None else "distill",
-        "self_text": self_text,
-    }
     return HealResult(
-        merged, losses, time.perf_counter() - t0, sum(p.numel() for p in trainable), recipe
+        merged,
+        losses,
+        time.perf_counter() - t0,
+        sum(p.numel() for p in trainable),
+        adapters,
+        2.0,
     )
+
+
+def check_hyperparameters(
+    steps: int, rank: int, lr: float, seq_len: int, batch_size: int, self_text: int = 0
+) -> None:
+    """Refuse values that cannot train (one clear message each)."""
+    if steps < 1 or rank < 1 or batch_size < 1 or seq_len < 2:
+        raise LacoError("steps, rank and batch size must be >= 1 and seq_len >= 2.")
+    if not (math.isfinite(lr) and 0 < lr <= 1):
+        raise LacoError(f"--lr {lr} must be a learning rate in (0, 1], e.g. 2e-3.")
+    if self_text < 0:
+        raise LacoError("--self-text is a number of samples, at least 0.")
+
+
+def lora_factors(peft_model) -> dict[str, torch.Tensor]:
+    """``<module path>.lora_A`` / ``.lora_B`` of every adapted module, detached copies."""
+    out = {}
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            path = name.removeprefix("base_model.model.")
+            out[f"{path}.lora_A"] = module.lora_A["default"].weight.detach().clone()
+            out[f"{path}.lora_B"] = module.lora_B["default"].weight.detach().clone()
+    return out
+
+
+@torch.no_grad()
+def apply_lora(
+    model: PreTrainedModel, adapters: dict[str, torch.Tensor], scaling: float
+) -> PreTrainedModel:
+    """Fold LoRA factors into a copy of ``model`` (W += B·A·scaling), as peft's merge does.
+
+    The input model is left unchanged: only the adapted projections are copied.
+    """
+    paths = sorted({k.rsplit(".", 1)[0] for k in adapters})
+    targets = sorted({p.rsplit(".", 1)[-1] for p in paths})
+    work = detached_copy(model, targets)
+    for path in paths:
+        linear = work.get_submodule(path)
+        a, b = adapters[f"{path}.lora_A"], adapters[f"{path}.lora_B"]
+        w = linear.weight
+        a, b = a.to(w.device, w.dtype), b.to(w.device, w.dtype)
+        half_on_cpu = w.device.type == "cpu" and w.dtype in (torch.float16, torch.bfloat16)
+        if half_on_cpu:  # as peft computes the delta
+            a, b = a.float(), b.float()
+        delta = ((b @ a) * scaling).to(w.dtype)
+        w.data += delta
+    work.eval()
+    work.requires_grad_(False)
+    return work
 
 
 def distill_loss(student, teacher: PreTrainedModel, batch: torch.Tensor) -> torch.Tensor:
     """Mean over tokens of KL(p_teacher ‖ p_student) of the next-token distributions."""
     with torch.no_grad():
-        ref = F.log_softmax(
-            teacher(input_ids=batch, use_cache=False).logits.float(), -1
-        )  # (B, T, V)
-    logp = F.log_softmax(student(input_ids=batch, use_cache=False).logits.float(), -1)  # (B, T, V)
-    return F.kl_div(logp, ref, log_target=True, reduction="none").sum(-1).mean()
+        ref = log_probs(teacher(input_ids=batch, use_cache=False).logits)  # (B, T, V)
+    logp = log_probs(student(input_ids=batch, use_cache=False).logits)  # (B, T, V)
+    return kl_per_token(ref, logp).mean()
 
 
 __all__ = [
     "HealResult",
+    "apply_lora",
     "detached_copy",
     "distill_loss",
     "heal",

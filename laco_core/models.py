@@ -19,12 +19,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from .adapters import get_adapter, num_layers, supported
 from .errors import LacoError
+from .prune.io import SHAPES_SIDECAR, load_pruned
+from .sharing import count_params
 
 DEFAULT_SPEC = "default"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SHAPES_SIDECAR = "laco_shapes.json"
 
 
 @dataclass
@@ -61,16 +62,6 @@ class LoadedModel:
             "load_seconds": round(self.load_seconds, 2),
             "source": self.source,
         }
-
-
-def count_params(model: torch.nn.Module) -> int:
-    """Number of distinct parameters (tied embeddings counted once)."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -203,9 +194,7 @@ def load_model(
                 f"'{spec}' is a directory without config.json; save models with save_pretrained."
             )
         if (path / SHAPES_SIDECAR).exists():
-            from .prune import load_pruned  # pruned models need their per-layer shapes rebuilt
-
-            model, tok = load_pruned(path, dt)
+            model, tok = load_pruned(path, dt)  # per-layer shapes rebuilt first
             source = str(path)
         else:
             model, tok, source = _load_pretrained(str(path), dt, dev, trust_remote_code)

@@ -13,6 +13,7 @@ embeddings) in front, so row ``i + 1`` of a representation matrix is the output 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from .adapters import decoder, final_norm, get_adapter, get_layers, kind_group, module_kind
 from .errors import LacoError
-from .merge import layer_map
+from .plan import layer_map
 
 GROUPS = ("attention", "mlp", "norms")
 ALL = "all"
@@ -304,9 +305,11 @@ def hidden_states(
     The LM head is skipped: logits are not needed.
     """
     raw: list[torch.Tensor] = []
+    me = threading.get_ident()
 
     def grab(_module, args, kwargs):
-        raw.append(args[0] if args else next(iter(kwargs.values())))
+        if threading.get_ident() == me:  # another user's forward of this model passes by
+            raw.append(args[0] if args else next(iter(kwargs.values())))
 
     handle = final_norm(model).register_forward_pre_hook(grab, with_kwargs=True)
     try:
@@ -333,6 +336,7 @@ def representation_similarity(
     tokenizer,
     prompts: Sequence[str],
     max_length: int = 128,
+    batch_size: int = 16,
 ) -> RepresentationSimilarity:
     """All-pairs similarity of hidden states on calibration prompts (ONE forward pass).
 
@@ -341,6 +345,7 @@ def representation_similarity(
         tokenizer: Its tokenizer.
         prompts: Calibration prompts; each is cut to ``max_length`` tokens.
         max_length: Token limit per prompt.
+        batch_size: Prompts per forward (bounds the memory used).
 
     Returns:
         A ``RepresentationSimilarity`` with (L+1)×(L+1) mean per-token cosine and angular
@@ -350,26 +355,35 @@ def representation_similarity(
     if not prompts:
         raise LacoError("No calibration prompts: give at least one non-empty prompt.")
     device = model.get_input_embeddings().weight.device
-    ids, mask = _pad_batch(tokenizer, prompts, max_length)
-    ids, mask = ids.to(device), mask.to(device)
-    states = hidden_states(model, ids, mask)
-    real = mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat indices of real tokens, one sync
-    # (N, S, D) unit vectors of every real token at every depth, S = L+1, fp32
-    tokens = torch.stack(
-        [h.reshape(-1, h.shape[-1]).to(device).index_select(0, real).float() for h in states],
-        dim=1,
-    )
-    del states
-    tokens = F.normalize(tokens, dim=-1)
-    per_token = torch.bmm(tokens, tokens.transpose(1, 2)).clamp_(-1.0, 1.0)  # (N, S, S)
-    per_token.diagonal(dim1=1, dim2=2).fill_(1.0)  # exact: rounding would give acos ≈ 1e-4
-    cosine = per_token.mean(0)  # (S, S)
-    angular = per_token.acos_().mean(0) / math.pi  # (S, S)
+    cos_sum = ang_sum = None
+    count = 0
+    # batches of prompts: peak memory is set by the batch, not by the number of prompts
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = _pad_batch(tokenizer, prompts[start : start + batch_size], max_length)
+        ids, mask = ids.to(device), mask.to(device)
+        states = hidden_states(model, ids, mask)
+        real = mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat indices of real tokens
+        # (N, S, D) unit vectors of every real token at every depth, S = L+1, fp32
+        tokens = torch.stack(
+            [h.reshape(-1, h.shape[-1]).to(device).index_select(0, real).float() for h in states],
+            dim=1,
+        )
+        del states
+        tokens = F.normalize(tokens, dim=-1)
+        per_token = torch.bmm(tokens, tokens.transpose(1, 2)).clamp_(-1.0, 1.0)  # (N, S, S)
+        per_token.diagonal(dim1=1, dim2=2).fill_(1.0)  # exact: rounding would give acos ≈ 1e-4
+        c = per_token.sum(0, dtype=torch.float64)  # (S, S)
+        a = per_token.acos_().sum(0, dtype=torch.float64)  # (S, S)
+        cos_sum = c if cos_sum is None else cos_sum + c
+        ang_sum = a if ang_sum is None else ang_sum + a
+        count += int(real.numel())
+    cosine = (cos_sum / count).float()  # (S, S)
+    angular = (ang_sum / count / math.pi).float()  # (S, S)
     block_influence = 1.0 - cosine.diagonal(offset=1)  # (L,)
     return RepresentationSimilarity(
         cosine=cosine,
         angular=angular,
         block_influence=block_influence.clone(),
-        num_tokens=int(real.numel()),
+        num_tokens=count,
         labels=hidden_labels(model),
     )

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised models of every supported architecture, built from configs.
+"""Tiny randomly initialised models of every supported architecture, built from the adapter table.
 
 Used by the tests and benchmarks: real transformers modules, seconds to build, no download.
 """
@@ -8,42 +8,9 @@ from __future__ import annotations
 import torch
 import transformers as tf
 
-_CONFIGS = {
-    "llama": tf.LlamaConfig,
-    "mistral": tf.MistralConfig,
-    "qwen2": tf.Qwen2Config,
-    "qwen3": tf.Qwen3Config,
-    "gemma2": tf.Gemma2Config,
-    "gemma3_text": tf.Gemma3TextConfig,
-    "phi3": tf.Phi3Config,
-}
-ARCHITECTURES = tuple(_CONFIGS)
+from .adapters import ADAPTERS, tiny_config
 
-
-def tiny_config(arch: str = "llama", layers: int = 6, **overrides):
-    """A 4-head, 2-KV-head (GQA) config with hidden size 32 for ``arch``."""
-    kwargs = dict(
-        vocab_size=256,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    if arch in ("gemma2", "gemma3_text", "mistral", "qwen2", "qwen3"):
-        kwargs["sliding_window"] = 16  # small enough that sliding layers differ from full ones
-    if arch == "gemma3_text":
-        kwargs["sliding_window_pattern"] = 2
-        kwargs["layer_types"] = [
-            "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)
-        ]
-    kwargs.update(overrides)
-    return _CONFIGS[arch](**kwargs)
+ARCHITECTURES = tuple(ADAPTERS)
 
 
 def tiny_model(arch: str = "llama", layers: int = 6, seed: int = 0, **overrides):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from ..assets import read_prompts
-from ..errors import LacoError
+from ..limits import Limits
 from ..models import load_model
+from .common import check_output_file, read_prompt_file, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,18 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _prompts(path: str | None) -> list[str]:
-    if path is not None and not Path(path).expanduser().is_file():
-        raise LacoError(f"Prompts file not found: {path}")
-    try:
-        prompts = read_prompts(Path(path).expanduser() if path else None)
-    except UnicodeDecodeError:
-        raise LacoError(f"'{path}' is not UTF-8 text.") from None
-    if not prompts:
-        raise LacoError(f"No prompts in {path}: write one prompt per line.")
-    return prompts
-
-
 def _list(t) -> list:
     return t.detach().float().cpu().tolist()
 
@@ -49,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from ..similarity import param_similarity, representation_similarity
 
     hf_logging.disable_progress_bar()
-    prompts = _prompts(args.prompts)
+    prompts = read_prompt_file(args.prompts)
+    out_file = check_output_file(args.json_out, "--json")
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    Limits.current().check_prompts(lm.tokenizer, prompts)
     ps = param_similarity(lm.model)
     rs = representation_similarity(lm.model, lm.tokenizer, prompts)
     out = {
@@ -63,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         "angular_distance": _list(rs.angular),
         "block_influence": _list(rs.block_influence),
     }
-    Path(args.json_out).expanduser().write_text(json.dumps(out) + "\n", encoding="utf-8")
+    write_json(out_file, out)
     adj = [(out["param_similarity"][i][i + 1], i) for i in range(lm.num_layers - 1)]
     best = ", ".join(f"{i}-{i + 1} ({s:.3f})" for s, i in sorted(adj, reverse=True)[:3])
     bi = out["block_influence"]

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from ..adapters import num_layers
 from ..errors import LacoError
-from ..export import export_model
-from ..merge import get_method, parse_ranges, validate_ranges
-from ..methods import REGISTRY
-from ..models import count_params, load_model
-from ..search.correction import collapse_any
+from ..export import check_target, export_model
+from ..params import add_arguments, collect, given_but_unused
+from ..pipeline import run as run_steps
+from ..plan import format_plan, parse_ranges, validate_ranges
+from ..registry import REGISTRY
+from ..steps.collapse import CollapseStep
+from .common import add_model_args, add_out_args, load, source_dirs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "collapse",
         help="Merge layer ranges into single layers and export the collapsed model.",
-        description="Each --merge LO-HI (inclusive, 0-based, original indices) becomes one layer at LO.",
+        description="Each --merge LO-HI (inclusive, 0-based, original indices) becomes one "
+        "layer at LO. Fitted methods (drop_lsq, drop_linear) are fitted on the bundled "
+        "training text's paragraphs, range by range.",
     )
-    p.add_argument(
-        "--model", default="default", help="model spec: default, Hub id, directory or .gguf"
-    )
+    add_model_args(p)
     p.add_argument(
         "--merge",
         action="append",
@@ -32,44 +33,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default="official",
-        help=f"merge method: {', '.join(REGISTRY)} (default official)",
+        choices=list(REGISTRY.methods),
+        help="merge method (default official)",
     )
-    p.add_argument("--out", required=True, help="directory for the exported model")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    add_arguments(p.add_argument_group("method parameters"), REGISTRY.method_params())
+    add_out_args(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
+def method_params(args: argparse.Namespace, *names: str | None) -> list[dict]:
+    """Per method named, the ``--<param>`` flags it declares; a flag none of them declares is
+    refused with the methods it would apply to."""
+    methods = [REGISTRY.method(n) for n in names if n]
+    every = [d for defs in REGISTRY.method_params().values() for d in defs]
+    used = [d for m in methods for d in m.params]
+    extra = given_but_unused(args, every, used)
+    if extra:
+        chosen = " and ".join(m.name for m in methods)
+        raise LacoError(f"{', '.join(extra)} does not apply to {chosen}.")
+    return [m.check(collect(args, m.params)) for m in methods]
 
-    hf_logging.disable_progress_bar()
-    method = get_method(args.method)  # fail on a typo before loading anything
-    ranges = parse_ranges(",".join(args.merge))
-    validate_ranges(ranges, num_layers=2**31)  # LO > HI and overlaps: report before loading
-    lm = load_model(args.model, dtype=args.dtype, device=args.device)
-    before = count_params(lm.model)
-    recipe = {"model": args.model, "method": method.name}
-    collapsed, steps = collapse_any(lm.model, lm.tokenizer, ranges, method.name)
-    if steps is not None:  # drop_lsq, drop_linear: fitted range by range on the training text
-        recipe.update(fit_text="train_text", steps=steps)
-    after = count_params(collapsed)
-    plan = ", ".join(f"{lo}-{hi}" for lo, hi in sorted(ranges))
+
+def run(args: argparse.Namespace) -> int:
+    (params,) = method_params(args, args.method)
+    ranges = validate_ranges(parse_ranges(",".join(args.merge)), None)
+    check_target(args.out, args.overwrite, source_dirs(args.model))
+    lm = load(args)
+    ranges = validate_ranges(ranges, lm.num_layers)
+    model, recipe = run_steps(lm, [CollapseStep([list(r) for r in ranges], args.method, params)])
+    info = recipe.info
+    method = REGISTRY.method(args.method)
     print(
-        f"Collapsed {args.model}: merged {plan} with '{method.name}' ({method.formula}); "
-        f"layers {lm.num_layers} -> {num_layers(collapsed)}, "
-        f"parameters {before:,} -> {after:,} ({100 * (after - before) / before:+.1f}%)."
+        f"Collapsed {args.model}: merged {format_plan(ranges)} with '{args.method}' "
+        f"({method.formula}); layers {info['layers_before']} -> {info['layers_after']}, "
+        f"parameters {info['params_before']:,} -> {info['params_after']:,} "
+        f"({100 * (info['params_after'] / info['params_before'] - 1):+.1f}%)."
     )
-    try:
-        result = export_model(
-            collapsed,
-            lm.tokenizer,
-            args.out,
-            recipe,
-            original=lm.model,
-        )
-    except RuntimeError as e:
-        raise LacoError(str(e)) from None
+    result = export_model(
+        model, lm.tokenizer, args.out, recipe, args.overwrite, source_dirs(args.model)
+    )
     print(
         f"Saved to {result.path}; reloaded with AutoModelForCausalLM.from_pretrained: "
         f"max |logit diff| {result.max_abs_logit_diff:.2e} (verified)."

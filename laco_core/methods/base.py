@@ -1,4 +1,4 @@
-"""The interface every merge method implements."""
+"""The interface every merge method implements, with its declared parameters and fit hook."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from ..adapters import Adapter
 from ..errors import LacoError
+from ..params import ParamDef, validate
 
 LayerParams = dict[str, torch.Tensor]  # parameter name relative to a decoder layer -> tensor
 
@@ -17,39 +18,64 @@ class MergeMethod:
 
     ``merge`` may return a source tensor object itself (not a copy) for a weight it keeps
     unchanged; the model builder then shares that tensor instead of allocating a new one.
+
+    A method declares its parameters in ``params``; ``check`` refuses anything else. A method
+    that needs calibration data implements ``fit``: every caller (each search strategy, the
+    manual collapse, a recipe rebuilt without its tensors) calls ``fit`` the same way before
+    ``merge``, so no path can build an unfitted candidate.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for the UI
     formula: ClassVar[str]
-    # True when the merge needs parameters fitted on calibration activations (passed as
-    # ``fit``): the automatic search fits them per candidate
+    params: ClassVar[tuple[ParamDef, ...]] = ()
+    # True when ``merge`` needs what ``fit`` computes on calibration activations
     fitted: ClassVar[bool] = False
-    # what a fitted method's least squares regresses on (``search.correction.fit_block``):
-    # ``output``, the MLP output (hidden wide), or ``inner``, the MLP inner activations
-    fit_basis: ClassVar[str] = "output"
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         raise NotImplementedError
 
+    def check(self, params: dict | None) -> dict:
+        """``params`` validated against the declarations (unknown names refused)."""
+        return validate(self.params, params, self.name)
 
-def fitted_tensor(fit, method: str) -> torch.Tensor | None:
-    """The tensor a fitted method's ``fit`` carries; None when the fit was skipped (the
-    layer stays as the plain drop left it).
+    def fit(self, ctx, lo: int, hi: int, params: dict) -> dict:
+        """``params`` completed with what this method fits on calibration data.
+
+        Args:
+            ctx: A ``laco_core.fitting.FitContext`` (the search, or a fixed-plan fitter).
+            lo, hi: The range, in the indices of ``ctx.cur``.
+            params: Checked parameters; the result must make ``merge`` deterministic.
+        """
+        return params
+
+    def cheap(self, params: dict) -> dict | None:
+        """Parameters for a quick first look at a range (a greedy step screens every range
+        with them and fits only the best few); None when the method has no cheaper form."""
+        return None
+
+    def is_fitted(self, params: dict) -> bool:
+        """True when ``params`` already hold what ``fit`` computes."""
+        return not self.fitted or "fit" in params
+
+
+def fitted_tensor(params: dict, key: str, method: str) -> torch.Tensor | None:
+    """The tensor a fitted method's ``fit`` stored under ``key``; None when the fit was skipped
+    (the layer stays as the plain drop left it).
 
     Raises:
-        LacoError: without a fit, or for a fit read back from JSON (its tensor is gone).
+        LacoError: when the method was never fitted, or its tensor was lost.
     """
-    if fit is None:
+    info = params.get("fit")
+    if info is None:
         raise LacoError(
-            f"{method} needs weights fitted on calibration data: use it in the automatic "
-            f"search (laco auto --method {method}) or a collapse, which fit them."
+            f"{method} needs weights fitted on calibration data; this merge was never fitted."
         )
-    tensor = getattr(fit, "transform", None)
-    if tensor is None and not fit.get("skipped"):
+    tensor = params.get(key)
+    if tensor is None and not info.get("skipped"):
         raise LacoError(
-            f"This {method} recipe has lost its fitted matrices (read back from JSON?): "
-            "run the search again to rebuild the model."
+            f"This {method} merge has lost its fitted tensor (a recipe without its "
+            "laco_recipe.safetensors?): rebuild it from its calibration text instead."
         )
     return tensor
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from ..adapters import Adapter
 from ..errors import LacoError
+from ..fitting import fit_down
+from ..params import ParamDef
 from .base import LayerParams, MergeMethod, fitted_tensor
+from .linear import FIT_INFO, RIDGE
 
 
 class DropLsq(MergeMethod):
@@ -12,9 +15,9 @@ class DropLsq(MergeMethod):
 
     The new W_down (hidden × intermediate) is the ridge least-squares solution, shrunk
     towards the original, that makes the kept layer's output match the dense model's state
-    after the removed block (``laco_core.search.correction``). It regresses on the MLP's
-    inner activations (intermediate wide), a richer basis than ``drop_linear``'s map on the
-    MLP output, whose every solution W_downᵀ T it contains.
+    after the removed block (``laco_core.fitting``). It regresses on the MLP's inner
+    activations, a richer basis than ``drop_linear``'s map on the MLP output, whose every
+    solution W_downᵀ T it contains.
     """
 
     name = "drop_lsq"
@@ -23,11 +26,25 @@ class DropLsq(MergeMethod):
     )
     formula = "W_down,lo ← argmin ‖A Wᵀ − R‖² + λ‖W − W_down,lo‖²"
     fitted = True
-    fit_basis = "inner"
+    params = (
+        RIDGE,
+        FIT_INFO,
+        ParamDef("down_weight", "tensor", cli=False, help="the refitted W_down (H × I)"),
+    )
 
-    def merge(self, layers: list[LayerParams], adapter: Adapter, fit=None, **params) -> LayerParams:
+    def is_fitted(self, params: dict) -> bool:
+        info = params.get("fit")
+        return info is not None and (params.get("down_weight") is not None or "skipped" in info)
+
+    def fit(self, ctx, lo: int, hi: int, params: dict) -> dict:
+        if self.is_fitted(params):
+            return params
+        tensor, info = fit_down(ctx, lo, hi, params.get("ridge", "auto"), basis="inner")
+        return {**params, "down_weight": tensor, "fit": info}
+
+    def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         out = dict(layers[0])
-        weight = fitted_tensor(fit, self.name)
+        weight = fitted_tensor(params, "down_weight", self.name)
         if weight is None:  # this layer could not be refitted: a plain drop
             return out
         down = out[adapter.down]

@@ -11,37 +11,37 @@ import copy
 import time
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from ..adapters import get_adapter, get_layers
 from ..errors import LacoError
-from ..merge import get_method
-from .core import SearchConfig
+from ..metrics import flat_cosine
+from .config import SearchConfig
 
 
 def literal_merge(
-    model: PreTrainedModel, lo: int, extra: int, method: str = "official", **params
+    model: PreTrainedModel, lo: int, extra: int, method=None, **params
 ) -> PreTrainedModel:
     """Deep-copy ``model`` and merge its layers lo..lo+extra into lo, as the official code does.
 
     For ``official`` the update is the released code's ``W_lo += W_d − W_lo`` for each
-    d in lo+1..lo+extra on every attention/MLP weight; other methods write their result
-    into layer lo. The merged-away layers are deleted.
+    d in lo+1..lo+extra on every attention/MLP weight (``method`` None or ``official``);
+    another ``MergeMethod`` writes its result into layer lo. The merged-away layers are
+    deleted.
     """
     extra = min(extra, len(get_layers(model)) - 1 - lo)
     new = copy.deepcopy(model)
     adapter = get_adapter(model)
     src, dst = get_layers(model), get_layers(new)
     with torch.no_grad():
-        if method == "official":
+        if method is None or method.name == "official":
             for d in range(lo + 1, lo + 1 + extra):
                 d_params = dict(src[d].named_parameters())
                 for name, p in dst[lo].named_parameters():
                     if adapter.is_block_param(name):
                         p.data.add_(d_params[name].data - p.data)
         elif extra > 0:
-            merged = get_method(method).merge(
+            merged = method.merge(
                 [dict(src[i].named_parameters()) for i in range(lo, lo + extra + 1)],
                 adapter,
                 **params,
@@ -70,12 +70,16 @@ def literal_similarity(
             continue
         h1 = dense(**enc, output_hidden_states=True, use_cache=False).hidden_states[-1]
         h2 = cand(**enc, output_hidden_states=True, use_cache=False).hidden_states[-1]
-        sims.append(F.cosine_similarity(h1.flatten(), h2.flatten(), dim=0).item())
+        sims.append(flat_cosine(h1, h2))
     return sum(sims) / len(sims)
 
 
 def reference_search(
-    model: PreTrainedModel, tokenizer, prompts: list[str], cfg: SearchConfig | None = None
+    model: PreTrainedModel,
+    tokenizer,
+    prompts: list[str],
+    cfg: SearchConfig | None = None,
+    method=None,
 ) -> dict:
     """Algorithm 1 as the official notebooks run it (cosine objective, fixed threshold).
 
@@ -105,7 +109,7 @@ def reference_search(
     while lay >= cfg.low:
         n = len(get_layers(current))
         hi = min(lay + c - 1, n - 1)
-        tmp = literal_merge(current, lay, c - 1, cfg.method, **cfg.method_params)
+        tmp = literal_merge(current, lay, c - 1, method, **cfg.method_params)
         sim = literal_similarity(model, tmp, tokenizer, prompts)
         ok = sim > cfg.threshold
         candidates.append({"lo": lay, "hi": hi, "score": sim, "accepted": ok})

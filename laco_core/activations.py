@@ -13,12 +13,12 @@ import threading
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..adapters import decoder, final_norm, get_layers
-from ..errors import LacoError
+from .adapters import decoder, final_norm, get_layers
+from .errors import LacoError
+from .metrics import log_probs
 from .parallel import default_workers, pmap
 
 # type key used for models whose config has no per-layer ``layer_types``
@@ -124,7 +124,9 @@ def record(
             inputs[i] = args[0] if args else kw["hidden_states"]
             if types[i] not in kwargs:
                 kw = {k: v for k, v in kw.items() if k != "hidden_states"}
-                kw["past_key_values"] = None
+                # replayed forwards never touch a KV cache, under whichever name it is passed
+                cache_key = "cache" if "cache" in kw else "past_key_values"
+                kw[cache_key] = None
                 kw["use_cache"] = False
                 kwargs[types[i]] = kw
 
@@ -225,10 +227,20 @@ class ActivationCache:
     def num_tokens(self) -> int:
         return sum(sum(c.lengths) for c in self.chunks)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held: every recorded layer input, final state and dense log-probs."""
+        total = 0
+        for c in self.chunks:
+            for t in [*c.inputs, c.final, c.logp]:
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total
+
     def dense_logp(self, chunk: Chunk) -> torch.Tensor:
         """Dense next-token log-probabilities (B, T, V), computed on first use."""
         if chunk.logp is None:
-            chunk.logp = F.log_softmax(logits_of(self.model, chunk.final), dim=-1)
+            chunk.logp = log_probs(logits_of(self.model, chunk.final))
         return chunk.logp
 
     def finals(

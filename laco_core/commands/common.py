@@ -1,0 +1,121 @@
+"""What every command shares: model flags, reading user files, writing outputs safely."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..assets import read_paragraphs, read_prompts
+from ..errors import LacoError
+
+
+def add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
+    """``--model``, ``--dtype``, ``--device``."""
+    if default is None:
+        p.add_argument("--model", required=True, help="model spec or exported directory")
+    else:
+        p.add_argument(
+            "--model", default=default, help="model spec: default, Hub id, directory or .gguf"
+        )
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
+
+def add_out_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--out`` and ``--overwrite``."""
+    p.add_argument("--out", required=required, help="folder to export the model to")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it exists and is not empty (never the source model's folder)",
+    )
+
+
+def load(args: argparse.Namespace, spec: str | None = None):
+    """The model ``--model`` (or ``spec``) names, quietly."""
+    from transformers.utils import logging as hf_logging
+
+    from ..models import load_model
+
+    hf_logging.disable_progress_bar()
+    return load_model(spec or args.model, dtype=args.dtype, device=args.device)
+
+
+def source_dirs(*specs: str | None) -> list[str]:
+    """The folders among model specs (an export must never replace one of them)."""
+    return [s for s in specs if s and Path(s).expanduser().is_dir()]
+
+
+def read_user_text(path: str, what: str = "Text file") -> str:
+    """A UTF-8 text file's content, or one clear LacoError."""
+    f = Path(path).expanduser()
+    if not f.exists():
+        raise LacoError(f"{what} not found: {path}")
+    if not f.is_file():
+        raise LacoError(f"{what} '{path}' is a folder; give a UTF-8 text file.")
+    try:
+        return f.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LacoError(f"{what} '{path}' is not UTF-8 text.") from None
+    except OSError as e:
+        raise LacoError(f"Cannot read {what.lower()} '{path}': {e.strerror}.") from None
+
+
+def read_prompt_file(path: str | None, paragraphs: bool = False) -> list[str]:
+    """Calibration texts from ``path`` (one per line, or per paragraph), or the bundled ones."""
+    if path is None:
+        return read_paragraphs() if paragraphs else read_prompts()
+    text = read_user_text(path, "Prompts file")
+    if "\x00" in text:
+        raise LacoError(f"Prompts file '{path}' is not text (it holds NUL bytes).")
+    if paragraphs:
+        items = [p.strip() for p in text.split("\n\n") if len(p.strip()) >= 100]
+    else:
+        items = [line.strip() for line in text.splitlines() if line.strip()]
+    if not items:
+        raise LacoError(f"No prompts in '{path}': write one prompt per line.")
+    return items
+
+
+def check_output_file(path: str | None, flag: str) -> Path | None:
+    """Refuse an output file whose folder is missing or that is a folder, before any work."""
+    if not path:
+        return None
+    f = Path(path).expanduser()
+    if f.is_dir():
+        raise LacoError(f"{flag} '{path}' is a folder; give a file name.")
+    if not f.parent.is_dir():
+        raise LacoError(f"{flag} '{path}': the folder '{f.parent}' does not exist.")
+    return f
+
+
+def write_json(path: Path | None, obj) -> None:
+    if path is None:
+        return
+    try:
+        path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise LacoError(f"Cannot write '{path}': {e.strerror}.") from None
+
+
+def positive(value: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return n
+
+
+def fraction(value: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1 (exclusive)")
+    return x

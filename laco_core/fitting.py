@@ -1,0 +1,210 @@
+"""Training-free least-squares corrections of a removed block, fitted on calibration activations.
+
+After layers lo+1..hi are removed, layer lo's MLP output m should stand for what the whole
+block produced. With y_lo the kept layer's output and y* the DENSE model's state after the
+last original layer the block stands for, the MLP update has to become r = y* − (y_lo − m).
+
+* ``drop_linear`` (ReplaceMe, Shopkhoev et al. 2025, arXiv 2505.02819) follows m by a map T,
+  T = argmin ‖M T − R‖² + λ‖T − I‖², folded into ``down_proj`` as Tᵀ W_down.
+* ``drop_lsq`` refits W_down itself on the MLP's inner activations a (intermediate wide),
+  W = argmin ‖A W − R‖² + λ‖W − W_downᵀ‖², a ridge shrinking towards the layer as it was.
+  Every drop_linear solution W_downᵀ T is one such W, so on enough tokens it fits at least
+  as well.
+
+λ is ``ridge`` × mean diag(MᵀM), so one value suits any model scale; by default the ridge is
+chosen per fit by two-fold cross-validation on the calibration tokens, and the fit is skipped
+when no ridge beats the plain drop on held-out tokens. Because y* is the dense state, a later
+fit also corrects the drift that earlier removals left in its input. Layers with a norm after
+the MLP (Gemma 2/3) are not corrected: the norm makes the update non-linear in the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from transformers import PreTrainedModel
+
+from .activations import ActivationCache, layer_types, run_layers
+from .adapters import get_adapter, get_layers
+from .plan import layer_map
+from .sharing import private_copy
+
+RIDGES = (1e-3, 1e-2, 1e-1, 0.3, 1.0, 3.0, 10.0, 30.0)
+FOLD_BLOCK = 64  # tokens per cross-validation block (neighbouring tokens are correlated)
+
+
+class FitContext:
+    """What a fitted method reads: the model being collapsed, its layer inputs per calibration
+    chunk, and the dense model's states (``cache``).
+
+    The search is one (its current model changes as merges are accepted); ``PlanFitter``
+    is another, for a fixed plan. ``score`` is only available inside a search.
+    """
+
+    cache: ActivationCache
+    cur: PreTrainedModel
+
+    def inputs_at(self, start: int) -> list[list[torch.Tensor]]:
+        """Per chunk, inputs of the current model's layers, valid at least up to ``start``."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def dense_after(self, k: int, orig: int) -> torch.Tensor:
+        """The dense model's hidden state after ORIGINAL layer ``orig`` on chunk k.  # (1, T, H)"""
+        chunk = self.cache.chunks[k]
+        if orig + 1 < len(chunk.inputs):
+            return chunk.inputs[orig + 1]
+        dense = self.cache.model
+        return run_layers(
+            [get_layers(dense)[orig]], [layer_types(dense)[orig]], chunk.inputs[orig], chunk.kwargs
+        )
+
+    def can_score(self) -> bool:
+        return False
+
+    def score(self, lo: int, hi: int, params: dict) -> float:
+        """The objective of merging lo..hi with ``params`` (searches only)."""
+        raise NotImplementedError
+
+
+class PlanFitter(FitContext):
+    """A fit context for a fixed plan: ranges are fitted bottom-up on a model that changes."""
+
+    def __init__(self, model: PreTrainedModel, cache: ActivationCache):
+        self.cur = model
+        self.cache = cache
+        self._inputs: dict[int, list[list[torch.Tensor]]] = {}
+
+    def inputs_at(self, start: int) -> list[list[torch.Tensor]]:
+        layers, types = get_layers(self.cur), layer_types(self.cur)
+        out = []
+        for c in self.cache.chunks:
+            h = run_layers(list(layers[:start]), types[:start], c.inputs[0], c.kwargs)
+            out.append([None] * start + [h])
+        return out
+
+
+class Moments:
+    """Sufficient statistics MᵀM, MᵀR, ‖R‖² and the row count of a least-squares problem."""
+
+    def __init__(self):
+        self.mm = self.mr = None
+        self.rr, self.n = 0.0, 0
+
+    def add(self, m: torch.Tensor, r: torch.Tensor) -> None:
+        """Add rows ``m`` (N, F) and their targets ``r`` (N, H)."""
+        mm, mr = m.T @ m, m.T @ r  # (F, F), (F, H)
+        self.mm = mm if self.mm is None else self.mm + mm
+        self.mr = mr if self.mr is None else self.mr + mr
+        self.rr += float(r.square().sum())
+        self.n += m.shape[0]
+
+    def __add__(self, other: Moments) -> Moments:
+        out = Moments()
+        out.mm, out.mr = self.mm + other.mm, self.mr + other.mr
+        out.rr, out.n = self.rr + other.rr, self.n + other.n
+        return out
+
+    def error(self, t: torch.Tensor) -> float:
+        """‖M T − R‖² = tr(Tᵀ MᵀM T) − 2 tr(Tᵀ MᵀR) + ‖R‖²."""
+        return float((t * (self.mm @ t)).sum() - 2 * (t * self.mr).sum()) + self.rr
+
+
+def solve(
+    mtm: torch.Tensor, mtr: torch.Tensor, ridge: float, prior: torch.Tensor | None = None
+) -> torch.Tensor:
+    """argmin ‖M X − R‖² + λ ‖X − P‖² = (MᵀM + λI)⁻¹ (MᵀR + λP), λ = ridge · mean diag(MᵀM).
+
+    ``mtm`` (F, F) and ``mtr`` (F, H) in float64; the prior P (F, H) defaults to the identity
+    (F = H: the map of a plain drop).
+    """
+    f = mtm.shape[0]
+    eye = torch.eye(f, dtype=mtm.dtype, device=mtm.device)
+    prior = eye if prior is None else prior
+    lam = ridge * float(mtm.diagonal().mean().clamp_min(1e-12))
+    return torch.linalg.solve(mtm + lam * eye, mtr + lam * prior)  # (F, H)
+
+
+def choose_ridge(a: Moments, b: Moments, prior: torch.Tensor | None = None) -> float | None:
+    """The ridge of ``RIDGES`` with the least two-fold held-out error, None if the prior wins.
+
+    Fitting hundreds of thousands of numbers on a few thousand tokens overfits;
+    cross-validation picks the shrinkage toward the plain drop (the prior: T = I, or the kept
+    layer's own W_down) that the calibration data supports.
+    """
+    if a.n == 0 or b.n == 0:
+        return None
+    if prior is None:
+        prior = torch.eye(a.mm.shape[0], dtype=a.mm.dtype)
+    best, best_err = None, a.error(prior) + b.error(prior)
+    for ridge in RIDGES:
+        err = a.error(solve(b.mm, b.mr, ridge, prior)) + b.error(solve(a.mm, a.mr, ridge, prior))
+        if err < best_err:
+            best, best_err = ridge, err
+    return best
+
+
+def fit_info(tensor: torch.Tensor, **info) -> dict:
+    """The JSON-safe description of a fitted tensor (its sha1 identifies it in recipes)."""
+    sha = hashlib.sha1(tensor.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+    return {**info, "sha1": sha[:12]}
+
+
+@torch.inference_mode()
+def fit_down(
+    ctx: FitContext, lo: int, hi: int, ridge: float | str = "auto", basis: str = "output"
+) -> tuple[torch.Tensor | None, dict]:
+    """Fit the correction of replacing the current model's layers lo..hi by layer lo.
+
+    Args:
+        ctx: The fit context (current model, its layer inputs, the dense states).
+        lo, hi: The range, in the current model's indices.
+        ridge: Ridge relative to mean diag(MᵀM), or ``"auto"`` (two-fold cross-validation).
+        basis: ``output``: drop_linear's map T (H, H) on the MLP output; ``inner``:
+            drop_lsq's new W_down (H, I) on the MLP's inner activations.
+
+    Returns:
+        ``(tensor, info)``; the tensor is None (``info["skipped"]`` says why, the merge is
+        then a plain drop) when layer lo has a post-MLP norm or no MLP, or when no ridge
+        beats the plain drop on held-out tokens.
+    """
+    model = ctx.cur
+    adapter = get_adapter(model)
+    # a private module object (sharing its tensors) takes the hook, since other candidates
+    # scored in parallel run the current model's layer lo
+    layer = private_copy(get_layers(model)[lo])
+    if getattr(layer, "mlp", None) is None:
+        return None, {"skipped": "no mlp module"}
+    if adapter.post_mlp_norm is not None:
+        return None, {"skipped": "post-MLP norm"}
+    down = layer.get_submodule(adapter.down_module)
+    cand_type = layer_types(model)[lo]
+    orig_end = layer_map(model)[hi][1]
+    inputs = ctx.inputs_at(lo)
+    folds = [Moments(), Moments()]
+    grabbed: list[tuple[torch.Tensor, torch.Tensor]] = []
+    handle = down.register_forward_hook(lambda mod, args, out: grabbed.append((args[0], out)))
+    try:
+        for k, c in enumerate(ctx.cache.chunks):
+            grabbed.clear()
+            y = run_layers([layer], [cand_type], inputs[k][lo], c.kwargs)  # (B, T, H)
+            inner, m = grabbed[0]  # (B, T, I) and the MLP update (B, T, H)
+            features = m if basis == "output" else inner
+            r = ctx.dense_after(k, orig_end) - y + m  # what the MLP update should be (B, T, H)
+            fold = (torch.arange(c.mask.shape[1], device=c.mask.device) // FOLD_BLOCK) % 2  # (T,)
+            for f, acc in enumerate(folds):
+                sel = c.mask & (fold == f)  # (B, T)
+                acc.add(features[sel].double(), r[sel].double())
+    finally:
+        handle.remove()
+    # the plain drop as a solution: T = I on the output, the layer's own W_downᵀ on the inner
+    prior = None if basis == "output" else down.weight.detach().T.double()  # (I, H)
+    total = folds[0] + folds[1]
+    if ridge == "auto":
+        ridge = choose_ridge(*folds, prior=prior)
+        if ridge is None:
+            return None, {"skipped": "no ridge beats the plain drop on held-out tokens"}
+    x = solve(total.mm, total.mr, float(ridge), prior).float()  # (H, H) or (I, H)
+    tensor = x if basis == "output" else x.T.contiguous()  # W_down is (H, I)
+    return tensor, fit_info(tensor, ridge=ridge, tokens=total.n, basis=basis)

@@ -1,0 +1,168 @@
+"""Scores of a candidate against the dense model; every objective is "higher is better", ≈ (0, 1].
+
+Keeping every score in (0, 1] lets one threshold T and one "damage" 1 − score serve all of
+them. An objective is scored chunk by chunk (``stat``), so the search can stop scoring a
+candidate as soon as its decision is certain (``early``: bounds that hold whatever the
+unscored chunks contain) and the preview can show it as a damage estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from transformers import PreTrainedModel
+
+from .activations import ActivationCache, Chunk, logits_of
+from .metrics import flat_cosine, kl_sum, log_probs, next_token_nll
+
+
+@dataclass
+class Partial:
+    """Sums of an objective over the chunks scored so far."""
+
+    total: float = 0.0
+    count: int = 0  # prompts (cosine) or tokens (kl, ppl)
+    prompts: int = 0
+
+    def add(self, total: float, count: int, prompts: int) -> None:
+        self.total += total
+        self.count += count
+        self.prompts += prompts
+
+
+class Objective:
+    """How a candidate's final states (one tensor per chunk) compare with the dense model's."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    label: ClassVar[str]  # what the score column holds, for tables ("exp(−KL)")
+
+    def prepare(self, cache: ActivationCache, dense: PreTrainedModel) -> None:
+        """Fill the dense caches this objective reads, before workers share them."""
+
+    def stat(
+        self, cache: ActivationCache, dense: PreTrainedModel, chunk: Chunk, final: torch.Tensor
+    ) -> tuple[float, int]:
+        """Sum and count of this objective's quantity over one chunk."""
+        raise NotImplementedError
+
+    def expected(self, cache: ActivationCache) -> int:
+        """The count a full score sums over (prompts or tokens)."""
+        raise NotImplementedError
+
+    def value(self, cache: ActivationCache, partial: Partial, count: int | None = None) -> float:
+        """The score from sums, ``count`` being the denominator (default: what was summed)."""
+        raise NotImplementedError
+
+    def early(self, cache: ActivationCache, partial: Partial, threshold: float) -> bool:
+        """True when ``score > threshold`` is decided whatever the unscored chunks hold."""
+        return False
+
+    def score(
+        self, cache: ActivationCache, dense: PreTrainedModel, finals: list[torch.Tensor]
+    ) -> float:
+        """Score of a candidate whose final states are ``finals`` (one tensor per chunk)."""
+        p = Partial()
+        for c, h in zip(cache.chunks, finals, strict=True):
+            p.add(*self.stat(cache, dense, c, h), len(c.lengths))
+        return self.value(cache, p)
+
+
+class Cosine(Objective):
+    """LaCo's criterion (Yang et al. 2024, Alg. 1): mean over prompts of the cosine between the
+    flattened (tokens × hidden) final states of the dense and candidate models."""
+
+    name = "cosine"
+    summary = "Mean over prompts of the cosine of the final hidden states (LaCo's criterion)."
+    label = "cosine"
+
+    def stat(self, cache, dense, chunk, final):
+        sims = prompt_cosines(chunk, final)
+        return sum(sims), len(sims)
+
+    def expected(self, cache):
+        return cache.num_prompts
+
+    def value(self, cache, partial, count=None):
+        return partial.total / (count or partial.count)
+
+    def early(self, cache, partial, threshold):
+        rest = cache.num_prompts - partial.count
+        n = cache.num_prompts
+        # every unscored prompt's cosine lies in [−1, 1]
+        return rest > 0 and (
+            (partial.total + rest) / n <= threshold or (partial.total - rest) / n > threshold
+        )
+
+
+class KL(Objective):
+    """exp(−mean KL(p_dense ‖ p_candidate)) over all calibration tokens."""
+
+    name = "kl"
+    summary = "exp(−mean KL) of next-token distributions against the dense model."
+    label = "exp(−KL)"
+
+    def prepare(self, cache, dense):
+        for c in cache.chunks:
+            cache.dense_logp(c)
+
+    def stat(self, cache, dense, chunk, final):
+        return chunk_kl(cache, dense, chunk, final)
+
+    def expected(self, cache):
+        return cache.num_tokens
+
+    def value(self, cache, partial, count=None):
+        return math.exp(-partial.total / (count or partial.count))
+
+    def early(self, cache, partial, threshold):
+        # KL ≥ 0 on every unscored token: the score can only fall
+        return (
+            partial.count < cache.num_tokens
+            and math.exp(-partial.total / cache.num_tokens) <= threshold
+        )
+
+
+class Perplexity(Objective):
+    """ppl_dense / ppl_candidate on the calibration prompts (can exceed 1)."""
+
+    name = "ppl"
+    summary = "Dense perplexity ÷ candidate perplexity on the calibration prompts."
+    label = "ppl ratio"
+
+    def prepare(self, cache, dense):
+        if cache.dense_nll is None:
+            p = Partial()
+            for c in cache.chunks:
+                p.add(*next_token_nll(cache.dense_logp(c), c.input_ids, c.next_valid), 0)
+            cache.dense_nll = p.total / p.count if p.count else 0.0
+
+    def stat(self, cache, dense, chunk, final):
+        return next_token_nll(log_probs(logits_of(dense, final)), chunk.input_ids, chunk.next_valid)
+
+    def expected(self, cache):
+        return sum(int(c.next_valid.sum()) for c in cache.chunks)
+
+    def value(self, cache, partial, count=None):
+        n = count or partial.count
+        return math.exp(cache.dense_nll - (partial.total / n if n else 0.0))
+
+
+def prompt_cosines(chunk: Chunk, final: torch.Tensor) -> list[float]:
+    """cos(flatten(h_dense), flatten(h_cand)) of each prompt of a chunk, over its own tokens."""
+    dense, cand = chunk.final[0], final[0]  # (T, H)
+    return [flat_cosine(dense[s], cand[s]) for s in chunk.segments()]
+
+
+@torch.inference_mode()
+def chunk_kl(
+    cache: ActivationCache, model: PreTrainedModel, chunk: Chunk, final: torch.Tensor
+) -> tuple[float, int]:
+    """Sum over a chunk's tokens of KL(p_dense ‖ p_candidate), and the number of tokens."""
+    return kl_sum(cache.dense_logp(chunk), log_probs(logits_of(model, final)))
+
+
+__all__ = ["KL", "Cosine", "Objective", "Partial", "Perplexity", "chunk_kl", "prompt_cosines"]

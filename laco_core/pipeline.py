@@ -1,0 +1,163 @@
+"""Running recipes: apply steps to a base model, read recipe files, rebuild models from them.
+
+Everything that turns a name into a component goes through ``registry.REGISTRY`` here (or in
+``ops``); the steps themselves receive it through their ``StepContext``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .adapters import num_layers
+from .assets import read_asset
+from .errors import LacoError
+from .models import LoadedModel
+from .plan import plan_of
+from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource
+from .registry import REGISTRY
+from .search.config import Merge, SearchConfig
+from .sharing import count_params
+from .steps.base import StepContext
+from .steps.collapse import DEFAULT_FIT_TEXT, CollapseStep
+from .steps.search import SearchStep
+
+
+def context(
+    base: LoadedModel,
+    events: Callable[[dict], None] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> StepContext:
+    """A step context over ``base`` with the registry."""
+    return StepContext(base, REGISTRY, events, progress, stop or threading.Event())
+
+
+def base_ref(base: LoadedModel) -> BaseRef:
+    """How a recipe names ``base`` (resolved dtype and device, for exact rebuilds)."""
+    return BaseRef(
+        spec=base.spec,
+        dtype=str(base.dtype).replace("torch.", ""),
+        device=str(base.device),
+        architecture=type(base.model).__name__,
+        num_layers=base.num_layers,
+        num_params=base.num_params,
+    )
+
+
+def apply_steps(model, steps: list[Step], ctx: StepContext):
+    """Apply ``steps`` in order from ``model``; returns the model and the completed steps."""
+    done = []
+    for step in steps:
+        model, completed = step.apply(model, ctx)
+        done.append(completed)
+    return model, done
+
+
+def run(base: LoadedModel, steps: list[Step], ctx: StepContext | None = None, recipe=None):
+    """Apply ``steps`` to ``base`` (after ``recipe``'s steps when given).
+
+    Returns:
+        ``(model, recipe)``: the model and the completed recipe that rebuilds it, with
+        layers and parameters before and after in its ``info``.
+    """
+    ctx = ctx or context(base)
+    recipe = recipe or Recipe(base_ref(base))
+    model, prior = apply_steps(base.model, recipe.steps, ctx) if recipe.steps else (base.model, [])
+    model, done = apply_steps(model, steps, ctx)
+    info = {
+        **recipe.info,
+        "layers_before": base.num_layers,
+        "layers_after": num_layers(model),
+        "params_before": base.num_params,
+        "params_after": count_params(model),
+        "plan": [list(r) for r in plan_of(model)],
+    }
+    return model, Recipe(recipe.base, [*prior, *done], info)
+
+
+def rebuild(recipe: Recipe, load: Callable[[BaseRef], LoadedModel], ctx: StepContext | None = None):
+    """The model ``recipe`` describes, rebuilt from its base; returns ``(model, base, recipe)``.
+
+    ``load`` turns the recipe's ``BaseRef`` into a loaded model (the engine's cache, or
+    ``models.load_model``). Steps with their results replay; others recompute.
+    """
+    base = load(recipe.base)
+    if recipe.base.num_layers is not None and recipe.base.num_layers != base.num_layers:
+        raise LacoError(
+            f"The recipe was made on a {recipe.base.num_layers}-layer model; "
+            f"'{recipe.base.spec}' has {base.num_layers} layers."
+        )
+    model, done = apply_steps(base.model, recipe.steps, ctx or context(base))
+    return model, base, Recipe(recipe.base, done, recipe.info, recipe.version)
+
+
+def read_recipe(path: str | Path) -> Recipe:
+    """A recipe from ``laco_recipe.json`` (or its folder), older formats converted."""
+    path = Path(path).expanduser()
+    file = path / RECIPE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise LacoError(f"No recipe at '{path}': give a laco_recipe.json or its folder.")
+    try:
+        d = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LacoError(f"'{file.name}' is not a JSON recipe ({type(e).__name__}).") from None
+    if _is_v1(d):
+        return from_v1(d)
+    return Recipe.load(file, REGISTRY.steps)
+
+
+def recipe_from_dict(d: dict) -> Recipe:
+    """A recipe from its JSON content (no tensors: fitted steps recompute)."""
+    return from_v1(d) if _is_v1(d) else Recipe.from_dict(d, REGISTRY.steps)
+
+
+def _is_v1(d) -> bool:
+    return isinstance(d, dict) and d.get("format") != "laco-recipe"
+
+
+def from_v1(d: dict) -> Recipe:
+    """Convert a recipe written before typed recipes (a flat dict with ``ranges``/``method``).
+
+    Collapse plans convert (a fitted method is refitted on the bundled training text, as it
+    was made); pruning and healing recipes of that format did not record their calibration
+    text, so they are refused rather than rebuilt differently.
+    """
+    if not isinstance(d, dict):
+        raise LacoError("This is not a LaCo recipe.")
+    kind = d.get("kind")
+    spec = (d.get("base") or {}).get("spec") or d.get("model")
+    if not spec:
+        raise LacoError("The recipe does not name its base model ('model').")
+    if kind in ("llm_pruner", "heal") or d.get("healed") or d.get("dropped_layers"):
+        raise LacoError(
+            "This recipe comes from an older version that did not record its calibration text; "
+            "build it again to get a recipe that rebuilds exactly."
+        )
+    ranges = d.get("ranges") or []
+    method = d.get("method") or "official"
+    method_obj = REGISTRY.method(method)
+    if not ranges:
+        raise LacoError("The recipe holds no plan to rebuild (no 'ranges').")
+    steps = d.get("steps") or []
+    if method_obj.fitted or (kind == "auto" and steps):
+        merges_step = _v1_replay(steps, method) if not method_obj.fitted else None
+        if merges_step is not None:
+            return Recipe(BaseRef(spec), [merges_step], {"converted_from": 1})
+        cal = TextSource.of(read_asset(DEFAULT_FIT_TEXT), DEFAULT_FIT_TEXT)
+        step = CollapseStep([list(r) for r in ranges], method, {}, cal)
+        return Recipe(BaseRef(spec), [step], {"converted_from": 1})
+    params = {k: v for k, v in (d.get("method_params") or {}).items() if k != "fit"}
+    step = CollapseStep([list(r) for r in ranges], method, params)
+    return Recipe(BaseRef(spec), [step], {"converted_from": 1})
+
+
+def _v1_replay(steps: list[dict], method: str):
+    """An old search's accepted merges as a search step to replay (non-fitted methods)."""
+    merges = [
+        Merge(int(s["lo"]), int(s["hi"]), s.get("method", method), dict(s.get("params", {})))
+        for s in steps
+    ]
+    return SearchStep(SearchConfig(method=method), TextSource(texts=[]), None, merges)

@@ -1,0 +1,104 @@
+"""Every registered component, in one place: merge methods, objectives, strategies, pruning
+importances, layer-drop selectors and step kinds.
+
+This module imports every implementation and builds the tables; nothing else writes into
+them. To add a component, write its class in its own file and list it here. Implementations
+never import this module: code that resolves names (``ops``, ``pipeline``, the engine, the
+CLI and the app) sits above it, and steps receive it through their context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .baselines import angular_block, shortgpt_layers
+from .errors import LacoError
+from .methods.average import Average
+from .methods.base import MergeMethod
+from .methods.calibrated import CalibratedRDSC
+from .methods.drop import Drop
+from .methods.linear import DropLinear
+from .methods.lsq import DropLsq
+from .methods.official import Official
+from .methods.rdsc import RDSC
+from .objectives import KL, Cosine, Objective, Perplexity
+from .params import ParamDef
+from .prune.importance import (
+    L1,
+    L2,
+    Importance,
+    Random,
+    TaylorFirst,
+    TaylorMix,
+    TaylorSecond,
+    Vectorize,
+)
+from .recipe import Step
+from .search.strategies.base import Strategy
+from .search.strategies.greedy import Greedy
+from .search.strategies.paper import Paper
+from .steps.collapse import CollapseStep
+from .steps.drop import DropStep
+from .steps.heal import HealStep
+from .steps.prune import PruneStep
+from .steps.search import SearchStep
+
+
+def _table(items, key=lambda x: x.name) -> Mapping:
+    return MappingProxyType({key(x): x for x in items})
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Name -> component tables, read-only."""
+
+    methods: Mapping[str, MergeMethod]
+    objectives: Mapping[str, Objective]
+    strategies: Mapping[str, Strategy]
+    importances: Mapping[str, Importance]
+    selectors: Mapping[str, Callable]
+    steps: Mapping[str, type[Step]]
+
+    def method(self, name: str) -> MergeMethod:
+        return _get(self.methods, name, "merge method")
+
+    def objective(self, name: str) -> Objective:
+        return _get(self.objectives, name, "objective")
+
+    def strategy(self, name: str) -> Strategy:
+        return _get(self.strategies, name, "strategy")
+
+    def importance(self, name: str) -> Importance:
+        return _get(self.importances, name, "importance")
+
+    def selector(self, name: str) -> Callable:
+        return _get(self.selectors, name, "layer-drop baseline")
+
+    def step(self, name: str) -> type[Step]:
+        return _get(self.steps, name, "step kind")
+
+    def method_params(self) -> dict[str, tuple[ParamDef, ...]]:
+        """Every method's declared parameters (the CLI and the app generate controls from it)."""
+        return {name: m.params for name, m in self.methods.items()}
+
+
+def _get(table: Mapping, name: str, what: str):
+    if name not in table:
+        raise LacoError(f"Unknown {what} '{name}'; choose one of: {', '.join(table)}.")
+    return table[name]
+
+
+REGISTRY = Registry(
+    methods=_table(
+        [Official(), RDSC(), Average(), Drop(), CalibratedRDSC(), DropLinear(), DropLsq()]
+    ),
+    objectives=_table([Cosine(), KL(), Perplexity()]),
+    strategies=_table([Paper(), Greedy()]),
+    importances=_table(
+        [TaylorFirst(), Vectorize(), TaylorSecond(), TaylorMix(), L1(), L2(), Random()]
+    ),
+    selectors=MappingProxyType({"shortgpt": shortgpt_layers, "angular": angular_block}),
+    steps=_table([CollapseStep, SearchStep, PruneStep, DropStep, HealStep], key=lambda s: s.kind),
+)

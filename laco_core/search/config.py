@@ -1,0 +1,220 @@
+"""Configuration and result of an automatic collapse search."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from transformers import PreTrainedModel
+
+from ..adapters import get_layers
+from ..errors import LacoError
+from ..plan import Range
+from ..sharing import count_params
+
+
+@dataclass
+class SearchConfig:
+    """Parameters of an automatic collapse search.
+
+    Attributes:
+        merge_count: C, layers merged per step (a range covers up to C layers).
+        low: L, lowest layer a merge may start at (original index).
+        high: H, the paper loop starts at H − C; None means the number of layers.
+        interval: I, how far the paper loop jumps down after an accepted merge.
+        threshold: T, accept a candidate when its score is above T (paper: 0.65 for 7B).
+        method: Merge method name (``laco_core.registry``).
+        objective: Objective name: ``cosine`` (paper), ``kl`` or ``ppl``; scores are in (0, 1].
+        strategy: Strategy name: ``paper`` (Algorithm 1 scan), ``greedy`` (best range each
+            step)…
+        target_layers: Stop once this many layers are removed (instead of by T alone).
+        target_ratio: Stop once this fraction of the parameters is removed.
+        method_params: Parameters of the method (declared by it; e.g. ``{"alpha": 0.3}``);
+            for ``rdsc_calibrated`` without ``alpha``, α is chosen per merge.
+        refine_top: Greedy with a method that has a cheap first look (``rdsc_calibrated``):
+            ranges fitted in full after screening.
+        lazy: Greedy: re-score ranges in order of their damage at earlier steps and stop a
+            step once no stale damage can beat the best fresh one (assumes damage only grows
+            as layers go; far fewer forwards, usually the same choices).
+        batch_size: Prompts packed per forward chunk; also the step of the early exit.
+        early_exit: Paper strategy: stop scoring a candidate once the remaining chunks cannot
+            change the decision (bounds declared by the objective). Decisions are unchanged;
+            a candidate decided early logs the score over the prompts scored so far and
+            ``prompts_scored``.
+        workers: Candidates scored at once, each on one CPU thread (None: one per torch
+            thread on CPU, one on GPU). Decisions do not depend on this number.
+        refit: After the search, refit the found plan with this fitted method (e.g.
+            ``drop_lsq``) on the refit text, from the dense model bottom-up.
+        refit_params: Parameters of the refit method (e.g. ``{"ridge": 0.1}``).
+        generations: Evolutionary strategy: generations after the greedy seed.
+        population: Evolutionary strategy: offspring per generation.
+        seed: Random seed of stochastic strategies.
+    """
+
+    merge_count: int = 4
+    low: int = 1
+    high: int | None = None
+    interval: int = 2
+    threshold: float = 0.65
+    method: str = "official"
+    objective: str = "cosine"
+    strategy: str = "paper"
+    target_layers: int | None = None
+    target_ratio: float | None = None
+    method_params: dict = field(default_factory=dict)
+    refine_top: int = 3
+    lazy: bool = False
+    batch_size: int = 4
+    early_exit: bool = True
+    workers: int | None = None
+    refit: str | None = None
+    refit_params: dict = field(default_factory=dict)
+    generations: int = 0
+    population: int = 8
+    seed: int = 0
+
+    def validate(self, num_layers: int) -> SearchConfig:
+        """Check the numeric parameters against a model with ``num_layers`` layers.
+
+        Names (method, objective, strategy) are checked where they are resolved.
+
+        Raises:
+            LacoError: with a message naming the parameter to fix.
+        """
+        if not 2 <= self.merge_count <= num_layers:
+            raise LacoError(
+                f"--merge-count must be between 2 and {num_layers} (the model's layers)."
+            )
+        high = num_layers if self.high is None else self.high
+        if not 0 <= self.low < high <= num_layers:
+            raise LacoError(
+                f"Need 0 <= low < high <= {num_layers}; got low={self.low}, high={high}."
+            )
+        if self.interval < 1:
+            raise LacoError("--interval must be at least 1.")
+        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)):
+            raise LacoError("--threshold must be a number between 0 and 1.")
+        if not 0 <= self.threshold <= 1:
+            raise LacoError(
+                f"--threshold {self.threshold} is outside [0, 1]: every score lies in (0, 1]."
+            )
+        if self.target_layers is not None and self.target_ratio is not None:
+            raise LacoError("Give either --target-layers or --target-ratio, not both.")
+        if self.target_ratio is not None and not (
+            math.isfinite(self.target_ratio) and 0 < self.target_ratio < 1
+        ):
+            raise LacoError(
+                "--target-ratio is a fraction of parameters removed: use 0 < R < 1, e.g. 0.2."
+            )
+        if self.target_layers is not None and not 0 < self.target_layers < num_layers:
+            raise LacoError(f"--target-layers must be between 1 and {num_layers - 1}.")
+        if self.workers is not None and self.workers < 1:
+            raise LacoError("--workers must be at least 1.")
+        if self.batch_size < 1:
+            raise LacoError("--batch-size must be at least 1.")
+        if self.refine_top < 1:
+            raise LacoError("--refine-top must be at least 1.")
+        if self.generations < 0 or self.population < 1:
+            raise LacoError("--generations must be ≥ 0 and --population ≥ 1.")
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-safe fields (method parameters that are tensors are left out)."""
+        d = asdict(self)
+        for key in ("method_params", "refit_params"):
+            d[key] = {
+                k: v
+                for k, v in getattr(self, key).items()
+                if isinstance(v, (int, float, str, bool))
+            }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LacoError(f"Unknown search setting(s) {', '.join(unknown)} in the recipe.")
+        return cls(**d)
+
+
+@dataclass
+class Merge:
+    """One accepted merge: lo..hi in the indices of the model at that step."""
+
+    lo: int
+    hi: int
+    method: str
+    params: dict
+    score: float | None = None
+
+
+@dataclass
+class SearchResult:
+    """What a search found.
+
+    Attributes:
+        model: The collapsed model (``laco_layer_map`` set).
+        accepted: ``(lo, hi, score)`` of each accepted merge, in the indices of the model
+            as the search saw it at that step.
+        candidates: Every evaluated range: ``lo, hi, score, accepted`` (+ ``alpha`` when
+            calibrated, ``orig`` = the range in original indices).
+        plan: The result as ranges in ORIGINAL layer indices.
+        seconds: Wall time of the search, activation cache included.
+        objective: The objective the scores refer to.
+        params_before: Parameters of the input model.
+        params_after: Parameters of the result.
+        merges: The merges that rebuild ``model`` from the input model, in order (after a
+            refit, the refitted merges).
+        config: The configuration used.
+    """
+
+    model: PreTrainedModel
+    accepted: list[tuple[int, int, float]]
+    candidates: list[dict]
+    plan: list[Range]
+    seconds: float
+    objective: str
+    params_before: int
+    params_after: int
+    merges: list[Merge] = field(default_factory=list)
+    config: SearchConfig = field(default_factory=SearchConfig)
+
+    @property
+    def layers_removed(self) -> int:
+        return sum(hi - lo for lo, hi in self.plan)
+
+    def log(self) -> dict:
+        """The JSON log of ``laco auto --json``."""
+        return {
+            "accepted": [list(a) for a in self.accepted],
+            "candidates": self.candidates,
+            "plan": [list(r) for r in self.plan],
+            "seconds": round(self.seconds, 3),
+            "objective": self.objective,
+            "method": self.config.method,
+            "refit": self.config.refit,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+        }
+
+
+def layer_params(model: PreTrainedModel) -> int:
+    """Parameters of one decoder layer (every layer of the supported models has the same size)."""
+    return sum(p.numel() for p in get_layers(model)[0].parameters())
+
+
+def target_layers_of(model: PreTrainedModel, cfg: SearchConfig) -> int | None:
+    """Layers to remove for the config's target, or None without a target."""
+    if cfg.target_layers is not None:
+        return cfg.target_layers
+    if cfg.target_ratio is None:
+        return None
+    need = math.ceil(cfg.target_ratio * count_params(model) / layer_params(model) - 1e-9)
+    n = len(get_layers(model))
+    if need >= n:
+        raise LacoError(
+            f"Removing {cfg.target_ratio:.0%} of the parameters needs {need} of {n} layers: "
+            "lower --target-ratio."
+        )
+    return need

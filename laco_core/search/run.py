@@ -1,0 +1,123 @@
+"""Running a search with resolved components (``laco_core.ops.run_search`` resolves names)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from transformers import PreTrainedModel
+
+from ..activations import ActivationCache
+from ..collapse import collapse_model
+from ..fitting import PlanFitter
+from ..parallel import worker_pool
+from ..plan import plan_of
+from ..sharing import count_params, shared_copy
+from .config import Merge, SearchConfig, SearchResult
+from .state import Callback, Search, workers_for
+
+
+def run(
+    model: PreTrainedModel,
+    tokenizer,
+    prompts: list[str],
+    cfg: SearchConfig,
+    method,
+    objective,
+    strategy,
+    callback: Callback | None = None,
+    cache: ActivationCache | None = None,
+    stop: threading.Event | None = None,
+    refit_method=None,
+    refit_texts: list[str] | None = None,
+) -> SearchResult:
+    """Search for a collapse plan of ``model`` on calibration ``prompts``.
+
+    Args:
+        model: The dense model (left unchanged; the result shares its untouched tensors).
+        tokenizer: Its tokenizer.
+        prompts: Calibration prompts, each tokenized alone with ``tokenizer(prompt)``.
+        cfg: Search parameters (already validated against the model).
+        method, objective, strategy: The resolved components.
+        callback: Called with a dict after every evaluated candidate.
+        cache: Activations of ``model`` on ``prompts`` to reuse.
+        stop: Set from another thread to cancel (the search raises ``Cancelled``).
+        refit_method: A fitted method to refit the plan with afterwards (``cfg.refit``).
+        refit_texts: The calibration texts of that refit.
+
+    Returns:
+        A SearchResult with the collapsed model, the decision log and the merges that
+        rebuild it.
+    """
+    t0 = time.perf_counter()
+    if cache is None:
+        cache = ActivationCache(
+            model, tokenizer, prompts, batch_size=cfg.batch_size, workers=workers_for(model, cfg)
+        )
+    search = Search(model, cache, cfg, method, objective, callback, stop)
+    search.prepare()
+    with worker_pool(search.workers) as pool:
+        search.pool = pool
+        try:
+            strategy.run(search)
+        finally:
+            search.pool = None
+    result, merges = search.cur, search.merges
+    if refit_method is not None and plan_of(result):
+        texts = refit_texts or prompts
+        params = refit_method.check(cfg.refit_params)
+        result, merges = fit_plan(model, tokenizer, texts, plan_of(result), refit_method, params)
+    if result is model:  # nothing accepted: still hand back a distinct model object
+        result = shared_copy(model)
+    return SearchResult(
+        model=result,
+        accepted=search.accepted,
+        candidates=search.candidates,
+        plan=plan_of(result),
+        seconds=time.perf_counter() - t0,
+        objective=cfg.objective,
+        params_before=count_params(model),
+        params_after=count_params(result),
+        merges=merges,
+        config=cfg,
+    )
+
+
+def fit_plan(
+    model: PreTrainedModel,
+    tokenizer,
+    texts: list[str],
+    ranges: list[tuple[int, int]],
+    method,
+    params: dict,
+    cache: ActivationCache | None = None,
+) -> tuple[PreTrainedModel, list[Merge]]:
+    """Collapse a fixed plan (``model``'s indices) range by range with a fitted method.
+
+    Ranges are fitted bottom-up, so each fit also corrects the drift the lower removals
+    left in its input. Returns the model and its merges (indices of the model at each step).
+    """
+    if cache is None:
+        cache = ActivationCache(model, tokenizer, texts)
+    ctx = PlanFitter(model, cache)
+    merges, shift = [], 0
+    for lo, hi in sorted(ranges):
+        lo, hi = lo - shift, hi - shift
+        fitted = method.fit(ctx, lo, hi, dict(params))
+        ctx.cur = collapse_model(ctx.cur, [(lo, hi)], method, fitted)
+        merges.append(Merge(lo, hi, method.name, fitted))
+        shift += hi - lo
+    return ctx.cur, merges
+
+
+def replay(model: PreTrainedModel, merges: list[Merge], method_of) -> PreTrainedModel:
+    """Apply merges in order (each ``lo``/``hi`` in the then-current indices).
+
+    ``method_of(name)`` resolves method names. A fitted merge without its fit is fitted again
+    (deterministic) only by the caller; here its params must be complete.
+    """
+    cur = model
+    for m in merges:
+        if m.hi > m.lo:
+            cur = collapse_model(cur, [(m.lo, m.hi)], method_of(m.method), m.params)
+    return cur if cur is not model else shared_copy(model)

@@ -1,0 +1,310 @@
+"""The state of one search: current model, its cached layer inputs, candidates, the log.
+
+A candidate is its merged layer (sharing untouched tensors) followed by the current model's
+layers above the range, scored from cached activations by running only those layers. Every
+candidate goes through the method's ``fit`` hook before it is built, whatever the strategy.
+Strategies speculate: candidates are scored ahead on other CPU cores and discarded when an
+earlier decision makes them moot (``submit``/``drain``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..activations import ActivationCache, layer_types, run_layers
+from ..adapters import final_norm, get_layers
+from ..collapse import collapse_model, merged_layer
+from ..errors import Cancelled
+from ..fitting import FitContext
+from ..objectives import Objective, Partial
+from ..parallel import default_workers
+from ..plan import layer_map
+from .config import Merge, SearchConfig, target_layers_of
+
+Callback = Callable[[dict], None]
+
+
+class Speculation(Exception):
+    """A speculative evaluation stopped because an earlier candidate was accepted."""
+
+
+class Lazy:
+    """A future that runs its call when asked for the result (one worker: no speculation)."""
+
+    def __init__(self, fn: Callable, *args):
+        self.fn, self.args = fn, args
+
+    def result(self):
+        return self.fn(*self.args)
+
+
+class Done:
+    """A future whose result is already known."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def workers_for(model: PreTrainedModel, cfg: SearchConfig) -> int:
+    """Candidates scored at once: the config's number, else one per CPU thread."""
+    return cfg.workers if cfg.workers is not None else default_workers(model)
+
+
+class Search(FitContext):
+    """One running search; strategies drive it, methods fit through it (a ``FitContext``).
+
+    Args:
+        model: The dense model (never modified).
+        cache: Its activations on the calibration prompts.
+        cfg: The configuration.
+        method, objective: Resolved components.
+        callback: Called with a dict per logged candidate.
+        stop: Set from another thread to cancel the search (raises ``Cancelled``).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        cache: ActivationCache,
+        cfg: SearchConfig,
+        method,
+        objective: Objective,
+        callback: Callback | None = None,
+        stop: threading.Event | None = None,
+    ):
+        self.dense = model
+        self.cache = cache
+        self.cfg = cfg
+        self.method = method
+        self.objective = objective
+        self.params = method.check(cfg.method_params)
+        self.callback = callback
+        self.stop = stop or threading.Event()
+        self.cur = model
+        # per chunk, inputs of the current model's layers; valid up to len() - 1
+        self.inputs = [list(c.inputs) for c in cache.chunks]
+        self.accepted: list[tuple[int, int, float]] = []
+        self.candidates: list[dict] = []
+        self.merges: list[Merge] = []
+        self.need = target_layers_of(model, cfg)
+        self.removed = 0
+        self.high = len(get_layers(model)) if cfg.high is None else cfg.high
+        self.workers = workers_for(model, cfg)
+        self.pool: ThreadPoolExecutor | None = None
+        self.cancel = threading.Event()
+        # chunk order of the early exit (worst first), fixed by the first candidate scored
+        self.order: list[int] | None = None
+        self.memo: dict[tuple, float] = {}  # scores a fit already computed (see ``score``)
+
+    # ---- the current model -----------------------------------------------------------------
+    def n(self) -> int:
+        return len(get_layers(self.cur))
+
+    def inputs_at(self, start: int) -> list[list[torch.Tensor]]:
+        """Per-chunk inputs of the current model's layers, valid at least up to ``start``.
+
+        Only the main thread extends them: it asks for every index a worker will read
+        before handing the worker its candidate.
+        """
+        layers = get_layers(self.cur)
+        types = layer_types(self.cur)
+        for k, c in enumerate(self.cache.chunks):
+            ins = self.inputs[k]
+            while len(ins) <= start:
+                j = len(ins) - 1
+                ins.append(run_layers([layers[j]], [types[j]], ins[j], c.kwargs))
+        return self.inputs
+
+    def prepare(self) -> None:
+        """Fill the dense caches the objective reads, before workers share them."""
+        self.objective.prepare(self.cache, self.dense)
+
+    # ---- candidates --------------------------------------------------------------------------
+    def fitted(self, lo: int, hi: int, params: dict) -> dict:
+        """``params`` after the method's fit hook (the only way a candidate is parameterised)."""
+        return params if hi == lo else self.method.fit(self, lo, hi, dict(params))
+
+    def suffix(self, lo: int, hi: int, params: dict) -> tuple[list[nn.Module], list[str]]:
+        """A candidate's layers from lo on: the merged layer, then the current ones above hi."""
+        layers, types = get_layers(self.cur), layer_types(self.cur)
+        if hi == lo:
+            return list(layers[lo:]), types[lo:]
+        merged = merged_layer(self.cur, lo, hi, self.method, params)
+        return [merged, *layers[hi + 1 :]], [types[lo], *types[hi + 1 :]]
+
+    def final(self, suffix: tuple[list[nn.Module], list[str]], lo: int, k: int) -> torch.Tensor:
+        """Final state (after the final norm) of a candidate on chunk k.  # (1, T, H)"""
+        c = self.cache.chunks[k]
+        h = self.inputs[k][lo]
+        for layer, t in zip(*suffix, strict=True):
+            if self.cancel.is_set():  # per layer: a discarded speculation frees its core at once
+                raise Speculation
+            if self.stop.is_set():
+                raise Cancelled("The search was cancelled.")
+            h = run_layers([layer], [t], h, c.kwargs)
+        with torch.inference_mode():
+            return final_norm(self.dense)(h)
+
+    def can_score(self) -> bool:
+        return True
+
+    def score(self, lo: int, hi: int, params: dict) -> tuple[float, dict]:
+        """Objective of merging lo..hi with ``params`` (fitted first), and the params used.
+
+        Remembered until the model changes, so a fit that scored its own choice (α of
+        ``rdsc_calibrated``) does not make ``evaluate`` score it again.
+        """
+        params = self.fitted(lo, hi, params)
+        suffix = self.suffix(lo, hi, params)
+        finals = [self.final(suffix, lo, k) for k in range(len(self.cache.chunks))]
+        value = self.objective.score(self.cache, self.dense, finals)
+        self.memo[self._key(lo, hi, params)] = value
+        return value, params
+
+    def _key(self, lo: int, hi: int, params: dict) -> tuple:
+        plain = sorted((k, repr(v)) for k, v in params.items() if isinstance(v, (int, float, str)))
+        return len(self.merges), lo, hi, tuple(plain)
+
+    def evaluate(
+        self, lo: int, hi: int, params: dict, threshold: float | None = None
+    ) -> tuple[float, dict, int | None]:
+        """Score a range with its fitted parameters.
+
+        Returns:
+            The score, the parameters it was obtained with, and the prompts scored when an
+            early exit decided it (None when every prompt was scored).
+        """
+        params = self.fitted(lo, hi, params)
+        known = self.memo.get(self._key(lo, hi, params))
+        if known is not None:
+            return known, params, None
+        suffix = self.suffix(lo, hi, params)
+        if threshold is not None and self.cfg.early_exit and self.order is not None:
+            s, scored = self.score_early(suffix, lo, threshold)
+            return s, params, scored
+        finals = [self.final(suffix, lo, k) for k in range(len(self.cache.chunks))]
+        return self.objective.score(self.cache, self.dense, finals), params, None
+
+    def score_early(
+        self, suffix: tuple[list[nn.Module], list[str]], lo: int, threshold: float
+    ) -> tuple[float, int | None]:
+        """Score chunk by chunk, stopping once the objective's bounds decide ``score > T``."""
+        p = Partial()
+        for k in self.order or []:
+            c = self.cache.chunks[k]
+            p.add(*self.objective.stat(self.cache, self.dense, c, self.final(suffix, lo, k)), 0)
+            p.prompts += len(c.lengths)
+            if self.objective.early(self.cache, p, threshold):
+                return self.objective.value(self.cache, p), p.prompts
+        return self.objective.value(self.cache, p, self.objective.expected(self.cache)), None
+
+    def set_order(self, lo: int, hi: int, params: dict) -> tuple[float, dict] | None:
+        """Order chunks by their damage under one candidate, worst first (for early exits).
+
+        The chunks are scored side by side on the workers. The candidate is the method's
+        cheap first look when it has one, otherwise the fitted candidate itself, whose score
+        is then returned so the scan does not score it twice (None otherwise).
+        """
+        cheap = self.method.cheap(params) if hi > lo else None
+        used = self.fitted(lo, hi, cheap if cheap is not None else params)
+        suffix = self.suffix(lo, hi, used)
+        self.inputs_at(hi)
+        futs = [self.submit(self.final, suffix, lo, k) for k in range(len(self.cache.chunks))]
+        finals = [f.result() for f in futs]
+        damage = []
+        for c, h in zip(self.cache.chunks, finals, strict=True):
+            total, count = self.objective.stat(self.cache, self.dense, c, h)
+            # cosine sums similarities (damage: count − sum); KL and NLL sum damages already
+            damage.append(count - total if self.objective.name == "cosine" else total)
+        self.order = sorted(range(len(damage)), key=lambda k: -damage[k])
+        if cheap is not None:
+            return None
+        return self.objective.score(self.cache, self.dense, finals), used
+
+    # ---- speculation -----------------------------------------------------------------------
+    def submit(self, fn: Callable, *args) -> Future | Lazy:
+        return Lazy(fn, *args) if self.pool is None else self.pool.submit(fn, *args)
+
+    def drain(self, pending: deque) -> None:
+        """Stop and forget speculative evaluations (an earlier candidate was accepted)."""
+        self.cancel.set()
+        for *_, fut in pending:
+            if isinstance(fut, Future) and not fut.cancel():
+                try:
+                    fut.result()
+                except Speculation:
+                    pass
+        pending.clear()
+        self.cancel.clear()
+
+    # ---- decisions ---------------------------------------------------------------------------
+    def log(
+        self,
+        lo: int,
+        hi: int,
+        s: float,
+        accepted: bool,
+        params: dict,
+        threshold: float | None,
+        scored: int | None = None,
+    ) -> None:
+        lm = layer_map(self.cur)
+        event = {
+            "lo": lo,
+            "hi": hi,
+            "score": s,
+            "accepted": accepted,
+            "orig": [lm[lo][0], lm[hi][1]],
+            "layers": self.n(),
+        }
+        if threshold is not None:
+            event["threshold"] = threshold
+        if "alpha" in params:
+            event["alpha"] = params["alpha"]
+        if scored is not None:
+            event["prompts_scored"] = scored
+        self.candidates.append(event)
+        if self.callback is not None:
+            self.callback(dict(event))
+
+    def accept(self, lo: int, hi: int, s: float, params: dict) -> None:
+        self.accepted.append((lo, hi, s))
+        self.merges.append(Merge(lo, hi, self.method.name, dict(params), s))
+        self.removed += hi - lo
+        if hi > lo:  # the official loop's merge of zero extra layers leaves the model as is
+            self.cur = collapse_model(self.cur, [(lo, hi)], self.method, params)
+        for ins in self.inputs:  # layers above lo changed; their inputs are recomputed on demand
+            del ins[lo + 1 :]
+
+    def done(self) -> bool:
+        return self.need is not None and self.removed >= self.need
+
+    def cap(self, lo: int, hi: int) -> int:
+        """Shorten a range so a target is met exactly, never overshot."""
+        return hi if self.need is None else min(hi, lo + self.need - self.removed)
+
+    def candidate_ranges(self, sizes: range) -> list[tuple[int, int]]:
+        """Admissible ranges of the current model with hi − lo + 1 in ``sizes``."""
+        lm, n = layer_map(self.cur), self.n()
+        out = []
+        for lo in range(n):
+            for size in sizes:
+                hi = lo + size - 1
+                if hi >= n or hi == lo:
+                    continue
+                if lm[lo][0] < self.cfg.low or lm[hi][1] >= self.high:
+                    continue
+                if self.need is not None and hi - lo > self.need - self.removed:
+                    continue
+                out.append((lo, hi))
+        return out

@@ -1,0 +1,1 @@
+"""Search strategies, one per file; ``laco_core.registry`` lists them."""

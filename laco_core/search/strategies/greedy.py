@@ -1,0 +1,84 @@
+"""Greedy removal: each step accepts the least damaging range (SLEB-style re-scoring)."""
+
+from __future__ import annotations
+
+from ...errors import LacoError
+from ...plan import layer_map
+from .base import Strategy
+
+
+class Greedy(Strategy):
+    """Each step scores every admissible range of 2..C layers of the current model and accepts
+    the least damage (1 − score) per removed layer; it stops at the target (or, without one,
+    when the best score is ≤ T). Every step re-scores against the dense model, as SLEB
+    (Song et al. 2024, arXiv 2402.09025) re-scores after each removal.
+
+    With ``lazy``, ranges are re-scored in order of their last known damage and the step
+    stops once the best fresh damage beats every stale one. With a method that has a cheap
+    first look (``rdsc_calibrated``), every range is screened cheaply and the ``refine_top``
+    best are fitted in full.
+    """
+
+    name = "greedy"
+    summary = "Each step: score every range of 2..C layers, accept the least damage per layer."
+    uses = ("merge_count", "low", "high", "threshold", "lazy", "refine_top")
+
+    def run(self, s) -> None:
+        stale: dict[tuple[int, int], float] = {}  # original span -> last known damage
+        while not s.done():
+            ranges = s.candidate_ranges(range(2, s.cfg.merge_count + 1))
+            if not ranges:
+                if s.need is not None:
+                    raise LacoError(
+                        f"Could not remove {s.need} layers within layers {s.cfg.low}-"
+                        f"{s.high - 1}: widen --low/--high or lower the target."
+                    )
+                return
+            lm = layer_map(s.cur)
+
+            def key(r: tuple[int, int], lm: list = lm) -> tuple[int, int]:
+                return lm[r[0]][0], lm[r[1]][1]
+
+            if s.cfg.lazy:
+                ranges.sort(key=lambda r: stale.get(key(r), float("-inf")))
+            s.inputs_at(max(hi for _, hi in ranges))
+            cheap = s.method.cheap(s.params)
+            first = s.params if cheap is None else cheap
+            scored = []
+            # scored in waves of ``workers``; results are consumed in order, so the lazy stop
+            # falls where it would with one worker
+            for start in range(0, len(ranges), s.workers):
+                wave = ranges[start : start + s.workers]
+                futs = [s.submit(s.evaluate, lo, hi, first) for lo, hi in wave]
+                stop = False
+                for (lo, hi), fut in zip(wave, futs, strict=True):
+                    if (
+                        s.cfg.lazy
+                        and scored
+                        and min(x[0] for x in scored) <= stale.get(key((lo, hi)), float("-inf"))
+                    ):
+                        stop = True  # damage only grows as the model shrinks: the rest cannot win
+                        break
+                    score, params, _ = fut.result()
+                    scored.append(((1 - score) / (hi - lo), lo, hi, score, params))
+                    stale[key((lo, hi))] = scored[-1][0]
+                if stop:
+                    for f in futs:  # let the wave finish before the model can change
+                        f.result()
+                    break
+            scored.sort(key=lambda x: x[0])
+            if cheap is not None:  # fit the most promising ranges in full
+                top = scored[: s.cfg.refine_top]
+                futs = [s.submit(s.evaluate, lo, hi, s.params) for _, lo, hi, _, _ in top]
+                refined = []
+                for (_, lo, hi, _, _), fut in zip(top, futs, strict=True):
+                    score, params, _ = fut.result()
+                    refined.append(((1 - score) / (hi - lo), lo, hi, score, params))
+                scored = sorted(refined, key=lambda x: x[0]) + scored[s.cfg.refine_top :]
+            _, lo, hi, score, params = scored[0]
+            ok = s.need is not None or score > s.cfg.threshold
+            for _, lo2, hi2, s2, p2 in scored:
+                s.log(lo2, hi2, s2, ok and (lo2, hi2) == (lo, hi), p2, None)
+            if not ok:
+                return
+            s.accept(lo, hi, score, params)

@@ -1,0 +1,99 @@
+"""Step kind ``search``: find a collapse plan automatically, then (optionally) refit it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..activations import ActivationCache
+from ..adapters import get_layers
+from ..errors import LacoError
+from ..plan import format_plan
+from ..recipe import Step, TextSource
+from ..search.config import Merge, SearchConfig
+from ..search.run import replay, run
+from ..search.state import workers_for
+
+
+@dataclass
+class SearchStep(Step):
+    """Run a search strategy on ``calibration``; record the merges it accepted.
+
+    With ``config.refit`` the found plan is rebuilt with that fitted method on
+    ``refit_calibration`` and ``merges`` are the refitted merges. A completed step replays
+    its merges; one whose fitted tensors are missing searches again (deterministic).
+    """
+
+    kind = "search"
+    summary = "Search a collapse plan (LaCo Algorithm 1, greedy, evolutionary…)."
+    nested = {
+        "config": SearchConfig,
+        "calibration": TextSource,
+        "refit_calibration": TextSource,
+        "merges": Merge,
+    }
+
+    config: SearchConfig = field(default_factory=SearchConfig)
+    calibration: TextSource = field(default_factory=TextSource)
+    refit_calibration: TextSource | None = None
+    merges: list[Merge] | None = None
+    plan: list[list[int]] | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchStep:
+        d = dict(d)
+        if isinstance(d.get("config"), dict):
+            d["config"] = SearchConfig.from_dict(d["config"])
+        return super().from_dict(d)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["config"] = self.config.to_dict()
+        return d
+
+    def describe(self) -> str:
+        c = self.config
+        how = f"{c.strategy}/{c.objective}/{c.method}" + (f"→{c.refit}" if c.refit else "")
+        plan = format_plan(self.plan) if self.plan else "…"
+        return f"search {how}: {plan}"
+
+    def apply(self, model, ctx):
+        reg = ctx.registry
+        if self.merges is not None and all(
+            reg.method(m.method).is_fitted(m.params) for m in self.merges
+        ):
+            return replay(model, self.merges, reg.method), self
+        cfg = self.config.validate(len(get_layers(model)))
+        method = reg.method(cfg.method)
+        cfg.method_params = method.check(cfg.method_params)
+        refit = reg.method(cfg.refit) if cfg.refit else None
+        if refit is not None and not refit.fitted:
+            raise LacoError(f"--refit {cfg.refit}: choose a fitted method (drop_lsq, drop_linear).")
+        prompts = self.calibration.resolve()
+        ctx.report(0.02, f"Recording activations on {len(prompts)} calibration texts…")
+        cache = ActivationCache(
+            model, ctx.tokenizer, prompts, cfg.batch_size, workers_for(model, cfg)
+        )
+        res = run(
+            model,
+            ctx.tokenizer,
+            prompts,
+            cfg,
+            method,
+            reg.objective(cfg.objective),
+            reg.strategy(cfg.strategy),
+            callback=ctx.event,
+            cache=cache,
+            stop=ctx.stop,
+            refit_method=refit,
+            refit_texts=self.refit_calibration.resolve() if self.refit_calibration else None,
+        )
+        done = replace(
+            self,
+            config=cfg,
+            merges=res.merges,
+            plan=[list(r) for r in res.plan],
+            seconds=round(res.seconds, 3),
+        )
+        done.result = res  # the decision log, for the caller (not serialised)
+        return res.model, done
