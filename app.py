@@ -40,12 +40,11 @@ footer { display: none !important; }
 """
 
 
-def build_app(engine: Engine, analysis_cache: dict | None = None) -> gr.Blocks:
+def build_app(engine: Engine) -> gr.Blocks:
     """The whole UI over one shared engine; per-user state is a ``Session`` in ``gr.State``.
 
     Args:
-        engine: Owner of every model.
-        analysis_cache: Similarity analyses shared by all visitors (``similarity_tab.compute``).
+        engine: Owner of every model and cache.
     """
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
@@ -54,7 +53,7 @@ def build_app(engine: Engine, analysis_cache: dict | None = None) -> gr.Blocks:
             with gr.Tab("1 · Model", id="model"):
                 model = model_tab.build(engine, session, demo)
             with gr.Tab("2 · Similarity", id="similarity"):
-                sim = similarity_tab.build(engine, session, model, analysis_cache)
+                sim = similarity_tab.build(engine, session, model)
             with gr.Tab("3 · Collapse", id="collapse"):
                 collapse = collapse_tab.build(engine, session, model, sim)
             with gr.Tab("4 · Compare", id="compare"):
@@ -66,6 +65,13 @@ def build_app(engine: Engine, analysis_cache: dict | None = None) -> gr.Blocks:
     return demo
 
 
+def configure(demo: gr.Blocks) -> gr.Blocks:
+    """Queue with separate concurrency groups: quick requests (preview, analysis, compare,
+    evaluate) never wait behind long jobs (searches, heals, baselines, exports)."""
+    demo.queue(default_concurrency_limit=2)
+    return demo
+
+
 def launch_kwargs() -> dict:
     """Theme and CSS belong in ``launch()`` in Gradio 6."""
     return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS}
@@ -73,13 +79,11 @@ def launch_kwargs() -> dict:
 
 def main() -> None:
     """Create the engine, preload the default model, serve."""
-    budget = os.environ.get("LACO_MEMORY_GB")
-    engine = Engine(memory_budget_gb=float(budget) if budget else None)
+    engine = Engine()  # budget: LACO_MEMORY_GB, else 60 % of this machine's memory
     engine.load("default")  # first visitors should not wait for it
-    analysis_cache: dict = {}
-    similarity_tab.precompute(engine, analysis_cache)  # nor for the heatmaps
-    demo = build_app(engine, analysis_cache)
-    demo.queue(default_concurrency_limit=1)
+    similarity_tab.precompute(engine)  # nor for the heatmaps
+    demo = build_app(engine)
+    configure(demo)
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

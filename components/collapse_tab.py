@@ -5,24 +5,44 @@ plan live, build the collapsed model and see quick metrics; the Auto panel runs 
 from __future__ import annotations
 
 import queue
+import shutil
+import tempfile
 import threading
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from laco_core import merge, search
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
 from laco_core.evaluate import quick_metrics
-from laco_core.methods import REGISTRY
-from laco_core.search.core import STRATEGIES
+from laco_core.pipeline import read_recipe
+from laco_core.plan import layer_groups, parse_ranges, validate_ranges
+from laco_core.recipe import RECIPE_FILE, TENSORS_FILE, TextSource
+from laco_core.registry import REGISTRY
+from laco_core.search.config import SearchConfig
+from laco_core.steps.collapse import CollapseStep
+from laco_core.steps.search import SearchStep
 
-from . import plots
-from .common import GPU_GROUP, PROGRESS, base_of, fmt_params, gpu, user_errors
+from . import params_ui, plots
+from .common import (
+    LONG_GROUP,
+    PROGRESS,
+    SHORT_GROUP,
+    base_of,
+    fmt_params,
+    gpu,
+    remember,
+    user_errors,
+)
 from .similarity_tab import proposed_range
-from .state import Build, Session
+from .state import Session
 from .widgets import RangeSlider
+
+METHOD_PARAMS = REGISTRY.method_params()
+# the method-parameter controls, in the order their values reach ``build_collapse``
+PARAM_NAMES = list(dict.fromkeys(d.name for defs in METHOD_PARAMS.values() for d in defs if d.cli))
 
 METHOD_NOTES = {
     "official": "What the released LaCo code actually computes — in effect a layer drop that "
@@ -40,7 +60,7 @@ METHOD_NOTES = {
 
 
 def method_md(method: str) -> str:
-    m = REGISTRY.get(method)
+    m = REGISTRY.methods.get(method)
     if m is None:
         return ""
     note = METHOD_NOTES.get(method, "")
@@ -70,7 +90,7 @@ def preview_md(p: dict) -> str:
 def add_range(value: list[int], plan_text: str) -> str:
     """Append the slider's range to the typed plan (kept sorted)."""
     lo, hi = sorted(int(v) for v in value)
-    ranges = merge.parse_ranges(plan_text or "") + [(lo, hi)]
+    ranges = parse_ranges(plan_text or "") + [(lo, hi)]
     return ", ".join(f"{a}-{b}" for a, b in sorted(set(ranges)))
 
 
@@ -91,26 +111,23 @@ def reset_slider(session: Session) -> RangeSlider:
     return RangeSlider(value=[max(top - 4, 0), max(top - 1, 1)], maximum=top)
 
 
+def prompt_list(prompts_text: str, limit: int | None = None) -> list[str]:
+    prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:limit]
+    if not prompts:
+        raise LacoError("Add at least one calibration prompt (Similarity tab).")
+    return prompts
+
+
 @gpu
-def preview(
-    engine: Engine, session: Session, plan_text: str, method: str, prompts_text: str, caches: dict
-) -> tuple[str, object]:
+def preview(engine: Engine, session: Session, plan_text: str, method: str, prompts_text: str):
     """Live preview of a plan: before/after numbers, strip diagram, quick similarity estimate."""
     base = base_of(engine, session)
     if not (plan_text or "").strip():
         groups = [(i, i) for i in range(base.num_layers)]
         return "Add a range to see the plan.", plots.strip_diagram(groups, base.num_layers)
-    ranges = merge.validate_ranges(merge.parse_ranges(plan_text), base.num_layers)
-    prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:8]
-    if not prompts:
-        raise LacoError("Add at least one calibration prompt (Similarity tab).")
-    key = (base.spec, str(base.dtype), str(base.device), tuple(prompts))
-    with engine.lock:
-        if key not in caches:  # dense activations once per model and prompt set
-            caches.clear()
-            caches[key] = search.PreviewCache(base.model, base.tokenizer, prompts)
-        est = search.preview(base.model, base.tokenizer, prompts, ranges, method, cache=caches[key])
-    groups = merge.layer_groups(ranges, base.num_layers)
+    ranges = validate_ranges(parse_ranges(plan_text), base.num_layers)
+    est = engine.preview(base, prompt_list(prompts_text, 8), ranges, method)
+    groups = layer_groups(ranges, base.num_layers)
     return preview_md(est), plots.strip_diagram(groups, base.num_layers)
 
 
@@ -125,35 +142,86 @@ def build_collapse(
     plan_text: str,
     method: str,
     prompts_text: str,
+    *param_values,
     progress: gr.Progress = PROGRESS,
 ):
-    """Build the collapsed model (untouched layers shared) and measure quick metrics."""
+    """Build the collapsed model (untouched layers shared) and measure quick metrics.
+
+    ``param_values`` are the method-parameter controls' values, in ``METHOD_PARAMS`` order.
+    """
     base = base_of(engine, session)
-    ranges = merge.validate_ranges(merge.parse_ranges(plan_text or ""), base.num_layers)
+    ranges = validate_ranges(parse_ranges(plan_text or ""), base.num_layers)
+    params = REGISTRY.method(method).check(
+        params_ui.values(METHOD_PARAMS, PARAM_NAMES, method, param_values) if param_values else {}
+    )
     progress(0.2, desc="Merging layers…")
-    did = engine.collapse(base, ranges, method)
-    derived = engine.get(did)
-    progress(0.6, desc="Quick metrics on the calibration prompts…")
+    step = CollapseStep([list(r) for r in ranges], method, params)
+    did = engine.run(
+        base, [step], session.token(), progress=lambda f, d: progress(0.2 + 0.5 * f, desc=d)
+    )
+    model, base = engine.model(did, session.token())
+    progress(0.75, desc="Quick metrics on the calibration prompts…")
     prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()]
-    with engine.lock:
-        metrics = (
-            quick_metrics(derived.model, base.model, base.tokenizer, prompts) if prompts else {}
-        )
-    recipe = engine.recipe(did)
-    label = f"{did} · {method} {plan_text.strip()} · {recipe['layers_after']} layers"
-    session.add(Build(did, label, recipe, {k: round(float(v), 5) for k, v in metrics.items()}))
+    metrics = quick_metrics(model, base.model, base.tokenizer, prompts) if prompts else {}
+    metrics = {k: round(float(v), 5) for k, v in metrics.items()}
+    entry = remember(engine, session, did, metrics)
     return (
         session,
-        result_md(did, recipe, metrics),
-        {"id": did, "recipe": recipe, "metrics": metrics},
+        result_md(did, entry.info, metrics),
+        {"id": did, "recipe": entry.recipe, "metrics": metrics},
         gr.Button(interactive=True),
     )
 
 
-def result_md(did: str, recipe: dict, metrics: dict) -> str:
-    removed = 100 * (1 - recipe["params_after"] / recipe["params_before"])
+@gpu
+def load_recipe(engine: Engine, session: Session, files, progress: gr.Progress = PROGRESS):
+    """Register a recipe (``laco_recipe.json``, with its ``laco_recipe.safetensors`` when the
+    steps fitted tensors) and build its model; it joins the session like any build."""
+    paths = (
+        [Path(f) for f in (files or [])]
+        if isinstance(files, list)
+        else [Path(files)]
+        if files
+        else []
+    )
+    if not paths:
+        raise LacoError("Upload a laco_recipe.json (and its laco_recipe.safetensors, if any).")
+    for p in paths:
+        engine.limits.check("upload_bytes", p.stat().st_size, f"The upload {p.name}")
+    folder = Path(tempfile.mkdtemp(prefix="laco-recipe-"))
+    for p in paths:
+        name = (
+            RECIPE_FILE
+            if p.suffix == ".json"
+            else TENSORS_FILE
+            if p.suffix == ".safetensors"
+            else None
+        )
+        if name is None:
+            raise LacoError(
+                f"'{p.name}' is neither a recipe (.json) nor its tensors (.safetensors)."
+            )
+        shutil.copy(p, folder / name)
+    if not (folder / RECIPE_FILE).exists():
+        raise LacoError("The upload holds no .json recipe.")
+    recipe = read_recipe(folder)
+    progress(0.2, desc=f"Rebuilding {recipe.describe()}…")
+    did = engine.add_recipe(recipe, session.token())
+    engine.model(did, session.token())
+    entry = remember(engine, session, did)
+    info = entry.info
     md = (
-        f"### ✓ Built `{did}` — {recipe['layers_before']} → {recipe['layers_after']} layers, "
+        f"### ✓ Loaded `{did}` — {recipe.describe()}  \n"
+        f"{info.get('layers_before', '?')} → {info.get('layers_after', '?')} layers on "
+        f"`{recipe.base.spec}`; it is now selected in Compare, Evaluate and Export."
+    )
+    return session, md
+
+
+def result_md(did: str, info: dict, metrics: dict) -> str:
+    removed = 100 * (1 - info["params_after"] / info["params_before"])
+    md = (
+        f"### ✓ Built `{did}` — {info['layers_before']} → {info['layers_after']} layers, "
         f"{removed:.1f} % parameters removed\n"
     )
     if metrics:
@@ -193,12 +261,14 @@ def run_auto(
     target_layers: int,
     progress: gr.Progress = PROGRESS,
 ):
-    """LaCo Algorithm 1 (Yang et al. 2024, arXiv 2402.11187) with a live decision log."""
+    """A collapse search (LaCo Algorithm 1 and others) with a live decision log.
+
+    The search runs on a worker thread; closing this generator (a cancel, a closed tab) stops
+    it at the next layer it would run.
+    """
     base = base_of(engine, session)
-    prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()]
-    if not prompts:
-        raise LacoError("Add at least one calibration prompt (Similarity tab).")
-    cfg = search.SearchConfig(
+    prompts = prompt_list(prompts_text)
+    cfg = SearchConfig(
         merge_count=int(merge_count),
         low=int(low),
         high=int(high) or None,
@@ -208,16 +278,16 @@ def run_auto(
         objective=objective,
         strategy=strategy,
         target_layers=int(target_layers) or None,
-    )
+    ).validate(base.num_layers)
+    step = SearchStep(cfg, TextSource.of(prompts, "calibration_prompts"))
     events: queue.Queue = queue.Queue()
+    stop = threading.Event()
     box: dict = {}
+    owner = session.token()
 
     def work() -> None:  # the search runs here; the generator below streams its log
         try:
-            with engine.lock:
-                box["result"] = search.run_search(
-                    base.model, base.tokenizer, prompts, cfg, callback=events.put
-                )
+            box["id"] = engine.run(base, [step], owner, events=events.put, stop=stop)
         except BaseException as e:  # surfaced in the UI thread below
             box["error"] = e
         finally:
@@ -225,26 +295,26 @@ def run_auto(
 
     threading.Thread(target=work, daemon=True).start()
     log: list[dict] = []
-    yield session, "Searching…", _log_frame(log), gr.skip()
-    while (ev := events.get()) is not None:
-        log.append(ev)
-        progress(
-            min(0.95, len(log) / max(base.num_layers, 1)), desc=f"{len(log)} candidates scored"
-        )
-        yield session, f"Searching… {len(log)} candidates scored", _log_frame(log), gr.skip()
+    try:
+        yield session, "Searching…", _log_frame(log), gr.skip()
+        while (ev := events.get()) is not None:
+            log.append(ev)
+            progress(
+                min(0.95, len(log) / max(base.num_layers, 1)), desc=f"{len(log)} candidates scored"
+            )
+            yield session, f"Searching… {len(log)} candidates scored", _log_frame(log), gr.skip()
+    finally:
+        stop.set()  # a closed generator cancels the search; a finished one is unaffected
     if "error" in box:
-        err = box["error"]
-        raise gr.Error(str(err)) if isinstance(err, LacoError) else err
-    result = box["result"]
-    recipe_in = result.recipe()
-    did = engine.add_derived(result.model, base, recipe_in)
-    recipe = engine.recipe(did)
-    plan = ", ".join(f"{lo}-{hi}" for lo, hi in recipe.get("ranges", []))
-    label = f"{did} · auto {plan} · {recipe.get('layers_after', '?')} layers"
-    session.add(Build(did, label, recipe))
-    groups = merge.layer_groups([tuple(r) for r in recipe.get("ranges", [])], base.num_layers)
+        raise box["error"]
+    did = box["id"]
+    entry = remember(engine, session, did)
+    info = entry.info
+    plan = ", ".join(f"{lo}-{hi}" for lo, hi in info.get("plan", []))
+    groups = layer_groups([tuple(r) for r in info.get("plan", [])], base.num_layers)
+    seconds = engine.recipe(did, owner).steps[-1].seconds or 0.0
     md = (
-        f"### ✓ Search done in {result.seconds:.1f} s — `{did}`: {base.num_layers} → "
+        f"### ✓ Search done in {seconds:.1f} s — `{did}`: {base.num_layers} → "
         f"{len(groups)} layers, accepted {plan or 'nothing'}\nIt is now selected in Compare, "
         "Evaluate and Export."
     )
@@ -257,7 +327,6 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         "Merge runs of consecutive layers into one. Add ranges by **clicking a heatmap cell**, "
         "with the **two-handle slider**, or type them (`20-23, 10-12`; inclusive, 0-based)."
     )
-    caches: dict = {}  # PreviewCache per (base model, prompts); shared, holds no user data
     with gr.Row():
         with gr.Column(scale=3):
             slider = RangeSlider(
@@ -268,8 +337,10 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
                 add_btn = gr.Button("+ Add range", size="sm")
                 clear_btn = gr.Button("Clear", size="sm")
             plan = gr.Textbox("", label="Plan (ranges)", placeholder="20-23, 10-12", elem_id="plan")
-            method = gr.Radio(list(REGISTRY), value="official", label="Merge method")
+            method = gr.Radio(list(REGISTRY.methods), value="official", label="Merge method")
             method_info = gr.Markdown(method_md("official"))
+            with gr.Row():
+                param_controls = params_ui.controls(METHOD_PARAMS, "official")
         with gr.Column(scale=2):
             gr.Markdown("#### Preview")
             preview_box = gr.Markdown("Add a range to see the plan.", elem_id="preview")
@@ -278,6 +349,17 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     result = gr.Markdown("", elem_id="build-result")
     with gr.Accordion("Build details (JSON)", open=False):
         result_json = gr.JSON()
+
+    with gr.Accordion("Load a recipe", open=False):
+        gr.Markdown(
+            "Any exported `laco_recipe.json` (with its `laco_recipe.safetensors` when it has "
+            "one) rebuilds the same model; without the tensors, fitted steps are fitted again."
+        )
+        recipe_files = gr.File(
+            label="Recipe files", file_count="multiple", file_types=[".json", ".safetensors"]
+        )
+        load_btn = gr.Button("Load recipe", elem_id="load-recipe")
+        loaded_md = gr.Markdown("", elem_id="load-result")
 
     with gr.Accordion("Auto: LaCo search (Algorithm 1)", open=False):
         gr.Markdown(
@@ -292,9 +374,9 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
             a_i = gr.Number(2, label="I: min. interval", precision=0, minimum=1)
             a_t = gr.Slider(0.0, 1.0, 0.65, step=0.01, label="T: threshold")
         with gr.Row():
-            a_method = gr.Dropdown(list(REGISTRY), value="official", label="Merge method")
-            a_obj = gr.Dropdown(list(search.OBJECTIVES), value="cosine", label="Objective")
-            a_strategy = gr.Dropdown(list(STRATEGIES), value="paper", label="Strategy")
+            a_method = gr.Dropdown(list(REGISTRY.methods), value="official", label="Merge method")
+            a_obj = gr.Dropdown(list(REGISTRY.objectives), value="cosine", label="Objective")
+            a_strategy = gr.Dropdown(list(REGISTRY.strategies), value="paper", label="Strategy")
             a_target = gr.Number(0, label="Target layers (0 = off)", precision=0, minimum=0)
         auto_btn = gr.Button("Run search", variant="primary", elem_id="auto-run")
         auto_md = gr.Markdown("", elem_id="auto-result")
@@ -310,14 +392,21 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     add_btn.click(add_range, [slider, plan], plan, api_visibility="private")
     clear_btn.click(lambda: "", None, plan, api_visibility="private")
     method.change(method_md, method, method_info, api_visibility="private")
-    live = partial(preview, engine, caches=caches)
+    controls = [param_controls[n] for n in PARAM_NAMES]
+    method.change(
+        partial(params_ui.visibility, METHOD_PARAMS, PARAM_NAMES),
+        method,
+        controls,
+        api_visibility="private",
+    )
+    live = partial(preview, engine)
     gr.on(
         [plan.change, method.change],
         live,
         [session, plan, method, prompts],
         [preview_box, strip],
         trigger_mode="always_last",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=SHORT_GROUP,
         api_visibility="private",
         show_progress="hidden",
     )
@@ -325,7 +414,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         live,
         [session, plan, method, prompts],
         [preview_box, strip],
-        concurrency_id=GPU_GROUP,
+        concurrency_id=SHORT_GROUP,
         api_visibility="private",
         show_progress="hidden",
     )
@@ -333,10 +422,10 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         building_note, None, [result, build_btn], api_visibility="private"
     ).then(
         partial(build_collapse, engine),
-        [session, plan, method, prompts],
+        [session, plan, method, prompts, *controls],
         [session, result, result_json, build_btn],
         api_name="collapse",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=LONG_GROUP,
     )
     built.failure(
         lambda: ("", gr.Button(interactive=True)),
@@ -349,6 +438,13 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         [session, prompts, a_c, a_l, a_h, a_i, a_t, a_method, a_obj, a_strategy, a_target],
         [session, auto_md, auto_log, auto_strip],
         api_name="auto_collapse",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=LONG_GROUP,
     )
-    return {"plan": plan, "method": method, "slider": slider, "built": [built, auto]}
+    loaded = load_btn.click(
+        partial(load_recipe, engine),
+        [session, recipe_files],
+        [session, loaded_md],
+        api_name="load_recipe",
+        concurrency_id=LONG_GROUP,
+    )
+    return {"plan": plan, "method": method, "slider": slider, "built": [built, auto, loaded]}

@@ -1,9 +1,15 @@
-"""Small glue shared by the tab builders: user errors -> gr.Error, GPU decoration, base model."""
+"""Small glue shared by the tab builders: errors -> gr.Error, GPU decoration, builds, params.
+
+User errors (``LacoError``) reach the UI with their message and one log line. Anything else
+gets a short message with an error id; the traceback goes to the server log only.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import uuid
 from collections.abc import Callable
 
 import gradio as gr
@@ -12,49 +18,63 @@ import spaces
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
 from laco_core.models import LoadedModel
+from laco_core.pipeline import recipe_from_dict
+from laco_core.recipe import Recipe
 
-from .state import Session
+from .state import Entry, Session
 
-GPU_GROUP = "model"  # every listener that runs the model shares one concurrency group
+log = logging.getLogger("laco.app")
+LONG_GROUP = "long"  # searches, heals, baselines, exports: one at a time
+SHORT_GROUP = "short"  # previews, analyses, compares, evaluations of built models
 # Default of handlers' ``progress`` argument: gradio spots the instance and hands each event
 # its own tracker, so one shared default is safe.
 PROGRESS = gr.Progress()
 
 
-def gpu(fn: Callable) -> Callable:
-    """``@spaces.GPU`` (a no-op off ZeroGPU) plus LacoError -> ``gr.Error`` with its message."""
+def _translate(e: BaseException, name: str) -> gr.Error:
+    if isinstance(e, LacoError):
+        log.info("user error in %s: %s", name, e)
+        return gr.Error(str(e))
+    eid = uuid.uuid4().hex[:8]
+    log.exception("internal error %s in %s", eid, name)
+    return gr.Error(f"Something went wrong inside the app (error id {eid}); it keeps serving.")
+
+
+def handler(fn: Callable) -> Callable:
+    """Errors -> ``gr.Error`` (see the module docstring)."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except LacoError as e:
-                raise gr.Error(str(e)) from e
+            except gr.Error:
+                raise
+            except GeneratorExit:
+                raise
+            except Exception as e:
+                raise _translate(e, fn.__name__) from e
 
-        return spaces.GPU(gen)
-
-    @functools.wraps(fn)
-    def plain(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except LacoError as e:
-            raise gr.Error(str(e)) from e
-
-    return spaces.GPU(plain)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """LacoError -> ``gr.Error`` for handlers that never touch the model."""
+        return gen
 
     @functools.wraps(fn)
     def plain(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except LacoError as e:
-            raise gr.Error(str(e)) from e
+        except gr.Error:
+            raise
+        except Exception as e:
+            raise _translate(e, fn.__name__) from e
 
     return plain
+
+
+def gpu(fn: Callable) -> Callable:
+    """``@spaces.GPU`` (a no-op off ZeroGPU) over ``handler``."""
+    return spaces.GPU(handler(fn))
+
+
+user_errors = handler
 
 
 def base_of(engine: Engine, session: Session) -> LoadedModel:
@@ -63,15 +83,53 @@ def base_of(engine: Engine, session: Session) -> LoadedModel:
 
 
 def pick_build(session: Session, did: str | None) -> str:
-    """The derived-model id to use: the one picked, else the session's latest."""
+    """The build id to use: the one picked, else the session's latest."""
     did = did or session.current
     if not did or session.get(did) is None:
         raise LacoError("No collapsed model yet: build one in the Collapse tab first.")
     return did
 
 
+def model_of(engine: Engine, session: Session, did: str | None):
+    """``(id, model, base)`` of a build of this session: the build's OWN base and tokenizer.
+
+    A build the engine no longer knows (e.g. after a restart) is registered again from the
+    recipe JSON the session keeps, and rebuilt.
+    """
+    did = pick_build(session, did)
+    try:
+        engine.build(did, session.token())
+    except LacoError:
+        entry = session.get(did)
+        new = engine.add_recipe(recipe_from_dict(entry.recipe), session.token(), entry.label)
+        rename(session, did, new)
+        did = new
+    model, base = engine.model(did, session.token())
+    return did, model, base
+
+
+def rename(session: Session, old: str, new: str) -> None:
+    entry = session.get(old)
+    if entry is not None:
+        entry.id = new
+    if session.current == old:
+        session.current = new
+
+
+def remember(engine: Engine, session: Session, did: str, metrics: dict | None = None) -> Entry:
+    """Record engine build ``did`` in the session (its recipe as JSON, no tensors)."""
+    b = engine.build(did, session.token())
+    entry = Entry(did, b.label, recipe_json(b.recipe), dict(metrics or {}))
+    session.add(entry)
+    return entry
+
+
+def recipe_json(recipe: Recipe) -> dict:
+    return recipe.to_dict()[0]
+
+
 def build_choices(session: Session) -> gr.Dropdown:
-    """Refresh a 'which collapsed model' dropdown after a build."""
+    """Refresh a 'which model' dropdown after a build."""
     return gr.Dropdown(choices=session.choices(), value=session.current)
 
 

@@ -10,7 +10,7 @@ import gradio as gr
 from laco_core.engine import Engine
 from laco_core.generate import DecodeSettings, first_divergence, stream_pair
 
-from .common import GPU_GROUP, base_of, build_choices, gpu, pick_build
+from .common import SHORT_GROUP, build_choices, gpu, model_of
 from .state import Session
 
 EXAMPLES = [
@@ -57,10 +57,12 @@ def compare(
     chat: bool,
     repetition_penalty: float,
 ):
-    """Stream both models token by token into two panels; mark the first divergence."""
-    did = pick_build(session, did)
-    base = base_of(engine, session)
-    derived = engine.get(did)
+    """Stream both models token by token into two panels; mark the first divergence.
+
+    The build's own base model and tokenizer are used; no lock is held while streaming, so
+    an abandoned stream (a cancel, a closed tab) leaves nothing behind.
+    """
+    did, model, base = model_of(engine, session, did)
     settings = DecodeSettings(
         int(max_new_tokens),
         bool(do_sample),
@@ -72,25 +74,23 @@ def compare(
         float(repetition_penalty),
     )
     tok = base.tokenizer
-    a = b = None
-    with engine.lock:
-        for a, b in stream_pair(base.model, derived.model, tok, prompt or "", settings):
-            k = first_divergence(a.token_ids, b.token_ids)
-            prefix = (
-                tok.decode(b.token_ids[:k], skip_special_tokens=True) if k is not None else None
-            )
-            note = (
-                "Identical so far."
-                if k is None
-                else f"The collapsed model first diverges at generated token **{k}** (highlighted)."
-            )
-            yield (
-                panel_html(a.text),
-                panel_html(b.text, k, prefix),
-                stats_md(a, "original"),
-                stats_md(b, did),
-                note,
-            )
+    engine.limits.check("new_tokens", settings.max_new_tokens, "Max new tokens")
+    engine.limits.check_prompts(tok, [prompt or ""], "Compare")
+    for a, b in stream_pair(base.model, model, tok, prompt or "", settings):
+        k = first_divergence(a.token_ids, b.token_ids)
+        prefix = tok.decode(b.token_ids[:k], skip_special_tokens=True) if k is not None else None
+        note = (
+            "Identical so far."
+            if k is None
+            else f"The collapsed model first diverges at generated token **{k}** (highlighted)."
+        )
+        yield (
+            panel_html(a.text),
+            panel_html(b.text, k, prefix),
+            stats_md(a, "original"),
+            stats_md(b, did),
+            note,
+        )
 
 
 def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
@@ -137,6 +137,6 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         [session, pick, prompt, max_new, sample, temp, top_p, top_k, seed, chat, rep],
         [out_a, out_b, stats_a, stats_b, divergence],
         api_name="compare",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=SHORT_GROUP,
     )
     return {"pick": pick}

@@ -15,7 +15,7 @@ from laco_core.errors import LacoError
 from laco_core.evaluate import evaluate as evaluate_model
 
 from . import plots
-from .common import GPU_GROUP, PROGRESS, base_of, build_choices, gpu, pick_build
+from .common import LONG_GROUP, PROGRESS, SHORT_GROUP, base_of, build_choices, gpu, model_of
 from .state import Session
 
 SOURCES = ["bundled held-out text", "pasted text", "uploaded file"]
@@ -64,15 +64,12 @@ def evaluate(
     progress: gr.Progress = PROGRESS,
 ):
     """Perplexity of the collapsed model and the original, KL/agreement between them."""
-    did = pick_build(session, did)
     text = eval_text(source, pasted, upload, int(max_words))
-    base = base_of(engine, session)
-    derived = engine.get(did)
+    engine.limits.check("text_chars", len(text), "The text to score")
+    engine.limits.check("seq_len", int(seq_len), "The window length")
+    did, model, base = model_of(engine, session, did)
     progress(0.2, desc="Scoring both models…")
-    with engine.lock:
-        m = evaluate_model(
-            derived.model, base.tokenizer, text, reference=base.model, seq_len=int(seq_len)
-        )
+    m = evaluate_model(model, base.tokenizer, text, reference=base.model, seq_len=int(seq_len))
     m = {k: float(v) for k, v in m.items()}
     build = session.get(did)
     build.metrics.update({k: round(m[k], 4) for k in ("ppl", "kl", "top1_agreement")})
@@ -107,17 +104,16 @@ def run_baselines(
     def report(done: int, total: int, message: str) -> None:
         progress(done / max(total, 1), desc=message)
 
-    with engine.lock:
-        table = comparison.compare_all(
-            base.model,
-            base.tokenizer,
-            read_text(),
-            read_prompts(),
-            ratios,
-            heal_steps=int(heal_steps),
-            methods=list(methods),
-            callback=report,
-        )
+    table = comparison.compare_all(
+        base.model,
+        base.tokenizer,
+        read_text(),
+        read_prompts(),
+        ratios,
+        heal_steps=int(heal_steps),
+        methods=list(methods),
+        callback=report,
+    )
     return table, plots.baselines_chart(table)
 
 
@@ -190,13 +186,13 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         [session, pick, source, pasted, upload, seq_len, max_words],
         [session, result, raw, table, chart],
         api_name="evaluate",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=SHORT_GROUP,
     )
     base_btn.click(
         partial(run_baselines, engine),
         [session, ratios, methods, heal],
         [base_table, base_chart],
         api_name="baselines",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=LONG_GROUP,
     )
     return {"pick": pick}

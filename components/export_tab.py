@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import zipfile
 from functools import partial
@@ -12,24 +11,17 @@ import gradio as gr
 
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.export import export_model, push_to_hub
+from laco_core.export import push_to_hub
 
-from .common import GPU_GROUP, PROGRESS, base_of, build_choices, gpu, pick_build
+from .common import LONG_GROUP, PROGRESS, build_choices, gpu, model_of, pick_build
 from .state import Session
 
 
 def _export(engine: Engine, session: Session, did: str) -> tuple[Path, object]:
-    base = base_of(engine, session)
-    derived = engine.get(did)
+    """Export with the build's own base tokenizer and recipe; the engine verifies the reload."""
+    did, _, _ = model_of(engine, session, did)
     out = Path(tempfile.mkdtemp(prefix="laco-export-")) / did
-    with engine.lock:
-        res = export_model(
-            derived.model,
-            base.tokenizer,
-            out,
-            recipe={**derived.recipe, "model": base.spec},
-            original=base.model,
-        )
+    res = engine.export(did, out, session.token())
     session.exports[did] = str(res.path)
     return Path(res.path), res
 
@@ -54,8 +46,6 @@ def export(engine: Engine, session: Session, did: str, progress: gr.Progress = P
     progress(0.8, desc="Zipping…")
     zipped = zip_stored(path)
     recipe_file = path / "laco_recipe.json"
-    if not recipe_file.exists():  # the exporter writes it; fall back to the session's copy
-        recipe_file.write_text(json.dumps(session.get(did).recipe, indent=2))
     ok = "✓ Verified" if res.verified else "✗ NOT verified"
     md = (
         f"### {ok}: reloaded with plain `AutoModelForCausalLM.from_pretrained`\n"
@@ -115,7 +105,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         [session, pick],
         [session, verify, zip_file, recipe_file],
         api_name="export",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=LONG_GROUP,
     )
     push_btn.click(
         partial(push, engine),
@@ -123,6 +113,6 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         [pushed, token],
         api_name="push_to_hub",
         api_visibility="undocumented",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=LONG_GROUP,
     )
     return {"pick": pick}

@@ -9,7 +9,7 @@ import gradio as gr
 from laco_core.engine import Engine
 from laco_core.models import DTYPES
 
-from .common import GPU_GROUP, PROGRESS, fmt_params, gpu
+from .common import PROGRESS, SHORT_GROUP, fmt_params, gpu
 from .state import Session
 
 SPEC_CHOICES = [
@@ -73,6 +73,6 @@ def build(engine: Engine, session: gr.State, demo: gr.Blocks) -> dict:
         inputs=[spec, dtype, device, session],
         outputs=[session, summary, info],
         api_name="load_model",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=SHORT_GROUP,
     )
     return {"spec": spec, "summary": summary, "info": info, "loaded": loaded}

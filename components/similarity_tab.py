@@ -10,7 +10,6 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import torch
 
 from laco_core import similarity
@@ -19,7 +18,7 @@ from laco_core.engine import Engine
 from laco_core.errors import LacoError
 
 from . import plots
-from .common import GPU_GROUP, PROGRESS, base_of, gpu, user_errors
+from .common import PROGRESS, SHORT_GROUP, base_of, gpu, user_errors
 from .state import Session
 from .widgets import ClickBridge
 
@@ -27,7 +26,6 @@ PARAM_PLOT, REP_PLOT = "sim-param", "sim-rep"
 # the first 8 of our 24 calibration prompts: enough for stable matrices, and the analysis that
 # runs on page load stays within a couple of seconds on 2 CPU cores
 DEFAULT_PROMPTS = 8
-CACHE_SIZE = 8  # analyses kept per app (model × prompt set); each is a few L×L arrays
 METRICS = ["cosine", "angular distance", "Block Influence"]
 MODULE_ORDER = ["all", "attention", "mlp", "norms"]
 
@@ -67,51 +65,18 @@ def rep_figure(analysis: dict, metric: str):
     )
 
 
-def _numpy(t) -> np.ndarray:
-    return t.detach().float().cpu().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=float)
+def compute(engine: Engine, session: Session, prompts: list[str]) -> dict:
+    """Both similarity families of the session's base model on ``prompts``.
 
-
-def compute(
-    engine: Engine,
-    session: Session,
-    prompts: list[str],
-    cache: dict,
-    progress: gr.Progress | None = None,
-) -> dict:
-    """Both similarity families of the session's base model on ``prompts`` (memoised).
-
-    The matrices depend only on the model and the prompts, so every visitor who opens the
-    default model with the default prompts shares one computation (``cache`` is owned by the
-    app instance and holds a few small L×L arrays, never user data).
+    The engine memoises them per model and prompt set (every visitor who opens the default
+    model with the default prompts shares one computation) under its memory budget.
     """
-    base = base_of(engine, session)
-    key = (base.spec, str(base.dtype), str(base.device), tuple(prompts))
-    if key in cache:
-        return cache[key]
-    if progress:
-        progress(0.1, desc="Parameter similarity…")
-    with engine.lock:
-        param = similarity.param_similarity(base.model)
-        if progress:
-            progress(0.5, desc=f"Representations on {len(prompts)} prompts…")
-        rep = similarity.representation_similarity(base.model, base.tokenizer, prompts)
-    analysis = {
-        "param": {k: _numpy(v) for k, v in param.items()},
-        "rep": {
-            "cosine": _numpy(rep.cosine),
-            "angular": _numpy(rep.angular),
-            "block_influence": _numpy(rep.block_influence),
-        },
-    }
-    while len(cache) >= CACHE_SIZE:
-        cache.pop(next(iter(cache)))
-    cache[key] = analysis
-    return analysis
+    return engine.analysis(base_of(engine, session), prompts)
 
 
-def precompute(engine: Engine, cache: dict) -> None:
+def precompute(engine: Engine) -> None:
     """Start-up work: the default model's analysis on the default prompts."""
-    compute(engine, Session(), read_prompts()[:DEFAULT_PROMPTS], cache)
+    compute(engine, Session(), read_prompts()[:DEFAULT_PROMPTS])
 
 
 @gpu
@@ -121,14 +86,14 @@ def analyze(
     prompts_text: str,
     module: str,
     metric: str,
-    cache: dict | None = None,
     progress: gr.Progress = PROGRESS,
 ):
     """Both similarity families for the session's base model: figures, module choices, CSVs."""
     prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
     if not prompts:
         raise LacoError("Add at least one calibration prompt (one per line).")
-    analysis = compute(engine, session, prompts, {} if cache is None else cache, progress)
+    progress(0.1, desc=f"Similarity on {len(prompts)} prompts…")
+    analysis = compute(engine, session, prompts)
     keys = sorted(analysis["param"], key=lambda k: (MODULE_ORDER + [k]).index(k))
     module = module if module in analysis["param"] else "all"
     files = write_csvs(analysis)
@@ -186,12 +151,8 @@ def proposed_range(index: list, plot: str) -> tuple[int, int]:
     return lo, hi
 
 
-def build(engine: Engine, session: gr.State, model: dict, cache: dict | None = None) -> dict:
-    """Build the Similarity tab; the base model's load event triggers the analysis.
-
-    Args:
-        cache: Shared memo of analyses (see ``compute``); ``precompute`` can fill it at start.
-    """
+def build(engine: Engine, session: gr.State, model: dict) -> dict:
+    """Build the Similarity tab; the base model's load event triggers the analysis."""
     gr.Markdown(
         "Which layers are alike? **Parameter similarity** compares the weights of two layers "
         "(cosine of the flattened tensors). **Representation similarity** compares the hidden "
@@ -222,12 +183,12 @@ def build(engine: Engine, session: gr.State, model: dict, cache: dict | None = N
             csv = gr.File(label="Matrices as CSV", file_count="multiple", interactive=False)
 
     outputs = [analysis, module, param_plot, rep_plot, adj_plot, csv]
-    run = partial(analyze, engine, cache={} if cache is None else cache)
+    run = partial(analyze, engine)
     model["loaded"].then(
         run,
         [session, prompts, module, metric],
         outputs,
-        concurrency_id=GPU_GROUP,
+        concurrency_id=SHORT_GROUP,
         api_visibility="private",
     )
     analyze_btn.click(
@@ -235,7 +196,7 @@ def build(engine: Engine, session: gr.State, model: dict, cache: dict | None = N
         [session, prompts, module, metric],
         outputs,
         api_name="analyze",
-        concurrency_id=GPU_GROUP,
+        concurrency_id=SHORT_GROUP,
     )
     module.input(replot_param, [analysis, module], param_plot, api_visibility="private")
     metric.input(replot_rep, [analysis, metric], rep_plot, api_visibility="private")
