@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from laco_core.adapters import get_adapter, get_layers
-from laco_core.baselines import (
-    angular_block,
-    drop_layers,
-    layers_for_ratio,
-    prune_baseline,
-    shortgpt_layers,
-)
+from laco_core.baselines import angular_block, drop_layers, layers_for_ratio, shortgpt_layers
 from laco_core.errors import LacoError
-from laco_core.merge import plan_of
+from laco_core.ops import prune_baseline
+from laco_core.plan import plan_of
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = ["The river ran past the old mill.", "Seven stones lay in a row near the gate."]

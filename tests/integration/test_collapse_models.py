@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from laco_core.adapters import get_layers
-from laco_core.merge import build_collapsed, layer_map, plan_of, shared_fraction
-from laco_core.methods import REGISTRY
-from laco_core.models import count_params
+from laco_core.ops import build_collapsed
+from laco_core.plan import layer_map, plan_of
+from laco_core.registry import REGISTRY
+from laco_core.sharing import count_params, shared_fraction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +46,7 @@ def snapshot(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("method", list(REGISTRY))
+@pytest.mark.parametrize("method", list(REGISTRY.methods))
 def test_collapse_every_arch_and_method(tiny, arch, method):
     ids = prompt_ids()
     before = snapshot(tiny)
@@ -54,14 +55,11 @@ def test_collapse_every_arch_and_method(tiny, arch, method):
     orig_ptrs = {p.data_ptr() for p in tiny.parameters()}
 
     params = {}
-    if REGISTRY[method].fitted:  # the fit a plain drop would get (its search fits real ones)
-        from laco_core.search.correction import LinearFit
-
-        if REGISTRY[method].fit_basis == "output":  # drop_linear: the identity map
-            fit = torch.eye(tiny.config.hidden_size)
-        else:  # drop_lsq: layer 1's own down projection, as a new tensor
-            fit = get_layers(tiny)[1].mlp.down_proj.weight.detach().clone()
-        params["fit"] = LinearFit.of(fit)
+    if method == "drop_linear":  # the fit a plain drop would get: the identity map
+        params = {"transform": torch.eye(tiny.config.hidden_size), "fit": {"ridge": 1.0}}
+    elif method == "drop_lsq":  # layer 1's own down projection, as a new tensor
+        down = get_layers(tiny)[1].mlp.down_proj.weight.detach().clone()
+        params = {"down_weight": down, "fit": {"ridge": 1.0}}
     c = build_collapsed(tiny, RANGES, method, **params)
 
     # original: bit-for-bit unchanged, same modules, same cached generation
@@ -96,7 +94,7 @@ def test_collapse_every_arch_and_method(tiny, arch, method):
     if method in ("official", "drop"):
         assert not any(merged_new)
         assert shared_fraction(tiny, c) == 1.0
-    elif REGISTRY[method].fitted:  # only the MLP down projection carries the fitted map
+    elif REGISTRY.methods[method].fitted:  # only the MLP down projection carries the fitted map
         assert sum(merged_new) == 1
     else:
         assert all(merged_new)

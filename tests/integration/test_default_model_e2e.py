@@ -14,7 +14,7 @@ import torch
 from laco_core.assets import read_text
 from laco_core.evaluate import perplexity, reference_metrics
 from laco_core.generate import DecodeSettings, generate_text
-from laco_core.merge import build_collapsed
+from laco_core.ops import build_collapsed
 
 pytestmark = pytest.mark.slow
 WINDOWS, SEQ_LEN = 2, 256  # 512 tokens: enough to separate the methods, seconds on 2 cores

@@ -17,7 +17,7 @@ from laco_core.generate import (
     stream,
     stream_pair,
 )
-from laco_core.merge import build_collapsed
+from laco_core.ops import build_collapsed
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

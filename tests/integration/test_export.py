@@ -1,4 +1,5 @@
-"""Export: save_pretrained + tokenizer + recipe, then a plain-transformers reload with equal logits."""
+"""Export: weights + tokenizer + recipe written beside, a plain-transformers reload with equal
+logits, and nothing overwritten unless asked."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import laco_core
 from laco_core.errors import LacoError
-from laco_core.export import RECIPE_FILE, export_model, push_to_hub, verify_reload, zip_export
-from laco_core.merge import build_collapsed
-from laco_core.models import count_params, load_model
+from laco_core.export import export_model, push_to_hub, verify_reload, zip_export
+from laco_core.models import load_model
+from laco_core.ops import build_collapsed, prune_llm_pruner
+from laco_core.pipeline import base_ref, read_recipe
+from laco_core.pipeline import run as run_steps
+from laco_core.recipe import RECIPE_FILE, Recipe
+from laco_core.sharing import count_params
+from laco_core.steps.collapse import CollapseStep
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,17 +30,23 @@ def tok():
     return tiny_tokenizer()
 
 
+def saved(arch: str, folder, layers: int = 6):
+    """A tiny model saved to ``folder`` and loaded like any model spec."""
+    tiny_model(arch, layers=layers).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return load_model(str(folder), "float32", "cpu")
+
+
 @pytest.mark.parametrize("method", ["official", "rdsc"])
 def test_export_reloads_with_plain_transformers(arch, method, tok, tmp_path):
-    model = tiny_model(arch, layers=6)
-    c = build_collapsed(model, "2-4", method)
-    result = export_model(
-        c, tok, tmp_path / "out", {"model": f"tiny-{arch}", "method": method}, original=model
-    )
+    lm = saved(arch, tmp_path / "base")
+    c, recipe = run_steps(lm, [CollapseStep([[2, 4]], method)])
+    result = export_model(c, tok, tmp_path / "out", recipe)
     assert result.verified and result.max_abs_logit_diff <= 1e-4
     out = result.path
     for name in ("config.json", "model.safetensors", "tokenizer.json", RECIPE_FILE, "README.md"):
         assert (out / name).exists(), name
+    assert not list(tmp_path.glob(".*laco-tmp*"))  # the temporary folder is gone
 
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     assert reloaded.config.num_hidden_layers == 4
@@ -45,64 +56,82 @@ def test_export_reloads_with_plain_transformers(arch, method, tok, tmp_path):
     assert AutoTokenizer.from_pretrained(out)("abc").input_ids == tok("abc").input_ids
 
     recipe = json.loads((out / RECIPE_FILE).read_text())
-    assert recipe["version"] == laco_core.__version__
-    assert recipe["model"] == f"tiny-{arch}" and recipe["method"] == method
-    assert recipe["ranges"] == [[2, 4]]
-    assert recipe["layers_before"] == 6 and recipe["layers_after"] == 4
-    assert recipe["params_before"] == count_params(model) and recipe[
-        "params_after"
-    ] == count_params(c)
+    assert recipe["format"] == "laco-recipe" and recipe["version"] == 2
+    assert recipe["base"]["spec"] == str(tmp_path / "base")
+    assert recipe["steps"][0]["method"] == method and recipe["info"]["plan"] == [[2, 4]]
+    info = recipe["info"]
+    assert info["layers_before"] == 6 and info["layers_after"] == 4
+    assert info["params_before"] == count_params(lm.model) and info["params_after"] == count_params(
+        c
+    )
     assert "laco_layer_map" not in (out / "config.json").read_text()
 
 
 def test_collapse_of_collapse_records_original_indices(tok, tmp_path):
-    model = tiny_model("llama", layers=8)
-    c2 = build_collapsed(build_collapsed(model, "5-6", "drop"), "1-2", "average")
-    extras = {
-        "note": "two steps",
-        "ranges": [[0, 1]],
-    }  # a caller's stale ranges lose to the model's
-    recipe = json.loads((export_model(c2, tok, tmp_path, extras).path / RECIPE_FILE).read_text())
-    assert recipe["ranges"] == [[1, 2], [5, 6]]
-    assert (
-        recipe["layers_before"] == 8
-        and recipe["layers_after"] == 6
-        and recipe["note"] == "two steps"
+    lm = saved("llama", tmp_path / "base", layers=8)
+    c2, recipe = run_steps(lm, [CollapseStep([[5, 6]], "drop"), CollapseStep([[1, 2]], "average")])
+    recipe = json.loads(
+        (export_model(c2, tok, tmp_path / "o", recipe).path / RECIPE_FILE).read_text()
     )
+    assert recipe["info"]["plan"] == [[1, 2], [5, 6]] and len(recipe["steps"]) == 2
+    assert recipe["info"]["layers_before"] == 8 and recipe["info"]["layers_after"] == 6
 
 
 def test_bf16_export_keeps_dtype(tok, tmp_path):
     model = tiny_model("qwen2", layers=4).to(torch.bfloat16)
-    result = export_model(build_collapsed(model, "0-1", "average"), tok, tmp_path)
+    result = export_model(build_collapsed(model, "0-1", "average"), tok, tmp_path / "o")
     assert result.verified
-    assert json.loads((tmp_path / RECIPE_FILE).read_text())["dtype"] == "bfloat16"
     assert all(
-        t.dtype == torch.bfloat16 for t in load_file(tmp_path / "model.safetensors").values()
+        t.dtype == torch.bfloat16 for t in load_file(tmp_path / "o" / "model.safetensors").values()
     )
 
 
 def test_tampered_export_is_detected(tok, tmp_path):
     model = tiny_model("llama", layers=4)
     c = build_collapsed(model, "1-2", "rdsc")
-    export_model(c, tok, tmp_path)
-    weights = load_file(tmp_path / "model.safetensors")
+    export_model(c, tok, tmp_path / "o")
+    weights = load_file(tmp_path / "o" / "model.safetensors")
     key = next(k for k in weights if "layers.1.mlp.down_proj" in k)
     weights[key] = weights[key] + 0.5
-    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    assert verify_reload(c, tok, tmp_path) > 1e-3
+    save_file(weights, tmp_path / "o" / "model.safetensors", metadata={"format": "pt"})
+    assert verify_reload(c, tok, tmp_path / "o") > 1e-3
 
 
 def test_export_loads_back_through_our_loader(tok, tmp_path):
     model = tiny_model("gemma3_text", layers=6)
     c = build_collapsed(model, "0-2", "official")
-    export_model(c, tok, tmp_path)
-    lm = load_model(str(tmp_path), dtype="float32", device="cpu")
+    export_model(c, tok, tmp_path / "o")
+    lm = load_model(str(tmp_path / "o"), dtype="float32", device="cpu")
     assert lm.num_layers == 4 and lm.model.config.layer_types == c.config.layer_types
+
+
+def test_nothing_is_overwritten_unless_asked(tok, tmp_path):
+    lm = saved("llama", tmp_path / "base", layers=4)
+    c, recipe = run_steps(lm, [CollapseStep([[1, 2]], "drop")])
+    with pytest.raises(LacoError, match="source model's own folder"):
+        export_model(c, tok, tmp_path / "base", recipe, overwrite=True, protect=[tmp_path / "base"])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(LacoError, match="not empty"):
+        export_model(c, tok, tmp_path / "full", recipe)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    export_model(c, tok, tmp_path / "full", recipe, overwrite=True)
+    assert (
+        not (tmp_path / "full" / "keep.txt").exists() and (tmp_path / "full" / RECIPE_FILE).exists()
+    )
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(LacoError, match="is a file"):
+        export_model(c, tok, tmp_path / "afile", recipe)
+    with pytest.raises(LacoError, match="is a file"):
+        export_model(c, tok, tmp_path / "afile" / "sub", recipe)
+    # the source model was never touched
+    assert load_model(str(tmp_path / "base"), "float32", "cpu").num_layers == 4
 
 
 def test_zip_and_push_inputs(tok, tmp_path):
     out = tmp_path / "exp"
-    export_model(tiny_model("llama", layers=3), tok, out)
+    lm = saved("llama", tmp_path / "base", layers=3)
+    export_model(lm.model, tok, out, Recipe(base_ref(lm)))
     archive = zip_export(out)
     names = zipfile.ZipFile(archive).namelist()
     assert "exp/model.safetensors" in names and f"exp/{RECIPE_FILE}" in names
@@ -118,17 +147,24 @@ def test_zip_and_push_inputs(tok, tmp_path):
 
 @pytest.mark.parametrize("arch", ["llama", "phi3"])
 def test_width_pruned_export_writes_sidecar_and_verifies(arch, tok, tmp_path):
-    from laco_core.models import SHAPES_SIDECAR
-    from laco_core.prune import prune_llm_pruner
+    from laco_core.prune.io import SHAPES_SIDECAR
 
     model = tiny_model(arch, layers=6)
     text = "The quick brown fox jumps over the lazy dog near the river bank. " * 4
     pruned = prune_llm_pruner(model, tok, [text], 0.2, num_samples=2, seq_len=32).model
-    res = export_model(pruned, tok, tmp_path, {"kind": "llm_pruner"})
+    res = export_model(pruned, tok, tmp_path / "o")
     assert res.verified and res.max_abs_logit_diff <= 1e-4
-    assert (tmp_path / SHAPES_SIDECAR).exists()
-    lm = load_model(str(tmp_path), dtype="float32", device="cpu")
+    assert (tmp_path / "o" / SHAPES_SIDECAR).exists()
+    lm = load_model(str(tmp_path / "o"), dtype="float32", device="cpu")
     assert count_params(lm.model) == count_params(pruned) < count_params(model)
     # a later plain export into the same folder must not leave a stale sidecar behind
-    export_model(model, tok, tmp_path)
-    assert not (tmp_path / SHAPES_SIDECAR).exists()
+    export_model(model, tok, tmp_path / "o", overwrite=True)
+    assert not (tmp_path / "o" / SHAPES_SIDECAR).exists()
+
+
+def test_recipe_round_trips_through_its_folder(tok, tmp_path):
+    lm = saved("qwen3", tmp_path / "base")
+    c, recipe = run_steps(lm, [CollapseStep([[1, 3]], "average")])
+    export_model(c, tok, tmp_path / "o", recipe)
+    again = read_recipe(tmp_path / "o")
+    assert again.describe() == recipe.describe() and again.base.spec == str(tmp_path / "base")

@@ -7,11 +7,14 @@ import json
 import pytest
 import torch
 
+from laco_core.activations import ActivationCache, layer_types, run_layers
 from laco_core.adapters import get_layers
 from laco_core.assets import read_prompts
-from laco_core.merge import build_collapsed
-from laco_core.search import ActivationCache, SearchConfig, replay, run_search
-from laco_core.search.activations import layer_types, run_layers
+from laco_core.ops import build_collapsed, run_search
+from laco_core.recipe import Recipe
+from laco_core.registry import REGISTRY
+from laco_core.search import Merge, SearchConfig
+from laco_core.search.run import replay
 from laco_core.tiny import tiny_model
 
 
@@ -55,21 +58,27 @@ def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, method, prom
         SearchConfig(**CFG, method=method, method_params={"ridge": 1e-3}),
     )
     assert res.layers_removed == 2
-    fits = [s["params"]["fit"] for s in res.steps]
+    key = "transform" if method == "drop_linear" else "down_weight"
     down = get_layers(model)[0].mlp.down_proj.weight  # (H, I)
     shape = (32, 32) if method == "drop_linear" else tuple(down.shape)
-    assert all(f.transform.shape == shape for f in fits)
-    text = json.dumps(res.recipe())  # the matrices stay out of the JSON recipe
-    assert all(f["sha1"] in text for f in fits) and len(text) < 20_000
-    rebuilt = replay(model, res.steps, method)
+    assert all(m.params[key].shape == shape for m in res.merges)
+    # the matrices stay out of the JSON: beside it, as tensors the JSON references
+    from laco_core.recipe import BaseRef
+    from laco_core.steps.search import SearchStep
+
+    step = SearchStep(res.config, merges=res.merges)
+    text, tensors = Recipe(BaseRef("x"), [step]).to_dict()
+    assert len(json.dumps(text)) < 20_000 and len(tensors) == 2
+    assert all(m.params["fit"]["sha1"] in json.dumps(text) for m in res.merges)
+    rebuilt = replay(model, res.merges, REGISTRY.method)
     for (n, p), (_, q) in zip(
         res.model.named_parameters(), rebuilt.named_parameters(), strict=True
     ):
         assert torch.equal(p, q), n
     # the first step's map fits the dense block at least as well as the plain drop
-    lo, hi = res.steps[0]["lo"], res.steps[0]["hi"]
+    lo, hi = res.merges[0].lo, res.merges[0].hi
     cache = ActivationCache(model, TOK, prompts)
-    first = replay(model, res.steps[:1], method)
+    first = replay(model, res.merges[:1], REGISTRY.method)
     dropped = build_collapsed(model, [(lo, hi)], "drop")
     assert _block_error(model, first, cache, lo, hi) < _block_error(model, dropped, cache, lo, hi)
 
@@ -77,32 +86,9 @@ def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, method, prom
 def test_post_mlp_norm_layers_are_plainly_dropped(prompts):
     model = tiny_model("gemma2", 6)
     res = run_search(model, TOK, prompts, SearchConfig(**CFG, method="drop_linear"))
-    assert all(s["params"]["fit"].get("skipped") for s in res.steps)
-    plain = replay(model, [{**s, "params": {}} for s in res.steps], "drop")
+    assert all(m.params["fit"].get("skipped") for m in res.merges)
+    plain = replay(model, [Merge(m.lo, m.hi, "drop", {}) for m in res.merges], REGISTRY.method)
     for (n, p), (_, q) in zip(res.model.named_parameters(), plain.named_parameters(), strict=True):
-        assert torch.equal(p, q), n
-
-
-def test_engine_rebuilds_a_fitted_search_from_its_recipe(prompts):
-    from laco_core.engine import REBUILDERS
-
-    model = tiny_model("llama", 6)
-    res = run_search(model, TOK, prompts, SearchConfig(**CFG, method="drop_linear"))
-
-    class Eng:
-        import threading
-
-        lock = threading.RLock()
-
-    class Base:
-        pass
-
-    base = Base()
-    base.model = model
-    rebuilt = REBUILDERS["auto"](Eng(), base, res.recipe())
-    for (n, p), (_, q) in zip(
-        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
-    ):
         assert torch.equal(p, q), n
 
 
@@ -125,8 +111,9 @@ def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
     argv += ["-C", "2", "--strategy", "greedy", "--objective", "kl", "--target-layers", "2"]
     argv += ["--json", str(log), "--out", str(out), "-q"]
     assert main(argv) == 0
-    steps = json.loads(log.read_text())["steps"]
-    assert [s["params"]["fit"]["ridge"] for s in steps] == [0.1, 0.1]
+    assert len(json.loads(log.read_text())["accepted"]) == 2
+    merges = json.loads((out / "laco_recipe.json").read_text())["steps"][0]["merges"]
+    assert [m["params"]["fit"]["ridge"] for m in merges] == [0.1, 0.1]
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
 
 
@@ -142,9 +129,18 @@ def test_engine_collapse_fits_and_rebuilds_after_eviction(tmp_path, method):
     base = engine.load(str(d), "float32", "cpu")
     did = engine.collapse(base, [(1, 2), (3, 4)], method, ridge=0.1)
     first = engine.get(did).model
-    assert engine.recipe(did)["kind"] == "auto" and len(engine.recipe(did)["steps"]) == 2
-    assert json.dumps(engine.recipe(did))  # the maps stay out of the JSON form
-    engine._derived.clear()  # as if evicted
+    (step,) = engine.recipe(did).steps
+    assert step.kind == "collapse" and len(step.merges) == 2
+    assert json.dumps(engine.recipe(did).to_dict()[0])  # the maps stay out of the JSON form
+    engine.build(did).model = None  # as if evicted: replayed from the recipe's tensors
+    again = engine.get(did).model
+    x = torch.randint(3, 250, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x).logits, first(x).logits, atol=0, rtol=0)
+    from laco_core.engine import _without_tensors
+
+    engine.build(did).recipe = _without_tensors(engine.build(did).recipe)
+    engine.build(did).model = None  # evicted and its tensors squeezed out: fitted again
     again = engine.get(did).model
     x = torch.randint(3, 250, (1, 12))
     with torch.no_grad():
@@ -167,26 +163,27 @@ def test_cli_auto_drop_with_fit_maps_exports_fitted_weights(tmp_path):
     argv += ["drop", "--fit-maps", "--ridge", "0.1", "--out", str(out), "-q"]
     assert main(argv) == 0
     recipe = json.loads((out / "laco_recipe.json").read_text())
-    assert recipe["method"] == "drop_lsq"  # the default correction
-    assert [s["method"] for s in recipe["steps"]] == ["drop_lsq"] * len(recipe["steps"])
+    (step,) = recipe["steps"]
+    assert step["config"]["refit"] == "drop_lsq"  # the default correction
+    assert [m["method"] for m in step["merges"]] == ["drop_lsq"] * len(step["merges"])
+    assert (out / "laco_recipe.safetensors").exists()
     argv[argv.index("--fit-maps") + 1 : argv.index("--fit-maps") + 1] = ["drop_linear"]
     argv[argv.index("--out") + 1] = str(tmp_path / "out2")
     assert main(argv) == 0
     recipe = json.loads((tmp_path / "out2" / "laco_recipe.json").read_text())
-    assert recipe["method"] == "drop_linear"
-    assert main(["auto", "--model", str(d), "--method", "official", "--fit-maps"]) == 2
+    assert recipe["steps"][0]["merges"][0]["method"] == "drop_linear"
     assert main(["auto", "--model", str(d), "--method", "drop", "--fit-maps", "official"]) == 2
 
 
 def test_lsq_on_the_inner_activations_fits_the_block_at_least_as_well_as_the_map(prompts):
-    from laco_core.search.correction import fit_collapse
+    from laco_core.ops import fit_collapse
 
     model = tiny_model("llama", 6)
     cache = ActivationCache(model, TOK, prompts * 4)
     errs = {}
     for method in ("drop_linear", "drop_lsq"):
-        cand, steps = fit_collapse(model, TOK, prompts * 4, [(2, 4)], 1e-6, cache, method=method)
-        assert steps[0]["method"] == method
+        cand, merges = fit_collapse(model, TOK, prompts * 4, [(2, 4)], 1e-6, cache, method=method)
+        assert merges[0].method == method
         errs[method] = _block_error(model, cand, cache, 2, 4)
     # every map T is a W_down (Tᵀ W_down): the richer basis can only fit better
     assert errs["drop_lsq"] <= errs["drop_linear"] * 1.001
@@ -205,8 +202,10 @@ def test_cli_collapse_fits_drop_lsq_on_the_training_text(tmp_path, capsys):
     argv = ["collapse", "--model", str(d), "--merge", "1-3", "--method", "drop_lsq"]
     assert main([*argv, "--dtype", "float32", "--device", "cpu", "--out", str(out)]) == 0
     recipe = json.loads((out / "laco_recipe.json").read_text())
-    fit = recipe["steps"][0]["params"]["fit"]
-    assert recipe["fit_text"] == "train_text" and fit.get("sha1") or fit.get("skipped")
+    step = recipe["steps"][0]
+    fit = step["merges"][0]["params"]["fit"]
+    assert step["calibration"]["asset"] == "train_paragraphs"
+    assert fit.get("sha1") or fit.get("skipped")
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.num_hidden_layers == 4
     if "sha1" in fit:  # the refitted projection is what was exported

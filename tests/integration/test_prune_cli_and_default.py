@@ -10,8 +10,10 @@ import torch
 
 from laco_core.cli import main
 from laco_core.evaluate import perplexity
-from laco_core.models import SHAPES_SIDECAR, count_params, load_model
-from laco_core.prune import load_pruned, prune_llm_pruner, save_pruned
+from laco_core.models import SHAPES_SIDECAR, load_model
+from laco_core.ops import prune_llm_pruner
+from laco_core.prune import load_pruned, save_pruned
+from laco_core.sharing import count_params
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank. " * 40
@@ -58,7 +60,10 @@ def test_cli_prune_heal_eval_chain(tiny_dir, tmp_path, capsys):
     assert rc == 0 and (out / SHAPES_SIDECAR).exists()
     assert "removed" in capsys.readouterr().out
     recipe = json.loads((out / "laco_recipe.json").read_text())
-    assert recipe["method"] == "llm-pruner" and recipe["layers"] == [1, 7]
+    (step,) = recipe["steps"]
+    assert step["kind"] == "prune" and step["layers"] == [1, 7]
+    assert set(step["dropped"]) == {str(i) for i in range(1, 7)}
+    assert step["calibration"]["texts"]  # the user's prompts are recorded, not the bundled ones
     healed = tmp_path / "healed"
     rc = main(
         [
@@ -87,7 +92,17 @@ def test_cli_prune_heal_eval_chain(tiny_dir, tmp_path, capsys):
     )
     assert rc == 0 and "perplexity" in capsys.readouterr().out
     lm = load_model(str(healed), "float32", "cpu")  # what `laco eval` does with the directory
-    assert count_params(lm.model) == recipe["params_after"]
+    assert count_params(lm.model) == recipe["info"]["params_after"]
+    healed_recipe = json.loads((healed / "laco_recipe.json").read_text())
+    assert [s["kind"] for s in healed_recipe["steps"]] == ["prune", "heal"]
+    assert (healed / "laco_recipe.safetensors").exists()  # the LoRA factors
+    # the whole chain rebuilds from the recipe alone, logits equal
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["rebuild", str(healed), "--out", str(rebuilt)]) == 0
+    back = load_model(str(rebuilt), "float32", "cpu")
+    x = torch.randint(3, 250, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(x).logits, lm.model(x).logits, atol=1e-5, rtol=0)
     # sampled text needs a teacher: one line, exit 2, before any model is loaded
     assert main(["heal", "--model", str(out), "--self-text", "4", "--out", str(healed)]) == 2
     assert "--teacher" in capsys.readouterr().err
@@ -165,7 +180,7 @@ def test_llm_pruner_20_percent_on_default_model(default_model, tmp_path):
     model, tok = default_model.model, default_model.tokenizer
     res = prune_llm_pruner(model, tok, read_prompts(), 0.2)
     assert abs(res.removed_fraction - 0.2) < 0.005
-    save_pruned(res, tok, tmp_path / "p20")
+    save_pruned(res.model, tok, tmp_path / "p20")
     back, _ = load_pruned(tmp_path / "p20")
     x = tok("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
@@ -177,17 +192,22 @@ def test_llm_pruner_20_percent_on_default_model(default_model, tmp_path):
 
 
 def test_engine_rebuilds_an_evicted_pruned_model(tiny_dir):
-    from laco_core.assets import read_prompts
     from laco_core.engine import Engine
+    from laco_core.recipe import TextSource
+    from laco_core.steps.prune import PruneStep
 
     engine = Engine()
     base = engine.load(str(tiny_dir), "float32", "cpu")
-    res = prune_llm_pruner(
-        base.model, base.tokenizer, read_prompts(), 0.2, num_samples=2, seq_len=32
-    )
-    did = engine.add_derived(res.model, base, res.recipe)
-    engine._derived.clear()  # as if evicted
+    texts = ["Calibration text of my own about gardens and rain. " * 6]
+    step = PruneStep(0.2, num_samples=2, seq_len=32, calibration=TextSource.of(texts))
+    did = engine.run(base, [step])
+    first = engine.get(did).model
+    res = prune_llm_pruner(base.model, base.tokenizer, texts, 0.2, num_samples=2, seq_len=32)
+    engine.build(did).model = None  # as if evicted
     again = engine.get(did).model
+    x0 = torch.randint(3, 250, (1, 12))
+    with torch.no_grad():  # the recorded calibration text, not the bundled prompts
+        torch.testing.assert_close(first(x0).logits, res.model(x0).logits, atol=0, rtol=0)
     x = torch.randint(3, 250, (1, 12))
     with torch.no_grad():
         torch.testing.assert_close(again(x).logits, res.model(x).logits, atol=0, rtol=0)

@@ -9,18 +9,19 @@ import torch
 
 from laco_core.adapters import get_adapter, get_layers
 from laco_core.errors import LacoError
-from laco_core.models import count_params, load_model
+from laco_core.models import load_model
+from laco_core.ops import prune_llm_pruner
 from laco_core.prune import (
     AGGREGATIONS,
-    IMPORTANCES,
+    default_layer_range,
     is_pruned,
     layer_geometry,
     load_pruned,
     prune_layer,
-    prune_llm_pruner,
     save_pruned,
-    shared_copy,
 )
+from laco_core.registry import REGISTRY
+from laco_core.sharing import count_params, shared_copy
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
 TEXT = " ".join(
@@ -108,7 +109,8 @@ def test_ratio_hits_target_and_original_is_unchanged(tiny):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(not p.requires_grad and p.grad is None for p in tiny.parameters())
     # unpruned layers (outside the range) are the original's tensors
-    lo, hi = res.recipe["layers"]
+    lo, hi = default_layer_range(len(get_layers(tiny)))
+    assert set(res.dropped) == set(range(lo, hi))
     kept = get_layers(res.model)[0].mlp.down_proj.weight
     assert lo > 0 and kept.data_ptr() == get_layers(tiny)[0].mlp.down_proj.weight.data_ptr()
     with torch.no_grad():
@@ -117,18 +119,22 @@ def test_ratio_hits_target_and_original_is_unchanged(tiny):
 
 
 @torch.no_grad()
-def test_zero_ratio_is_the_original():
+def test_recorded_groups_replay_the_pruning_exactly():
+    from laco_core.prune import apply_pruning
+
     m = tiny_model("qwen2", layers=6)
-    res = prune_llm_pruner(m, tiny_tokenizer(), [TEXT], 0.0, num_samples=2, seq_len=32)
+    res = prune_llm_pruner(m, tiny_tokenizer(), [TEXT], 0.2, num_samples=2, seq_len=32)
+    again = apply_pruning(m, res.dropped)
     x = _ids()
-    torch.testing.assert_close(res.model(x).logits, m(x).logits, atol=0, rtol=0)
-    assert not is_pruned(res.model)
+    torch.testing.assert_close(again(x).logits, res.model(x).logits, atol=0, rtol=0)
+    with pytest.raises(LacoError, match="Ratio"):
+        prune_llm_pruner(m, tiny_tokenizer(), [TEXT], 0.0, num_samples=2, seq_len=32)
 
 
 def test_save_load_round_trip(tiny, tmp_path):
     tok = tiny_tokenizer()
     res = prune_llm_pruner(tiny, tok, [TEXT], 0.25, num_samples=4, seq_len=32)
-    save_pruned(res, tok, tmp_path / "p")
+    save_pruned(res.model, tok, tmp_path / "p")
     for model in (
         load_pruned(tmp_path / "p")[0],
         load_model(str(tmp_path / "p"), "float32", "cpu").model,
@@ -139,7 +145,7 @@ def test_save_load_round_trip(tiny, tmp_path):
         assert count_params(model) == res.params_after
 
 
-@pytest.mark.parametrize("importance", IMPORTANCES)
+@pytest.mark.parametrize("importance", list(REGISTRY.importances))
 def test_every_importance_runs(importance):
     m = tiny_model("llama", layers=6)
     res = prune_llm_pruner(m, tiny_tokenizer(), [TEXT], 0.15, importance, num_samples=2, seq_len=32)

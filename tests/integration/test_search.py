@@ -7,14 +7,15 @@ import json
 import pytest
 import torch
 
+from laco_core.activations import ActivationCache, suffix_final
 from laco_core.adapters import get_layers
 from laco_core.assets import read_prompts
-from laco_core.engine import REBUILDERS
-from laco_core.merge import build_collapsed, shared_fraction
-from laco_core.models import count_params
-from laco_core.search import ActivationCache, SearchConfig, preview, reference_search, run_search
-from laco_core.search.activations import suffix_final
+from laco_core.ops import build_collapsed, preview, reference_search, run_search
+from laco_core.registry import REGISTRY
+from laco_core.search import SearchConfig
 from laco_core.search.reference import literal_merge
+from laco_core.search.run import replay
+from laco_core.sharing import count_params, shared_fraction
 
 
 class ByteTokenizer:
@@ -82,7 +83,7 @@ def test_packed_chunks_match_prompts_alone(tiny, prompts):
 
 
 def test_build_layer_is_the_collapsed_models_layer(arch):
-    from laco_core.merge import build_layer
+    from laco_core.ops import build_layer
     from laco_core.tiny import tiny_model
 
     model = tiny_model(arch, 6)
@@ -244,7 +245,7 @@ def test_calibrated_search_records_alpha_and_rebuilds(prompts):
         objective="kl",
         target_layers=3,
         method="rdsc_calibrated",
-        alpha_evals=4,
+        method_params={"alpha_evals": 4},
     )
     res = run_search(model, TOK, prompts, cfg)
     drop = run_search(
@@ -255,24 +256,11 @@ def test_calibrated_search_records_alpha_and_rebuilds(prompts):
             merge_count=3, strategy="greedy", objective="kl", target_layers=3, method="drop"
         ),
     )
-    recipe = res.recipe()
-    assert recipe["kind"] == "auto" and all("alpha" in s["params"] for s in recipe["steps"])
-    assert json.loads(json.dumps(recipe)) == recipe
+    assert all("alpha" in m.params for m in res.merges)
+    assert json.loads(json.dumps([m.params for m in res.merges]))
     # α = 0 (drop) is always among the choices, so the first step is never worse than drop's
     assert res.accepted[0][2] >= drop.accepted[0][2] - 1e-9
-
-    class Base:
-        pass
-
-    base = Base()
-    base.model = model
-
-    class Eng:
-        import threading
-
-        lock = threading.RLock()
-
-    rebuilt = REBUILDERS["auto"](Eng(), base, recipe)
+    rebuilt = replay(model, res.merges, REGISTRY.method)
     for (n, p), (_, q) in zip(
         res.model.named_parameters(), rebuilt.named_parameters(), strict=True
     ):
@@ -280,7 +268,6 @@ def test_calibrated_search_records_alpha_and_rebuilds(prompts):
 
 
 def test_result_shares_untouched_tensors_and_recipe_rebuilds_official(prompts):
-    from laco_core.engine import _rebuild_collapse
     from laco_core.tiny import tiny_model
 
     model = tiny_model("gemma3_text", 8)
@@ -290,19 +277,8 @@ def test_result_shares_untouched_tensors_and_recipe_rebuilds_official(prompts):
     assert res.plan and hasattr(res.model, "laco_layer_map")
     assert shared_fraction(model, res.model) == 1.0  # official merges allocate nothing
 
-    class Base:
-        pass
-
-    base = Base()
-    base.model = model
-
-    class Eng:
-        import threading
-
-        lock = threading.RLock()
-
     # official nested merges are one merge of the original ranges: the plain rebuilder agrees
-    plain = _rebuild_collapse(Eng(), base, res.recipe())
+    plain = build_collapsed(model, res.plan, "official")
     for (n, p), (_, q) in zip(res.model.named_parameters(), plain.named_parameters(), strict=True):
         assert torch.equal(p, q), n
     assert plain.config.layer_types == res.model.config.layer_types
@@ -328,7 +304,7 @@ def test_callback_sees_every_candidate_and_can_cancel(prompts):
 
 
 def test_preview_matches_a_full_forward(prompts):
-    from laco_core.search.objectives import cosine_score
+    from laco_core.objectives import Cosine
     from laco_core.tiny import tiny_model
 
     model = tiny_model("gemma2", 8)
@@ -343,7 +319,7 @@ def test_preview_matches_a_full_forward(prompts):
                     input_ids=c.input_ids, position_ids=c.position_ids, use_cache=False
                 ).last_hidden_state
             )
-    assert abs(out["cosine"] - cosine_score(cache, finals)) < 1e-6
+    assert abs(out["cosine"] - Cosine().score(cache, cand, finals)) < 1e-6
     assert out["kl"] > 0 and out["layers_after"] == 6 and out["params_after"] < out["params_before"]
 
 
@@ -360,7 +336,6 @@ def test_lazy_greedy_hits_target_with_fewer_forwards(prompts):
 
 
 def test_mlp_correction_is_recorded_and_replayed(prompts):
-    from laco_core.search import replay
     from laco_core.tiny import tiny_model
 
     model = tiny_model("mistral", 8)
@@ -370,13 +345,12 @@ def test_mlp_correction_is_recorded_and_replayed(prompts):
         objective="kl",
         target_layers=2,
         method="rdsc_calibrated",
-        correct=True,
-        alpha_evals=3,
+        method_params={"correct": True, "alpha_evals": 3},
     )
     res = run_search(model, TOK, prompts, cfg)
     hidden = model.config.hidden_size
-    assert all(len(s["params"]["down_scale"]) == hidden for s in res.steps)
-    rebuilt = replay(model, res.steps, "rdsc_calibrated")
+    assert all(len(m.params["down_scale"]) == hidden for m in res.merges)
+    rebuilt = replay(model, res.merges, REGISTRY.method)
     for (n, p), (_, q) in zip(
         res.model.named_parameters(), rebuilt.named_parameters(), strict=True
     ):

@@ -71,11 +71,9 @@ def test_auto_target_writes_log_and_exports(model_dir, prompt_file, tmp_path, ca
     assert {"accepted", "candidates", "plan", "seconds"} <= set(data)
     assert sum(hi - lo for lo, hi in data["plan"]) == 3
     recipe = json.loads((out / "laco_recipe.json").read_text())
-    assert (
-        recipe.get("kind") == "auto"
-        or recipe.get("recipe", {}).get("kind") == "auto"
-        or "auto" in json.dumps(recipe)
-    )
+    (step,) = recipe["steps"]
+    assert step["kind"] == "search" and step["config"]["method"] == "rdsc_calibrated"
+    assert all("down_scale" in m["params"] and "alpha" in m["params"] for m in step["merges"])
     from transformers import AutoModelForCausalLM
 
     reloaded = AutoModelForCausalLM.from_pretrained(out)
@@ -137,7 +135,7 @@ def test_auto_max_prompts_calibrates_on_the_first_n(model_dir, prompt_file, tmp_
     "extra, message",
     [
         (["--prompts", "/nonexistent/p.txt"], "not found"),
-        (["--method", "nope"], "Unknown merge method"),
+        (["--method", "nope"], "invalid choice"),
         (["--merge-count", "1"], "merge-count"),
         (["--target-ratio", "1.5"], "target-ratio"),
         (["--workers", "0"], "workers"),
@@ -153,7 +151,8 @@ def test_auto_user_errors_exit_2(model_dir, extra, message, capsys):
 @pytest.mark.slow
 def test_default_model_fast_equals_literal_loop(default_model):
     from laco_core.assets import read_prompts
-    from laco_core.search import SearchConfig, reference_search, run_search
+    from laco_core.ops import reference_search, run_search
+    from laco_core.search import SearchConfig
 
     torch.set_num_threads(2)
     m, tok = default_model.model, default_model.tokenizer

@@ -19,10 +19,8 @@ def launch_app():
 
     engine = Engine()
     engine.load("default")
-    cache: dict = {}
-    app.similarity_tab.precompute(engine, cache)
-    demo = app.build_app(engine, cache)
-    demo.queue(default_concurrency_limit=1)
+    app.similarity_tab.precompute(engine)
+    demo = app.configure(app.build_app(engine))
     port = free_port()
     demo.launch(
         server_name="127.0.0.1",

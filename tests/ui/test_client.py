@@ -48,7 +48,7 @@ def test_end_to_end_session(client):
         client.predict("23-20", "official", PROMPTS, api_name="/collapse")
 
     result, built = client.predict("20-23", "official", PROMPTS, api_name="/collapse")
-    assert built["recipe"]["layers_after"] == 27 and "Built" in result
+    assert built["recipe"]["info"]["layers_after"] == 27 and "Built" in result
     did = built["id"]
 
     job = client.submit(
@@ -77,7 +77,7 @@ def test_end_to_end_session(client):
 
     vmd, zipped, recipe = client.predict(did, api_name="/export")
     assert "Verified" in vmd and zipped.endswith(".zip")
-    assert json.loads(Path(recipe).read_text())["ranges"] == [[20, 23]]
+    assert json.loads(Path(recipe).read_text())["info"]["plan"] == [[20, 23]]
 
 
 def test_errors_keep_the_app_serving(client):

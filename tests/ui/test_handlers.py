@@ -19,7 +19,7 @@ from components import (
     plots,
     similarity_tab,
 )
-from components.state import Build, Session
+from components.state import Entry, Session
 from components.widgets import RangeSlider
 from laco_core.engine import Engine
 from laco_core.tiny import tiny_model, tiny_tokenizer
@@ -110,13 +110,13 @@ def test_add_range_merges_sorted_and_rejects_garbage():
 
 def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     engine, session, _ = loaded
-    md, strip = collapse_tab.preview(engine, session, "1-3", "official", PROMPTS, caches={})
+    md, strip = collapse_tab.preview(engine, session, "1-3", "official", PROMPTS)
     assert "| layers | 6 | **4** |" in md and "cosine" in md
     assert len(strip.data) > 6
     with pytest.raises(gr.Error, match="overlap"):
-        collapse_tab.preview(engine, session, "1-3, 3-4", "official", PROMPTS, caches={})
-    fitted, _ = collapse_tab.preview(engine, session, "1-3", "drop_lsq", PROMPTS, caches={})
-    dropped, _ = collapse_tab.preview(engine, session, "1-3", "drop", PROMPTS, caches={})
+        collapse_tab.preview(engine, session, "1-3, 3-4", "official", PROMPTS)
+    fitted, _ = collapse_tab.preview(engine, session, "1-3", "drop_lsq", PROMPTS)
+    dropped, _ = collapse_tab.preview(engine, session, "1-3", "drop", PROMPTS)
     assert "plain drop" in fitted and "plain drop" not in dropped
     assert fitted.split("cosine")[1][:12] == dropped.split("cosine")[1][:12]  # same estimate
 
@@ -126,7 +126,9 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     did = info["id"]
     assert session.current == did and "6 → 4 layers" in result
     assert set(info["metrics"]) == {"kl", "top1_agreement", "final_cosine"}
-    assert engine.get(did).model.config.num_hidden_layers == 4
+    assert engine.get(did, session.token()).model.config.num_hidden_layers == 4
+    with pytest.raises(Exception, match="Unknown model id"):
+        engine.get(did)  # another owner (here: none) cannot use this session's build
 
     steps = list(
         compare_tab.compare(
@@ -145,7 +147,18 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
 
     session, vmd, zipped, recipe = export_tab.export(engine, session, did, progress=NoProgress())
     assert "Verified" in vmd and Path(zipped).suffix == ".zip"
-    assert json.loads(Path(recipe).read_text())["layers_after"] == 4
+    assert json.loads(Path(recipe).read_text())["info"]["layers_after"] == 4
+
+    # the exported recipe loads back as a new build with equal logits
+    session, loaded_md = collapse_tab.load_recipe(engine, session, [recipe], progress=NoProgress())
+    assert "Loaded" in loaded_md and session.current != did
+    import torch
+
+    x = torch.randint(3, 250, (1, 10))
+    with torch.no_grad():
+        a = engine.get(did, session.token()).model(x).logits
+        b = engine.get(session.current, session.token()).model(x).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_nothing_built_is_a_user_error(loaded):
@@ -177,13 +190,14 @@ def test_auto_search_streams_log_and_registers(loaded):
     )
     session, md, log, strip = steps[-1]
     assert "Search done" in md and len(log) >= 1
-    assert session.current is not None and session.current.startswith("auto")
-    assert engine.get(session.current).model.config.num_hidden_layers < 6
+    assert session.current is not None and session.current.startswith("search")
+    model = engine.get(session.current, session.token()).model
+    assert model.config.num_hidden_layers < 6
 
 
 def test_push_checks_inputs_before_network(loaded):
     engine, session, _ = loaded
-    session.add(Build("collapse-9", "x", {"kind": "collapse"}))
+    session.add(Entry("collapse-9", "x", {"steps": [{"kind": "collapse"}]}))
     with pytest.raises(gr.Error, match="repo id"):
         export_tab.push(engine, session, "collapse-9", "noslash", "hf_x", True)
     with pytest.raises(gr.Error, match="token"):
@@ -202,16 +216,18 @@ def test_evaluate_text_sources(tmp_path):
 def test_session_table_and_choices():
     s = Session()
     s.add(
-        Build(
+        Entry(
             "collapse-1",
             "one",
             {
-                "ranges": [[2, 4]],
-                "layers_before": 6,
-                "layers_after": 4,
-                "params_before": 100,
-                "params_after": 80,
-                "method": "drop",
+                "steps": [{"kind": "collapse", "method": "drop"}],
+                "info": {
+                    "plan": [[2, 4]],
+                    "layers_before": 6,
+                    "layers_after": 4,
+                    "params_before": 100,
+                    "params_after": 80,
+                },
             },
         )
     )
@@ -258,8 +274,7 @@ def test_baselines_panel_on_tiny_model(tmp_path):
 
 def test_analysis_is_memoised_per_model_and_prompts(loaded):
     engine, session, _ = loaded
-    cache: dict = {}
-    first = similarity_tab.compute(engine, session, ["a b c", "d e f"], cache)
-    assert similarity_tab.compute(engine, session, ["a b c", "d e f"], cache) is first
-    other = similarity_tab.compute(engine, session, ["x y z"], cache)
-    assert other is not first and len(cache) == 2
+    first = similarity_tab.compute(engine, session, ["a b c", "d e f"])
+    assert similarity_tab.compute(engine, session, ["a b c", "d e f"]) is first
+    other = similarity_tab.compute(engine, session, ["x y z"])
+    assert other is not first and engine.usage()["caches"] > 0

@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
+from laco_core.adapters import ADAPTERS
 from laco_core.errors import LacoError
-from laco_core.methods import REGISTRY
+from laco_core.fitting import fit_info, solve
 from laco_core.methods.linear import fold_into_down
-from laco_core.search.correction import LinearFit, solve
+from laco_core.registry import REGISTRY
 
 
 def _normal(*shape, seed=0):
@@ -40,28 +41,29 @@ def test_fold_into_down_rows_equals_map_after_the_mlp():
     torch.testing.assert_close(a @ fold_into_down(down, t).T, (a @ down.T) @ t)
 
 
-def test_fit_serialises_as_its_description_only():
-    fit = LinearFit.of(torch.eye(4), ridge=0.1, tokens=7)
-    text = json.dumps({"fit": fit})
+def test_fit_description_is_json_and_names_the_tensor():
+    info = fit_info(torch.eye(4), ridge=0.1, tokens=7)
+    text = json.dumps({"fit": info})
     assert "sha1" in text and len(text) < 200
-    assert fit.transform is not None
+    assert fit_info(torch.eye(4))["sha1"] == info["sha1"] != fit_info(2 * torch.eye(4))["sha1"]
 
 
 def test_drop_linear_needs_a_fit():
-    method = REGISTRY["drop_linear"]
+    method = REGISTRY.methods["drop_linear"]
     layer = {"mlp.down_proj.weight": torch.ones(2, 3)}
-    from laco_core.adapters import ADAPTERS
-
-    with pytest.raises(LacoError, match="automatic search"):
+    with pytest.raises(LacoError, match="never fitted"):
         method.merge([layer, layer], ADAPTERS["llama"])
-    with pytest.raises(LacoError, match="run the search again"):
+    with pytest.raises(LacoError, match="lost its fitted tensor"):
         method.merge([layer, layer], ADAPTERS["llama"], fit={"ridge": 0.1, "sha1": "x"})
-    same = method.merge([layer, layer], ADAPTERS["llama"], fit=LinearFit(skipped="norm"))
+    same = method.merge([layer, layer], ADAPTERS["llama"], fit={"skipped": "norm"})
     assert same["mlp.down_proj.weight"] is layer["mlp.down_proj.weight"]
+    assert not method.is_fitted({"fit": {"ridge": 0.1}}) and method.is_fitted(
+        {"fit": {"skipped": "x"}}
+    )
 
 
 def test_moments_error_matches_the_residual_and_ridge_is_cross_validated():
-    from laco_core.search.correction import Moments, choose_ridge
+    from laco_core.fitting import Moments, choose_ridge
 
     m, t0 = _normal(600, 8), _normal(8, 8, seed=5)
     acc = Moments()
@@ -90,15 +92,14 @@ def test_solve_with_a_prior_shrinks_towards_it():
 
 
 def test_drop_lsq_replaces_down_proj_and_checks_its_shape():
-    from laco_core.adapters import ADAPTERS
-
-    method = REGISTRY["drop_lsq"]
+    method = REGISTRY.methods["drop_lsq"]
     layer = {"mlp.down_proj.weight": torch.ones(2, 3), "mlp.up_proj.weight": torch.ones(3, 2)}
     new = torch.full((2, 3), 0.5)
-    out = method.merge([layer, layer], ADAPTERS["llama"], fit=LinearFit.of(new, ridge=1.0))
+    out = method.merge([layer, layer], ADAPTERS["llama"], down_weight=new, fit=fit_info(new))
     assert torch.equal(out["mlp.down_proj.weight"], new)
     assert out["mlp.up_proj.weight"] is layer["mlp.up_proj.weight"]
+    wrong = torch.ones(3, 3)
     with pytest.raises(LacoError, match="another model"):
-        method.merge([layer, layer], ADAPTERS["llama"], fit=LinearFit.of(torch.ones(3, 3)))
-    with pytest.raises(LacoError, match="run the search again"):
+        method.merge([layer, layer], ADAPTERS["llama"], down_weight=wrong, fit=fit_info(wrong))
+    with pytest.raises(LacoError, match="lost its fitted tensor"):
         method.merge([layer, layer], ADAPTERS["llama"], fit={"ridge": 0.1, "sha1": "x"})

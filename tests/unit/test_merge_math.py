@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from laco_core.adapters import ADAPTERS
-from laco_core.methods import REGISTRY
 from laco_core.methods.base import fp32_sum
 from laco_core.methods.rdsc import rdsc_tensor
+from laco_core.registry import REGISTRY
 
 ADAPTER = ADAPTERS["llama"]
 NAMES = (
@@ -37,14 +37,14 @@ def make_layers(n: int = 3, dtype: torch.dtype = torch.float32) -> list[dict[str
 
 
 def test_registry_has_the_four_methods_with_formulas():
-    assert set(REGISTRY) >= {"official", "rdsc", "average", "drop"}
-    for m in REGISTRY.values():
+    assert set(REGISTRY.methods) >= {"official", "rdsc", "average", "drop"}
+    for m in REGISTRY.methods.values():
         assert m.name and m.summary and m.formula
 
 
 def test_rdsc_is_equation_1_on_every_tensor_norms_included():
     layers = make_layers(3)
-    out = REGISTRY["rdsc"].merge(layers, ADAPTER)
+    out = REGISTRY.methods["rdsc"].merge(layers, ADAPTER)
     for name in NAMES:
         t0, t1, t2 = (layer[name] for layer in layers)
         expected = t0 + (t1 - t0) + (t2 - t0)  # θ_l + Σ_k (θ_{l+k} − θ_l), LaCo Eq. 1
@@ -62,7 +62,7 @@ def test_rdsc_alpha_scales_the_differences():
 
 def test_official_takes_lo_norms_and_hi_blocks_without_copies():
     layers = make_layers(4)
-    out = REGISTRY["official"].merge(layers, ADAPTER)
+    out = REGISTRY.methods["official"].merge(layers, ADAPTER)
     for name in NAMES:
         src = layers[0] if name in NORMS else layers[-1]
         assert out[name] is src[name], name  # shared, not copied
@@ -70,7 +70,7 @@ def test_official_takes_lo_norms_and_hi_blocks_without_copies():
 
 def test_average_is_the_mean():
     layers = make_layers(3)
-    out = REGISTRY["average"].merge(layers, ADAPTER)
+    out = REGISTRY.methods["average"].merge(layers, ADAPTER)
     for name in NAMES:
         expected = (layers[0][name] + layers[1][name] + layers[2][name]) / 3
         assert torch.allclose(out[name], expected, rtol=0, atol=1e-6), name
@@ -78,7 +78,7 @@ def test_average_is_the_mean():
 
 def test_drop_keeps_layer_lo_objects():
     layers = make_layers(3)
-    out = REGISTRY["drop"].merge(layers, ADAPTER)
+    out = REGISTRY.methods["drop"].merge(layers, ADAPTER)
     assert set(out) == set(NAMES)
     for name in NAMES:
         assert out[name] is layers[0][name]
@@ -89,7 +89,7 @@ def test_bf16_inputs_accumulate_in_float32(method):
     torch.manual_seed(0)  # seed 0 gives values where bf16 accumulation rounds differently
     layers = [{"mlp.down_proj.weight": torch.randn(8).to(torch.bfloat16)} for _ in range(4)]
     ts = [layer["mlp.down_proj.weight"] for layer in layers]
-    out = REGISTRY[method].merge(layers, ADAPTER)["mlp.down_proj.weight"]
+    out = REGISTRY.methods[method].merge(layers, ADAPTER)["mlp.down_proj.weight"]
     assert out.dtype == torch.bfloat16
     f = [t.float() for t in ts]
     if method == "rdsc":

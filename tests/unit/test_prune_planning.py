@@ -7,7 +7,10 @@ import torch
 
 from laco_core.baselines import drop_plan
 from laco_core.errors import LacoError
-from laco_core.prune import _aggregate, _Geometry, _plan_amounts, default_layer_range
+from laco_core.prune.geometry import Geometry as _Geometry
+from laco_core.prune.importance import aggregate as _aggregate
+from laco_core.prune.llm_pruner import default_layer_range
+from laco_core.prune.llm_pruner import plan_amounts as _plan_amounts
 
 
 def test_default_layer_range_matches_llm_pruner_on_32_layers():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from laco_core.errors import LacoError
-from laco_core.merge import get_method, layer_groups, parse_ranges, validate_ranges
+from laco_core.ops import get_method
+from laco_core.plan import layer_groups, parse_ranges, validate_ranges
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,7 @@ def test_validate_sorts():
         ([(5, 3)], "LO > HI"),
         ([(4, 4)], "one layer"),
         ([(28, 30)], "outside the model's layers 0-29"),
-        ([(-1, 2)], "outside"),
+        ([(-1, 2)], "below layer 0"),
         ([(2, 5), (5, 7)], "overlap"),
         ([(2, 6), (3, 4)], "overlap"),
         ([], "empty"),

@@ -9,9 +9,9 @@ import torch
 
 from laco_core.adapters import ADAPTERS
 from laco_core.errors import LacoError
-from laco_core.methods import REGISTRY
+from laco_core.methods.calibrated import golden_section_max
+from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig, target_layers_of
-from laco_core.search.core import golden_section_max
 from laco_core.tiny import tiny_model
 
 
@@ -28,9 +28,9 @@ def _layers():
 
 def test_calibrated_alpha_zero_is_drop_and_one_is_rdsc():
     layers, adapter = _layers(), ADAPTERS["llama"]
-    cal = REGISTRY["rdsc_calibrated"]
-    drop = REGISTRY["drop"].merge(layers, adapter)
-    rdsc = REGISTRY["rdsc"].merge(layers, adapter)
+    cal = REGISTRY.methods["rdsc_calibrated"]
+    drop = REGISTRY.methods["drop"].merge(layers, adapter)
+    rdsc = REGISTRY.methods["rdsc"].merge(layers, adapter)
     a0 = cal.merge(layers, adapter, alpha=0.0)
     a1 = cal.merge(layers, adapter, alpha=1.0)
     for n in layers[0]:
@@ -40,7 +40,7 @@ def test_calibrated_alpha_zero_is_drop_and_one_is_rdsc():
 
 def test_calibrated_alpha_is_linear_and_per_group():
     layers, adapter = _layers(), ADAPTERS["llama"]
-    cal = REGISTRY["rdsc_calibrated"]
+    cal = REGISTRY.methods["rdsc_calibrated"]
     half = cal.merge(layers, adapter, alpha=0.5)
     diff = (
         layers[1]["mlp.down_proj.weight"]
@@ -54,7 +54,7 @@ def test_calibrated_alpha_is_linear_and_per_group():
     assert mixed["input_layernorm.weight"] is layers[0]["input_layernorm.weight"]
     assert torch.equal(
         mixed["self_attn.q_proj.weight"],
-        REGISTRY["rdsc"].merge(layers, adapter)["self_attn.q_proj.weight"],
+        REGISTRY.methods["rdsc"].merge(layers, adapter)["self_attn.q_proj.weight"],
     )
 
 
@@ -74,8 +74,10 @@ def test_calibrated_alpha_is_linear_and_per_group():
     ],
 )
 def test_config_rejects_bad_parameters(kwargs):
+    from laco_core.ops import search_components
+
     with pytest.raises(LacoError):
-        SearchConfig(**kwargs).validate(6)
+        search_components(SearchConfig(**kwargs).validate(6))
 
 
 def test_target_ratio_counts_layers_needed():
