@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from laco_core.adapters import decoder, get_layers
 from laco_core.assets import read_prompts
-from laco_core.engine import model_bytes
-from laco_core.merge import build_collapsed, parse_ranges, shared_fraction
+from laco_core.ops import build_collapsed
+from laco_core.plan import parse_ranges
+from laco_core.sharing import model_bytes, shared_fraction
 from laco_core.similarity import (
     _pad_batch,
     adjacent_param_similarity,

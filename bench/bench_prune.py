@@ -19,7 +19,7 @@ import torch
 from laco_core.assets import TRAIN_TEXT, read_prompts, read_text
 from laco_core.comparison import compare_all, markdown_table
 from laco_core.models import load_model
-from laco_core.prune import prune_llm_pruner
+from laco_core.ops import prune_llm_pruner
 
 from .common import report, section, timeit
 

@@ -24,10 +24,10 @@ import time
 from laco_core.assets import read_paragraphs, read_text
 from laco_core.evaluate import perplexity
 from laco_core.heal import heal
-from laco_core.merge import plan_of
 from laco_core.models import load_model
-from laco_core.search import SearchConfig, run_search
-from laco_core.search.correction import fit_collapse
+from laco_core.ops import fit_collapse, run_search
+from laco_core.plan import plan_of
+from laco_core.search import SearchConfig
 
 from .common import at_most, report, section
 

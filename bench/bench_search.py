@@ -20,28 +20,28 @@ import time
 
 import torch
 
+from laco_core.activations import ActivationCache
 from laco_core.adapters import get_layers
 from laco_core.assets import read_prompts, read_text
 from laco_core.evaluate import perplexity
-from laco_core.merge import plan_of
 from laco_core.models import load_model
-from laco_core.search import (
-    ActivationCache,
-    PreviewCache,
-    SearchConfig,
-    preview,
-    reference_search,
-    replay,
-    run_search,
-)
-from laco_core.search.core import workers_for
+from laco_core.ops import preview, reference_search, run_search
+from laco_core.plan import plan_of
+from laco_core.registry import REGISTRY
+from laco_core.search import SearchConfig
+from laco_core.search.run import replay
+from laco_core.search.state import workers_for
 
 from .common import at_least, at_most, report, section
 
 TARGETS = (0.1, 0.2, 0.3)
 FAST_REPEATS = 3
 GREEDY = {"lazy": True}
-CALIBRATED = {"lazy": True, "correct": True, "alpha_evals": 4, "refine_top": 2}
+CALIBRATED = {
+    "lazy": True,
+    "refine_top": 2,
+    "method_params": {"correct": True, "alpha_evals": 4},
+}
 # (strategy, objective, method, merge_count, extra config): C=2 keeps greedy at n ranges a step
 GRIDS = {
     "quick": [
@@ -51,12 +51,18 @@ GRIDS = {
     ],
     "full": [
         ("paper", "cosine", "official", 4, {}),
-        ("paper", "cosine", "rdsc_calibrated", 4, {"alpha_evals": 4}),
+        ("paper", "cosine", "rdsc_calibrated", 4, {"method_params": {"alpha_evals": 4}}),
         ("paper", "kl", "drop", 4, {}),
         ("greedy", "cosine", "drop", 2, GREEDY),
         ("greedy", "kl", "drop", 2, GREEDY),
         ("greedy", "ppl", "drop", 2, GREEDY),
-        ("greedy", "kl", "rdsc_calibrated", 2, {"lazy": True, "alpha_evals": 4, "refine_top": 2}),
+        (
+            "greedy",
+            "kl",
+            "rdsc_calibrated",
+            2,
+            {"lazy": True, "refine_top": 2, "method_params": {"alpha_evals": 4}},
+        ),
         ("greedy", "kl", "rdsc_calibrated", 2, CALIBRATED),
         ("greedy", "kl", "drop_linear", 2, GREEDY),  # fitted map, cross-validated ridge
     ],
@@ -124,7 +130,7 @@ def speed(lm, prompts: list[str]) -> None:
 def preview_speed(lm, prompts: list[str]) -> None:
     section(f"What-if preview from cached activations ({len(prompts)} prompts)")
     t0 = time.perf_counter()
-    cache = PreviewCache(lm.model, lm.tokenizer, prompts)
+    cache = ActivationCache(lm.model, lm.tokenizer, prompts)
     report("preview cache build (once per base model)", time.perf_counter() - t0, unit=" s")
     for plan in ("20-23", "8-11", "1-4"):
         preview(lm.model, lm.tokenizer, prompts, plan, cache=cache)  # warm-up
@@ -147,7 +153,8 @@ def quality(lm, calib: list[str], grid: list[tuple], windows: int) -> None:
     cache = ActivationCache(lm.model, lm.tokenizer, calib)
     rows = []
     for strategy, objective, method, c, extra in grid:
-        name = f"{strategy}/{objective}/{method}" + ("+correct" if extra.get("correct") else "")
+        correct = extra.get("method_params", {}).get("correct")
+        name = f"{strategy}/{objective}/{method}" + ("+correct" if correct else "")
         cfg = SearchConfig(
             merge_count=c,
             low=1,
@@ -169,12 +176,12 @@ def quality(lm, calib: list[str], grid: list[tuple], windows: int) -> None:
         for r in TARGETS:
             need = -(-round(r * res.params_before) // per_layer)
             steps, removed = [], 0
-            for s in res.steps:  # the shortest prefix of the accepted merges reaching the target
+            for m in res.merges:  # the shortest prefix of the accepted merges reaching the target
                 if removed >= need:
                     break
-                steps.append(s)
-                removed += s["hi"] - s["lo"]
-            model = replay(lm.model, steps, method)
+                steps.append(m)
+                removed += m.hi - m.lo
+            model = replay(lm.model, steps, REGISTRY.method)
             ppl = perplexity(model, lm.tokenizer, text, seq_len=256, max_windows=windows)
             ppls.append(ppl)
             plan = [list(x) for x in plan_of(model)]
