@@ -68,7 +68,9 @@ def test_collapsed_export_loads_everywhere(tmp_path, arch, method, one_thread):
 
 
 @pytest.mark.slow
-def test_default_model_export_keeps_chat_template_and_generation_config(tmp_path, default_model):
+def test_default_model_export_keeps_chat_template_and_generation_config(
+    tmp_path, default_model, one_thread
+):
     model, tok = default_model.model, default_model.tokenizer
     collapsed = build_collapsed(model, [(16, 18), (24, 26)], "drop")
     export_model(collapsed, tok, tmp_path / "out", {"method": "drop"}, original=model)

@@ -44,7 +44,8 @@ def direct_accuracy(model, tokenizer, items: list[dict]) -> tuple[float, float]:
             ctx_ids = tokenizer(context).input_ids
             ids = tokenizer(context + " " + choice).input_ids
             assert ids[: len(ctx_ids)] == ctx_ids, "the prompt must tokenize the same alone"
-            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)  # (T, V)
+            logits = model(torch.tensor([ids]), use_cache=False).logits[0]  # (T, V)
+            logp = torch.log_softmax(logits.float(), -1)  # (T, V)
             lls.append(sum(float(logp[t - 1, ids[t]]) for t in range(len(ctx_ids), len(ids))))
         lls = np.array(lls)
         lengths = np.array([float(len(c)) for c in item["choices"]])
@@ -84,8 +85,8 @@ def test_laco_mc_tiny_matches_direct_loglikelihood(one_thread):
 
 
 @pytest.mark.slow
-def test_laco_mc_default_model_matches_direct_loglikelihood(default_model):
-    limit = 16
+def test_laco_mc_default_model_matches_direct_loglikelihood(default_model, one_thread):
+    limit = 24
     out = run_tasks(default_model.model, default_model.tokenizer, ["laco_mc"], limit=limit)
     acc, acc_norm = direct_accuracy(default_model.model, default_model.tokenizer, read_items(limit))
     assert out["laco_mc"]["samples"] == limit

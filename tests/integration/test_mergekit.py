@@ -29,7 +29,7 @@ def mergekit_yaml(config: Path, out: Path) -> subprocess.CompletedProcess:
     """Run the ``mergekit-yaml`` console script of this environment (CPU)."""
     exe = Path(sys.executable).parent / "mergekit-yaml"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mergekit.scripts.run_yaml"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     return subprocess.run(
         [*cmd, str(config), str(out), "--copy-tokenizer"],
         capture_output=True,
