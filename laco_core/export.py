@@ -126,6 +126,7 @@ def export_model(
     overwrite: bool = False,
     protect=(),
     extra: dict | None = None,
+    files: dict[str, str] | None = None,
 ) -> ExportResult:
     """Save ``model`` + tokenizer + its recipe, verify a plain reload, then move into place.
 
@@ -137,6 +138,8 @@ def export_model(
         overwrite: Replace an existing non-empty folder.
         protect: Folders never to replace (the source model's).
         extra: More facts for the recipe file (e.g. measured metrics).
+        files: More text files for the folder (a model card as ``README.md``, a mergekit
+            config…), written before the reload check.
 
     Raises:
         LacoError: for a refused target, or when the reloaded model's logits differ beyond
@@ -164,6 +167,8 @@ def export_model(
         if recipe is not None:
             recipe.save(tmp, info=info, **(extra or {}))
             (tmp / "README.md").write_text(model_card(recipe, info), encoding="utf-8")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         diff = verify_reload(model, tokenizer, tmp)
         dtype = next(model.parameters()).dtype
         tol = FP32_TOLERANCE if dtype == torch.float32 else 1e-2

@@ -13,15 +13,19 @@ from pathlib import Path
 
 from .adapters import num_layers
 from .assets import read_asset
+from .card import base_info_for, model_card
 from .errors import LacoError
-from .models import LoadedModel
+from .export import ExportResult, export_model
+from .interop_mergekit import MERGEKIT_FILE, kept_to_yaml, yaml_to_kept
+from .models import DEFAULT_HUB_ID, DEFAULT_SPEC, LoadedModel
 from .plan import plan_of
 from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource
 from .registry import REGISTRY
 from .search.config import Merge, SearchConfig
-from .sharing import count_params
+from .sharing import count_params, layer_sources
 from .steps.base import StepContext
 from .steps.collapse import DEFAULT_FIT_TEXT, CollapseStep
+from .steps.drop import DropStep
 from .steps.search import SearchStep
 
 
@@ -94,12 +98,66 @@ def rebuild(recipe: Recipe, load: Callable[[BaseRef], LoadedModel], ctx: StepCon
     return model, base, Recipe(recipe.base, done, recipe.info, recipe.version)
 
 
+def passthrough_of(recipe: Recipe, base, model) -> tuple[list[int] | None, str]:
+    """The original layers a pure-drop model keeps (for a mergekit passthrough config), or
+    None and why not. A layer counts as kept when every tensor it holds is one original
+    layer's, unchanged."""
+    kept = layer_sources(base.model, model)
+    if all(k is not None for k in kept) and all(
+        b > a for a, b in zip(kept, kept[1:], strict=False)
+    ):
+        return kept, "every layer is an original layer, unchanged"
+    for step in recipe.steps:
+        names = [
+            getattr(step, "method", None),
+            *[m.method for m in getattr(step, "merges", []) or []],
+        ]
+        for name in names:
+            if name and name in REGISTRY.methods and REGISTRY.method(name).passthrough:
+                return None, f"`{name}` {REGISTRY.method(name).passthrough}"
+        if step.kind == "prune":
+            return None, "width pruning removes heads and channels inside layers"
+        if step.kind == "heal":
+            return None, "a LoRA heal changes the weights of the layers it adapts"
+    return None, "some layers are not unchanged copies of the base model's layers"
+
+
+def export(
+    model,
+    base: LoadedModel,
+    out_dir,
+    recipe: Recipe,
+    overwrite: bool = False,
+    protect=(),
+    metrics: dict | None = None,
+) -> ExportResult:
+    """Export with a model card and, for a pure layer drop, a mergekit passthrough config."""
+    kept, why = passthrough_of(recipe, base, model)
+    files = {}
+    if kept is not None:
+        ref = DEFAULT_HUB_ID if recipe.base.spec == DEFAULT_SPEC else recipe.base.spec
+        dtype = recipe.base.dtype if recipe.base.dtype != "auto" else None
+        files[MERGEKIT_FILE] = kept_to_yaml(ref, base.num_layers, kept, dtype, recipe.describe())
+    files["README.md"] = model_card(
+        recipe,
+        metrics,
+        None,
+        base_info_for(recipe.base.spec),
+        methods=dict(REGISTRY.methods),
+        passthrough=(kept is not None, why),
+    )
+    extra = {"metrics": metrics} if metrics else None
+    return export_model(model, base.tokenizer, out_dir, recipe, overwrite, protect, extra, files)
+
+
 def read_recipe(path: str | Path) -> Recipe:
     """A recipe from ``laco_recipe.json`` (or its folder), older formats converted."""
     path = Path(path).expanduser()
     file = path / RECIPE_FILE if path.is_dir() else path
     if not file.is_file():
         raise LacoError(f"No recipe at '{path}': give a laco_recipe.json or its folder.")
+    if file.suffix in (".yml", ".yaml"):
+        return from_mergekit(file.read_text(encoding="utf-8", errors="replace"))
     try:
         d = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -107,6 +165,13 @@ def read_recipe(path: str | Path) -> Recipe:
     if _is_v1(d):
         return from_v1(d)
     return Recipe.load(file, REGISTRY.steps)
+
+
+def from_mergekit(text: str) -> Recipe:
+    """A mergekit passthrough config of one model as a recipe that keeps the same layers."""
+    model, kept = yaml_to_kept(text)
+    spec = DEFAULT_SPEC if model == DEFAULT_HUB_ID else model
+    return Recipe(BaseRef(spec), [DropStep("mergekit", keep=kept)], {"imported_from": "mergekit"})
 
 
 def recipe_from_dict(d: dict) -> Recipe:

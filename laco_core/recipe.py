@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import __version__
 from .assets import read_asset
 from .errors import LacoError
+from .version import __version__
 
 RECIPE_VERSION = 2
 RECIPE_FILE = "laco_recipe.json"

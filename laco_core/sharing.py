@@ -168,6 +168,20 @@ def count_params(model: nn.Module) -> int:
     return total
 
 
+def layer_sources(original: nn.Module, derived: nn.Module) -> list[int | None]:
+    """For each layer of ``derived``, the layer of ``original`` whose every tensor it shares
+    (it IS that layer, unchanged), or None when it holds new or mixed tensors."""
+    owner: dict[int, int] = {}
+    for i, layer in enumerate(get_layers(original)):
+        for p in layer.parameters():
+            owner[p.untyped_storage().data_ptr()] = i
+    out: list[int | None] = []
+    for layer in get_layers(derived):
+        found = {owner.get(p.untyped_storage().data_ptr()) for p in layer.parameters()}
+        out.append(found.pop() if len(found) == 1 and None not in found else None)
+    return out
+
+
 def shared_fraction(original: nn.Module, derived: nn.Module) -> float:
     """Fraction of the derived model's parameter elements that share storage with the original."""
     orig_ptrs = {p.data_ptr() for p in original.parameters()}

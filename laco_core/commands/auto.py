@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LacoError
-from ..export import check_target, export_model
+from ..export import check_target
 from ..limits import Limits
 from ..params import add_arguments
-from ..pipeline import context
+from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..plan import format_plan
 from ..recipe import TextSource
@@ -167,9 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 "The search accepted no merge, so there is nothing to export: lower --threshold "
                 "or set a target."
             )
-        out = export_model(
-            model, lm.tokenizer, args.out, recipe, args.overwrite, source_dirs(args.model)
-        )
+        out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
         print(
             f"Exported to {args.out} (reload check: max |logit diff| {out.max_abs_logit_diff:.2e})"
         )

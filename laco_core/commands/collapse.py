@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LacoError
-from ..export import check_target, export_model
+from ..export import check_target
 from ..params import add_arguments, collect, given_but_unused
+from ..pipeline import export
 from ..pipeline import run as run_steps
 from ..plan import format_plan, parse_ranges, validate_ranges
 from ..registry import REGISTRY
@@ -69,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
         f"parameters {info['params_before']:,} -> {info['params_after']:,} "
         f"({100 * (info['params_after'] / info['params_before'] - 1):+.1f}%)."
     )
-    result = export_model(
-        model, lm.tokenizer, args.out, recipe, args.overwrite, source_dirs(args.model)
-    )
+    result = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
     print(
         f"Saved to {result.path}; reloaded with AutoModelForCausalLM.from_pretrained: "
         f"max |logit diff| {result.max_abs_logit_diff:.2e} (verified)."

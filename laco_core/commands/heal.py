@@ -9,9 +9,9 @@ from pathlib import Path
 from ..assets import read_text
 from ..errors import LacoError
 from ..evaluate import perplexity
-from ..export import check_target, export_model
+from ..export import check_target
 from ..heal import check_hyperparameters
-from ..pipeline import base_ref, context, read_recipe
+from ..pipeline import base_ref, context, export, read_recipe
 from ..recipe import RECIPE_FILE, Recipe, TextSource
 from ..sharing import count_params
 from ..steps.heal import HealStep
@@ -83,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     after = perplexity(model, lm.tokenizer, held_out)
     recipe = recipe.then(done, params_after=count_params(model))
-    out = export_model(
-        model, lm.tokenizer, args.out, recipe, args.overwrite, source_dirs(args.model)
-    )
+    out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
     res = done.result
     print(
         f"Healed {args.model}: {args.steps} LoRA steps (r={args.rank}) in {res.seconds:.0f} s, "

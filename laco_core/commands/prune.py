@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LacoError
-from ..export import check_target, export_model
+from ..export import check_target
+from ..pipeline import export
 from ..pipeline import run as run_steps
 from ..prune.importance import AGGREGATIONS
 from ..prune.llm_pruner import default_layer_range
@@ -87,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         detail = f"dropped layers {', '.join(map(str, done.layers))}"
-    out = export_model(
-        model, lm.tokenizer, args.out, recipe, args.overwrite, source_dirs(args.model)
-    )
+    out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
     before, after = recipe.info["params_before"], recipe.info["params_after"]
     print(
         f"Pruned {args.model} with {args.method}: {detail}; parameters {before:,} -> {after:,} "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..export import check_target, export_model
+from ..export import check_target
 from ..models import load_model
-from ..pipeline import read_recipe, rebuild
+from ..pipeline import export, read_recipe, rebuild
 from .common import add_out_args
 
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         return load_model(ref.spec, args.dtype or ref.dtype, args.device or ref.device)
 
     model, base, recipe = rebuild(recipe, load)
-    out = export_model(model, base.tokenizer, args.out, recipe, args.overwrite, protect)
+    out = export(model, base, args.out, recipe, args.overwrite, protect)
     print(
         f"Rebuilt {recipe.describe()} on {recipe.base.spec}: {out.path} "
         f"(reload check: max |logit diff| {out.max_abs_logit_diff:.2e})."

@@ -8,6 +8,7 @@ from .base import LayerParams, MergeMethod, fp32_sum
 
 class Average(MergeMethod):
     name = "average"
+    passthrough = "averages the range's layers into new tensors; passthrough copies layers, it does not combine them"
     summary = "Mean of the layers' parameters, every tensor."
     formula = "θ*_lo = (1/(m+1)) Σ_{k=0..m} θ_{lo+k}"
 

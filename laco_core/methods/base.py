@@ -31,6 +31,11 @@ class MergeMethod:
     params: ClassVar[tuple[ParamDef, ...]] = ()
     # True when ``merge`` needs what ``fit`` computes on calibration activations
     fitted: ClassVar[bool] = False
+    # why mergekit's passthrough (which copies whole layers) cannot express this method's
+    # result; None when it can (a pure layer drop)
+    passthrough: ClassVar[str | None] = (
+        "computes new tensors from the range's layers; passthrough only copies whole layers"
+    )
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         raise NotImplementedError

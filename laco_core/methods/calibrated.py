@@ -31,6 +31,7 @@ class CalibratedRDSC(MergeMethod):
     """
 
     name = "rdsc_calibrated"
+    passthrough = "adds an α-weighted sum of the range's layer differences, α (and an optional rescale) fitted on calibration data: computed tensors, not copied layers"
     summary = "Eq. 1 with step α in [0, 1] (0 = drop, 1 = Eq. 1), α chosen on calibration data."
     formula = "θ*_lo = θ_lo + α Σ_{k=1..m} (θ_{lo+k} − θ_lo)"
     params = (

@@ -14,6 +14,7 @@ class Official(MergeMethod):
     """
 
     name = "official"
+    passthrough = "keeps layer LO's norms with layer HI's attention and MLP weights, one layer built from two source layers; passthrough copies whole layers only"
     summary = (
         "Released LaCo code: layer lo's norms with layer hi's attention and MLP (≈ layer drop)."
     )

@@ -19,6 +19,7 @@ def rdsc_tensor(base: torch.Tensor, others: list[torch.Tensor], alpha: float = 1
 
 class RDSC(MergeMethod):
     name = "rdsc"
+    passthrough = "computes θ_LO + Σ_k (θ_LO+k − θ_LO) from several layers (Eq. 1): new tensors, which passthrough cannot compute"
     summary = "Paper Eq. 1: add every later layer's difference to layer lo, norms included."
     formula = "θ*_lo = θ_lo + Σ_{k=1..m} (θ_{lo+k} − θ_lo), on every tensor of the layer"
 

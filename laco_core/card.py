@@ -1,0 +1,301 @@
+"""Hugging Face Hub model cards for exported models: what was done, how well it does, how to load.
+
+The card's YAML front matter links the base model (``base_model:``) and carries its license
+(a pruned model is a derivative of the base model and inherits its terms), so the Hub shows
+the model tree and the right license. The body records the recipe, the measured metrics and
+the loading code: plain transformers for layer-collapsed models, our loader for width-pruned
+ones, whose per-layer sizes transformers 5.x configs cannot state (one ``intermediate_size``
+and one head count for all layers, strictly typed as integers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LacoError
+from .interop_mergekit import MERGEKIT_FILE
+from .models import DEFAULT_HUB_ID, DEFAULT_SPEC
+from .prune.io import SHAPES_SIDECAR
+from .recipe import RECIPE_FILE, Recipe
+
+LOADER_IMPORT = "from laco_core import load_pruned"
+PAPER = "LaCo: Large Language Model Pruning via Layer Collapse (Yang, Cao & Zhao 2024, arXiv 2402.11187)"
+DEFAULT_BASE_INFO = {"id": DEFAULT_HUB_ID, "license": "apache-2.0", "name": "SmolLM2-135M-Instruct"}
+
+
+def license_from_readme(text: str) -> dict[str, str]:
+    """``license`` (and ``license_name`` / ``license_link``) from a model card's front matter.
+
+    Returns:
+        The keys found, e.g. ``{"license": "apache-2.0"}``; ``{}`` without front matter.
+    """
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    try:
+        meta = yaml.safe_load(text[3:end]) or {}
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    keys = ("license", "license_name", "license_link")
+    return {k: str(meta[k]) for k in keys if meta.get(k)}
+
+
+def base_info_for(spec: str) -> dict[str, Any]:
+    """What the card can say about a base model given by a model spec.
+
+    ``default`` is SmolLM2-135M-Instruct (apache-2.0). A local folder contributes the license
+    of its own README front matter, when it has one, but no Hub id. Anything else is taken as a
+    Hub id whose license is not known here (pass one in ``base_info`` when you know it).
+    """
+    if spec == DEFAULT_SPEC:
+        return dict(DEFAULT_BASE_INFO)
+    path = Path(spec).expanduser()
+    if path.exists():
+        readme = path / "README.md" if path.is_dir() else None
+        info: dict[str, Any] = {"id": None, "name": path.name}
+        if readme is not None and readme.is_file():
+            info.update(license_from_readme(readme.read_text(encoding="utf-8", errors="replace")))
+        return info
+    return {"id": spec, "name": spec.rsplit("/", 1)[-1]}
+
+
+def needs_loader(recipe: Recipe) -> bool:
+    """True for a model whose layers have their own widths (saved with a shapes sidecar)."""
+    return bool(recipe.info.get("pruned")) or any(s.kind == "prune" for s in recipe.steps)
+
+
+def _methods_used(recipe: Recipe) -> list[str]:
+    names = []
+    for step in recipe.steps:
+        for name in (getattr(step, "method", None), *_merge_methods(step)):
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def _merge_methods(step) -> list[str]:
+    return [m.method for m in (getattr(step, "merges", None) or [])]
+
+
+def _front_matter(recipe: Recipe, base_info: dict, width_pruned: bool) -> str:
+    meta: dict[str, Any] = {}
+    if base_info.get("id"):
+        meta["base_model"] = base_info["id"]
+    for key in ("license", "license_name", "license_link"):
+        if base_info.get(key):
+            meta[key] = base_info[key]
+    if base_info.get("language"):
+        meta["language"] = base_info["language"]
+    meta["library_name"] = "transformers"
+    meta["pipeline_tag"] = "text-generation"
+    tags = ["laco-explorer", "pruning"]
+    tags += ["width-pruning", "llm-pruner"] if width_pruned else ["layer-collapse", "laco"]
+    tags += [f"laco-{m}".replace("_", "-") for m in _methods_used(recipe)]
+    meta["tags"] = tags
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _recipe_lines(recipe: Recipe, methods: dict) -> list[str]:
+    lines = [f"- step {i + 1}: {s.describe()}" for i, s in enumerate(recipe.steps)]
+    for name in _methods_used(recipe):
+        m = methods.get(name)
+        if m is not None:
+            lines.append(f"- merge method `{name}`: {m.summary.rstrip('.')} (`{m.formula}`)")
+    info = recipe.info
+    plan = info.get("plan") or []
+    if plan:
+        text = ", ".join(f"{lo}-{hi}" for lo, hi in plan)
+        lines.append(
+            "- merged ranges (inclusive, original 0-based layer indices; each became one "
+            f"layer at its first index): {text}"
+        )
+    if info.get("layers_before") is not None and info.get("layers_after") is not None:
+        lines.append(f"- layers: {info['layers_before']} → {info['layers_after']}")
+    before, after = info.get("params_before"), info.get("params_after")
+    if before and after:
+        lines.append(
+            f"- parameters: {before:,} → {after:,} ({100 * (before - after) / before:.1f} % removed)"
+        )
+    if info.get("dtype"):
+        lines.append(f"- dtype: `{info['dtype']}`")
+    return lines
+
+
+_METRIC_ROWS = (
+    ("ppl", "perplexity", 3),
+    ("ref_ppl", "base model perplexity (same text)", 3),
+    ("kl", "KL(base ‖ this) per token, nats", 4),
+    ("top1_agreement", "top-1 agreement with the base model", 3),
+    ("final_cosine", "final hidden-state cosine with the base model", 4),
+    ("params", "parameters", 0),
+    ("params_ratio", "parameters ÷ base model's", 4),
+)
+
+
+def _metrics_section(metrics: dict) -> list[str]:
+    rows = [(label, _number(metrics[k], d)) for k, label, d in _METRIC_ROWS if k in metrics]
+    if not rows:
+        return []
+    where = metrics.get("text") or "LaCo Explorer's bundled held-out text"
+    seq = f", non-overlapping {metrics['seq_len']}-token windows" if metrics.get("seq_len") else ""
+    out = [f"Measured on {where}{seq}.", "", "| metric | value |", "|---|---:|"]
+    out += [f"| {label} | {value} |" for label, value in rows]
+    return out
+
+
+def _load_section(repo: str, width_pruned: bool, tool_url: str | None) -> list[str]:
+    if not width_pruned:
+        return [
+            "An ordinary transformers checkpoint (the layer count is in `config.json`):",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+            "```",
+        ]
+    where = f" ({tool_url})" if tool_url else ""
+    return [
+        "Each layer keeps its own number of KV heads and MLP channels. transformers 5.x configs "
+        "for this architecture hold one `intermediate_size` and one head count for all layers, "
+        f"so the per-layer sizes are in `{SHAPES_SIDECAR}` and plain "
+        "`AutoModelForCausalLM.from_pretrained` cannot load this model (shape mismatch). "
+        f"LaCo Explorer{where} rebuilds the layers to those sizes first:",
+        "",
+        "```python",
+        "from huggingface_hub import snapshot_download",
+        LOADER_IMPORT,
+        "",
+        f'model, tokenizer = load_pruned(snapshot_download("{repo}"))',
+        "```",
+    ]
+
+
+def model_card(
+    recipe: Recipe,
+    metrics: dict | None,
+    lmeval_table_md: str | None,
+    base_info: dict,
+    *,
+    methods: dict | None = None,
+    passthrough: tuple[bool, str] | None = None,
+    repo_id: str | None = None,
+    tool_url: str | None = None,
+) -> str:
+    """A Hub model card (README.md) for an exported collapsed or pruned model.
+
+    Args:
+        recipe: The model's recipe (its ``info`` holds the plan, layers and parameters
+            before and after, ``pruned`` for per-layer widths).
+        metrics: ``evaluate.evaluate`` output (``ppl``, ``kl``…; optional ``seq_len`` and
+            ``text`` naming the evaluation text), or None when nothing was measured.
+        lmeval_table_md: The paper-style table of :func:`laco_core.lmeval.table_markdown`,
+            or None when lm-eval was not run.
+        base_info: ``id`` (Hub id of the base model, or None), ``license`` (and optionally
+            ``license_name`` / ``license_link`` for ``license: other``), ``name``,
+            ``language``; see :func:`base_info_for`.
+        methods: The registry's merge methods, for their summaries and formulas.
+        passthrough: Whether mergekit's passthrough can rebuild the model, and why (or why
+            not); None leaves the section out.
+        repo_id: Where the card will live, for the loading snippet (default: a placeholder).
+        tool_url: Where LaCo Explorer can be installed from, for width-pruned models.
+
+    Returns:
+        The card as markdown with YAML front matter.
+
+    Raises:
+        LacoError: for a recipe without anything to describe (no ranges and no pruning).
+    """
+    width_pruned = needs_loader(recipe)
+    if not recipe.steps:
+        raise LacoError("This recipe has no steps; there is nothing to describe.")
+    base_name = base_info.get("name") or base_info.get("id") or recipe.base.spec
+    base_link = (
+        f"[{base_info['id']}](https://huggingface.co/{base_info['id']})"
+        if base_info.get("id")
+        else f"`{base_name}`"
+    )
+    kind = "Width-pruned" if width_pruned else "Layer-collapsed"
+    out = [_front_matter(recipe, base_info, width_pruned)]
+    out += [f"# {kind} {base_name}", ""]
+    out.append(
+        f"{'Pruned' if width_pruned else 'Collapsed'} from {base_link} with LaCo Explorer"
+        + ("" if width_pruned else f", which implements {PAPER}")
+        + "."
+    )
+    out.append("")
+    if base_info.get("license"):
+        out.append(
+            f"License: `{base_info['license']}`, inherited from the base model; its terms apply."
+        )
+    else:
+        out.append(
+            "License: not recorded here. This is a derivative of the base model: check the base "
+            "model's license before using or sharing it."
+        )
+    out += ["", "## Recipe", "", *_recipe_lines(recipe, methods or {}), ""]
+    if passthrough is not None:
+        ok, reason = passthrough
+        if ok:
+            out.append(
+                "This plan is a pure layer drop, so mergekit can rebuild it from the base model "
+                f"with a `passthrough` config (`{MERGEKIT_FILE}`)."
+            )
+        else:
+            out.append(f"mergekit's `passthrough` cannot reproduce this model: {reason}.")
+        out.append("")
+    out.append(f"The full recipe is in `{RECIPE_FILE}`.")
+    out += ["", "## Evaluation", ""]
+    measured = False
+    if metrics:
+        section = _metrics_section(metrics)
+        if section:
+            out += [*section, ""]
+            measured = True
+    if lmeval_table_md and lmeval_table_md.strip():
+        out += [
+            "Zero-shot accuracy (%) through lm-evaluation-harness, with the average and the "
+            "average as % of the dense model's:",
+            "",
+            lmeval_table_md.strip(),
+            "",
+        ]
+        measured = True
+    if not measured:
+        out += ["Not measured at export time.", ""]
+    out += ["## How to load", ""]
+    out += _load_section(repo_id or "YOUR_USER/YOUR_REPO", width_pruned, tool_url)
+    out += ["", "## Limitations", ""]
+    out.append(
+        "Removing layers or channels costs quality; the numbers above are the measured cost. "
+        "The base model's limitations and intended uses carry over."
+    )
+    return "\n".join(out).rstrip() + "\n"
+
+
+__all__ = [
+    "DEFAULT_BASE_INFO",
+    "LOADER_IMPORT",
+    "base_info_for",
+    "license_from_readme",
+    "model_card",
+    "needs_loader",
+]
