@@ -1,0 +1,55 @@
+"""Named pipelines: the steps behind one command or one click.
+
+``best_collapse`` is what ``laco auto --target-ratio R`` (no other flag) and the app's "Best
+collapse" button run: the best training-free pipeline this project has measured on held-out
+text (see the README's findings). The expert flags stay available; they build their own
+``SearchStep``.
+"""
+
+from __future__ import annotations
+
+from .assets import read_asset
+from .errors import LacoError
+from .recipe import Step, TextSource
+from .search.config import SearchConfig
+from .steps.search import SearchStep
+
+# calibration of the default pipeline: the training text's paragraphs (more tokens than the
+# prompts, and disjoint from the held-out evaluation texts)
+SEARCH_TEXT = "train_paragraphs"
+SEARCH_TEXTS = 16  # the search scores the first 16 paragraphs; the refit uses all of them
+
+
+def best_collapse(
+    target_ratio: float | None = None, target_layers: int | None = None
+) -> list[Step]:
+    """The default automatic collapse to a target size, as recipe steps.
+
+    A greedy search of plain layer drops scored by KL to the dense model (ranges of up to two
+    layers, lazily re-scored), then each kept layer's MLP down projection refitted by ridge
+    least squares on the whole training text (``drop_lsq``). The result is an ordinary
+    checkpoint (whole layers removed, kept weights changed).
+
+    Raises:
+        LacoError: without exactly one target.
+    """
+    if (target_ratio is None) == (target_layers is None):
+        raise LacoError("Give one target: a fraction of parameters or a number of layers.")
+    cfg = SearchConfig(
+        strategy="greedy",
+        objective="kl",
+        method="drop",
+        merge_count=2,
+        lazy=True,
+        batch_size=2,
+        target_ratio=target_ratio,
+        target_layers=target_layers,
+        refit="drop_lsq",
+    )
+    texts = read_asset(SEARCH_TEXT)
+    search = TextSource.of(texts[:SEARCH_TEXTS], SEARCH_TEXT, SEARCH_TEXTS)
+    refit = TextSource.of(texts, SEARCH_TEXT)
+    return [SearchStep(cfg, search, refit)]
+
+
+PRESETS = {"best": best_collapse}
