@@ -57,9 +57,17 @@ class Objective:
         """The score from sums, ``count`` being the denominator (default: what was summed)."""
         raise NotImplementedError
 
+    def bounds(self, cache: ActivationCache, partial: Partial) -> tuple[float, float]:
+        """The lowest and highest full score still possible after ``partial``, whatever the
+        unscored chunks hold (the search stops scoring a candidate once they decide it)."""
+        return -math.inf, math.inf
+
     def early(self, cache: ActivationCache, partial: Partial, threshold: float) -> bool:
         """True when ``score > threshold`` is decided whatever the unscored chunks hold."""
-        return False
+        if partial.count >= self.expected(cache):
+            return False
+        lower, upper = self.bounds(cache, partial)
+        return lower > threshold or upper <= threshold
 
     def score(
         self, cache: ActivationCache, dense: PreTrainedModel, finals: list[torch.Tensor]
@@ -89,13 +97,10 @@ class Cosine(Objective):
     def value(self, cache, partial, count=None):
         return partial.total / (count or partial.count)
 
-    def early(self, cache, partial, threshold):
-        rest = cache.num_prompts - partial.count
-        n = cache.num_prompts
+    def bounds(self, cache, partial):
+        rest, n = cache.num_prompts - partial.count, cache.num_prompts
         # every unscored prompt's cosine lies in [−1, 1]
-        return rest > 0 and (
-            (partial.total + rest) / n <= threshold or (partial.total - rest) / n > threshold
-        )
+        return (partial.total - rest) / n, (partial.total + rest) / n
 
 
 class KL(Objective):
@@ -118,12 +123,9 @@ class KL(Objective):
     def value(self, cache, partial, count=None):
         return math.exp(-partial.total / (count or partial.count))
 
-    def early(self, cache, partial, threshold):
+    def bounds(self, cache, partial):
         # KL ≥ 0 on every unscored token: the score can only fall
-        return (
-            partial.count < cache.num_tokens
-            and math.exp(-partial.total / cache.num_tokens) <= threshold
-        )
+        return 0.0, math.exp(-partial.total / cache.num_tokens)
 
 
 class Perplexity(Objective):
@@ -149,6 +151,10 @@ class Perplexity(Objective):
     def value(self, cache, partial, count=None):
         n = count or partial.count
         return math.exp(cache.dense_nll - (partial.total / n if n else 0.0))
+
+    def bounds(self, cache, partial):
+        # a token's NLL is ≥ 0: the candidate's mean NLL is at least what is summed so far
+        return 0.0, math.exp(cache.dense_nll - partial.total / max(self.expected(cache), 1))
 
 
 def prompt_cosines(chunk: Chunk, final: torch.Tensor) -> list[float]:

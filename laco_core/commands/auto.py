@@ -11,6 +11,7 @@ from ..params import add_arguments
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..plan import format_plan
+from ..presets import best_collapse
 from ..recipe import TextSource
 from ..registry import REGISTRY
 from ..search.config import SearchConfig
@@ -33,24 +34,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "auto",
         help="Search a collapse plan automatically (LaCo Algorithm 1, greedy, or a target size).",
         description=(
-            "Without a target: LaCo Algorithm 1 as the official code runs it (accept a merge of "
-            "C layers when the score against the dense model exceeds T). With --target-layers or "
-            "--target-ratio the search runs until that many layers / that fraction of the "
-            "parameters is removed. Scores are in (0, 1], higher is better."
+            "With only --target-ratio R (or --target-layers N): the best pipeline this project "
+            "knows (a greedy KL search of layer drops on the training text's paragraphs, then "
+            "each kept layer's MLP refitted by least squares), an ordinary checkpoint. Without "
+            "a target: LaCo Algorithm 1 as the official code runs it (accept a merge of C "
+            "layers when the score against the dense model exceeds T). Any search flag below "
+            "(--strategy, --objective, --method, -C, -T…) runs that search instead, e.g. "
+            "--strategy paper for Algorithm 1 down to a target. Scores are in (0, 1]."
         ),
     )
     add_model_args(p)
-    p.add_argument("--merge-count", "-C", type=int, default=4, help="layers per merge, C")
-    p.add_argument("--low", "-L", type=int, default=1, help="lowest layer a merge may start at")
+    p.add_argument("--merge-count", "-C", type=int, help="layers per merge, C (default 4)")
+    p.add_argument("--low", "-L", type=int, help="lowest layer a merge may start at (default 1)")
     p.add_argument("--high", "-H", type=int, default=None, help="paper loop starts at H - C")
-    p.add_argument("--interval", "-I", type=int, default=2, help="jump after an accepted merge")
-    p.add_argument("--threshold", "-T", type=float, default=0.65, help="accept when score > T")
+    p.add_argument("--interval", "-I", type=int, help="jump after an accepted merge (default 2)")
+    p.add_argument("--threshold", "-T", type=float, help="accept when score > T (default 0.65)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--target-ratio", type=float, help="fraction of parameters to remove")
     target.add_argument("--target-layers", type=int, help="number of layers to remove")
-    p.add_argument("--objective", default="cosine", choices=list(REGISTRY.objectives))
-    p.add_argument("--strategy", default="paper", choices=list(REGISTRY.strategies))
-    p.add_argument("--method", default="official", choices=list(REGISTRY.methods))
+    p.add_argument("--objective", choices=list(REGISTRY.objectives), help="score (default cosine)")
+    p.add_argument(
+        "--strategy", choices=list(REGISTRY.strategies), help="search strategy (default paper)"
+    )
+    p.add_argument(
+        "--method", choices=list(REGISTRY.methods), help="merge method (default official)"
+    )
     add_arguments(p.add_argument_group("method parameters"), REGISTRY.method_params())
     p.add_argument(
         "--prompts", help="UTF-8 file, one calibration prompt per line (default: bundled prompts)"
@@ -83,15 +91,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="paper strategy: stop scoring a candidate once its decision is certain",
     )
     p.add_argument("--workers", type=positive, default=None, help="candidates scored at once")
-    p.add_argument("--batch-size", type=positive, default=4, help="prompts per forward chunk")
+    p.add_argument("--batch-size", type=positive, help="prompts per forward chunk (default 4)")
     p.add_argument("--json", dest="json_log", metavar="LOG", help="write the decision log as JSON")
     add_out_args(p, required=False)
     p.add_argument("--quiet", "-q", action="store_true", help="do not print every candidate")
     p.set_defaults(func=run)
 
 
+# search flags: giving any of them runs that search rather than the best pipeline
+SEARCH_FLAGS = {
+    "merge_count": 4,
+    "low": 1,
+    "high": None,
+    "interval": 2,
+    "threshold": 0.65,
+    "objective": "cosine",
+    "strategy": "paper",
+    "method": "official",
+    "batch_size": 4,
+    "lazy": False,
+    "refit": None,
+    "prompts": None,
+    "paragraphs": False,
+    "max_prompts": None,
+}
+
+
+def wants_best(args: argparse.Namespace) -> bool:
+    """True for a target with no search flag: the best pipeline (``presets.best_collapse``)."""
+    target = args.target_ratio is not None or args.target_layers is not None
+    flags = any(getattr(args, k) not in (None, False) for k in SEARCH_FLAGS)
+    params = any(k.startswith("param_") and v is not None for k, v in vars(args).items())
+    return target and not flags and not params
+
+
 def config_of(args: argparse.Namespace) -> SearchConfig:
-    """The search configuration the flags describe (method parameters checked)."""
+    """The search configuration the flags describe (unset flags take the paper's values)."""
+    for k, default in SEARCH_FLAGS.items():
+        if getattr(args, k) is None and default is not None:
+            setattr(args, k, default)
     params, *refit = method_params(args, args.method, args.refit)
     return SearchConfig(
         merge_count=args.merge_count,
@@ -114,19 +152,34 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def steps_of(args: argparse.Namespace) -> list[SearchStep]:
+    """The best pipeline for a bare target, else the search the flags describe."""
+    if wants_best(args):
+        return best_collapse(args.target_ratio, args.target_layers)
     cfg = config_of(args)
     if cfg.refit and not REGISTRY.method(cfg.refit).fitted:
         raise LacoError(f"--fit-maps {cfg.refit}: choose a fitted method, drop_lsq or drop_linear.")
-    log_file = check_output_file(args.json_log, "--json")
-    if args.out:
-        check_target(args.out, args.overwrite, source_dirs(args.model))
     texts = read_prompt_file(args.prompts, args.paragraphs)[: args.max_prompts]
     asset = None
     if not args.prompts:
         asset = "train_paragraphs" if args.paragraphs else "calibration_prompts"
+    refit_cal = (
+        TextSource.of(read_prompt_file(None, True), "train_paragraphs") if cfg.refit else None
+    )
+    return [SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal)]
+
+
+def run(args: argparse.Namespace) -> int:
+    best = wants_best(args)
+    (step,) = steps_of(args)
+    cfg = step.config
+    cfg.early_exit, cfg.workers = args.early_exit, args.workers
+    log_file = check_output_file(args.json_log, "--json")
+    if args.out:
+        check_target(args.out, args.overwrite, source_dirs(args.model))
     lm = load(args)
     cfg.validate(lm.num_layers)
+    texts = step.calibration.resolve()
     Limits.current().check_prompts(lm.tokenizer, texts)
 
     def show(event: dict) -> None:
@@ -138,14 +191,15 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    print(
-        f"Searching {args.model} ({lm.num_layers} layers) on {len(texts)} prompts: "
-        f"{cfg.strategy}, {cfg.objective}, {cfg.method}"
+    how = f"{cfg.strategy}, {cfg.objective}, {cfg.method}" + (
+        f", refit {cfg.refit}" if cfg.refit else ""
     )
-    refit_cal = (
-        TextSource.of(read_prompt_file(None, True), "train_paragraphs") if cfg.refit else None
-    )
-    step = SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal)
+    print(f"Searching {args.model} ({lm.num_layers} layers) on {len(texts)} texts: {how}")
+    if best:
+        print(
+            "(the best pipeline; --strategy paper runs LaCo Algorithm 1 to the same target)",
+            flush=True,
+        )
     model, recipe = run_steps(lm, [step], context(lm, events=show))
     res = recipe.steps[-1].result
     plan = format_plan(res.plan) or "(none)"
@@ -158,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if cfg.refit and res.plan:
         print(f"Refitted each kept layer with {cfg.refit} on the training text's paragraphs.")
+    print(f"Recipe: {recipe.describe()}")
     write_json(log_file, res.log())
     if log_file:
         print(f"Decision log written to {args.json_log}")

@@ -176,37 +176,62 @@ class Search(FitContext):
         return len(self.merges), lo, hi, tuple(plain)
 
     def evaluate(
-        self, lo: int, hi: int, params: dict, threshold: float | None = None
+        self,
+        lo: int,
+        hi: int,
+        params: dict,
+        threshold: float | None = None,
+        ceiling: Callable[[], float] | None = None,
     ) -> tuple[float, dict, int | None]:
         """Score a range with its fitted parameters.
 
+        Args:
+            threshold: The paper scan's T: scoring stops once ``score > T`` is decided.
+            ceiling: A greedy step's best damage per removed layer so far (read live):
+                scoring stops once this range cannot beat it; the score returned is then the
+                highest the range could still reach (so its damage is a lower bound).
+
         Returns:
-            The score, the parameters it was obtained with, and the prompts scored when an
-            early exit decided it (None when every prompt was scored).
+            The score, the parameters it was obtained with, and the prompts scored when it
+            was decided early (None when every prompt was scored).
         """
         params = self.fitted(lo, hi, params)
         known = self.memo.get(self._key(lo, hi, params))
         if known is not None:
             return known, params, None
         suffix = self.suffix(lo, hi, params)
-        if threshold is not None and self.cfg.early_exit and self.order is not None:
-            s, scored = self.score_early(suffix, lo, threshold)
+        early = threshold is not None and self.cfg.early_exit
+        if self.order is not None and (early or (ceiling is not None and self.cfg.early_exit)):
+            s, scored = self.score_early(suffix, lo, threshold if early else None, ceiling, hi - lo)
             return s, params, scored
         finals = [self.final(suffix, lo, k) for k in range(len(self.cache.chunks))]
         return self.objective.score(self.cache, self.dense, finals), params, None
 
     def score_early(
-        self, suffix: tuple[list[nn.Module], list[str]], lo: int, threshold: float
+        self,
+        suffix: tuple[list[nn.Module], list[str]],
+        lo: int,
+        threshold: float | None,
+        ceiling: Callable[[], float] | None = None,
+        width: int = 1,
     ) -> tuple[float, int | None]:
-        """Score chunk by chunk, stopping once the objective's bounds decide ``score > T``."""
+        """Score chunk by chunk (worst first), stopping once the objective's bounds decide
+        ``score > threshold``, or show the range cannot beat the ``ceiling`` damage."""
         p = Partial()
+        expected = self.objective.expected(self.cache)
         for k in self.order or []:
             c = self.cache.chunks[k]
             p.add(*self.objective.stat(self.cache, self.dense, c, self.final(suffix, lo, k)), 0)
             p.prompts += len(c.lengths)
-            if self.objective.early(self.cache, p, threshold):
+            if p.count >= expected:
+                break
+            if threshold is not None and self.objective.early(self.cache, p, threshold):
                 return self.objective.value(self.cache, p), p.prompts
-        return self.objective.value(self.cache, p, self.objective.expected(self.cache)), None
+            if ceiling is not None:
+                best = self.objective.bounds(self.cache, p)[1]
+                if (1 - best) / max(width, 1) > ceiling():
+                    return best, p.prompts
+        return self.objective.value(self.cache, p, expected), None
 
     def set_order(self, lo: int, hi: int, params: dict) -> tuple[float, dict] | None:
         """Order chunks by their damage under one candidate, worst first (for early exits).

@@ -14,7 +14,10 @@ class Greedy(Strategy):
     (Song et al. 2024, arXiv 2402.09025) re-scores after each removal.
 
     With ``lazy``, ranges are re-scored in order of their last known damage and the step
-    stops once the best fresh damage beats every stale one. With a method that has a cheap
+    stops once the best fresh damage beats every stale one. With ``early_exit``, a range stops
+    being scored once it cannot beat the step's best so far (KL and NLL only grow as tokens
+    are added; a cosine stays within [−1, 1]): decisions are unchanged, and its logged score
+    is then the highest it could still have reached. With a method that has a cheap
     first look (``rdsc_calibrated``), every range is screened cheaply and the ``refine_top``
     best are fitted in full.
     """
@@ -44,12 +47,19 @@ class Greedy(Strategy):
             s.inputs_at(max(hi for _, hi in ranges))
             cheap = s.method.cheap(s.params)
             first = s.params if cheap is None else cheap
+            if s.order is None and s.cfg.early_exit:  # chunk order for pruned scoring
+                s.set_order(*ranges[0], first)
             scored = []
+            best = [float("inf")]  # the step's best damage so far, read live by the workers
+
+            def ceiling(best: list = best) -> float:
+                return best[0]
+
             # scored in waves of ``workers``; results are consumed in order, so the lazy stop
             # falls where it would with one worker
             for start in range(0, len(ranges), s.workers):
                 wave = ranges[start : start + s.workers]
-                futs = [s.submit(s.evaluate, lo, hi, first) for lo, hi in wave]
+                futs = [s.submit(s.evaluate, lo, hi, first, None, ceiling) for lo, hi in wave]
                 stop = False
                 for (lo, hi), fut in zip(wave, futs, strict=True):
                     if (
@@ -59,9 +69,10 @@ class Greedy(Strategy):
                     ):
                         stop = True  # damage only grows as the model shrinks: the rest cannot win
                         break
-                    score, params, _ = fut.result()
-                    scored.append(((1 - score) / (hi - lo), lo, hi, score, params))
+                    score, params, partial = fut.result()
+                    scored.append(((1 - score) / (hi - lo), lo, hi, score, params, partial))
                     stale[key((lo, hi))] = scored[-1][0]
+                    best[0] = min(best[0], scored[-1][0])
                 if stop:
                     for f in futs:  # let the wave finish before the model can change
                         f.result()
@@ -69,16 +80,16 @@ class Greedy(Strategy):
             scored.sort(key=lambda x: x[0])
             if cheap is not None:  # fit the most promising ranges in full
                 top = scored[: s.cfg.refine_top]
-                futs = [s.submit(s.evaluate, lo, hi, s.params) for _, lo, hi, _, _ in top]
+                futs = [s.submit(s.evaluate, r[1], r[2], s.params) for r in top]
                 refined = []
-                for (_, lo, hi, _, _), fut in zip(top, futs, strict=True):
+                for (_, lo, hi, *_), fut in zip(top, futs, strict=True):
                     score, params, _ = fut.result()
-                    refined.append(((1 - score) / (hi - lo), lo, hi, score, params))
+                    refined.append(((1 - score) / (hi - lo), lo, hi, score, params, None))
                 scored = sorted(refined, key=lambda x: x[0]) + scored[s.cfg.refine_top :]
-            _, lo, hi, score, params = scored[0]
+            _, lo, hi, score, params, _ = scored[0]
             ok = s.need is not None or score > s.cfg.threshold
-            for _, lo2, hi2, s2, p2 in scored:
-                s.log(lo2, hi2, s2, ok and (lo2, hi2) == (lo, hi), p2, None)
+            for _, lo2, hi2, s2, p2, partial in scored:
+                s.log(lo2, hi2, s2, ok and (lo2, hi2) == (lo, hi), p2, None, partial)
             if not ok:
                 return
             s.accept(lo, hi, score, params)
