@@ -161,7 +161,7 @@ class Engine:
         prior = self.recipe(parent, owner) if parent else None
         if prior is not None:
             base = self.base_of(prior.base)
-        ctx = pipeline.context(base, events, progress, stop)
+        ctx = pipeline.context(base, events, progress, stop, self._activations_of(base))
         model, recipe = pipeline.run(base, steps, ctx, prior)
         return self._register(base, recipe, model, owner, label)
 
@@ -206,9 +206,8 @@ class Engine:
         with b.lock:  # one rebuild per build at a time
             model = b.model
             if model is None:
-                model, _, completed = pipeline.rebuild(
-                    b.recipe, lambda ref: base, pipeline.context(base)
-                )
+                ctx = pipeline.context(base, activations_of=self._activations_of(base))
+                model, _, completed = pipeline.rebuild(b.recipe, lambda ref: base, ctx)
                 b.recipe = completed
                 b.model = model
         with self._lock:
@@ -274,6 +273,9 @@ class Engine:
             lambda: ActivationCache(base.model, base.tokenizer, prompts, batch_size=batch_size),
             lambda c: c.nbytes,
         )
+
+    def _activations_of(self, base: LoadedModel):
+        return lambda texts, batch_size=4: self.activations(base, list(texts), batch_size)
 
     def analysis(self, base: LoadedModel, prompts: list[str]) -> dict:
         """Parameter and representation similarity of ``base`` (numpy matrices, cached)."""

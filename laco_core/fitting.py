@@ -31,6 +31,7 @@ from .plan import layer_map
 from .sharing import private_copy
 
 RIDGES = (1e-3, 1e-2, 1e-1, 0.3, 1.0, 3.0, 10.0, 30.0)
+START_RIDGE = 1.0  # where the cross-validation's downhill walk starts
 FOLD_BLOCK = 64  # tokens per cross-validation block (neighbouring tokens are correlated)
 
 
@@ -69,20 +70,30 @@ class FitContext:
 
 
 class PlanFitter(FitContext):
-    """A fit context for a fixed plan: ranges are fitted bottom-up on a model that changes."""
+    """A fit context for a fixed plan: ranges are fitted bottom-up on a model that changes.
+
+    The current model's hidden state is carried upward: asking for the input of layer
+    ``start`` runs only the layers between the last position asked for and ``start`` (a merge
+    at ``lo`` never changes what enters layer ``lo``), so every layer runs once per plan.
+    """
 
     def __init__(self, model: PreTrainedModel, cache: ActivationCache):
         self.cur = model
         self.cache = cache
-        self._inputs: dict[int, list[list[torch.Tensor]]] = {}
+        self.pos = 0
+        self.hidden = [c.inputs[0] for c in cache.chunks]  # input of layer ``pos``, per chunk
 
     def inputs_at(self, start: int) -> list[list[torch.Tensor]]:
+        if start < self.pos:  # a range below the last one: start again from the embeddings
+            self.pos, self.hidden = 0, [c.inputs[0] for c in self.cache.chunks]
         layers, types = get_layers(self.cur), layer_types(self.cur)
-        out = []
-        for c in self.cache.chunks:
-            h = run_layers(list(layers[:start]), types[:start], c.inputs[0], c.kwargs)
-            out.append([None] * start + [h])
-        return out
+        steps = list(layers[self.pos : start]), types[self.pos : start]
+        self.hidden = [
+            run_layers(*steps, h, c.kwargs)
+            for h, c in zip(self.hidden, self.cache.chunks, strict=True)
+        ]
+        self.pos = start
+        return [[None] * start + [h] for h in self.hidden]
 
 
 class Moments:
@@ -93,11 +104,16 @@ class Moments:
         self.rr, self.n = 0.0, 0
 
     def add(self, m: torch.Tensor, r: torch.Tensor) -> None:
-        """Add rows ``m`` (N, F) and their targets ``r`` (N, H)."""
-        mm, mr = m.T @ m, m.T @ r  # (F, F), (F, H)
+        """Add rows ``m`` (N, F) and their targets ``r`` (N, H).
+
+        Each chunk's products are taken in float32 (a few hundred rows: well within its
+        precision) and accumulated in float64 across chunks.
+        """
+        m, r = m.float(), r.float()
+        mm, mr = (m.T @ m).double(), (m.T @ r).double()  # (F, F), (F, H)
         self.mm = mm if self.mm is None else self.mm + mm
         self.mr = mr if self.mr is None else self.mr + mr
-        self.rr += float(r.square().sum())
+        self.rr += float(r.double().square().sum())
         self.n += m.shape[0]
 
     def __add__(self, other: Moments) -> Moments:
@@ -123,7 +139,12 @@ def solve(
     eye = torch.eye(f, dtype=mtm.dtype, device=mtm.device)
     prior = eye if prior is None else prior
     lam = ridge * float(mtm.diagonal().mean().clamp_min(1e-12))
-    return torch.linalg.solve(mtm + lam * eye, mtr + lam * prior)  # (F, H)
+    a = mtm + lam * eye  # symmetric positive definite for λ > 0: Cholesky halves the work
+    if lam > 0:
+        chol, info = torch.linalg.cholesky_ex(a)
+        if int(info) == 0:
+            return torch.cholesky_solve(mtr + lam * prior, chol)  # (F, H)
+    return torch.linalg.solve(a, mtr + lam * prior)  # (F, H)
 
 
 def choose_ridge(a: Moments, b: Moments, prior: torch.Tensor | None = None) -> float | None:
@@ -137,12 +158,23 @@ def choose_ridge(a: Moments, b: Moments, prior: torch.Tensor | None = None) -> f
         return None
     if prior is None:
         prior = torch.eye(a.mm.shape[0], dtype=a.mm.dtype)
-    best, best_err = None, a.error(prior) + b.error(prior)
-    for ridge in RIDGES:
-        err = a.error(solve(b.mm, b.mr, ridge, prior)) + b.error(solve(a.mm, a.mr, ridge, prior))
-        if err < best_err:
-            best, best_err = ridge, err
-    return best
+    errors: dict[int, float] = {}
+
+    def cv(i: int) -> float:  # two-fold held-out error of RIDGES[i]
+        if i not in errors:
+            r = RIDGES[i]
+            errors[i] = a.error(solve(b.mm, b.mr, r, prior)) + b.error(solve(a.mm, a.mr, r, prior))
+        return errors[i]
+
+    # the held-out error is unimodal in the ridge: walk downhill from the middle of the grid
+    i = RIDGES.index(START_RIDGE)
+    while True:
+        around = [j for j in (i - 1, i + 1) if 0 <= j < len(RIDGES)]
+        j = min(around, key=cv)
+        if cv(j) >= cv(i):
+            break
+        i = j
+    return RIDGES[i] if cv(i) < a.error(prior) + b.error(prior) else None
 
 
 def fit_info(tensor: torch.Tensor, **info) -> dict:

@@ -34,9 +34,11 @@ def context(
     events: Callable[[dict], None] | None = None,
     progress: Callable[[float, str], None] | None = None,
     stop: threading.Event | None = None,
+    activations_of=None,
 ) -> StepContext:
-    """A step context over ``base`` with the registry."""
-    return StepContext(base, REGISTRY, events, progress, stop or threading.Event())
+    """A step context over ``base`` with the registry (``activations_of``: a memo of dense
+    activations of ``base``, e.g. the engine's)."""
+    return StepContext(base, REGISTRY, events, progress, stop or threading.Event(), activations_of)
 
 
 def base_ref(base: LoadedModel) -> BaseRef:

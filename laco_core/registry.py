@@ -37,6 +37,7 @@ from .prune.importance import (
 )
 from .recipe import Step
 from .search.strategies.base import Strategy
+from .search.strategies.evolutionary import Evolutionary
 from .search.strategies.greedy import Greedy
 from .search.strategies.paper import Paper
 from .steps.collapse import CollapseStep
@@ -95,7 +96,7 @@ REGISTRY = Registry(
         [Official(), RDSC(), Average(), Drop(), CalibratedRDSC(), DropLinear(), DropLsq()]
     ),
     objectives=_table([Cosine(), KL(), Perplexity()]),
-    strategies=_table([Paper(), Greedy()]),
+    strategies=_table([Paper(), Greedy(), Evolutionary()]),
     importances=_table(
         [TaylorFirst(), Vectorize(), TaylorSecond(), TaylorMix(), L1(), L2(), Random()]
     ),

@@ -110,6 +110,19 @@ class Search(FitContext):
     def n(self) -> int:
         return len(get_layers(self.cur))
 
+    def dense_layers(self) -> list[nn.Module]:
+        return list(get_layers(self.dense))
+
+    def dense_types(self) -> list[str]:
+        return layer_types(self.dense)
+
+    def restart(self) -> None:
+        """Back to the dense model (a strategy that replaces what it accepted so far)."""
+        self.cur = self.dense
+        self.inputs = [list(c.inputs) for c in self.cache.chunks]
+        self.accepted, self.merges, self.removed = [], [], 0
+        self.memo.clear()
+
     def inputs_at(self, start: int) -> list[list[torch.Tensor]]:
         """Per-chunk inputs of the current model's layers, valid at least up to ``start``.
 
@@ -144,8 +157,13 @@ class Search(FitContext):
 
     def final(self, suffix: tuple[list[nn.Module], list[str]], lo: int, k: int) -> torch.Tensor:
         """Final state (after the final norm) of a candidate on chunk k.  # (1, T, H)"""
+        return self.final_from(suffix, self.inputs[k][lo], k)
+
+    def final_from(
+        self, suffix: tuple[list[nn.Module], list[str]], h: torch.Tensor, k: int
+    ) -> torch.Tensor:
+        """Final state of running ``suffix`` from hidden state ``h`` on chunk k.  # (1, T, H)"""
         c = self.cache.chunks[k]
-        h = self.inputs[k][lo]
         for layer, t in zip(*suffix, strict=True):
             if self.cancel.is_set():  # per layer: a discarded speculation frees its core at once
                 raise Speculation
@@ -298,6 +316,12 @@ class Search(FitContext):
             event["alpha"] = params["alpha"]
         if scored is not None:
             event["prompts_scored"] = scored
+        self.candidates.append(event)
+        if self.callback is not None:
+            self.callback(dict(event))
+
+    def event_log(self, event: dict) -> None:
+        """Log an event that is not one range's score (e.g. an evolutionary generation)."""
         self.candidates.append(event)
         if self.callback is not None:
             self.callback(dict(event))

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..activations import ActivationCache
+
 
 @dataclass
 class StepContext:
@@ -26,10 +28,20 @@ class StepContext:
     events: Callable[[dict], None] | None = None
     progress: Callable[[float, str], None] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    # the engine's memo of dense activations (texts, batch size) -> ActivationCache, so
+    # fits and searches on texts it has seen skip the dense forward
+    activations_of: Callable[[list[str], int], Any] | None = None
 
     @property
     def tokenizer(self):
         return self.base.tokenizer
+
+    def activations(self, model, texts: list[str], batch_size: int = 4, workers=None):
+        """Dense activations of ``model`` on ``texts``: the engine's memo for the base model,
+        else computed here."""
+        if self.activations_of is not None and model is self.base.model:
+            return self.activations_of(texts, batch_size)
+        return ActivationCache(model, self.tokenizer, texts, batch_size=batch_size, workers=workers)
 
     def event(self, event: dict) -> None:
         if self.events is not None:

@@ -48,5 +48,7 @@ class CollapseStep(Step):
             return replay(model, self.merges, ctx.registry.method), self
         cal = self.calibration or TextSource.of(read_asset(DEFAULT_FIT_TEXT), DEFAULT_FIT_TEXT)
         ctx.report(0.1, f"Fitting {self.method} on {len(cal.resolve())} calibration texts…")
-        new, merges = fit_plan(model, ctx.tokenizer, cal.resolve(), ranges, method, params)
+        texts = cal.resolve()
+        cache = ctx.activations(model, texts)
+        new, merges = fit_plan(model, ctx.tokenizer, texts, ranges, method, params, cache)
         return new, replace(self, calibration=cal, merges=merges)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..activations import ActivationCache
 from ..adapters import get_layers
 from ..errors import LacoError
 from ..plan import format_plan
@@ -71,9 +70,7 @@ class SearchStep(Step):
             raise LacoError(f"--refit {cfg.refit}: choose a fitted method (drop_lsq, drop_linear).")
         prompts = self.calibration.resolve()
         ctx.report(0.02, f"Recording activations on {len(prompts)} calibration texts…")
-        cache = ActivationCache(
-            model, ctx.tokenizer, prompts, cfg.batch_size, workers_for(model, cfg)
-        )
+        cache = ctx.activations(model, prompts, cfg.batch_size, workers_for(model, cfg))
         res = run(
             model,
             ctx.tokenizer,

@@ -13,6 +13,7 @@ import itertools
 import pytest
 import torch
 
+from laco_core.errors import LacoError
 from laco_core.models import load_model
 from laco_core.pipeline import rebuild, recipe_from_dict
 from laco_core.pipeline import run as run_steps
@@ -73,8 +74,15 @@ def test_every_method_strategy_objective(bases, method, strategy, objective, arc
         target_layers=2,
         method_params=_params(method),
         workers=1,
+        generations=2,
+        population=4,
     )
-    model, recipe = run_steps(base, [SearchStep(cfg, TextSource.of(PROMPTS))])
+    step = SearchStep(cfg, TextSource.of(PROMPTS))
+    if not REGISTRY.strategy(strategy).supports(REGISTRY.method(method)):
+        with pytest.raises(LacoError, match=strategy if strategy != "evo" else "drop"):
+            run_steps(base, [step])
+        return
+    model, recipe = run_steps(base, [step])
     assert recipe.info["layers_after"] == 4
     want = _logits(model)
 
@@ -103,8 +111,6 @@ def test_every_method_collapses_by_hand_and_rebuilds(bases, method):
 
 
 def test_unknown_parameters_are_refused(bases):
-    from laco_core.errors import LacoError
-
     base = bases["llama"]
     for name, method in REGISTRY.methods.items():
         with pytest.raises(LacoError, match="has no parameter 'bogus'"):

@@ -11,7 +11,6 @@ from laco_core.errors import LacoError
 from laco_core.interop_mergekit import expressible, kept_layers, plan_to_yaml, yaml_to_plan
 from laco_core.registry import REGISTRY
 
-
 DROP = REGISTRY.method("drop")
 
 

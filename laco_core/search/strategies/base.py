@@ -18,6 +18,10 @@ class Strategy:
     summary: ClassVar[str]
     uses: ClassVar[tuple[str, ...]] = ()
 
+    def supports(self, method) -> bool:
+        """Whether this strategy can search with ``method`` (a ``MergeMethod``)."""
+        return True
+
     def run(self, search) -> None:
         """Accept merges on ``search`` (a ``laco_core.search.state.Search``) until done."""
         raise NotImplementedError
