@@ -96,7 +96,7 @@ def _front_matter(recipe: Recipe, base_info: dict, width_pruned: bool) -> str:
     meta["library_name"] = "transformers"
     meta["pipeline_tag"] = "text-generation"
     tags = ["laco-explorer", "pruning"]
-    tags += ["width-pruning", "llm-pruner"] if width_pruned else ["layer-collapse", "laco"]
+    tags += ["per-layer-shapes"] if width_pruned else ["layer-collapse", "laco"]
     tags += [f"laco-{m}".replace("_", "-") for m in _methods_used(recipe)]
     meta["tags"] = tags
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
@@ -233,7 +233,7 @@ def model_card(
         if base_info.get("id")
         else f"`{base_name}`"
     )
-    kind = "Width-pruned" if width_pruned else "Layer-collapsed"
+    kind = "Pruned" if width_pruned else "Layer-collapsed"
     out = [_front_matter(recipe, base_info, width_pruned)]
     out += [f"# {kind} {base_name}", ""]
     out.append(

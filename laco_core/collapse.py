@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .adapters import get_adapter, get_layers
+from .errors import LacoError
 from .plan import Range, layer_groups, validate_ranges
 from .sharing import derive, share_layer
 
@@ -36,6 +37,12 @@ def merged_layer(
     layers = get_layers(model)
     src = layers[lo]
     merged = None
+    names = [{n for n, _ in layers[i].named_parameters()} for i in range(lo, hi + 1)]
+    if hi > lo and any(x != names[0] for x in names) and not method.keeps_lo:
+        raise LacoError(
+            f"Layers {lo}-{hi} differ in their tensors (some have no attention): merge them "
+            "with a method that keeps layer lo (drop, drop_lsq, drop_linear)."
+        )
     if hi > lo:
         merged = method.merge(
             [dict(layers[i].named_parameters()) for i in range(lo, hi + 1)],

@@ -19,6 +19,7 @@ from .export import ExportResult, export_model
 from .interop_mergekit import MERGEKIT_FILE, kept_to_yaml, yaml_to_kept
 from .models import DEFAULT_HUB_ID, DEFAULT_SPEC, LoadedModel
 from .plan import plan_of
+from .prune.geometry import is_pruned
 from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource
 from .registry import REGISTRY
 from .search.config import Merge, SearchConfig
@@ -27,6 +28,7 @@ from .steps.base import StepContext
 from .steps.collapse import DEFAULT_FIT_TEXT, CollapseStep
 from .steps.drop import DropStep
 from .steps.search import SearchStep
+from .subblocks import attention_free, attention_layers
 
 
 def context(
@@ -80,6 +82,8 @@ def run(base: LoadedModel, steps: list[Step], ctx: StepContext | None = None, re
         "params_before": base.num_params,
         "params_after": count_params(model),
         "plan": [list(r) for r in plan_of(model)],
+        "attention_removed": attention_free(model),
+        "kv_cache_layers": [len(attention_layers(base.model)), len(attention_layers(model))],
     }
     return model, Recipe(recipe.base, [*prior, *done], info)
 
@@ -119,6 +123,8 @@ def passthrough_of(recipe: Recipe, base, model) -> tuple[list[int] | None, str]:
                 return None, f"`{name}` {REGISTRY.method(name).passthrough}"
         if step.kind == "prune":
             return None, "width pruning removes heads and channels inside layers"
+        if step.kind == "attention" or attention_free(model):
+            return None, "removing an attention sub-block changes a layer, not the layer list"
         if step.kind == "heal":
             return None, "a LoRA heal changes the weights of the layers it adapts"
     return None, "some layers are not unchanged copies of the base model's layers"
@@ -140,8 +146,9 @@ def export(
         ref = DEFAULT_HUB_ID if recipe.base.spec == DEFAULT_SPEC else recipe.base.spec
         dtype = recipe.base.dtype if recipe.base.dtype != "auto" else None
         files[MERGEKIT_FILE] = kept_to_yaml(ref, base.num_layers, kept, dtype, recipe.describe())
+    described = Recipe(recipe.base, recipe.steps, {**recipe.info, "pruned": is_pruned(model)})
     files["README.md"] = model_card(
-        recipe,
+        described,
         metrics,
         None,
         base_info_for(recipe.base.spec),

@@ -40,6 +40,7 @@ from .search.strategies.base import Strategy
 from .search.strategies.evolutionary import Evolutionary
 from .search.strategies.greedy import Greedy
 from .search.strategies.paper import Paper
+from .steps.attention import AttentionStep
 from .steps.collapse import CollapseStep
 from .steps.drop import DropStep
 from .steps.heal import HealStep
@@ -101,5 +102,8 @@ REGISTRY = Registry(
         [TaylorFirst(), Vectorize(), TaylorSecond(), TaylorMix(), L1(), L2(), Random()]
     ),
     selectors=MappingProxyType({"shortgpt": shortgpt_layers, "angular": angular_block}),
-    steps=_table([CollapseStep, SearchStep, PruneStep, DropStep, HealStep], key=lambda s: s.kind),
+    steps=_table(
+        [CollapseStep, SearchStep, PruneStep, DropStep, AttentionStep, HealStep],
+        key=lambda s: s.kind,
+    ),
 )

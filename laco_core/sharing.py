@@ -172,13 +172,19 @@ def layer_sources(original: nn.Module, derived: nn.Module) -> list[int | None]:
     """For each layer of ``derived``, the layer of ``original`` whose every tensor it shares
     (it IS that layer, unchanged), or None when it holds new or mixed tensors."""
     owner: dict[int, int] = {}
+    sizes = []
     for i, layer in enumerate(get_layers(original)):
-        for p in layer.parameters():
+        params = list(layer.parameters())
+        sizes.append(len(params))
+        for p in params:
             owner[p.untyped_storage().data_ptr()] = i
     out: list[int | None] = []
     for layer in get_layers(derived):
-        found = {owner.get(p.untyped_storage().data_ptr()) for p in layer.parameters()}
-        out.append(found.pop() if len(found) == 1 and None not in found else None)
+        params = list(layer.parameters())
+        found = {owner.get(p.untyped_storage().data_ptr()) for p in params}
+        i = found.pop() if len(found) == 1 and None not in found else None
+        # the whole layer, not part of it (a layer whose attention was removed is not a copy)
+        out.append(i if i is not None and len(params) == sizes[i] else None)
     return out
 
 

@@ -16,7 +16,7 @@ from ..recipe import TextSource
 from ..registry import REGISTRY
 from ..search.config import SearchConfig
 from ..steps.search import SearchStep
-from .collapse import method_params
+from .collapse import kv_line, method_params
 from .common import (
     add_model_args,
     add_out_args,
@@ -85,6 +85,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lazy", action="store_true", help="greedy: re-score ranges lazily")
     p.add_argument(
+        "--units",
+        choices=("layers", "blocks"),
+        help="greedy: 'blocks' also removes single layers' attention sub-blocks (BlockPruner / "
+        "LLM-Drop); the export then loads with `from laco_core import load_pruned`",
+    )
+    p.add_argument("--generations", type=int, help="evo strategy: generations (default 20)")
+    p.add_argument("--population", type=positive, help="evo strategy: offspring per generation")
+    p.add_argument(
         "--early-exit",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -114,6 +122,9 @@ SEARCH_FLAGS = {
     "prompts": None,
     "paragraphs": False,
     "max_prompts": None,
+    "units": "layers",
+    "generations": 20,
+    "population": 8,
 }
 
 
@@ -149,6 +160,9 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
         lazy=args.lazy,
         refit=args.refit,
         refit_params=refit[0] if refit else {},
+        units=args.units,
+        generations=args.generations,
+        population=args.population,
     )
 
 
@@ -213,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.refit and res.plan:
         print(f"Refitted each kept layer with {cfg.refit} on the training text's paragraphs.")
     print(f"Recipe: {recipe.describe()}")
+    print(kv_line(info))
     write_json(log_file, res.log())
     if log_file:
         print(f"Decision log written to {args.json_log}")

@@ -31,6 +31,9 @@ class MergeMethod:
     params: ClassVar[tuple[ParamDef, ...]] = ()
     # True when ``merge`` needs what ``fit`` computes on calibration activations
     fitted: ClassVar[bool] = False
+    # True when the result is layer lo's tensors alone (so lo..hi may differ in shape, e.g.
+    # layers whose attention was removed)
+    keeps_lo: ClassVar[bool] = False
     # why mergekit's passthrough (which copies whole layers) cannot express this method's
     # result; None when it can (a pure layer drop)
     passthrough: ClassVar[str | None] = (

@@ -8,6 +8,7 @@ from .base import LayerParams, MergeMethod
 
 class Drop(MergeMethod):
     name = "drop"
+    keeps_lo = True
     passthrough = None  # a list of kept whole layers: exactly mergekit's passthrough slices
     summary = "Keep layer lo unchanged and delete layers lo+1..hi."
     formula = "θ*_lo = θ_lo"

@@ -35,6 +35,7 @@ class DropLinear(MergeMethod):
     """
 
     name = "drop_linear"
+    keeps_lo = True
     passthrough = "folds a linear map fitted on calibration activations into layer LO's MLP down-projection: a fitted tensor, not a copied layer"
     summary = "Drop lo+1..hi and fold a least-squares linear map into lo's MLP output (ReplaceMe)."
     formula = "W_down,lo ← Tᵀ W_down,lo,  T = argmin ‖M T − R‖² + λ‖T − I‖²"

@@ -21,6 +21,7 @@ class DropLsq(MergeMethod):
     """
 
     name = "drop_lsq"
+    keeps_lo = True
     passthrough = "refits layer LO's MLP down-projection by least squares on calibration activations: a fitted tensor, not a copied layer"
     summary = (
         "Drop lo+1..hi and refit lo's MLP down projection by least squares on calibration data."

@@ -52,7 +52,8 @@ def layer_geometry(model: PreTrainedModel, layer: nn.Module) -> Geometry:
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     n_rep = cfg.num_attention_heads // cfg.num_key_value_heads
-    heads = layer.get_parameter(a.o).shape[1] // head_dim
+    attn = dict(layer.named_parameters())
+    heads = attn[a.o].shape[1] // head_dim if a.o in attn else 0  # 0: attention removed
     inter = layer.get_parameter(a.down).shape[1]
     return Geometry(cfg.hidden_size, heads, heads // n_rep, head_dim, inter)
 

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 
 from ..adapters import get_adapter, get_layers
 from ..errors import LacoError
+from ..subblocks import remove_attention
 from .geometry import LayerShape, attn_slices, bias_of, layer_geometry, module_path
 
 
@@ -140,11 +141,14 @@ def prune_layer(
 
 
 def apply_shapes(model: PreTrainedModel, shapes: dict) -> None:
-    """Resize each layer's projections (uninitialised) to the sizes in ``shapes``."""
+    """Resize each layer's projections (uninitialised) to the sizes in ``shapes``; a layer
+    with 0 heads loses its attention (``subblocks.NoAttention``)."""
     for key, s in shapes.items():
         layer = get_layers(model)[int(key)]
+        if s["num_attention_heads"] == 0:
+            remove_attention(model, layer)
         g = layer_geometry(model, layer)
-        drop_h = list(range(s["num_key_value_heads"], g.kv_heads))
+        drop_h = list(range(s["num_key_value_heads"], g.kv_heads)) if g.kv_heads else []
         drop_c = list(range(s["intermediate_size"], g.inter))
         if drop_h or drop_c:
             prune_layer(model, layer, drop_h, drop_c, empty=True)

@@ -46,6 +46,9 @@ class SearchConfig:
         refit: After the search, refit the found plan with this fitted method (e.g.
             ``drop_lsq``) on the refit text, from the dense model bottom-up.
         refit_params: Parameters of the refit method (e.g. ``{"ridge": 0.1}``).
+        units: ``layers`` (merge ranges of whole layers) or ``blocks`` (greedy only: also
+            remove single layers' attention sub-blocks; the target counts parameters, and
+            the result needs the shapes sidecar to be saved).
         generations: Evolutionary strategy: generations after the greedy seed.
         population: Evolutionary strategy: offspring per generation.
         seed: Random seed of stochastic strategies.
@@ -72,6 +75,7 @@ class SearchConfig:
     generations: int = 0
     population: int = 8
     seed: int = 0
+    units: str = "layers"
 
     def validate(self, num_layers: int) -> SearchConfig:
         """Check the numeric parameters against a model with ``num_layers`` layers.
@@ -116,6 +120,13 @@ class SearchConfig:
             raise LacoError("--refine-top must be at least 1.")
         if self.generations < 0 or self.population < 1:
             raise LacoError("--generations must be ≥ 0 and --population ≥ 1.")
+        if self.units not in ("layers", "blocks"):
+            raise LacoError(f"--units is 'layers' or 'blocks', not '{self.units}'.")
+        if self.units == "blocks" and (self.strategy != "greedy" or self.target_ratio is None):
+            raise LacoError(
+                "--units blocks (attention sub-blocks too) runs the greedy strategy to a "
+                "--target-ratio: the target counts parameters, not layers."
+            )
         return self
 
     def to_dict(self) -> dict:

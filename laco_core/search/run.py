@@ -9,10 +9,12 @@ from transformers import PreTrainedModel
 
 from ..activations import ActivationCache
 from ..collapse import collapse_model
+from ..errors import LacoError
 from ..fitting import PlanFitter
 from ..parallel import worker_pool
 from ..plan import plan_of
 from ..sharing import count_params, shared_copy
+from ..subblocks import ATTENTION, attention_free, drop_attention
 from .config import Merge, SearchConfig, SearchResult
 from .state import Callback, Search, workers_for
 
@@ -63,10 +65,15 @@ def run(
         finally:
             search.pool = None
     result, merges = search.cur, search.merges
+    if cfg.units == "blocks" and not search.method.keeps_lo:
+        raise LacoError("--units blocks merges with a method that keeps layer lo (drop…).")
     if refit_method is not None and plan_of(result):
         texts = refit_texts or prompts
         params = refit_method.check(cfg.refit_params)
-        result, merges = fit_plan(model, tokenizer, texts, plan_of(result), refit_method, params)
+        attention = attention_free(result)
+        result, merges = fit_plan(
+            model, tokenizer, texts, plan_of(result), refit_method, params, None, attention
+        )
     if result is model:  # nothing accepted: still hand back a distinct model object
         result = shared_copy(model)
     return SearchResult(
@@ -91,16 +98,19 @@ def fit_plan(
     method,
     params: dict,
     cache: ActivationCache | None = None,
+    attention: list[int] | None = None,
 ) -> tuple[PreTrainedModel, list[Merge]]:
     """Collapse a fixed plan (``model``'s indices) range by range with a fitted method.
 
     Ranges are fitted bottom-up, so each fit also corrects the drift the lower removals
-    left in its input. Returns the model and its merges (indices of the model at each step).
+    left in its input. ``attention``: layers (``model``'s indices) whose attention is removed
+    first. Returns the model and its merges (indices of the model at each step).
     """
     if cache is None:
         cache = ActivationCache(model, tokenizer, texts)
-    ctx = PlanFitter(model, cache)
-    merges, shift = [], 0
+    merges = [Merge(i, i, ATTENTION, {}) for i in sorted(attention or [])]
+    ctx = PlanFitter(drop_attention(model, attention) if attention else model, cache)
+    shift = 0
     for lo, hi in sorted(ranges):
         lo, hi = lo - shift, hi - shift
         fitted = method.fit(ctx, lo, hi, dict(params))
@@ -108,6 +118,11 @@ def fit_plan(
         merges.append(Merge(lo, hi, method.name, fitted))
         shift += hi - lo
     return ctx.cur, merges
+
+
+def complete(merges: list[Merge], method_of) -> bool:
+    """True when every merge holds what its method fits (an attention removal needs nothing)."""
+    return all(m.method == ATTENTION or method_of(m.method).is_fitted(m.params) for m in merges)
 
 
 def replay(model: PreTrainedModel, merges: list[Merge], method_of) -> PreTrainedModel:
@@ -118,6 +133,8 @@ def replay(model: PreTrainedModel, merges: list[Merge], method_of) -> PreTrained
     """
     cur = model
     for m in merges:
-        if m.hi > m.lo:
+        if m.method == ATTENTION:
+            cur = drop_attention(cur, [m.lo])
+        elif m.hi > m.lo:
             cur = collapse_model(cur, [(m.lo, m.hi)], method_of(m.method), m.params)
     return cur if cur is not model else shared_copy(model)

@@ -26,7 +26,16 @@ from ..fitting import FitContext
 from ..objectives import Objective, Partial
 from ..parallel import default_workers
 from ..plan import layer_map
-from .config import Merge, SearchConfig, target_layers_of
+from ..sharing import count_params
+from ..subblocks import (
+    ATTENTION,
+    attention_layers,
+    attention_params,
+    drop_attention,
+    protected,
+    without_attention,
+)
+from .config import Merge, SearchConfig, layer_params, target_layers_of
 
 Callback = Callable[[dict], None]
 
@@ -98,6 +107,14 @@ class Search(FitContext):
         self.merges: list[Merge] = []
         self.need = target_layers_of(model, cfg)
         self.removed = 0
+        # sub-block search: units are ranges and single attention blocks, the target counts
+        # parameters (layers have different sizes once attentions go)
+        self.blocks = cfg.units == "blocks"
+        self.params_before = count_params(model)
+        self.layer_size = layer_params(model)
+        self.need_params = (
+            None if cfg.target_ratio is None else cfg.target_ratio * self.params_before
+        )
         self.high = len(get_layers(model)) if cfg.high is None else cfg.high
         self.workers = workers_for(model, cfg)
         self.pool: ThreadPoolExecutor | None = None
@@ -147,9 +164,14 @@ class Search(FitContext):
         """``params`` after the method's fit hook (the only way a candidate is parameterised)."""
         return params if hi == lo else self.method.fit(self, lo, hi, dict(params))
 
-    def suffix(self, lo: int, hi: int, params: dict) -> tuple[list[nn.Module], list[str]]:
-        """A candidate's layers from lo on: the merged layer, then the current ones above hi."""
+    def suffix(
+        self, lo: int, hi: int, params: dict, attention: bool = False
+    ) -> tuple[list[nn.Module], list[str]]:
+        """A candidate's layers from lo on: the merged layer (or layer lo without its
+        attention), then the current ones above hi."""
         layers, types = get_layers(self.cur), layer_types(self.cur)
+        if attention:
+            return [without_attention(self.cur, lo), *layers[lo + 1 :]], types[lo:]
         if hi == lo:
             return list(layers[lo:]), types[lo:]
         merged = merged_layer(self.cur, lo, hi, self.method, params)
@@ -200,6 +222,7 @@ class Search(FitContext):
         params: dict,
         threshold: float | None = None,
         ceiling: Callable[[], float] | None = None,
+        attention: bool = False,
     ) -> tuple[float, dict, int | None]:
         """Score a range with its fitted parameters.
 
@@ -208,19 +231,21 @@ class Search(FitContext):
             ceiling: A greedy step's best damage per removed layer so far (read live):
                 scoring stops once this range cannot beat it; the score returned is then the
                 highest the range could still reach (so its damage is a lower bound).
+            attention: Score removing layer lo's attention instead of merging lo..hi.
 
         Returns:
             The score, the parameters it was obtained with, and the prompts scored when it
             was decided early (None when every prompt was scored).
         """
-        params = self.fitted(lo, hi, params)
-        known = self.memo.get(self._key(lo, hi, params))
+        params = {} if attention else self.fitted(lo, hi, params)
+        known = None if attention else self.memo.get(self._key(lo, hi, params))
         if known is not None:
             return known, params, None
-        suffix = self.suffix(lo, hi, params)
+        suffix = self.suffix(lo, hi, params, attention)
         early = threshold is not None and self.cfg.early_exit
         if self.order is not None and (early or (ceiling is not None and self.cfg.early_exit)):
-            s, scored = self.score_early(suffix, lo, threshold if early else None, ceiling, hi - lo)
+            width = self.unit_size(lo, hi, attention)
+            s, scored = self.score_early(suffix, lo, threshold if early else None, ceiling, width)
             return s, params, scored
         finals = [self.final(suffix, lo, k) for k in range(len(self.cache.chunks))]
         return self.objective.score(self.cache, self.dense, finals), params, None
@@ -231,7 +256,7 @@ class Search(FitContext):
         lo: int,
         threshold: float | None,
         ceiling: Callable[[], float] | None = None,
-        width: int = 1,
+        width: float = 1.0,
     ) -> tuple[float, int | None]:
         """Score chunk by chunk (worst first), stopping once the objective's bounds decide
         ``score > threshold``, or show the range cannot beat the ``ceiling`` damage."""
@@ -300,6 +325,7 @@ class Search(FitContext):
         params: dict,
         threshold: float | None,
         scored: int | None = None,
+        attention: bool = False,
     ) -> None:
         lm = layer_map(self.cur)
         event = {
@@ -316,6 +342,8 @@ class Search(FitContext):
             event["alpha"] = params["alpha"]
         if scored is not None:
             event["prompts_scored"] = scored
+        if attention:
+            event["unit"] = ATTENTION
         self.candidates.append(event)
         if self.callback is not None:
             self.callback(dict(event))
@@ -326,16 +354,36 @@ class Search(FitContext):
         if self.callback is not None:
             self.callback(dict(event))
 
-    def accept(self, lo: int, hi: int, s: float, params: dict) -> None:
+    def accept(self, lo: int, hi: int, s: float, params: dict, attention: bool = False) -> None:
         self.accepted.append((lo, hi, s))
-        self.merges.append(Merge(lo, hi, self.method.name, dict(params), s))
-        self.removed += hi - lo
-        if hi > lo:  # the official loop's merge of zero extra layers leaves the model as is
+        method = ATTENTION if attention else self.method.name
+        self.merges.append(Merge(lo, hi, method, dict(params), s))
+        if attention:
+            self.cur = drop_attention(self.cur, [lo])
+        elif hi > lo:  # the official loop's merge of zero extra layers leaves the model as is
+            self.removed += hi - lo
             self.cur = collapse_model(self.cur, [(lo, hi)], self.method, params)
         for ins in self.inputs:  # layers above lo changed; their inputs are recomputed on demand
             del ins[lo + 1 :]
 
+    def removed_params(self) -> int:
+        return self.params_before - count_params(self.cur)
+
+    def unit_size(self, lo: int, hi: int, attention: bool = False) -> float:
+        """What a candidate removes, in layers (sub-block search: layer-equivalents of its
+        parameters, so an attention block counts about a quarter of a layer)."""
+        if not self.blocks:
+            return max(hi - lo, 1)
+        layers = get_layers(self.cur)
+        if attention:
+            n = attention_params(self.cur, lo)
+        else:
+            n = sum(sum(p.numel() for p in layers[i].parameters()) for i in range(lo + 1, hi + 1))
+        return n / self.layer_size
+
     def done(self) -> bool:
+        if self.blocks and self.need_params is not None:
+            return self.removed_params() >= self.need_params
         return self.need is not None and self.removed >= self.need
 
     def cap(self, lo: int, hi: int) -> int:
@@ -353,7 +401,26 @@ class Search(FitContext):
                     continue
                 if lm[lo][0] < self.cfg.low or lm[hi][1] >= self.high:
                     continue
-                if self.need is not None and hi - lo > self.need - self.removed:
+                if self.blocks:
+                    left = (self.need_params or 0) - self.removed_params()
+                    if (
+                        self.need_params is not None
+                        and self.unit_size(lo, hi) * self.layer_size > left + self.layer_size
+                    ):
+                        continue  # would overshoot the target by more than a layer
+                elif self.need is not None and hi - lo > self.need - self.removed:
                     continue
                 out.append((lo, hi))
         return out
+
+    def candidate_attention(self) -> list[int]:
+        """Layers whose attention a sub-block search may remove (within low/high, not the
+        protected first layer of each attention type)."""
+        if not self.blocks:
+            return []
+        lm, keep = layer_map(self.cur), protected(self.cur)
+        return [
+            i
+            for i in attention_layers(self.cur)
+            if i not in keep and lm[i][0] >= self.cfg.low and lm[i][1] < self.high
+        ]

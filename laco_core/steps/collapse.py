@@ -10,7 +10,7 @@ from ..collapse import collapse_model
 from ..plan import format_plan, validate_ranges
 from ..recipe import Step, TextSource
 from ..search.config import Merge
-from ..search.run import fit_plan, replay
+from ..search.run import complete, fit_plan, replay
 
 # fitted methods are fitted on more tokens than the prompts: the training text's paragraphs
 DEFAULT_FIT_TEXT = "train_paragraphs"
@@ -44,7 +44,7 @@ class CollapseStep(Step):
         ranges = validate_ranges([tuple(r) for r in self.ranges], len(get_layers(model)))
         if not method.fitted:
             return collapse_model(model, ranges, method, params), self
-        if self.merges is not None and all(method.is_fitted(m.params) for m in self.merges):
+        if self.merges is not None and complete(self.merges, ctx.registry.method):
             return replay(model, self.merges, ctx.registry.method), self
         cal = self.calibration or TextSource.of(read_asset(DEFAULT_FIT_TEXT), DEFAULT_FIT_TEXT)
         ctx.report(0.1, f"Fitting {self.method} on {len(cal.resolve())} calibration texts…")

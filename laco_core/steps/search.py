@@ -9,7 +9,7 @@ from ..errors import LacoError
 from ..plan import format_plan
 from ..recipe import Step, TextSource
 from ..search.config import Merge, SearchConfig
-from ..search.run import replay, run
+from ..search.run import complete, replay, run
 from ..search.state import workers_for
 
 
@@ -58,9 +58,7 @@ class SearchStep(Step):
 
     def apply(self, model, ctx):
         reg = ctx.registry
-        if self.merges is not None and all(
-            reg.method(m.method).is_fitted(m.params) for m in self.merges
-        ):
+        if self.merges is not None and complete(self.merges, reg.method):
             return replay(model, self.merges, reg.method), self
         cfg = self.config.validate(len(get_layers(model)))
         method = reg.method(cfg.method)

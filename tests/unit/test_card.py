@@ -79,8 +79,8 @@ def test_width_pruned_card_points_at_our_loader():
     assert LOADER_IMPORT in card
     assert 'load_pruned(snapshot_download("me/p20"))' in card
     assert "laco_shapes.json" in card and "cannot load this model" in card
-    assert "width-pruning" in front_matter(card)["tags"]
-    assert "# Width-pruned SmolLM2-135M-Instruct" in card
+    assert "per-layer-shapes" in front_matter(card)["tags"]
+    assert "# Pruned SmolLM2-135M-Instruct" in card
 
 
 def test_license_inherited_from_a_local_base_models_card(tmp_path):

@@ -29,7 +29,11 @@ class Greedy(Strategy):
     def run(self, s) -> None:
         stale: dict[tuple[int, int], float] = {}  # original span -> last known damage
         while not s.done():
-            ranges = s.candidate_ranges(range(2, s.cfg.merge_count + 1))
+            # a unit: (lo, hi, attention?) — a range to merge, or one layer's attention block
+            ranges = [
+                (lo, hi, False) for lo, hi in s.candidate_ranges(range(2, s.cfg.merge_count + 1))
+            ]
+            ranges += [(i, i, True) for i in s.candidate_attention()]
             if not ranges:
                 if s.need is not None:
                     raise LacoError(
@@ -39,16 +43,16 @@ class Greedy(Strategy):
                 return
             lm = layer_map(s.cur)
 
-            def key(r: tuple[int, int], lm: list = lm) -> tuple[int, int]:
-                return lm[r[0]][0], lm[r[1]][1]
+            def key(r: tuple, lm: list = lm) -> tuple:
+                return lm[r[0]][0], lm[r[1]][1], r[2]
 
             if s.cfg.lazy:
                 ranges.sort(key=lambda r: stale.get(key(r), float("-inf")))
-            s.inputs_at(max(hi for _, hi in ranges))
+            s.inputs_at(max(hi for _, hi, _ in ranges))
             cheap = s.method.cheap(s.params)
             first = s.params if cheap is None else cheap
             if s.order is None and s.cfg.early_exit:  # chunk order for pruned scoring
-                s.set_order(*ranges[0], first)
+                s.set_order(*ranges[0][:2], first)
             scored = []
             best = [float("inf")]  # the step's best damage so far, read live by the workers
 
@@ -59,19 +63,23 @@ class Greedy(Strategy):
             # falls where it would with one worker
             for start in range(0, len(ranges), s.workers):
                 wave = ranges[start : start + s.workers]
-                futs = [s.submit(s.evaluate, lo, hi, first, None, ceiling) for lo, hi in wave]
+                futs = [
+                    s.submit(s.evaluate, lo, hi, first, None, ceiling, att) for lo, hi, att in wave
+                ]
                 stop = False
-                for (lo, hi), fut in zip(wave, futs, strict=True):
+                for (lo, hi, att), fut in zip(wave, futs, strict=True):
                     if (
                         s.cfg.lazy
                         and scored
-                        and min(x[0] for x in scored) <= stale.get(key((lo, hi)), float("-inf"))
+                        and min(x[0] for x in scored)
+                        <= stale.get(key((lo, hi, att)), float("-inf"))
                     ):
                         stop = True  # damage only grows as the model shrinks: the rest cannot win
                         break
                     score, params, partial = fut.result()
-                    scored.append(((1 - score) / (hi - lo), lo, hi, score, params, partial))
-                    stale[key((lo, hi))] = scored[-1][0]
+                    width = s.unit_size(lo, hi, att)
+                    scored.append(((1 - score) / width, lo, hi, score, params, partial, att))
+                    stale[key((lo, hi, att))] = scored[-1][0]
                     best[0] = min(best[0], scored[-1][0])
                 if stop:
                     for f in futs:  # let the wave finish before the model can change
@@ -80,16 +88,21 @@ class Greedy(Strategy):
             scored.sort(key=lambda x: x[0])
             if cheap is not None:  # fit the most promising ranges in full
                 top = scored[: s.cfg.refine_top]
-                futs = [s.submit(s.evaluate, r[1], r[2], s.params) for r in top]
+                futs = [
+                    s.submit(s.evaluate, r[1], r[2], r[6] and {} or s.params, None, None, r[6])
+                    for r in top
+                ]
                 refined = []
-                for (_, lo, hi, *_), fut in zip(top, futs, strict=True):
+                for (_, lo, hi, *_rest, att), fut in zip(top, futs, strict=True):
                     score, params, _ = fut.result()
-                    refined.append(((1 - score) / (hi - lo), lo, hi, score, params, None))
+                    width = s.unit_size(lo, hi, att)
+                    refined.append(((1 - score) / width, lo, hi, score, params, None, att))
                 scored = sorted(refined, key=lambda x: x[0]) + scored[s.cfg.refine_top :]
-            _, lo, hi, score, params, _ = scored[0]
-            ok = s.need is not None or score > s.cfg.threshold
-            for _, lo2, hi2, s2, p2, partial in scored:
-                s.log(lo2, hi2, s2, ok and (lo2, hi2) == (lo, hi), p2, None, partial)
+            _, lo, hi, score, params, _, att = scored[0]
+            ok = s.need is not None or s.need_params is not None or score > s.cfg.threshold
+            for _, lo2, hi2, s2, p2, partial, att2 in scored:
+                chosen = ok and (lo2, hi2, att2) == (lo, hi, att)
+                s.log(lo2, hi2, s2, chosen, p2, None, partial, att2)
             if not ok:
                 return
-            s.accept(lo, hi, score, params)
+            s.accept(lo, hi, score, params, att)
