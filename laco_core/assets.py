@@ -9,6 +9,9 @@ from .errors import LacoError
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CALIBRATION = ASSETS / "calibration_prompts.txt"  # one prompt per line
 EVAL_TEXT = ASSETS / "eval_text.txt"  # held out: never used for calibration or training
+# a second held-out text of another genre (narrative fiction and dialogue; the training text
+# is expository): also never used to calibrate, fit or heal
+STORY_TEXT = ASSETS / "heldout_story.txt"
 TRAIN_TEXT = ASSETS / "train_text.txt"  # LoRA recovery text, disjoint from both
 
 

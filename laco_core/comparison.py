@@ -1,16 +1,8 @@
-"""One comparison of every compression method: parameters removed vs held-out perplexity and KL.
+"""One comparison of compression methods: parameters removed vs held-out perplexity and KL.
 
-Methods (at each target ratio, optionally followed by a LoRA heal):
-
-* ``laco_paper``: LaCo Algorithm 1 (Yang et al., 2024) with the paper's C, L, I, T, run until
-  the target share of parameters is removed;
-* ``laco_best``: our automatic collapse (greedy over ranges, KL objective by default);
-* ``shortgpt``: drop the lowest Block-Influence layers (Men et al., 2024);
-* ``angular``: drop the contiguous block with the smallest angular distance (Gromov et al., 2024);
-* ``llm_pruner``: LLM-Pruner block width pruning (Ma et al., 2023).
-
-Calibration prompts, heal text and evaluation text are kept separate by the caller (our assets
-are disjoint by construction).
+Every method is a list of recipe steps at a target ratio (``POINTS``), run by the pipeline,
+optionally followed by a LoRA heal, and scored on held-out text that nothing calibrates, fits
+or heals on. Adding a method to the comparison is one entry in ``POINTS``.
 """
 
 from __future__ import annotations
@@ -21,16 +13,54 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel
 
 from .errors import LacoError
 from .evaluate import _batches, _encode, _pad_id, _windows
 from .metrics import kl_sum, log_probs, next_token_nll
-from .ops import prune_baseline, prune_llm_pruner, run_search
+from .models import LoadedModel
+from .pipeline import context
+from .pipeline import run as run_steps
+from .presets import best_collapse
+from .recipe import Step, TextSource
 from .search.config import SearchConfig
 from .sharing import count_params
+from .steps.drop import DropStep
+from .steps.heal import HealStep
+from .steps.prune import PruneStep
+from .steps.search import SearchStep
 
-METHODS = ("laco_paper", "laco_best", "shortgpt", "angular", "llm_pruner")
+
+def _paper(ratio: float, cal: TextSource) -> list[Step]:
+    return [SearchStep(SearchConfig(strategy="paper", target_ratio=ratio), cal)]
+
+
+def _best(**changes) -> Callable[[float, TextSource], list[Step]]:
+    """The default pipeline at a ratio, with some of its search settings changed."""
+
+    def steps(ratio: float, cal: TextSource) -> list[Step]:
+        (step,) = best_collapse(target_ratio=ratio)
+        for key, value in changes.items():
+            setattr(step.config, key, value)
+        return [step]
+
+    return steps
+
+
+# method -> steps at a target ratio (the calibration text given is the comparison's prompts;
+# the best pipelines calibrate on their own training-text paragraphs)
+POINTS: dict[str, Callable[[float, TextSource], list[Step]]] = {
+    "laco_paper": _paper,
+    "laco_best": _best(),
+    "laco_greedy_drop": _best(refit=None),
+    "laco_best_linear": _best(refit="drop_linear"),
+    "laco_evo": _best(strategy="evo", generations=20, population=8),
+    "laco_best_blocks": _best(units="blocks"),
+    "shortgpt": lambda r, cal: [DropStep("shortgpt", r, calibration=cal)],
+    "angular": lambda r, cal: [DropStep("angular", r, calibration=cal)],
+    "llm_pruner": lambda r, cal: [PruneStep(r, calibration=cal)],
+}
+METHODS = tuple(POINTS)
+DEFAULT_METHODS = ("laco_paper", "laco_best", "shortgpt", "angular", "llm_pruner")
 COLUMNS = [
     "method",
     "target_ratio",
@@ -42,48 +72,10 @@ COLUMNS = [
     "seconds",
     "note",
 ]
-# our automatic collapse: best range each step, judged by the KL to the dense model
-BEST_SEARCH = {"strategy": "greedy", "objective": "kl", "method": "official"}
-
 Progress = Callable[[int, int, str], None]
 
 
-def _laco(model, tokenizer, prompts, ratio: float, overrides: dict) -> PreTrainedModel:
-    return run_search(
-        model, tokenizer, list(prompts), SearchConfig(target_ratio=ratio, **overrides)
-    ).model
-
-
-def build_point(
-    method: str,
-    model: PreTrainedModel,
-    tokenizer,
-    calib_prompts: Sequence[str],
-    ratio: float,
-    best_search: dict | None = None,
-    grad_cache: dict | None = None,
-) -> PreTrainedModel:
-    """The compressed model of one method at one target ratio (shares tensors with ``model``).
-
-    Raises:
-        LacoError: for an unknown method or an unreachable ratio.
-    """
-    if method == "laco_paper":
-        return _laco(model, tokenizer, calib_prompts, ratio, {"strategy": "paper"})
-    if method == "laco_best":
-        return _laco(model, tokenizer, calib_prompts, ratio, dict(best_search or BEST_SEARCH))
-    if method in ("shortgpt", "angular"):
-        return prune_baseline(method, model, tokenizer, calib_prompts, ratio)[0]
-    if method == "llm_pruner":
-        return prune_llm_pruner(
-            model, tokenizer, list(calib_prompts), ratio, grad_cache=grad_cache
-        ).model
-    raise LacoError(f"Unknown method '{method}'; choose from: {', '.join(METHODS)}.")
-
-
-def _row(
-    method, ratio, removed, layers, ppl, kl, healed: bool, seconds: float, note: str = ""
-) -> dict:
+def _row(method, ratio, removed, layers, ppl, kl, healed: bool, seconds: float, note="") -> dict:
     """One comparison point, columns in the order of the returned DataFrame."""
     return dict(
         method=method,
@@ -137,21 +129,28 @@ class _Scorer:
         return math.exp(nll / n_pred), kl / n_tok
 
 
+def as_base(model, tokenizer, spec: str = "in-memory") -> LoadedModel:
+    """A model already in memory, described as a loaded base model for the pipeline."""
+    p = next(model.parameters())
+    return LoadedModel(model, tokenizer, spec, p.dtype, p.device, 0.0, spec)
+
+
 def compare_all(
-    model: PreTrainedModel,
+    model,
     tokenizer,
     eval_text: str,
     calib_prompts: Sequence[str],
     ratios: Sequence[float] = (0.1, 0.2, 0.3),
     heal_steps: int = 0,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     callback: Progress | None = None,
     heal_text: str | None = None,
     heal_kwargs: dict | None = None,
     eval_seq_len: int = 256,
     eval_windows: int | None = 8,
-    best_search: dict | None = None,
     heal_ratios: Sequence[float] | None = None,
+    extra_texts: dict[str, str] | None = None,
+    on_point: Callable[[str, float, bool, object, object], None] | None = None,
 ) -> pd.DataFrame:
     """Compress ``model`` with every method at every ratio and measure each result.
 
@@ -159,26 +158,27 @@ def compare_all(
         model: The dense model (left unchanged).
         tokenizer: Its tokenizer.
         eval_text: Held-out text for perplexity and KL (never used for calibration/healing).
-        calib_prompts: Calibration prompts for the searches, baselines and LLM-Pruner.
+        calib_prompts: Calibration prompts of the searches, baselines and LLM-Pruner.
         ratios: Target fractions of all parameters to remove.
         heal_steps: LoRA steps for a healed copy of every point (0: no healed rows).
-        methods: Subset of ``METHODS``.
-        callback: ``callback(done, total, message)`` after each step; raise to cancel.
+        methods: Names in ``POINTS``.
+        callback: ``callback(done, total, message)`` after each point; raise to cancel.
         heal_text: Training text for healing (default: ``assets/train_text.txt``).
-        heal_kwargs: Extra arguments of :func:`laco_core.heal.heal` (rank, lr, seq_len…).
+        heal_kwargs: More fields of the ``HealStep`` (rank, lr, teacher, seconds…).
         eval_seq_len: Evaluation window length.
         eval_windows: Evaluate on the first this many windows (None: the whole text).
-        best_search: SearchConfig fields for ``laco_best`` (default ``BEST_SEARCH``).
         heal_ratios: Heal only the points at these ratios (default: every ratio).
+        extra_texts: More held-out texts, name -> text: columns ``ppl_<name>``/``kl_<name>``.
+        on_point: ``on_point(method, ratio, healed, model, recipe)`` for every point built.
 
     Returns:
         One row per (method, ratio, healed) with ``COLUMNS``; a ``dense`` row at ratio 0.
         A point that cannot be built (e.g. a ratio the search cannot reach) has NaN metrics
         and the reason in ``note``.
     """
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in POINTS]
     if unknown:
-        raise LacoError(f"Unknown method(s) {unknown}; choose from: {', '.join(METHODS)}.")
+        raise LacoError(f"Unknown method(s) {unknown}; choose from: {', '.join(POINTS)}.")
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise LacoError("Ratios must be fractions between 0 and 1, e.g. 0.1,0.2,0.3.")
     healed_at = set(ratios if heal_ratios is None else heal_ratios) if heal_steps else set()
@@ -191,22 +191,29 @@ def compare_all(
         if callback is not None:
             callback(done, total, message)
 
-    params0 = count_params(model)
-    n0 = model.config.num_hidden_layers
-    rows: list[dict] = []
+    base = as_base(model, tokenizer)
+    ctx = context(base)
+    cal = TextSource.of(list(calib_prompts), "calibration_prompts")
+    params0, n0 = count_params(model), model.config.num_hidden_layers
     t0 = time.perf_counter()
-    scorer = _Scorer(model, tokenizer, eval_text, eval_seq_len, eval_windows)
-    ppl, kl = scorer.score()
-    rows.append(_row("dense", 0.0, 0.0, n0, ppl, kl, False, time.perf_counter() - t0))
+    scorers = {"": _Scorer(model, tokenizer, eval_text, eval_seq_len, eval_windows)}
+    for name, text in (extra_texts or {}).items():
+        scorers[f"_{name}"] = _Scorer(model, tokenizer, text, eval_seq_len, eval_windows)
+
+    def measured(m) -> dict:
+        out = {}
+        for suffix, scorer in scorers.items():
+            out[f"ppl{suffix}"], out[f"kl{suffix}"] = scorer.score(m)
+        return out
+
+    dense = measured(None)
+    rows = [{**_row("dense", 0.0, 0.0, n0, 0, 0, False, time.perf_counter() - t0), **dense}]
     tick("dense")
-    grad_cache: dict = {}
     for method in methods:
         for ratio in ratios:
             t0 = time.perf_counter()
             try:
-                pruned = build_point(
-                    method, model, tokenizer, calib_prompts, ratio, best_search, grad_cache
-                )
+                pruned, recipe = run_steps(base, POINTS[method](ratio, cal), ctx)
             except (LacoError, ImportError) as e:
                 for healed in (False, True) if ratio in healed_at else (False,):
                     nan = math.nan
@@ -216,23 +223,27 @@ def compare_all(
             build_s = time.perf_counter() - t0
             removed = 1 - count_params(pruned) / params0
             layers = pruned.config.num_hidden_layers
-            ppl, kl = scorer.score(pruned)
-            rows.append(_row(method, ratio, removed, layers, ppl, kl, False, build_s))
+            rows.append(
+                {**_row(method, ratio, removed, layers, 0, 0, False, build_s), **measured(pruned)}
+            )
+            if on_point is not None:
+                on_point(method, ratio, False, pruned, recipe)
             tick(f"{method} {ratio:.0%}")
             if ratio in healed_at:
-                from .heal import heal
-
                 t1 = time.perf_counter()
-                healed = heal(
-                    pruned, tokenizer, heal_text, steps=heal_steps, **(heal_kwargs or {})
-                ).model
-                ppl, kl = scorer.score(healed)
+                text = TextSource.of([heal_text]) if heal_text else None
+                step = HealStep(steps=heal_steps, text=text, **(heal_kwargs or {}))
+                healed, hrecipe = run_steps(base, [step], ctx, recipe)
                 seconds = build_s + time.perf_counter() - t1
-                rows.append(_row(method, ratio, removed, layers, ppl, kl, True, seconds))
+                row = _row(method, ratio, removed, layers, 0, 0, True, seconds)
+                rows.append({**row, **measured(healed)})
+                if on_point is not None:
+                    on_point(method, ratio, True, healed, hrecipe)
                 del healed
                 tick(f"{method} {ratio:.0%} healed")
             del pruned
-    return pd.DataFrame(rows, columns=COLUMNS)
+    extra = [c for c in rows[0] if c not in COLUMNS]
+    return pd.DataFrame(rows, columns=COLUMNS + extra)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -267,4 +278,4 @@ def _fmt(x, digits: int = 1) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-__all__ = ["BEST_SEARCH", "COLUMNS", "METHODS", "build_point", "compare_all", "markdown_table"]
+__all__ = ["COLUMNS", "DEFAULT_METHODS", "METHODS", "POINTS", "compare_all", "markdown_table"]

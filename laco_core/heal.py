@@ -180,6 +180,7 @@ def heal(
     teacher: PreTrainedModel | None = None,
     self_text: int = 0,
     stop: threading.Event | None = None,
+    max_seconds: float | None = None,
 ) -> HealResult:
     """Train LoRA adapters on ``text`` for ``steps`` steps and merge them back.
 
@@ -200,6 +201,8 @@ def heal(
         self_text: With a teacher: add this many 160-token continuations sampled from it
             (opening with each paragraph's first words) to the training text.
         stop: Set from another thread to cancel between steps (raises ``Cancelled``).
+        max_seconds: A time budget: training stops after the step that crosses it (at most
+            ``steps`` steps). The steps taken are in ``len(result.losses)``.
 
     Returns:
         HealResult with the merged model, the loss curve and the LoRA factors.
@@ -244,6 +247,8 @@ def heal(
     for step in range(steps):
         if stop is not None and stop.is_set():
             raise Cancelled("The heal was cancelled.")
+        if max_seconds is not None and step and time.perf_counter() - t0 >= max_seconds:
+            break
         starts = torch.randint(0, ids.numel() - seq_len, (batch_size,), generator=gen)
         batch = torch.stack([ids[s : s + seq_len] for s in starts.tolist()]).to(device)  # (B, T)
         if teacher is None:

@@ -11,7 +11,7 @@ from ..errors import LacoError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..comparison import METHODS
+    from ..comparison import DEFAULT_METHODS, METHODS
 
     p = sub.add_parser(
         "compare", help="Compare LaCo, ShortGPT, angular and LLM-Pruner at target ratios."
@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ratios", default="0.1,0.2,0.3", help="comma-separated fractions of parameters to remove"
     )
-    p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    p.add_argument(
+        "--methods", default=",".join(DEFAULT_METHODS), help=f"subset of {','.join(METHODS)}"
+    )
     p.add_argument("--heal-steps", type=int, default=0, help="LoRA steps for healed rows (0: none)")
     p.add_argument(
         "--eval-windows", type=int, default=8, help="256-token windows of held-out text (0: all)"

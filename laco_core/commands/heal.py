@@ -25,7 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(p, default=None)
     p.add_argument("--text", help="UTF-8 training text (default: bundled assets/train_text.txt)")
     p.add_argument("--eval-text", help="held-out text for perplexity (default: bundled eval text)")
-    p.add_argument("--steps", type=positive, default=60)
+    p.add_argument("--steps", type=positive, default=60, help="LoRA steps (at most)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="a time budget: stop after the step that crosses it (the recipe records the steps)",
+    )
     p.add_argument("--rank", type=positive, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seq-len", type=positive, default=128)
@@ -48,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_hyperparameters(args.steps, args.rank, args.lr, args.seq_len, args.batch_size)
+    if args.seconds is not None and not args.seconds > 0:
+        raise LacoError("--seconds is a time budget in seconds, more than 0.")
     if args.self_text < 0 or (args.self_text and not args.teacher):
         raise LacoError("--self-text N samples text from the teacher: give --teacher and N >= 0.")
     train = read_user_text(args.text, "Training text") if args.text else None
@@ -76,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         teacher=teacher is not None,
         self_text=args.self_text,
+        seconds=args.seconds,
         text=text,
     )
     ctx_base = teacher if teacher is not None else lm
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
     res = done.result
     print(
-        f"Healed {args.model}: {args.steps} LoRA steps (r={args.rank}) in {res.seconds:.0f} s, "
+        f"Healed {args.model}: {len(res.losses)} LoRA steps (r={args.rank}) in {res.seconds:.0f} s, "
         f"loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}; held-out perplexity "
         f"{before:.2f} -> {after:.2f}. Saved to {out.path}."
     )

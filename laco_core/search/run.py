@@ -32,6 +32,8 @@ def run(
     stop: threading.Event | None = None,
     refit_method=None,
     refit_texts: list[str] | None = None,
+    refit_cache: ActivationCache | None = None,
+    searched: SearchResult | None = None,
 ) -> SearchResult:
     """Search for a collapse plan of ``model`` on calibration ``prompts``.
 
@@ -46,11 +48,45 @@ def run(
         stop: Set from another thread to cancel (the search raises ``Cancelled``).
         refit_method: A fitted method to refit the plan with afterwards (``cfg.refit``).
         refit_texts: The calibration texts of that refit.
+        refit_cache: Their dense activations, to reuse.
+        searched: The plain result of this very search, already run (only the refit is
+            left to do).
 
     Returns:
         A SearchResult with the collapsed model, the decision log and the merges that
         rebuild it.
     """
+    t0 = time.perf_counter()
+    if cfg.units == "blocks" and not method.keeps_lo:
+        raise LacoError("--units blocks merges with a method that keeps layer lo (drop…).")
+    if searched is None:
+        searched = _search(
+            model, tokenizer, prompts, cfg, method, objective, strategy, callback, cache, stop
+        )
+    result, merges = searched.model, searched.merges
+    if refit_method is not None and plan_of(result):
+        texts = refit_texts or prompts
+        params = refit_method.check(cfg.refit_params)
+        attention = attention_free(result)
+        result, merges = fit_plan(
+            model, tokenizer, texts, plan_of(result), refit_method, params, refit_cache, attention
+        )
+    return SearchResult(
+        model=result,
+        accepted=searched.accepted,
+        candidates=searched.candidates,
+        plan=plan_of(result),
+        seconds=searched.seconds + time.perf_counter() - t0,
+        objective=cfg.objective,
+        params_before=count_params(model),
+        params_after=count_params(result),
+        merges=merges,
+        config=cfg,
+    )
+
+
+def _search(model, tokenizer, prompts, cfg, method, objective, strategy, callback, cache, stop):
+    """The search alone (no refit): the strategy driving a ``Search`` on the workers."""
     t0 = time.perf_counter()
     if cache is None:
         cache = ActivationCache(
@@ -64,18 +100,7 @@ def run(
             strategy.run(search)
         finally:
             search.pool = None
-    result, merges = search.cur, search.merges
-    if cfg.units == "blocks" and not search.method.keeps_lo:
-        raise LacoError("--units blocks merges with a method that keeps layer lo (drop…).")
-    if refit_method is not None and plan_of(result):
-        texts = refit_texts or prompts
-        params = refit_method.check(cfg.refit_params)
-        attention = attention_free(result)
-        result, merges = fit_plan(
-            model, tokenizer, texts, plan_of(result), refit_method, params, None, attention
-        )
-    if result is model:  # nothing accepted: still hand back a distinct model object
-        result = shared_copy(model)
+    result = search.cur if search.cur is not model else shared_copy(model)
     return SearchResult(
         model=result,
         accepted=search.accepted,
@@ -85,7 +110,7 @@ def run(
         objective=cfg.objective,
         params_before=count_params(model),
         params_after=count_params(result),
-        merges=merges,
+        merges=search.merges,
         config=cfg,
     )
 

@@ -29,39 +29,14 @@ from ..plan import layer_map
 from ..sharing import count_params
 from ..subblocks import (
     ATTENTION,
-    attention_layers,
     attention_params,
     drop_attention,
-    protected,
     without_attention,
 )
 from .config import Merge, SearchConfig, layer_params, target_layers_of
+from .speculation import Lazy, Speculation
 
 Callback = Callable[[dict], None]
-
-
-class Speculation(Exception):
-    """A speculative evaluation stopped because an earlier candidate was accepted."""
-
-
-class Lazy:
-    """A future that runs its call when asked for the result (one worker: no speculation)."""
-
-    def __init__(self, fn: Callable, *args):
-        self.fn, self.args = fn, args
-
-    def result(self):
-        return self.fn(*self.args)
-
-
-class Done:
-    """A future whose result is already known."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
 
 
 def workers_for(model: PreTrainedModel, cfg: SearchConfig) -> int:
@@ -389,38 +364,3 @@ class Search(FitContext):
     def cap(self, lo: int, hi: int) -> int:
         """Shorten a range so a target is met exactly, never overshot."""
         return hi if self.need is None else min(hi, lo + self.need - self.removed)
-
-    def candidate_ranges(self, sizes: range) -> list[tuple[int, int]]:
-        """Admissible ranges of the current model with hi − lo + 1 in ``sizes``."""
-        lm, n = layer_map(self.cur), self.n()
-        out = []
-        for lo in range(n):
-            for size in sizes:
-                hi = lo + size - 1
-                if hi >= n or hi == lo:
-                    continue
-                if lm[lo][0] < self.cfg.low or lm[hi][1] >= self.high:
-                    continue
-                if self.blocks:
-                    left = (self.need_params or 0) - self.removed_params()
-                    if (
-                        self.need_params is not None
-                        and self.unit_size(lo, hi) * self.layer_size > left + self.layer_size
-                    ):
-                        continue  # would overshoot the target by more than a layer
-                elif self.need is not None and hi - lo > self.need - self.removed:
-                    continue
-                out.append((lo, hi))
-        return out
-
-    def candidate_attention(self) -> list[int]:
-        """Layers whose attention a sub-block search may remove (within low/high, not the
-        protected first layer of each attention type)."""
-        if not self.blocks:
-            return []
-        lm, keep = layer_map(self.cur), protected(self.cur)
-        return [
-            i
-            for i in attention_layers(self.cur)
-            if i not in keep and lm[i][0] >= self.cfg.low and lm[i][1] < self.high
-        ]

@@ -31,6 +31,8 @@ class StepContext:
     # the engine's memo of dense activations (texts, batch size) -> ActivationCache, so
     # fits and searches on texts it has seen skip the dense forward
     activations_of: Callable[[list[str], int], Any] | None = None
+    # results a step may reuse within one run (e.g. one search refitted two ways)
+    memo: dict = field(default_factory=dict)
 
     @property
     def tokenizer(self):

@@ -13,8 +13,9 @@ DEFAULT_TEXT = "train_text"
 
 @dataclass
 class HealStep(Step):
-    """Train LoRA adapters for ``steps`` steps and merge them; ``adapters`` records the LoRA
-    factors (stored as tensors beside the recipe), so the step replays exactly."""
+    """Train LoRA adapters for ``steps`` steps (or until ``seconds`` have passed) and merge
+    them; ``adapters`` records the LoRA factors (stored as tensors beside the recipe), so the
+    step replays exactly, and ``steps`` becomes the number of steps actually taken."""
 
     kind = "heal"
     summary = "LoRA recovery (LM loss, or KL distillation from the base model)."
@@ -28,6 +29,7 @@ class HealStep(Step):
     seed: int = 0
     teacher: bool = False
     self_text: int = 0
+    seconds: float | None = None
     text: TextSource | None = None
     adapters: dict | None = None
     scaling: float | None = None
@@ -35,7 +37,8 @@ class HealStep(Step):
 
     def describe(self) -> str:
         how = "distilled" if self.teacher else "LM loss"
-        return f"heal {self.steps} steps r={self.rank} ({how})"
+        budget = f", ≤ {self.seconds:.0f} s" if self.seconds else ""
+        return f"heal {self.steps} steps r={self.rank} ({how}{budget})"
 
     def apply(self, model, ctx):
         if self.adapters and all(t is not None for t in self.adapters.values()):
@@ -60,9 +63,12 @@ class HealStep(Step):
             teacher=ctx.base.model if self.teacher else None,
             self_text=self.self_text,
             stop=ctx.stop,
+            max_seconds=self.seconds,
         )
         done = replace(
             self,
+            steps=len(res.losses),
+            seconds=None,
             text=text,
             adapters=res.adapters,
             scaling=res.scaling,

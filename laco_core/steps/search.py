@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 
 from ..adapters import get_layers
@@ -69,19 +70,26 @@ class SearchStep(Step):
         prompts = self.calibration.resolve()
         ctx.report(0.02, f"Recording activations on {len(prompts)} calibration texts…")
         cache = ctx.activations(model, prompts, cfg.batch_size, workers_for(model, cfg))
+        refit_texts = self.refit_calibration.resolve() if self.refit_calibration else None
+        refit_cache = (
+            ctx.activations(model, refit_texts) if refit is not None and refit_texts else None
+        )
+        plain = {**cfg.to_dict(), "refit": None, "refit_params": {}, "workers": None}
+        key = ("search", id(model), json.dumps(plain, sort_keys=True), self.calibration.sha1)
+        components = (cfg, method, reg.objective(cfg.objective), reg.strategy(cfg.strategy))
+        searched = ctx.memo.get(key)
+        if searched is None:  # the plain search, kept for another refit of the same search
+            searched = run(model, ctx.tokenizer, prompts, *components, ctx.event, cache, ctx.stop)
+            ctx.memo[key] = searched
         res = run(
             model,
             ctx.tokenizer,
             prompts,
-            cfg,
-            method,
-            reg.objective(cfg.objective),
-            reg.strategy(cfg.strategy),
-            callback=ctx.event,
-            cache=cache,
-            stop=ctx.stop,
+            *components,
             refit_method=refit,
-            refit_texts=self.refit_calibration.resolve() if self.refit_calibration else None,
+            refit_texts=refit_texts,
+            refit_cache=refit_cache,
+            searched=searched,
         )
         done = replace(
             self,

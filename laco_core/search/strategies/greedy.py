@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...errors import LacoError
 from ...plan import layer_map
+from ...subblocks import attention_layers, protected
 from .base import Strategy
 
 
@@ -31,9 +32,9 @@ class Greedy(Strategy):
         while not s.done():
             # a unit: (lo, hi, attention?) — a range to merge, or one layer's attention block
             ranges = [
-                (lo, hi, False) for lo, hi in s.candidate_ranges(range(2, s.cfg.merge_count + 1))
+                (lo, hi, False) for lo, hi in candidate_ranges(s, range(2, s.cfg.merge_count + 1))
             ]
-            ranges += [(i, i, True) for i in s.candidate_attention()]
+            ranges += [(i, i, True) for i in candidate_attention(s)]
             if not ranges:
                 if s.need is not None:
                     raise LacoError(
@@ -106,3 +107,40 @@ class Greedy(Strategy):
             if not ok:
                 return
             s.accept(lo, hi, score, params, att)
+
+
+def candidate_ranges(s, sizes: range) -> list[tuple[int, int]]:
+    """Admissible ranges of the current model with hi − lo + 1 in ``sizes``."""
+    lm, n = layer_map(s.cur), s.n()
+    out = []
+    for lo in range(n):
+        for size in sizes:
+            hi = lo + size - 1
+            if hi >= n or hi == lo:
+                continue
+            if lm[lo][0] < s.cfg.low or lm[hi][1] >= s.high:
+                continue
+            if s.blocks:
+                left = (s.need_params or 0) - s.removed_params()
+                if (
+                    s.need_params is not None
+                    and s.unit_size(lo, hi) * s.layer_size > left + s.layer_size
+                ):
+                    continue  # would overshoot the target by more than a layer
+            elif s.need is not None and hi - lo > s.need - s.removed:
+                continue
+            out.append((lo, hi))
+    return out
+
+
+def candidate_attention(s) -> list[int]:
+    """Layers whose attention a sub-block search may remove (within low/high, not the
+    protected first layer of each attention type)."""
+    if not s.blocks:
+        return []
+    lm, keep = layer_map(s.cur), protected(s.cur)
+    return [
+        i
+        for i in attention_layers(s.cur)
+        if i not in keep and lm[i][0] >= s.cfg.low and lm[i][1] < s.high
+    ]

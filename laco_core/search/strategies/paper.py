@@ -6,7 +6,7 @@ from collections import deque
 
 from ...errors import LacoError
 from ...plan import layer_map
-from ..state import Done
+from ..speculation import Done
 from .base import Strategy
 
 # threshold decrement between passes when a target is not reached yet
