@@ -126,6 +126,7 @@ def pareto(df, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     points = df[df["method"] != "dense"].dropna(subset=["params_removed"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
@@ -146,6 +147,9 @@ def pareto(df, path: Path) -> None:
                 ys.append(y)
         ax.step(xs[::-1], ys[::-1], where="post", color="black", linewidth=1, alpha=0.5)
         ax.set_yscale("log")
+        times = FuncFormatter(lambda y, _: f"{y:.2g}×")
+        ax.yaxis.set_major_formatter(times)
+        ax.yaxis.set_minor_formatter(times)
         ax.set_xlabel("parameters removed (%)")
         ax.set_ylabel("perplexity ÷ dense")
         ax.set_title(title)

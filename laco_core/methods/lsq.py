@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from ..adapters import Adapter
 from ..errors import LacoError
-from ..fitting import fit_down
 from ..params import ParamDef
-from .base import LayerParams, MergeMethod, fitted_tensor
-from .linear import FIT_INFO, RIDGE
+from .base import LayerParams, fitted_tensor
+from .fitted_drop import FIT_INFO, RIDGE, FittedDrop
 
 
-class DropLsq(MergeMethod):
+class DropLsq(FittedDrop):
     """Keep layer lo, delete lo+1..hi, and refit lo's ``down_proj`` on calibration data.
 
     The new W_down (hidden × intermediate) is the ridge least-squares solution, shrunk
@@ -21,28 +20,17 @@ class DropLsq(MergeMethod):
     """
 
     name = "drop_lsq"
-    keeps_lo = True
+    basis, tensor = "inner", "down_weight"
     passthrough = "refits layer LO's MLP down-projection by least squares on calibration activations: a fitted tensor, not a copied layer"
     summary = (
         "Drop lo+1..hi and refit lo's MLP down projection by least squares on calibration data."
     )
     formula = "W_down,lo ← argmin ‖A Wᵀ − R‖² + λ‖W − W_down,lo‖²"
-    fitted = True
     params = (
         RIDGE,
         FIT_INFO,
         ParamDef("down_weight", "tensor", cli=False, help="the refitted W_down (H × I)"),
     )
-
-    def is_fitted(self, params: dict) -> bool:
-        info = params.get("fit")
-        return info is not None and (params.get("down_weight") is not None or "skipped" in info)
-
-    def fit(self, ctx, lo: int, hi: int, params: dict) -> dict:
-        if self.is_fitted(params):
-            return params
-        tensor, info = fit_down(ctx, lo, hi, params.get("ridge", "auto"), basis="inner")
-        return {**params, "down_weight": tensor, "fit": info}
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         out = dict(layers[0])
