@@ -1,16 +1,14 @@
-"""Automatic collapse on the default model: speed of the fast loop, quality at fixed sizes.
+"""Automatic collapse on the default model: speed of the fast loop and of the default pipeline.
 
-1. Wall time of the literal official loop (deep copy per candidate, dense model re-run per
+1. What-if preview of a plan from cached activations (the app's live preview, 8 prompts).
+2. Wall time of the literal official loop (deep copy per candidate, dense model re-run per
    sentence) ÷ ours, C=4, L=1, H=30, I=2, at T=0.9 and T=0.65, with the accepted merges of
-   both printed and compared (target ≥ 20× with identical merges).
-2. Held-out perplexity (assets/eval_text.txt, never used for calibration) after removing
-   10 %, 20 % and 30 % of the parameters, for strategy × objective × method. One search per
-   row runs to 30 %; the 10 % and 20 % models replay the prefix of its accepted merges.
+   both printed and compared (identical decisions).
+3. A manual drop_lsq collapse of three ranges, and ``laco auto --target-ratio 0.2`` (the
+   default pipeline), end to end. Quality at every size lives in ``bench quality``.
 
-Knobs (environment): BENCH_SEARCH_PROMPTS (prompts for part 1, default 8; 0 skips it),
-BENCH_SEARCH_CALIB (calibration prompts for part 2, default 8), BENCH_SEARCH_WINDOWS
-(256-token eval windows, default 4), BENCH_SEARCH_GRID (``quick``: 3 rows, default;
-``full``: 9 rows; ``none``: skip part 2). Defaults keep it near half an hour on 2 cores.
+Knobs (environment): BENCH_SEARCH_PROMPTS (prompts for part 2, default 8; 0 skips 1 and 2),
+BENCH_SEARCH_PIPELINE (0 skips part 3).
 """
 
 from __future__ import annotations
@@ -21,52 +19,16 @@ import time
 import torch
 
 from laco_core.activations import ActivationCache
-from laco_core.adapters import get_layers
 from laco_core.assets import read_prompts, read_text
 from laco_core.evaluate import perplexity
 from laco_core.models import load_model
 from laco_core.ops import preview, reference_search, run_search
-from laco_core.plan import plan_of
-from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
-from laco_core.search.run import replay
 from laco_core.search.state import workers_for
 
 from .common import at_least, at_most, report, section
 
-TARGETS = (0.1, 0.2, 0.3)
 FAST_REPEATS = 3
-GREEDY = {"lazy": True}
-CALIBRATED = {
-    "lazy": True,
-    "refine_top": 2,
-    "method_params": {"correct": True, "alpha_evals": 4},
-}
-# (strategy, objective, method, merge_count, extra config): C=2 keeps greedy at n ranges a step
-GRIDS = {
-    "quick": [
-        ("paper", "cosine", "official", 4, {}),
-        ("greedy", "kl", "drop", 2, GREEDY),
-        ("greedy", "kl", "rdsc_calibrated", 2, CALIBRATED),
-    ],
-    "full": [
-        ("paper", "cosine", "official", 4, {}),
-        ("paper", "cosine", "rdsc_calibrated", 4, {"method_params": {"alpha_evals": 4}}),
-        ("paper", "kl", "drop", 4, {}),
-        ("greedy", "cosine", "drop", 2, GREEDY),
-        ("greedy", "kl", "drop", 2, GREEDY),
-        ("greedy", "ppl", "drop", 2, GREEDY),
-        (
-            "greedy",
-            "kl",
-            "rdsc_calibrated",
-            2,
-            {"lazy": True, "refine_top": 2, "method_params": {"alpha_evals": 4}},
-        ),
-        ("greedy", "kl", "rdsc_calibrated", 2, CALIBRATED),
-        ("greedy", "kl", "drop_linear", 2, GREEDY),  # fitted map, cross-validated ridge
-    ],
-}
 
 
 def _accepted(items) -> list[tuple[int, int]]:
@@ -144,75 +106,41 @@ def preview_speed(lm, prompts: list[str]) -> None:
         )
 
 
-def quality(lm, calib: list[str], grid: list[tuple], windows: int) -> None:
-    section(f"Held-out perplexity at 10/20/30 % of parameters removed ({windows}×256 eval tokens)")
-    text = read_text()
-    dense = perplexity(lm.model, lm.tokenizer, text, seq_len=256, max_windows=windows)
-    report("dense held-out perplexity", dense)
-    per_layer = sum(p.numel() for p in get_layers(lm.model)[0].parameters())
-    cache = ActivationCache(lm.model, lm.tokenizer, calib)
-    rows = []
-    for strategy, objective, method, c, extra in grid:
-        correct = extra.get("method_params", {}).get("correct")
-        name = f"{strategy}/{objective}/{method}" + ("+correct" if correct else "")
-        cfg = SearchConfig(
-            merge_count=c,
-            low=1,
-            threshold=0.9,
-            strategy=strategy,
-            objective=objective,
-            method=method,
-            target_ratio=max(TARGETS),
-            **extra,
-        )
-        t0 = time.perf_counter()
-        try:
-            res = run_search(lm.model, lm.tokenizer, calib, cfg, cache=cache)
-        except Exception as e:  # one failing row must not hide the others
-            print(f"{name}: failed: {e}")
-            continue
-        found = time.perf_counter() - t0
-        ppls = []
-        for r in TARGETS:
-            need = -(-round(r * res.params_before) // per_layer)
-            steps, removed = [], 0
-            for m in res.merges:  # the shortest prefix of the accepted merges reaching the target
-                if removed >= need:
-                    break
-                steps.append(m)
-                removed += m.hi - m.lo
-            model = replay(lm.model, steps, REGISTRY.method)
-            ppl = perplexity(model, lm.tokenizer, text, seq_len=256, max_windows=windows)
-            ppls.append(ppl)
-            plan = [list(x) for x in plan_of(model)]
-            at_most(
-                f"{name} {r:.0%} removed ({removed} layers): perplexity / dense",
-                ppl / dense,
-                2.0 if r == 0.2 else float("inf"),
-                note=f"ppl {ppl:.2f}, plan {plan}",
-            )
-        rows.append((name, ppls, found))
-        print(f"{name}: search {found:.0f} s", flush=True)
-    if rows:
-        for i, r in enumerate(TARGETS):
-            best = min(rows, key=lambda x: x[1][i])
-            print(
-                f"best at {r:.0%}: {best[0]} (perplexity {best[1][i]:.2f}, ×{best[1][i] / dense:.2f} dense)"
-            )
+def pipeline_speed(lm) -> None:
+    section("The default pipeline and a manual drop_lsq collapse, wall time")
+    from laco_core.pipeline import run as run_steps
+    from laco_core.presets import best_collapse
+    from laco_core.steps.collapse import CollapseStep
+
+    t0 = time.perf_counter()
+    model, recipe = run_steps(lm, [CollapseStep([[4, 5], [12, 18], [25, 26]], "drop_lsq")])
+    at_most(
+        "manual drop_lsq collapse of three ranges (4-5, 12-18, 25-26), seconds",
+        time.perf_counter() - t0,
+        20,
+        note="dense activations on the 39 training paragraphs + 3 ridge fits",
+    )
+    t0 = time.perf_counter()
+    model, recipe = run_steps(lm, best_collapse(target_ratio=0.2))
+    seconds = time.perf_counter() - t0
+    ppl = perplexity(model, lm.tokenizer, read_text(), seq_len=256)
+    at_most(
+        "laco auto --target-ratio 0.2 (the default pipeline), seconds",
+        seconds,
+        600,
+        note=f"{recipe.describe()}; held-out ppl {ppl:.2f}",
+    )
 
 
 def main() -> None:
     lm = load_model("default", dtype="float32", device="cpu")
     prompts = read_prompts()
     n = int(os.environ.get("BENCH_SEARCH_PROMPTS", "8"))
-    calib = int(os.environ.get("BENCH_SEARCH_CALIB", "8"))
-    windows = int(os.environ.get("BENCH_SEARCH_WINDOWS", "4"))
-    grid = os.environ.get("BENCH_SEARCH_GRID", "quick")
     if n > 0:
         preview_speed(lm, prompts[:8])  # the app's live preview uses 8 prompts
         speed(lm, prompts[:n])
-    if grid in GRIDS:
-        quality(lm, prompts[:calib], GRIDS[grid], windows)
+    if os.environ.get("BENCH_SEARCH_PIPELINE", "1") != "0":
+        pipeline_speed(lm)
 
 
 if __name__ == "__main__":
