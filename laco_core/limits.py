@@ -150,6 +150,12 @@ class Limits:
             total += n
         self.check("calibration_tokens", total, f"{what} prompts in total")
 
+    def check_prompt(self, tokenizer, prompt: str, what: str = "The prompt") -> None:
+        """One prompt to generate from: its length in tokens."""
+        if len(prompt) > 32 * self.prompt_tokens:
+            self.check("prompt_tokens", len(prompt) // 32, f"{what} (at least)")
+        self.check("prompt_tokens", len(tokenizer(prompt)["input_ids"]), what)
+
     def check_text(self, text: str, what: str = "The text") -> None:
         """A text to score or train on: its length in characters."""
         self.check("text_chars", len(text), what)
