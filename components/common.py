@@ -97,8 +97,10 @@ def base_of(engine: Engine, session: Session) -> LoadedModel:
 def pick_build(session: Session, did: str | None) -> str:
     """The build id to use: the one picked, else the session's latest."""
     did = did or session.current
-    if not did or session.get(did) is None:
+    if not did:
         raise LacoError("No collapsed model yet: build one in the Collapse tab first.")
+    if session.get(did) is None:  # the engine's words for another session's id: nothing leaks
+        raise LacoError(f"Unknown model id '{did}': build or load one first.")
     return did
 
 
