@@ -214,7 +214,7 @@ def load_model(
         if hosted:
             source = "embedded SmolLM2-135M-Instruct" if gguf is not None else DEFAULT_HUB_ID
     elif hosted:
-        model, tok, source = _load_pretrained(spec, dt, dev, False, max_params)
+        model, tok, source = _load_pretrained(spec, dt, dev, False, max_params, hosted=True)
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise LacoError(f"GGUF file not found: {spec}")
@@ -255,12 +255,15 @@ def _load_pretrained(
     dev: torch.device,
     trust_remote_code: bool,
     max_params: int | None = None,
+    hosted: bool = False,
 ):
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     hint = " (offline: only cached models load)" if offline else ""
     try:
         raw, _ = PretrainedConfig.get_config_dict(name)
     except (OSError, ValueError) as e:
+        if hosted:  # the words check_hosted_spec uses for a Hub-like local name
+            raise LacoError(f"Cannot load model '{name}': not found on the Hub.") from None
         raise LacoError(
             f"Cannot load model '{name}'{hint}: not a local path and not found on the Hub."
         ) from e
