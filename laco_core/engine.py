@@ -165,6 +165,7 @@ class Engine:
         with self._lock:
             self._builds[did] = build
             self._evict(keep={build.base_key, did})
+        trim()  # a build leaves freed temporaries (merge sums, fits) in malloc's arenas
         return did
 
     def _check_room(self, owner: str | None) -> None:
