@@ -44,6 +44,8 @@ footer { display: none !important; }
 # at once keeps a 1 s request from waiting behind a streaming compare. Long jobs share the
 # cores: two at once (and one per session, enforced by the engine).
 CONCURRENCY = {SHORT_GROUP: 4, LONG_GROUP: 2}
+# Requests waiting at most; beyond, a visitor is told the queue is full instead of waiting on.
+QUEUE_SIZE = 64
 # Gradio's copies of files sent to browsers (zips, CSVs): swept every 10 min, kept 1 h.
 DELETE_CACHE = (600, 3600)
 
@@ -77,7 +79,7 @@ def build_app(engine: Engine) -> gr.Blocks:
 def configure(demo: gr.Blocks) -> gr.Blocks:
     """Queue with separate concurrency groups: quick requests (preview, analysis, compare,
     evaluate) never wait behind long jobs (searches, heals, baselines, exports)."""
-    demo.queue(default_concurrency_limit=2)
+    demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
     for fn in demo.fns.values():
         if fn.concurrency_id in CONCURRENCY:
             fn.concurrency_limit = CONCURRENCY[fn.concurrency_id]
