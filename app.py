@@ -14,9 +14,11 @@ from components import (
     compare_tab,
     evaluate_tab,
     export_tab,
+    limits_panel,
     model_tab,
     similarity_tab,
 )
+from components.common import LONG_GROUP, SHORT_GROUP
 from components.state import Session
 from laco_core.engine import Engine
 
@@ -38,6 +40,14 @@ CSS = """
 .laco-panel { border-radius: 10px; }
 footer { display: none !important; }
 """
+# Requests of each concurrency group served at once. Short requests are brief but many: four
+# at once keeps a 1 s request from waiting behind a streaming compare. Long jobs share the
+# cores: two at once (and one per session, enforced by the engine).
+CONCURRENCY = {SHORT_GROUP: 4, LONG_GROUP: 2}
+# Requests waiting at most; beyond, a visitor is told the queue is full instead of waiting on.
+QUEUE_SIZE = 64
+# Gradio's copies of files sent to browsers (zips, CSVs): swept every 10 min, kept 1 h.
+DELETE_CACHE = (600, 3600)
 
 
 def build_app(engine: Engine) -> gr.Blocks:
@@ -46,12 +56,13 @@ def build_app(engine: Engine) -> gr.Blocks:
     Args:
         engine: Owner of every model and cache.
     """
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         session = gr.State(Session())
         with gr.Tabs():
             with gr.Tab("1 · Model", id="model"):
                 model = model_tab.build(engine, session, demo)
+                limits_panel.build(engine)
             with gr.Tab("2 · Similarity", id="similarity"):
                 sim = similarity_tab.build(engine, session, model)
             with gr.Tab("3 · Collapse", id="collapse"):
@@ -68,13 +79,19 @@ def build_app(engine: Engine) -> gr.Blocks:
 def configure(demo: gr.Blocks) -> gr.Blocks:
     """Queue with separate concurrency groups: quick requests (preview, analysis, compare,
     evaluate) never wait behind long jobs (searches, heals, baselines, exports)."""
-    demo.queue(default_concurrency_limit=2)
+    demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
+    for fn in demo.fns.values():
+        if fn.concurrency_id in CONCURRENCY:
+            fn.concurrency_limit = CONCURRENCY[fn.concurrency_id]
     return demo
 
 
-def launch_kwargs() -> dict:
-    """Theme and CSS belong in ``launch()`` in Gradio 6."""
-    return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS}
+def launch_kwargs(engine: Engine | None = None) -> dict:
+    """Theme and CSS belong in ``launch()`` in Gradio 6; uploads are capped by the limits."""
+    kwargs = {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS}
+    if engine is not None:
+        kwargs["max_file_size"] = engine.limits.upload_bytes
+    return kwargs
 
 
 def main() -> None:
@@ -87,7 +104,7 @@ def main() -> None:
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        **launch_kwargs(),
+        **launch_kwargs(engine),
     )
 
 

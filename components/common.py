@@ -1,7 +1,8 @@
 """Small glue shared by the tab builders: errors -> gr.Error, GPU decoration, builds, params.
 
 User errors (``LacoError``) reach the UI with their message and one log line. Anything else
-gets a short message with an error id; the traceback goes to the server log only.
+gets a short message with an error id; the traceback goes to the server log only. On a hosted
+instance, absolute paths in messages are replaced: visitors never learn the server's layout.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import uuid
 from collections.abc import Callable
 
@@ -17,6 +19,7 @@ import spaces
 
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
+from laco_core.limits import hosted
 from laco_core.models import LoadedModel
 from laco_core.pipeline import recipe_from_dict
 from laco_core.recipe import Recipe
@@ -31,10 +34,19 @@ SHORT_GROUP = "short"  # previews, analyses, compares, evaluations of built mode
 PROGRESS = gr.Progress()
 
 
+# an absolute POSIX path (not a Hub id "org/name", not a URL's "//host/…")
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.@+-]+/)*[\w.@+-]*")
+
+
+def public_message(message: str) -> str:
+    """``message`` as a visitor may see it: server paths hidden when hosted."""
+    return _ABS_PATH.sub("<server path>", message) if hosted() else message
+
+
 def _translate(e: BaseException, name: str) -> gr.Error:
     if isinstance(e, LacoError):
         log.info("user error in %s: %s", name, e)
-        return gr.Error(str(e))
+        return gr.Error(public_message(str(e)))
     eid = uuid.uuid4().hex[:8]
     log.exception("internal error %s in %s", eid, name)
     return gr.Error(f"Something went wrong inside the app (error id {eid}); it keeps serving.")
@@ -85,8 +97,10 @@ def base_of(engine: Engine, session: Session) -> LoadedModel:
 def pick_build(session: Session, did: str | None) -> str:
     """The build id to use: the one picked, else the session's latest."""
     did = did or session.current
-    if not did or session.get(did) is None:
+    if not did:
         raise LacoError("No collapsed model yet: build one in the Collapse tab first.")
+    if session.get(did) is None:  # the engine's words for another session's id: nothing leaks
+        raise LacoError(f"Unknown model id '{did}': build or load one first.")
     return did
 
 

@@ -10,25 +10,30 @@ recomputes what it fitted.
 Locking: one short lock guards the tables; no lock is ever held while a model runs, so a
 quick request never waits behind another user's long job, and a streaming handler can be
 abandoned on any thread. Loads and rebuilds of one key are serialised by their own locks.
+
+Requests are checked against ``limits`` before any work (texts a step carries, builds per
+session, one long job per session); a hosted engine loads Hub ids and ``default`` only.
+Exports made for a download live in the engine's ``ExportStore``, bounded by age and size.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from transformers import PreTrainedModel
 
 from . import pipeline
 from .activations import ActivationCache
+from .budget import default_budget_bytes, trim
+from .builds import BaseKey, Build
 from .errors import LacoError
 from .export import ExportResult
+from .jobs import JobSlots
 from .limits import Limits
 from .models import LoadedModel, load_model, resolve_device, resolve_dtype
 from .ops import preview as ops_preview
@@ -37,58 +42,10 @@ from .recipe import BaseRef, Recipe, Step
 from .sharing import model_bytes, new_bytes
 from .similarity import param_similarity, representation_similarity
 from .steps.collapse import CollapseStep
+from .store import ExportStore, zip_stored
 
-BaseKey = tuple[str, str, str]  # (spec, resolved dtype name, resolved device)
 ANALYSES_KEPT = 8
 ACTIVATIONS_KEPT = 4
-
-
-@dataclass
-class Build:
-    """A model built from a base model, with the recipe that rebuilds it.
-
-    Attributes:
-        id: Unique id (``collapse-3``).
-        owner: The session that made it (None: the CLI or a script); others cannot use it.
-        base_key: The base model it was built from (its tokenizer is the build's).
-        recipe: The completed recipe.
-        label: A human label.
-        model: The model while in memory (None once evicted).
-        metrics: Measured figures (kept with the build).
-    """
-
-    id: str
-    owner: str | None
-    base_key: BaseKey
-    recipe: Recipe
-    label: str
-    model: PreTrainedModel | None = None
-    metrics: dict = field(default_factory=dict)
-    created: float = field(default_factory=time.time)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def kind(self) -> str:
-        return self.recipe.steps[-1].kind if self.recipe.steps else "base"
-
-    @property
-    def params(self) -> int | None:
-        return self.recipe.info.get("params_after")
-
-
-def default_budget_bytes() -> int:
-    """``LACO_MEMORY_GB``, else 60 % of this machine's memory."""
-    raw = os.environ.get("LACO_MEMORY_GB")
-    if raw:
-        try:
-            return int(float(raw) * 2**30)
-        except ValueError:
-            raise LacoError(f"LACO_MEMORY_GB={raw!r} is not a number of GB.") from None
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        total = 16 * 2**30
-    return int(0.6 * total)
 
 
 class Engine:
@@ -96,14 +53,26 @@ class Engine:
 
     Args:
         memory_budget_gb: Bound for everything cached (None: ``default_budget_bytes``).
-        limits: Request limits (default: ``Limits.current()``).
+        limits: Request limits (default: ``Limits.current()``); ``limits.is_hosted`` makes
+            this a hosted engine.
+        export_dir: Where exports for downloads go (default: ``ExportStore``'s).
     """
 
-    def __init__(self, memory_budget_gb: float | None = None, limits: Limits | None = None):
+    def __init__(
+        self,
+        memory_budget_gb: float | None = None,
+        limits: Limits | None = None,
+        export_dir: str | Path | None = None,
+    ):
         self.budget = (
             default_budget_bytes() if memory_budget_gb is None else int(memory_budget_gb * 2**30)
         )
         self.limits = limits or Limits.current()
+        self.hosted = self.limits.is_hosted
+        self.exports = ExportStore(
+            self.limits.export_ttl_s, self.limits.export_mb * 10**6, export_dir
+        )
+        self._jobs = JobSlots(self.limits.long_jobs)
         self._bases: OrderedDict[BaseKey, LoadedModel] = OrderedDict()
         self._builds: OrderedDict[str, Build] = OrderedDict()
         self._caches: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
@@ -128,7 +97,7 @@ class Engine:
             with self._lock:
                 if key in self._bases:
                     return self._bases[key]
-            loaded = load_model(*key)
+            loaded = load_model(*key, hosted=self.hosted, max_params=self.limits.model_params)
             with self._lock:
                 self._bases[key] = loaded
                 self._evict(keep={key})
@@ -156,20 +125,35 @@ class Engine:
 
         Returns:
             The new build's id.
+
+        Raises:
+            LimitExceeded: before any work, for inputs over a limit, a session at its
+                number of builds, or a session that already runs a long job.
         """
         self._check_room(owner)
-        prior = self.recipe(parent, owner) if parent else None
-        if prior is not None:
-            base = self.base_of(prior.base)
-        ctx = pipeline.context(base, events, progress, stop, self._activations_of(base))
-        model, recipe = pipeline.run(base, steps, ctx, prior)
-        return self._register(base, recipe, model, owner, label)
+        for step in steps:
+            self.limits.check_step(step, base.tokenizer)
+        with self.job(owner):
+            prior = self.recipe(parent, owner) if parent else None
+            if prior is not None:
+                base = self.base_of(prior.base)
+            ctx = pipeline.context(base, events, progress, stop, self._activations_of(base))
+            model, recipe = pipeline.run(base, steps, ctx, prior)
+            return self._register(base, recipe, model, owner, label)
 
     def add_recipe(self, recipe: Recipe, owner: str | None = None, label: str | None = None) -> str:
-        """Register a recipe; its model is built when first asked for."""
+        """Register a recipe (checked against the limits); its model is built when asked for."""
         self._check_room(owner)
         base = self.base_of(recipe.base)
+        for step in recipe.steps:
+            self.limits.check_step(step, base.tokenizer)
         return self._register(base, recipe, None, owner, label)
+
+    def job(self, owner: str | None):
+        """Context manager holding one of ``owner``'s long-job slots (``limits.long_jobs``):
+        a session starts a second search, build, heal or export only once its first one
+        finished or was cancelled; the CLI (owner None) is not limited."""
+        return self._jobs.hold(owner)
 
     def _register(self, base, recipe, model, owner, label) -> str:
         kind = recipe.steps[-1].kind if recipe.steps else "base"
@@ -181,6 +165,7 @@ class Engine:
         with self._lock:
             self._builds[did] = build
             self._evict(keep={build.base_key, did})
+        trim()  # a build leaves freed temporaries (merge sums, fits) in malloc's arenas
         return did
 
     def _check_room(self, owner: str | None) -> None:
@@ -314,12 +299,31 @@ class Engine:
 
     # ---- outputs ----------------------------------------------------------------------------
     def export(
-        self, did: str, out_dir, owner: str | None = None, overwrite: bool = False, protect=()
+        self,
+        did: str,
+        out_dir=None,
+        owner: str | None = None,
+        overwrite: bool = False,
+        protect=(),
     ) -> ExportResult:
-        """Export build ``did`` with its own base's tokenizer and its recipe, verified."""
+        """Export build ``did`` with its own base's tokenizer and its recipe, verified against
+        that base's build. ``out_dir`` None: a folder of the engine's export store."""
         model, base = self.model(did, owner)
         b = self.build(did, owner)
-        return pipeline.export(model, base, out_dir, b.recipe, overwrite, protect, b.metrics)
+        out = self.exports.new(did) if out_dir is None else out_dir
+        return pipeline.export(model, base, out, b.recipe, overwrite, protect, b.metrics)
+
+    def download(self, did: str, owner: str | None = None) -> tuple[ExportResult, Path]:
+        """Export build ``did`` into the export store and zip it: ``(result, zip path)``.
+
+        Both stay until the store's TTL or byte cap removes them (``limits.export_ttl_s``,
+        ``limits.export_mb``); one export per session at a time.
+        """
+        with self.job(owner):
+            res = self.export(did, None, owner)
+            archive = zip_stored(res.path)
+        self.exports.sweep(keep=res.path)
+        return res, archive
 
     # ---- memory -----------------------------------------------------------------------------
     def usage(self) -> dict[str, int]:
@@ -338,9 +342,13 @@ class Engine:
 
     def _evict(self, keep: set) -> None:
         """Drop least-recently-used items until everything fits the budget (lock held)."""
+        evicted = False
         while sum(self.usage().values()) > self.budget:
             if not self._evict_one(keep):
-                return
+                break
+            evicted = True
+        if evicted:
+            trim()  # give the freed tensors' pages back, or RSS stays at its peak
 
     def _evict_one(self, keep: set) -> bool:
         for key in list(self._caches):

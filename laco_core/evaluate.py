@@ -3,6 +3,12 @@
 Perplexity follows the LLM-Pruner / LaCo convention: the text is tokenized once and cut into
 non-overlapping windows of ``seq_len`` tokens, each scored independently (no context carried
 over), and the token-weighted mean negative log-likelihood is exponentiated.
+
+Memory is bounded whatever the text: windows run in batches of at most ``BATCH_TOKENS``
+tokens through the decoder alone, and the LM head runs on chunks of at most
+``LOGIT_ELEMENTS`` / vocabulary positions, so logits (positions × vocabulary floats, the
+largest tensors by far) never exist for a whole batch. A 1024-token window of a 49k-token
+vocabulary would otherwise hold several (B, 1024, 49152) float tensors at once.
 """
 
 from __future__ import annotations
@@ -13,9 +19,14 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import PreTrainedModel
 
+from .activations import logits_of
+from .adapters import decoder
 from .errors import LacoError
-from .metrics import cosine_sum, kl_sum, log_probs, next_token_nll, top1_agreement
+from .metrics import cosine_sum, kl_sum, log_probs, token_nll, top1_agreement
 from .sharing import count_params
+
+BATCH_TOKENS = 4096  # tokens per decoder forward (batch × window)
+LOGIT_ELEMENTS = 2**23  # positions × vocabulary per LM-head chunk: 32 MiB of float32 logits
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -63,6 +74,39 @@ def _pad_id(tokenizer) -> int:
     return int(pad or 0)
 
 
+def batch_for(seq_len: int, batch_size: int) -> int:
+    """Windows per forward: at most ``batch_size`` and ``BATCH_TOKENS`` tokens in all."""
+    return max(1, min(int(batch_size), BATCH_TOKENS // max(int(seq_len), 1)))
+
+
+def _final_states(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states after the final norm (B, T, H), without the LM head."""
+    dev = _device(model)
+    out = decoder(model)(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+    return out.last_hidden_state  # (B, T, H)
+
+
+def _targets(ids: torch.Tensor, mask: torch.Tensor):
+    """Flat indices of real positions (N,), each one's next token (N,) and whether it has one."""
+    nxt = torch.zeros_like(ids)  # (B, T) token t+1 at position t
+    nxt[:, :-1] = ids[:, 1:]
+    has_next = torch.zeros_like(mask, dtype=torch.bool)  # (B, T)
+    has_next[:, :-1] = mask[:, 1:].bool()
+    real = mask.reshape(-1).bool().nonzero().squeeze(1)  # (N,)
+    return real, nxt.reshape(-1)[real], has_next.reshape(-1)[real]
+
+
+def _chunk_len(model: PreTrainedModel) -> int:
+    vocab = model.get_output_embeddings().weight.shape[0]
+    return max(1, LOGIT_ELEMENTS // vocab)
+
+
+def _head_logp(model: PreTrainedModel, states: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities (n, V) of final states (n, H) through the model's own LM head."""
+    head = model.get_output_embeddings().weight
+    return log_probs(logits_of(model, states.to(head.device)))
+
+
 @torch.no_grad()
 def perplexity(
     model: PreTrainedModel,
@@ -79,20 +123,23 @@ def perplexity(
         tokenizer: Its tokenizer.
         text: The evaluation text.
         seq_len: Window length in tokens (each window is scored without earlier context).
-        batch_size: Windows per forward pass.
+        batch_size: Windows per forward pass (capped so a batch holds ``BATCH_TOKENS``).
         max_windows: Score only the first this many windows (quick checks).
 
     Returns:
         exp(mean NLL per predicted token); log-probabilities are taken in float32.
     """
     windows = _windows(_encode(tokenizer, text), seq_len, max_windows)
-    dev = _device(model)
+    chunk = _chunk_len(model)
     nll, count = 0.0, 0
-    for ids, mask in _batches(windows, batch_size, _pad_id(tokenizer)):
-        ids, mask = ids.to(dev), mask.to(dev)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
-        total, n = next_token_nll(log_probs(logits), ids, mask[:, 1:].bool())
-        nll, count = nll + total, count + n
+    for ids, mask in _batches(windows, batch_for(seq_len, batch_size), _pad_id(tokenizer)):
+        h = _final_states(model, ids, mask)  # (B, T, H)
+        real, nxt, has_next = _targets(ids, mask)
+        flat = h.reshape(-1, h.shape[-1])[real.to(h.device)]  # (N, H)
+        for a in range(0, real.numel(), chunk):
+            logp = _head_logp(model, flat[a : a + chunk])  # (n, V)
+            total, n = token_nll(logp, nxt[a : a + chunk], has_next[a : a + chunk])
+            nll, count = nll + total, count + n
     return math.exp(nll / count)
 
 
@@ -126,7 +173,7 @@ def reference_metrics(
         text_or_prompts: A text (cut into windows of ``seq_len``) or a list of prompts.
         seq_len: Window length / prompt truncation.
         max_windows: Use at most this many windows or prompts.
-        batch_size: Sequences per forward pass.
+        batch_size: Sequences per forward pass (capped so a batch holds ``BATCH_TOKENS``).
 
     Returns:
         ``kl``: mean KL(reference ‖ model) of next-token distributions in nats per token;
@@ -138,40 +185,33 @@ def reference_metrics(
         equal to :func:`perplexity` with the same ``seq_len`` and ``max_windows``).
     """
     seqs = _inputs(tokenizer, text_or_prompts, seq_len, max_windows)
-    dev_m, dev_r = _device(model), _device(reference)
+    dev = _device(model)
+    chunk = min(_chunk_len(model), _chunk_len(reference))
     kl_total = agree = cos_sum = nll_m = nll_r = 0.0
     count = predicted = 0
     cos_ok = True
-    for ids, mask in _batches(seqs, batch_size, _pad_id(tokenizer)):
-        out_r = reference(
-            input_ids=ids.to(dev_r),
-            attention_mask=mask.to(dev_r),
-            use_cache=False,
-            output_hidden_states=True,
-        )
-        out_m = model(
-            input_ids=ids.to(dev_m),
-            attention_mask=mask.to(dev_m),
-            use_cache=False,
-            output_hidden_states=True,
-        )
-        valid = mask.bool().to(dev_m)  # (B, T)
-        logp_r = log_probs(out_r.logits.to(dev_m))  # (B, T, V)
-        logp_m = log_probs(out_m.logits)  # (B, T, V)
-        kl_sum_, _ = kl_sum(logp_r, logp_m, valid)
-        kl_total += kl_sum_
-        # next-token NLL of both models from the same forwards (perplexity without a rerun)
-        nxt = valid[:, 1:]  # (B, T-1)
-        m_nll, n_pred = next_token_nll(logp_m, ids.to(dev_m), nxt)
-        r_nll, _ = next_token_nll(logp_r, ids.to(dev_m), nxt)
-        nll_m, nll_r, predicted = nll_m + m_nll, nll_r + r_nll, predicted + n_pred
-        agree += top1_agreement(logp_r, logp_m, valid)[0]
-        h_r, h_m = out_r.hidden_states[-1], out_m.hidden_states[-1]  # (B, T, H), (B, T, H')
-        if h_r.shape[-1] == h_m.shape[-1] and cos_ok:
-            cos_sum += cosine_sum(h_r.to(dev_m), h_m, valid)[0]
+    for ids, mask in _batches(seqs, batch_for(seq_len, batch_size), _pad_id(tokenizer)):
+        h_r = _final_states(reference, ids, mask)  # (B, T, H)
+        h_m = _final_states(model, ids, mask)  # (B, T, H')
+        real, nxt, has_next = _targets(ids, mask)
+        f_r = h_r.reshape(-1, h_r.shape[-1])[real.to(h_r.device)]  # (N, H)
+        f_m = h_m.reshape(-1, h_m.shape[-1])[real.to(h_m.device)]  # (N, H')
+        nxt, has_next = nxt.to(dev), has_next.to(dev)
+        for a in range(0, real.numel(), chunk):
+            part = slice(a, a + chunk)
+            logp_r = _head_logp(reference, f_r[part]).to(dev)  # (n, V)
+            logp_m = _head_logp(model, f_m[part])  # (n, V)
+            kl_total += kl_sum(logp_r, logp_m)[0]
+            agree += top1_agreement(logp_r, logp_m)[0]
+            # next-token NLL of both models from the same forwards (perplexity without a rerun)
+            m_nll, n_pred = token_nll(logp_m, nxt[part], has_next[part])
+            r_nll, _ = token_nll(logp_r, nxt[part], has_next[part])
+            nll_m, nll_r, predicted = nll_m + m_nll, nll_r + r_nll, predicted + n_pred
+        if f_r.shape[-1] == f_m.shape[-1] and cos_ok:
+            cos_sum += cosine_sum(f_r.to(dev), f_m)[0]
         else:
             cos_ok = False
-        count += int(valid.sum())
+        count += int(real.numel())
     return {
         "kl": kl_total / count,
         "top1_agreement": agree / count,

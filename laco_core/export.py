@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,22 @@ def check_target(path: str | Path, overwrite: bool = False, protect=()) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise LacoError(f"Cannot create '{path}': '{parent}' is a file.")
-    if not os.access(parent, os.W_OK):
+    if not _writable(parent):
         raise LacoError(f"Cannot write '{path}': '{parent}' is not writable.")
     return path
+
+
+def _writable(folder: Path) -> bool:
+    """True when a folder can be created in ``folder`` (tried: permission bits say nothing to
+    root, and read-only mounts or full disks only show when writing)."""
+    if not os.access(folder, os.W_OK):
+        return False
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".laco-probe-", dir=folder))
+    except OSError:
+        return False
+    probe.rmdir()
+    return True
 
 
 def model_card(recipe: Recipe, info: dict) -> str:

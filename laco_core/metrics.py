@@ -55,6 +55,18 @@ def next_token_nll(
     return float(nll[next_valid].double().sum()), int(next_valid.sum())
 
 
+def token_nll(
+    logp: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[float, int]:
+    """Sum of −log p(target) over positions given flat: log-probs (N, V), targets (N,), and
+    the count; ``valid`` (N,) marks positions that have a target."""
+    nll = -logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1)  # (N,)
+    if valid is None:
+        return float(nll.double().sum()), nll.numel()
+    valid = valid.to(logp.device)
+    return float(nll[valid].double().sum()), int(valid.sum())
+
+
 def top1_agreement(
     ref_logp: torch.Tensor, logp: torch.Tensor, valid: torch.Tensor | None = None
 ) -> tuple[int, int]:

@@ -15,10 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from .adapters import get_adapter, num_layers, supported
 from .errors import LacoError
+from .limits import hosted as hosted_default
+from .loadguard import (
+    check_hosted_spec,
+    check_local_config,
+    check_remote_code,
+    check_size,
+    read_local,
+)
 from .prune.io import SHAPES_SIDECAR, load_pruned
 from .sharing import count_params
 
@@ -49,6 +63,7 @@ class LoadedModel:
         return count_params(self.model)
 
     def describe(self) -> dict:
+        """What was loaded, for people (``source`` says where the weights came from)."""
         cfg = self.model.config
         return {
             "spec": self.spec,
@@ -159,6 +174,8 @@ def load_model(
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    hosted: bool | None = None,
+    max_params: int | None = None,
 ) -> LoadedModel:
     """Load a causal LM by spec.
 
@@ -167,15 +184,23 @@ def load_model(
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. On CUDA a model too large
             for one GPU is spread with ``device_map="auto"``.
-        trust_remote_code: Off unless explicitly asked for.
+        trust_remote_code: Off unless explicitly asked for (never when hosted).
+        hosted: A public app (default: ``limits.hosted()``): only ``default`` and Hub ids
+            load, never a path on the server, and messages never say what exists there.
+        max_params: Refuse (before downloading weights) a model with more parameters.
 
     Raises:
-        LacoError: when the spec cannot be resolved or the architecture is unsupported.
+        LacoError: when the spec cannot be resolved, the files are corrupt, the architecture
+            is unsupported or the model needs remote code.
     """
     spec = (spec or DEFAULT_SPEC).strip()
+    hosted = hosted_default() if hosted is None else hosted
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     t0 = time.perf_counter()
+    if hosted:
+        check_hosted_spec(spec)
+        trust_remote_code = False
     path = Path(spec).expanduser()
 
     if spec == DEFAULT_SPEC:
@@ -183,27 +208,36 @@ def load_model(
         if gguf is not None:
             model, tok, source = _load_gguf(gguf, dt)
         else:
-            model, tok, source = _load_pretrained(DEFAULT_HUB_ID, dt, dev, trust_remote_code)
+            model, tok, source = _load_pretrained(
+                DEFAULT_HUB_ID, dt, dev, trust_remote_code, max_params
+            )
+        if hosted:
+            source = "embedded SmolLM2-135M-Instruct" if gguf is not None else DEFAULT_HUB_ID
+    elif hosted:
+        model, tok, source = _load_pretrained(spec, dt, dev, False, max_params, hosted=True)
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise LacoError(f"GGUF file not found: {spec}")
-        model, tok, source = _load_gguf(path, dt)
+        model, tok, source = read_local(spec, lambda: _load_gguf(path, dt))
     elif path.is_dir():
         if not (path / "config.json").exists():
             raise LacoError(
                 f"'{spec}' is a directory without config.json; save models with save_pretrained."
             )
+        check_local_config(path, spec, trust_remote_code, max_params)
         if (path / SHAPES_SIDECAR).exists():
-            model, tok = load_pruned(path, dt)  # per-layer shapes rebuilt first
+            model, tok = read_local(spec, lambda: load_pruned(path, dt))  # shapes first
             source = str(path)
         else:
-            model, tok, source = _load_pretrained(str(path), dt, dev, trust_remote_code)
+            model, tok, source = read_local(
+                spec, lambda: _load_pretrained(str(path), dt, dev, trust_remote_code, max_params)
+            )
     elif path.exists():
         raise LacoError(
             f"'{spec}' is a file but not a .gguf model; give a directory or a .gguf file."
         )
     else:
-        model, tok, source = _load_pretrained(spec, dt, dev, trust_remote_code)
+        model, tok, source = _load_pretrained(spec, dt, dev, trust_remote_code, max_params)
 
     _check_architecture(model.config)
     if getattr(model, "hf_device_map", None) is None:
@@ -215,16 +249,33 @@ def load_model(
     return LoadedModel(model, tok, spec, dt, dev, time.perf_counter() - t0, source)
 
 
-def _load_pretrained(name: str, dtype: torch.dtype, dev: torch.device, trust_remote_code: bool):
+def _load_pretrained(
+    name: str,
+    dtype: torch.dtype,
+    dev: torch.device,
+    trust_remote_code: bool,
+    max_params: int | None = None,
+    hosted: bool = False,
+):
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    hint = " (offline: only cached models load)" if offline else ""
     try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        raw, _ = PretrainedConfig.get_config_dict(name)
     except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (offline: only cached models load)" if offline else ""
+        if hosted:  # the words check_hosted_spec uses for a Hub-like local name
+            raise LacoError(f"Cannot load model '{name}': not found on the Hub.") from None
         raise LacoError(
             f"Cannot load model '{name}'{hint}: not a local path and not found on the Hub."
         ) from e
+    check_remote_code(raw, name, trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise LacoError(
+            f"Cannot read the config of '{name}' ({type(e).__name__}); supported: {supported()}."
+        ) from e
     _check_architecture(config)
+    check_size(config, name, max_params)
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if dev.type == "cuda" and _needs_sharding(config, dtype, dev):
         kwargs["device_map"] = "auto"

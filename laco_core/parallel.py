@@ -8,6 +8,7 @@ do close to twice the work and degrade gracefully under load.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,23 +28,53 @@ def default_workers(model: nn.Module) -> int:
     return max(1, min(torch.get_num_threads(), 8))
 
 
+class _OneThread:
+    """Counts the pools alive: torch runs one intra-op thread while any is, and gets its
+    earlier count back when the last one closes.
+
+    Saving and restoring per pool is wrong once two pools overlap (two users' searches):
+    the second saves the first's 1 and, closing last, leaves the whole process on one
+    thread for good.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pools = 0
+        self.saved = 1
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.pools == 0:
+                self.saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self.pools += 1
+
+    def exit(self) -> None:
+        with self.lock:
+            self.pools -= 1
+            if self.pools == 0:
+                torch.set_num_threads(self.saved)
+
+
+_ONE_THREAD = _OneThread()
+
+
 @contextmanager
 def worker_pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
     """A thread pool whose workers run torch ops on one thread each; None for one worker.
 
-    torch's intra-op thread count is process-wide: it is set to 1 for the pool's lifetime
-    and restored after.
+    torch's intra-op thread count is process-wide: it is 1 while any pool is open and
+    restored when the last one closes.
     """
     if workers <= 1:
         yield None
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    _ONE_THREAD.enter()
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="laco-worker") as pool:
             yield pool
     finally:
-        torch.set_num_threads(threads)
+        _ONE_THREAD.exit()
 
 
 def pmap(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:

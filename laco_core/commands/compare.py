@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from ..errors import LacoError
+from .common import check_output_file, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     ratios = _ratios(args.ratios)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.eval_windows < 0:
+        raise LacoError(f"--eval-windows must be 0 (all) or more (got {args.eval_windows}).")
+    if args.heal_steps < 0:
+        raise LacoError(f"--heal-steps must be 0 (no heal) or more (got {args.heal_steps}).")
+    json_file = check_output_file(args.json_out, "--json")
+    csv_file = check_output_file(args.csv_out, "--csv")
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
 
     def progress(done: int, total: int, message: str) -> None:
@@ -70,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
         eval_windows=args.eval_windows or None,
     )
     print(markdown_table(df))
-    if args.json_out:
-        Path(args.json_out).expanduser().write_text(
-            json.dumps(df.to_dict("records"), default=str, indent=1)
-        )
-    if args.csv_out:
-        df.to_csv(Path(args.csv_out).expanduser(), index=False)
+    write_json(json_file, df.to_dict("records"))
+    if csv_file is not None:
+        try:
+            df.to_csv(csv_file, index=False)
+        except OSError as e:
+            raise LacoError(f"Cannot write '{args.csv_out}': {e.strerror or e}.") from None
     for note in sorted(set(df["note"].dropna()) - {""}):
         print(f"note: {note}", file=sys.stderr)
     return 0

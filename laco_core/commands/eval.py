@@ -10,12 +10,13 @@ import argparse
 import gc
 import json
 import sys
-from pathlib import Path
 
 from ..assets import EVAL_TEXT
 from ..errors import LacoError
 from ..evaluate import evaluate
+from ..limits import Limits
 from ..models import load_model
+from .common import check_output_file, read_user_text, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,14 +63,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def read_text_file(path: str) -> str:
-    """A text file's content, or a LacoError naming the file."""
-    f = Path(path).expanduser()
-    if not f.is_file():
-        raise LacoError(f"Text file not found: {path}")
-    try:
-        return f.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise LacoError(f"'{path}' is not UTF-8 text.") from None
+    """A text file's content (UTF-8, not binary), or a LacoError naming the file."""
+    text = read_user_text(path, "Text file")
+    if "\x00" in text:
+        raise LacoError(f"Text file '{path}' is not text (it holds NUL bytes).")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
     args.model = models[0]
     if args.seq_len < 2:
         raise LacoError(f"--seq-len must be at least 2 (got {args.seq_len}).")
+    limits = Limits.current()
+    limits.check("seq_len", args.seq_len, "--seq-len")
+    out_file = check_output_file(args.json_out, "--json")
     text = read_text_file(args.text)
+    limits.check_text(text, "--text")
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     ref = None
     if args.reference:
@@ -104,10 +106,7 @@ def run(args: argparse.Namespace) -> int:
             f"KL {metrics['kl']:.4f} nats/token, top-1 agreement {metrics['top1_agreement']:.3f}, "
             f"final cosine {'n/a' if cos is None else f'{cos:.4f}'}"
         )
-    if args.json_out:
-        Path(args.json_out).expanduser().write_text(
-            json.dumps(metrics, indent=2) + "\n", encoding="utf-8"
-        )
+    write_json(out_file, metrics)
     return 0
 
 
@@ -153,6 +152,7 @@ def run_tasks_command(args: argparse.Namespace, models: list[str]) -> int:
         raise LacoError(f"--limit must be at least 1 (got {args.limit}).")
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise LacoError(f"--num-fewshot must be 0 or more (got {args.num_fewshot}).")
+    out_file = check_output_file(args.json_out, "--json")
     _quiet_lm_eval()
     # unknown tasks, missing folders and unreachable datasets: report before loading a model
     load_tasks(tasks, args.include_path)
@@ -186,7 +186,5 @@ def run_tasks_command(args: argparse.Namespace, models: list[str]) -> int:
             "results": results,
             "table": json.loads(table.to_json(orient="index")),
         }
-        Path(args.json_out).expanduser().write_text(
-            json.dumps(out, indent=2) + "\n", encoding="utf-8"
-        )
+        write_json(out_file, out)
     return 0

@@ -7,6 +7,7 @@ import sys
 
 from ..errors import LacoError
 from ..generate import DecodeSettings, first_divergence, stream, stream_pair
+from ..limits import Limits
 from ..models import load_model
 
 
@@ -64,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         seed=args.seed,
         chat=not args.no_chat,
-    )
+    ).validate()
+    limits = Limits.current()
+    limits.check("new_tokens", settings.max_new_tokens, "--max-new-tokens")
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    limits.check_prompt(lm.tokenizer, args.prompt, "--prompt")
     printer = _Printer()
     if not args.compare:
         st = None

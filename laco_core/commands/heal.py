@@ -11,6 +11,7 @@ from ..errors import LacoError
 from ..evaluate import perplexity
 from ..export import check_target
 from ..heal import check_hyperparameters
+from ..limits import Limits
 from ..pipeline import base_ref, context, export, read_recipe
 from ..recipe import RECIPE_FILE, Recipe, TextSource
 from ..sharing import count_params
@@ -58,8 +59,14 @@ def run(args: argparse.Namespace) -> int:
         raise LacoError("--seconds is a time budget in seconds, more than 0.")
     if args.self_text < 0 or (args.self_text and not args.teacher):
         raise LacoError("--self-text N samples text from the teacher: give --teacher and N >= 0.")
+    limits = Limits.current()
+    limits.check("heal_steps", args.steps, "--steps")
+    limits.check("seq_len", args.seq_len, "--seq-len")
     train = read_user_text(args.text, "Training text") if args.text else None
     held_out = read_user_text(args.eval_text, "Evaluation text") if args.eval_text else read_text()
+    for text, flag in ((train, "--text"), (held_out, "--eval-text")):
+        if text is not None:
+            limits.check_text(text, flag)
     check_target(args.out, args.overwrite, source_dirs(args.model, args.teacher))
     lm = load(args)
     folder = Path(args.model).expanduser()

@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import LacoError
 from ..export import check_target
+from ..limits import Limits
 from ..pipeline import export
 from ..pipeline import run as run_steps
 from ..prune.importance import AGGREGATIONS
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         step = DropStep(args.method, args.ratio, calibration=cal)
+    Limits.current().check_step(step, lm.tokenizer)
     model, recipe = run_steps(lm, [step])
     done = recipe.steps[-1]
     if args.method == "llm-pruner":

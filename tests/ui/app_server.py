@@ -13,13 +13,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_app():
-    """The app as ``python app.py`` serves it (default model preloaded), in this process."""
+def launch_app(engine: Engine | None = None, preload: bool = True):
+    """The app as ``python app.py`` serves it, in this process.
+
+    Args:
+        engine: The engine to serve (default: a fresh one, as app.py makes).
+        preload: Load the default model and its analysis first, as app.py does; tests on
+            tiny models skip it and load their own model through ``/load_model``.
+    """
     import app
 
-    engine = Engine()
-    engine.load("default")
-    app.similarity_tab.precompute(engine)
+    engine = engine or Engine()
+    if preload:
+        engine.load("default")
+        app.similarity_tab.precompute(engine)
     demo = app.configure(app.build_app(engine))
     port = free_port()
     demo.launch(
@@ -27,6 +34,6 @@ def launch_app():
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        **app.launch_kwargs(),
+        **app.launch_kwargs(engine),
     )
     return demo, f"http://127.0.0.1:{port}/", engine

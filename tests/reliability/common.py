@@ -1,0 +1,35 @@
+"""Shared by the reliability tests: inputs, tiny models on disk, small client helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from laco_core.tiny import tiny_model, tiny_tokenizer
+
+PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
+TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)
+# limits of the test app: the local column, with a smaller text cap so refusals are cheap
+APP_LIMITS = {"text_chars": 50_000, "builds": 40}
+
+
+def save_tiny(path: Path, arch: str = "llama", layers: int = 6, marker: str | None = None) -> Path:
+    """A tiny random model with its tokenizer; ``marker`` adds a special token to the
+    tokenizer so a test can tell which base's tokenizer an export carries."""
+    tiny_model(arch, layers=layers).save_pretrained(path)
+    tok = tiny_tokenizer()
+    if marker:
+        tok.add_special_tokens({"additional_special_tokens": [marker]})
+    tok.save_pretrained(path)
+    return path
+
+
+def load_tiny(client, path) -> dict:
+    """Make ``path`` the session's base model; returns the model info."""
+    _, info = client.predict(str(path), "float32", "cpu", api_name="/load_model")
+    return info
+
+
+def build(client, plan: str = "1-2", method: str = "official") -> dict:
+    """Collapse ``plan`` of the session's base model; returns the build's JSON."""
+    _, built = client.predict(plan, method, PROMPTS, api_name="/collapse")
+    return built
