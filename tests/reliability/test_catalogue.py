@@ -15,6 +15,7 @@ import pytest
 
 from laco_core.adapters import supported
 from laco_core.cli import main
+from laco_core.comparison import POINTS
 from tests.reliability.common import PROMPTS, TEXT, build, load_tiny
 
 LIMIT = "over the limit of"
@@ -503,10 +504,7 @@ CLI_CASES = [
     Cli(
         "compare --methods foo",
         lambda f: ["compare", "--model", str(f.tiny), "--ratios", "0.2", "--methods", "foo"],
-        lambda f: (
-            "Unknown method(s) ['foo']; choose from: laco_paper, laco_best, shortgpt, "
-            "angular, llm_pruner."
-        ),
+        lambda f: f"Unknown method(s) ['foo']; choose from: {', '.join(POINTS)}.",
     ),
     # limits
     Cli(
