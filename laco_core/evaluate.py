@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel
@@ -22,7 +23,14 @@ from transformers import PreTrainedModel
 from .activations import logits_of
 from .adapters import decoder
 from .errors import LacoError
-from .metrics import cosine_sum, kl_sum, log_probs, token_nll, top1_agreement
+from .metrics import (
+    cosine_sum,
+    kl_per_token,
+    kl_sum,
+    log_probs,
+    token_nll,
+    top1_agreement,
+)
 from .sharing import count_params
 
 BATCH_TOKENS = 4096  # tokens per decoder forward (batch × window)
@@ -265,3 +273,81 @@ def evaluate(
         "top1_agreement": m["top1_agreement"],
         "final_cosine": m["final_cosine"],
     }
+
+
+@dataclass
+class TokenDivergence:
+    """How two models predicted one token of a text.
+
+    Attributes:
+        token: The token's text (decoded alone).
+        kl: KL(reference ‖ model) in nats of the next-token distributions that predicted this
+            token (from the text before it); None for the first token, which nothing predicts.
+        ref_prob, model_prob: The probability each model gave this token (None for the first).
+        ref_top, model_top: Each model's ``top_k`` guesses for this position, ``(text, prob)``.
+    """
+
+    token: str
+    kl: float | None
+    ref_prob: float | None = None
+    model_prob: float | None = None
+    ref_top: list[tuple[str, float]] = field(default_factory=list)
+    model_top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def token_divergence(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer,
+    text: str,
+    top_k: int = 3,
+    max_tokens: int = 256,
+) -> list[TokenDivergence]:
+    """Per token of ``text``: where ``model`` departs from ``reference`` (one forward each).
+
+    Token t is scored by KL(p_ref(· | <t) ‖ p_model(· | <t)), the divergence of the two
+    distributions that predicted it, so a colour on token t shows where the model was misled.
+
+    Args:
+        model: The model under test (e.g. a collapsed model).
+        reference: The reference (e.g. the dense original); same tokenizer.
+        tokenizer: The shared tokenizer.
+        text: The text to read (cut to ``max_tokens`` tokens, BOS included when added).
+        top_k: Guesses listed per position for each model.
+        max_tokens: Upper bound on the tokens read.
+
+    Returns:
+        One entry per token of the (cut) text, special tokens included.
+    """
+    if top_k < 1 or max_tokens < 2:
+        raise LacoError("top_k must be ≥ 1 and max_tokens ≥ 2.")
+    ids = _encode(tokenizer, text)[:max_tokens]  # (T,)
+    out_r = reference(input_ids=ids[None].to(_device(reference)), use_cache=False)
+    out_m = model(input_ids=ids[None].to(_device(model)), use_cache=False)
+    logp_m = log_probs(out_m.logits[0])  # (T, V)
+    logp_r = log_probs(out_r.logits[0]).to(logp_m.device)  # (T, V)
+    kl = kl_per_token(logp_r[:-1], logp_m[:-1])  # (T-1,): position t-1 predicts token t
+    top_r = logp_r[:-1].topk(top_k, dim=-1)
+    top_m = logp_m[:-1].topk(top_k, dim=-1)
+
+    def guesses(top, t: int) -> list[tuple[str, float]]:
+        return [
+            (tokenizer.decode([int(i)]), float(v.exp()))
+            for v, i in zip(top.values[t], top.indices[t], strict=True)
+        ]
+
+    out = [TokenDivergence(tokenizer.decode([int(ids[0])]), None)]
+    for t in range(1, ids.numel()):
+        tok = int(ids[t])
+        out.append(
+            TokenDivergence(
+                tokenizer.decode([tok]),
+                float(kl[t - 1]),
+                float(logp_r[t - 1, tok].exp()),
+                float(logp_m[t - 1, tok].exp()),
+                guesses(top_r, t - 1),
+                guesses(top_m, t - 1),
+            )
+        )
+    return out

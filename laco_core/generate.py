@@ -1,15 +1,16 @@
-"""Streaming generation for one model, or two models side by side with identical decoding.
+"""Streaming generation for one model, or several models side by side with identical decoding.
 
-A hand-written decoding loop (rather than ``model.generate`` with a streamer thread) lets two
+A hand-written decoding loop (rather than ``model.generate`` with a streamer thread) lets several
 models advance token by token in the same loop, each with its own KV cache, so a UI can show
-both answers growing at once and time each model's own forward passes separately.
+every answer growing at once and time each model's own forward passes separately.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -156,6 +157,9 @@ class _Decoder:
         self.context = prompt_ids[0].cpu()  # (T,)
         self.pending = prompt_ids.to(self.device)  # (1, T) ids not yet fed to the model
         self.cache = DynamicCache(config=model.config)
+        # transformers ≥ 5.24 names the KV cache ``cache`` (``past_key_values`` is deprecated)
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.eos = eos_ids(model, tokenizer)
         self.generator = None
         if settings.do_sample:
@@ -166,8 +170,8 @@ class _Decoder:
     def step(self) -> StreamState:
         """Feed pending ids, choose one token, update the state."""
         t0 = time.perf_counter()
-        out = self.model(input_ids=self.pending, past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+        out = self.model(input_ids=self.pending, use_cache=True, **{self.cache_arg: self.cache})
+        self.cache = getattr(out, self.cache_arg)
         tok = next_token(out.logits[0, -1], self.context, self.settings, self.generator)
         dt = time.perf_counter() - t0
         st = self.state
@@ -213,6 +217,37 @@ def stream(
         yield _snapshot(dec.step())
 
 
+def stream_many(
+    models: Sequence[PreTrainedModel],
+    tokenizer,
+    prompt: str,
+    settings: DecodeSettings | None = None,
+) -> Iterator[list[StreamState]]:
+    """Generate from several models in one loop, one token each per step, identical decoding.
+
+    Each model has its own KV cache and (when sampling) its own generator seeded with
+    ``settings.seed``, so identical models produce identical streams, and each model's
+    tokens/s counts only its own forward passes. A model that has finished keeps its final
+    state while the others go on. All models share ``tokenizer`` (builds of one base model).
+
+    Yields:
+        One snapshot per model, in the order given, after every step.
+
+    Raises:
+        LacoError: without any model, or for invalid settings or an empty prompt.
+    """
+    if not models:
+        raise LacoError("Give at least one model to generate from.")
+    settings = (settings or DecodeSettings()).validate()
+    ids = build_inputs(tokenizer, prompt, settings.chat)
+    decs = [_Decoder(m, tokenizer, ids, settings) for m in models]
+    while not all(d.state.done for d in decs):
+        for d in decs:
+            if not d.state.done:
+                d.step()
+        yield [_snapshot(d.state) for d in decs]
+
+
 def stream_pair(
     model_a: PreTrainedModel,
     model_b: PreTrainedModel,
@@ -220,26 +255,10 @@ def stream_pair(
     prompt: str,
     settings: DecodeSettings | None = None,
 ) -> Iterator[tuple[StreamState, StreamState]]:
-    """Generate from two models in one loop, one token each per step, identical decoding.
-
-    Each model has its own KV cache and (when sampling) its own generator seeded with
-    ``settings.seed``, so identical models produce identical streams. A model that has
-    finished keeps its final state while the other goes on.
-
-    Yields:
-        ``(state_a, state_b)`` snapshots after every step.
-    """
-    settings = (settings or DecodeSettings()).validate()
-    ids = build_inputs(tokenizer, prompt, settings.chat)
-    decs = (
-        _Decoder(model_a, tokenizer, ids, settings),
-        _Decoder(model_b, tokenizer, ids, settings),
+    """:func:`stream_many` of two models, as ``(state_a, state_b)`` pairs."""
+    yield from (
+        tuple(pair) for pair in stream_many([model_a, model_b], tokenizer, prompt, settings)
     )
-    while not all(d.state.done for d in decs):
-        for d in decs:
-            if not d.state.done:
-                d.step()
-        yield _snapshot(decs[0].state), _snapshot(decs[1].state)
 
 
 def generate_text(
