@@ -15,11 +15,15 @@ from components import (
     evaluate_tab,
     export_tab,
     limits_panel,
+    logs,
     model_tab,
+    session_panel,
     similarity_tab,
+    style,
 )
 from components.common import LONG_GROUP, SHORT_GROUP
 from components.state import Session
+from components.widgets import PlotResizer
 from laco_core.engine import Engine
 
 TITLE = "LaCo Explorer"
@@ -28,7 +32,8 @@ INTRO = """
 Explore **layer collapse** (LaCo, Yang et al. 2024, [arXiv 2402.11187](https://arxiv.org/abs/2402.11187))
 on a real language model: see which layers are alike, merge runs of them into one, and compare,
 evaluate and export the smaller model. Work left to right: **Model → Similarity → Collapse →
-Compare → Evaluate → Export**.
+Compare → Evaluate → Export** — or press **Best collapse** on the Collapse tab. Your models stay
+in this browser across reloads.
 """
 
 CSS = """
@@ -38,6 +43,7 @@ CSS = """
   font-size: 0.95em; line-height: 1.45; }
 .laco-diverge { background: #ffd6a5; color: inherit; border-radius: 3px; padding: 0 1px; }
 .laco-panel { border-radius: 10px; }
+.laco-drag-box { z-index: 10; }
 footer { display: none !important; }
 """
 # Requests of each concurrency group served at once. Short requests are brief but many: four
@@ -59,20 +65,29 @@ def build_app(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         session = gr.State(Session())
+        work = session_panel.build(engine, session)
+        PlotResizer()
+        restored = session_panel.restore_on_load(demo, work, session)
         with gr.Tabs():
             with gr.Tab("1 · Model", id="model"):
-                model = model_tab.build(engine, session, demo)
+                model = model_tab.build(engine, session, restored)
                 limits_panel.build(engine)
             with gr.Tab("2 · Similarity", id="similarity"):
                 sim = similarity_tab.build(engine, session, model)
             with gr.Tab("3 · Collapse", id="collapse"):
                 collapse = collapse_tab.build(engine, session, model, sim)
+                # a restored session or a loaded file lists its models wherever builds do
+                collapse["built"] += [restored, work["loaded"]]
             with gr.Tab("4 · Compare", id="compare"):
                 compare_tab.build(engine, session, collapse)
             with gr.Tab("5 · Evaluate", id="evaluate"):
-                evaluate_tab.build(engine, session, collapse)
+                evaluate = evaluate_tab.build(engine, session, collapse)
             with gr.Tab("6 · Export", id="export"):
                 export_tab.build(engine, session, collapse)
+        session_panel.share_and_url(work, session, model, collapse)
+        session_panel.keep_after(
+            [model["loaded"], *collapse["built"][:-2], *evaluate["changed"]], work, session
+        )
     return demo
 
 
@@ -88,7 +103,7 @@ def configure(demo: gr.Blocks) -> gr.Blocks:
 
 def launch_kwargs(engine: Engine | None = None) -> dict:
     """Theme and CSS belong in ``launch()`` in Gradio 6; uploads are capped by the limits."""
-    kwargs = {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS}
+    kwargs = {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS + style.CSS}
     if engine is not None:
         kwargs["max_file_size"] = engine.limits.upload_bytes
     return kwargs
@@ -96,6 +111,7 @@ def launch_kwargs(engine: Engine | None = None) -> dict:
 
 def main() -> None:
     """Create the engine, preload the default model, serve."""
+    logs.quiet()
     engine = Engine()  # budget: LACO_MEMORY_GB, else 60 % of this machine's memory
     engine.load("default")  # first visitors should not wait for it
     similarity_tab.precompute(engine)  # nor for the heatmaps

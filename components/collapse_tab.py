@@ -1,45 +1,31 @@
-"""Collapse tab: pick ranges (heatmap click, range slider, typed), a merge method, preview the
-plan live, build the collapsed model and see quick metrics; the Auto panel runs the LaCo search.
+"""Collapse tab: "Best collapse to X %" on top; then a plan made on the similarity heatmap
+(click or drag adds a range, a click inside a drawn square or a chip's × removes it, the typed
+plan box stays), a live preview, and the build; the expert search below.
+
+Messages have their room reserved on the page, so nothing moves when one appears; an invalid
+plan shows its error inline and blanks the preview.
 """
 
 from __future__ import annotations
 
-import queue
-import shutil
-import tempfile
-import threading
+import logging
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
 from laco_core.evaluate import quick_metrics
-from laco_core.pipeline import read_recipe
-from laco_core.plan import layer_groups, parse_ranges, validate_ranges
-from laco_core.recipe import RECIPE_FILE, TENSORS_FILE, TextSource
+from laco_core.plan import Range, format_plan, layer_groups, parse_ranges, validate_ranges
 from laco_core.registry import REGISTRY
-from laco_core.search.config import SearchConfig
 from laco_core.steps.collapse import CollapseStep
-from laco_core.steps.search import SearchStep
 
-from . import params_ui, plots
-from .common import (
-    LONG_GROUP,
-    PROGRESS,
-    SHORT_GROUP,
-    base_of,
-    fmt_params,
-    gpu,
-    remember,
-    user_errors,
-)
-from .similarity_tab import proposed_range
-from .state import Session
-from .widgets import RangeSlider
+from . import auto_panel, jobs, params_ui, plan_map, plots
+from .common import LONG_GROUP, SHORT_GROUP, base_of, fmt_params, gpu, remember, user_errors
+from .state import Session, calibration_metrics
+from .widgets import PlanBridge, PlanChips, RangeSlider
 
+log = logging.getLogger("laco.app")
 METHOD_PARAMS = REGISTRY.method_params()
 # the method-parameter controls, in the order their values reach ``build_collapse``
 PARAM_NAMES = list(dict.fromkeys(d.name for defs in METHOD_PARAMS.values() for d in defs if d.cli))
@@ -57,6 +43,7 @@ METHOD_NOTES = {
     "layer lo's MLP down projection is refitted to stand in for the removed layers. The best "
     "training-free choice on this model.",
 }
+NO_PREVIEW = "<div class='laco-preview-empty'>Add a range to see the plan.</div>"
 
 
 def method_md(method: str) -> str:
@@ -76,7 +63,7 @@ def preview_md(p: dict) -> str:
         f"| parameters | {fmt_params(p['params_before'])} | **{fmt_params(p['params_after'])}** |\n\n"
         f"**{removed:.1f} %** of the parameters removed.  \n"
         f"Estimate on the calibration prompts: final-state cosine **{p['cosine']:.4f}**, "
-        f"KL **{p['kl']:.4f}** <small>({p['seconds']:.2f} s)</small>"
+        f"KL **{p['kl']:.4f}** nats/token <small>({p['seconds']:.2f} s)</small>"
         + (
             f"  \n<small>Estimated as a plain {p['estimated_as']}: the fit is made when you "
             "build, and usually does better.</small>"
@@ -84,6 +71,112 @@ def preview_md(p: dict) -> str:
             else ""
         )
     )
+
+
+def prompt_list(prompts_text: str, limit: int | None = None) -> list[str]:
+    prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:limit]
+    if not prompts:
+        raise LacoError("Add at least one calibration prompt (Similarity tab).")
+    return prompts
+
+
+def read_plan(plan_text: str, num_layers: int | None) -> tuple[list[Range], str]:
+    """The typed plan as valid ranges and no error, or ``[]`` and the error (one line)."""
+    if not (plan_text or "").strip():
+        return [], ""
+    try:
+        return validate_ranges(parse_ranges(plan_text), num_layers or None), ""
+    except LacoError as e:
+        return [], str(e)
+
+
+def msg_md(text: str, error: bool = False) -> str:
+    if not text:
+        return ""
+    return f"<span class='laco-msg-error'>⚠ {text}</span>" if error else text
+
+
+def _estimates(session: Session, store: dict, method: str, prompts_text: str, ranges) -> dict:
+    prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:8]
+    return {
+        r: store[k]
+        for r in ranges
+        if (k := plan_map.range_key(session.spec, method, prompts, r)) in store
+    }
+
+
+def _figure(analysis: dict, kind: str, ranges, estimates):
+    if not analysis or "param" not in analysis:
+        return gr.skip()
+    return plan_map.plan_figure(analysis, kind, ranges, estimates)
+
+
+def draw(
+    session: Session,
+    analysis: dict,
+    kind: str,
+    plan_text: str,
+    method: str,
+    prompts_text: str,
+    store: dict,
+    note: str = "",
+):
+    """The instant part of a plan change: the map with its squares, the chips, the message."""
+    ranges, error = read_plan(plan_text, session.num_layers)
+    est = _estimates(session, store, method, prompts_text, ranges)
+    return (
+        _figure(analysis, kind, ranges, est),
+        plan_map.chips_html(ranges, est),
+        msg_md(error, True) if error else msg_md(note),
+    )
+
+
+def click_map(
+    session: Session,
+    analysis: dict,
+    kind: str,
+    plan_text: str,
+    method: str,
+    prompts_text: str,
+    store: dict,
+    evt: gr.SelectData,
+):
+    """A click or drag on the map: add (or join) a range, or remove the one clicked inside."""
+    ranges, error = read_plan(plan_text, session.num_layers)
+    if error:
+        return gr.skip(), gr.skip(), gr.skip(), msg_md(f"Fix the typed plan first: {error}", True)
+    index = list(evt.index) if len(evt.index) == 4 else [*evt.index, *evt.index]
+    ranges, note = plan_map.gesture(ranges, index, session.num_layers or 2)
+    text = format_plan(ranges)
+    return (text, *draw(session, analysis, kind, text, method, prompts_text, store, note))
+
+
+def remove_chip(
+    session: Session,
+    analysis: dict,
+    kind: str,
+    plan_text: str,
+    method: str,
+    prompts_text: str,
+    store: dict,
+    evt: gr.SelectData,
+):
+    """A chip's ×: remove that range."""
+    ranges, _ = read_plan(plan_text, session.num_layers)
+    ranges, note = plan_map.remove(ranges, str(evt.value))
+    text = format_plan(ranges)
+    return (text, *draw(session, analysis, kind, text, method, prompts_text, store, note))
+
+
+def sim_click(session: Session, plan_text: str, evt: gr.SelectData):
+    """A click on a Similarity-tab heatmap adds that range to the plan here."""
+    ranges, error = read_plan(plan_text, session.num_layers)
+    if error:
+        note = msg_md(f"Fix the typed plan first: {error}", True)
+        return gr.skip(), note
+    i, j = (int(v) for v in evt.index[:2])
+    ranges, note = plan_map.gesture(ranges, [i, j, i, j], session.num_layers or 2)
+    return format_plan(ranges), f"{note} See the plan on the **Collapse** tab."
 
 
 @user_errors
@@ -94,45 +187,61 @@ def add_range(value: list[int], plan_text: str) -> str:
     return ", ".join(f"{a}-{b}" for a, b in sorted(set(ranges)))
 
 
-def propose(session: Session, evt: gr.SelectData) -> tuple[RangeSlider, str, str]:
-    """A heatmap click proposes a range: it lands on the slider, ready to add."""
-    plot = (evt._data or {}).get("plot", "")
-    lo, hi = proposed_range(evt.index, plot)
-    hi = min(hi, max(session.num_layers - 1, lo + 1))
-    msg = (
-        f"Proposed layers **{lo}–{hi}** (cell {evt.index[0]}, {evt.index[1]}; value "
-        f"{evt.value:.3f}) — open **Collapse** and press **Add range**."
-    )
-    return RangeSlider(value=[lo, hi], maximum=max(session.num_layers - 1, 1)), msg, msg
-
-
 def reset_slider(session: Session) -> RangeSlider:
     top = max(session.num_layers - 1, 1)
     return RangeSlider(value=[max(top - 4, 0), max(top - 1, 1)], maximum=top)
 
 
-def prompt_list(prompts_text: str, limit: int | None = None) -> list[str]:
-    prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:limit]
-    if not prompts:
-        raise LacoError("Add at least one calibration prompt (Similarity tab).")
-    return prompts
-
-
 @gpu
-def preview(engine: Engine, session: Session, plan_text: str, method: str, prompts_text: str):
-    """Live preview of a plan: before/after numbers, strip diagram, quick similarity estimate."""
+def preview(
+    engine: Engine,
+    session: Session,
+    analysis: dict,
+    kind: str,
+    plan_text: str,
+    method: str,
+    prompts_text: str,
+    store: dict,
+):
+    """Live preview of a plan (numbers, strip diagram), and each range's own estimate for the
+    hover labels and chips. An invalid plan blanks the preview (its error is shown inline)."""
     base = base_of(engine, session)
-    if not (plan_text or "").strip():
-        groups = [(i, i) for i in range(base.num_layers)]
-        return "Add a range to see the plan.", plots.strip_diagram(groups, base.num_layers)
-    ranges = validate_ranges(parse_ranges(plan_text), base.num_layers)
-    est = engine.preview(base, prompt_list(prompts_text, 8), ranges, method)
+    ranges, error = read_plan(plan_text, base.num_layers)
+    if error:
+        blank = "<div class='laco-preview-empty'>No preview: the plan above has an error.</div>"
+        return blank, plots.empty_strip("no valid plan"), store, gr.skip(), gr.skip()
+    if not ranges:
+        identity = [(i, i) for i in range(base.num_layers)]
+        return NO_PREVIEW, plots.strip_diagram(identity, base.num_layers), store, gr.skip(), gr.skip()
+    prompts = prompt_list(prompts_text, 8)
+    est = engine.preview(base, prompts, ranges, method)
+    store = dict(store or {})
+    for r in ranges:
+        key = plan_map.range_key(session.spec, method, prompts, r)
+        if key not in store:
+            one = est if len(ranges) == 1 else engine.preview(base, prompts, [r], method)
+            store[key] = {
+                k: one[k]
+                for k in (
+                    "kl",
+                    "cosine",
+                    "layers_before",
+                    "layers_after",
+                    "params_before",
+                    "params_after",
+                )
+            }
+    if len(store) > plan_map.PREVIEWS_KEPT:
+        store = dict(list(store.items())[-plan_map.PREVIEWS_KEPT :])
+    own = _estimates(session, store, method, prompts_text, ranges)
     groups = layer_groups(ranges, base.num_layers)
-    return preview_md(est), plots.strip_diagram(groups, base.num_layers)
-
-
-def building_note() -> tuple[str, gr.Button]:
-    return "Building the collapsed model…", gr.Button(interactive=False)
+    return (
+        preview_md(est),
+        plots.strip_diagram(groups, base.num_layers),
+        store,
+        _figure(analysis, kind, ranges, own),
+        plan_map.chips_html(ranges, own),
+    )
 
 
 @gpu
@@ -143,9 +252,9 @@ def build_collapse(
     method: str,
     prompts_text: str,
     *param_values,
-    progress: gr.Progress = PROGRESS,
 ):
-    """Build the collapsed model (untouched layers shared) and measure quick metrics.
+    """Build the collapsed model (untouched layers shared) and measure quick metrics, with a
+    live bar; Stop sets the engine's stop Event.
 
     ``param_values`` are the method-parameter controls' values, in ``METHOD_PARAMS`` order.
     """
@@ -154,68 +263,51 @@ def build_collapse(
     params = REGISTRY.method(method).check(
         params_ui.values(METHOD_PARAMS, PARAM_NAMES, method, param_values) if param_values else {}
     )
-    progress(0.2, desc="Merging layers…")
-    step = CollapseStep([list(r) for r in ranges], method, params)
-    did = engine.run(
-        base, [step], session.token(), progress=lambda f, d: progress(0.2 + 0.5 * f, desc=d)
-    )
-    model, base = engine.model(did, session.token())
-    progress(0.75, desc="Quick metrics on the calibration prompts…")
     prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()]
-    metrics = quick_metrics(model, base.model, base.tokenizer, prompts) if prompts else {}
-    metrics = {k: round(float(v), 5) for k, v in metrics.items()}
+    step = CollapseStep([list(r) for r in ranges], method, params)
+    owner = session.token()
+
+    def work(job: jobs.Job):
+        job.progress(0.05, "Merging layers…")
+        did = engine.run(
+            base,
+            [step],
+            owner,
+            progress=lambda f, d: job.progress(0.05 + 0.8 * f, d),
+            stop=job.stop,
+        )
+        job.progress(0.9, "Quick metrics on the calibration prompts…")
+        model, b = engine.model(did, owner)
+        m = quick_metrics(model, b.model, b.tokenizer, prompts) if prompts else None
+        return did, calibration_metrics(m) if m else {}
+
+    job = jobs.start(owner, "build", work)
+    try:
+        yield session, jobs.bar_html(job), "", None, gr.Button(interactive=False)
+        for _ in job.ticks():
+            yield gr.skip(), jobs.bar_html(job), gr.skip(), gr.skip(), gr.skip()
+    finally:
+        job.close()
+    try:
+        did, metrics = job.outcome()
+    except LacoError as e:
+        log.info("user error in build_collapse: %s", e)
+        yield (
+            session,
+            jobs.bar_html(job, "failed", str(e)),
+            msg_md(str(e), True),
+            None,
+            gr.Button(interactive=True),
+        )
+        return
     entry = remember(engine, session, did, metrics)
-    return (
+    yield (
         session,
+        jobs.bar_html(job, "done", "Built."),
         result_md(did, entry.info, metrics),
         {"id": did, "recipe": entry.recipe, "metrics": metrics},
         gr.Button(interactive=True),
     )
-
-
-@gpu
-def load_recipe(engine: Engine, session: Session, files, progress: gr.Progress = PROGRESS):
-    """Register a recipe (``laco_recipe.json``, with its ``laco_recipe.safetensors`` when the
-    steps fitted tensors) and build its model; it joins the session like any build."""
-    paths = (
-        [Path(f) for f in (files or [])]
-        if isinstance(files, list)
-        else [Path(files)]
-        if files
-        else []
-    )
-    if not paths:
-        raise LacoError("Upload a laco_recipe.json (and its laco_recipe.safetensors, if any).")
-    for p in paths:
-        engine.limits.check("upload_bytes", p.stat().st_size, f"The upload {p.name}")
-    folder = Path(tempfile.mkdtemp(prefix="laco-recipe-"))
-    for p in paths:
-        name = (
-            RECIPE_FILE
-            if p.suffix == ".json"
-            else TENSORS_FILE
-            if p.suffix == ".safetensors"
-            else None
-        )
-        if name is None:
-            raise LacoError(
-                f"'{p.name}' is neither a recipe (.json) nor its tensors (.safetensors)."
-            )
-        shutil.copy(p, folder / name)
-    if not (folder / RECIPE_FILE).exists():
-        raise LacoError("The upload holds no .json recipe.")
-    recipe = read_recipe(folder)
-    progress(0.2, desc=f"Rebuilding {recipe.describe()}…")
-    did = engine.add_recipe(recipe, session.token())
-    engine.model(did, session.token())
-    entry = remember(engine, session, did)
-    info = entry.info
-    md = (
-        f"### ✓ Loaded `{did}` — {recipe.describe()}  \n"
-        f"{info.get('layers_before', '?')} → {info.get('layers_after', '?')} layers on "
-        f"`{recipe.base.spec}`; it is now selected in Compare, Evaluate and Export."
-    )
-    return session, md
 
 
 def result_md(did: str, info: dict, metrics: dict) -> str:
@@ -226,225 +318,140 @@ def result_md(did: str, info: dict, metrics: dict) -> str:
     )
     if metrics:
         md += (
-            f"KL(original‖collapsed) **{metrics['kl']:.4f}** · top-1 agreement "
-            f"**{100 * metrics['top1_agreement']:.1f} %** · final-state cosine "
-            f"**{metrics['final_cosine']:.4f}**  \n"
+            f"On the calibration prompts: KL(original‖collapsed) **{metrics['cal_kl']:.4f}** "
+            f"nats/token · top-1 agreement **{metrics['cal_top1']:.1f} %**"
+            + (
+                f" · final-state cosine **{metrics['cal_cos']:.4f}**"
+                if "cal_cos" in metrics
+                else ""
+            )
+            + "  \n"
         )
     return md + "It is now selected in **Compare**, **Evaluate** and **Export**."
 
 
-def _cell(v):
-    if isinstance(v, float):
-        return round(v, 4)
-    return v if isinstance(v, (int, str, bool)) else str(v)
-
-
-def _log_frame(events: list[dict]) -> pd.DataFrame:
-    """The search's callback events as a table, newest last."""
-    rows = [{k: _cell(v) for k, v in e.items()} for e in events]
-    return pd.DataFrame(rows)
-
-
-@gpu
-def run_auto(
-    engine: Engine,
-    session: Session,
-    prompts_text: str,
-    merge_count: int,
-    low: int,
-    high: int,
-    interval: int,
-    threshold: float,
-    method: str,
-    objective: str,
-    strategy: str,
-    target_layers: int,
-    progress: gr.Progress = PROGRESS,
-):
-    """A collapse search (LaCo Algorithm 1 and others) with a live decision log.
-
-    The search runs on a worker thread; closing this generator (a cancel, a closed tab) stops
-    it at the next layer it would run.
-    """
-    base = base_of(engine, session)
-    prompts = prompt_list(prompts_text)
-    cfg = SearchConfig(
-        merge_count=int(merge_count),
-        low=int(low),
-        high=int(high) or None,
-        interval=int(interval),
-        threshold=float(threshold),
-        method=method,
-        objective=objective,
-        strategy=strategy,
-        target_layers=int(target_layers) or None,
-    ).validate(base.num_layers)
-    step = SearchStep(cfg, TextSource.of(prompts, "calibration_prompts"))
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    box: dict = {}
-    owner = session.token()
-
-    def work() -> None:  # the search runs here; the generator below streams its log
-        try:
-            box["id"] = engine.run(base, [step], owner, events=events.put, stop=stop)
-        except BaseException as e:  # surfaced in the UI thread below
-            box["error"] = e
-        finally:
-            events.put(None)
-
-    threading.Thread(target=work, daemon=True).start()
-    log: list[dict] = []
-    try:
-        yield session, "Searching…", _log_frame(log), gr.skip()
-        while (ev := events.get()) is not None:
-            log.append(ev)
-            progress(
-                min(0.95, len(log) / max(base.num_layers, 1)), desc=f"{len(log)} candidates scored"
-            )
-            yield session, f"Searching… {len(log)} candidates scored", _log_frame(log), gr.skip()
-    finally:
-        stop.set()  # a closed generator cancels the search; a finished one is unaffected
-    if "error" in box:
-        raise box["error"]
-    did = box["id"]
-    entry = remember(engine, session, did)
-    info = entry.info
-    plan = ", ".join(f"{lo}-{hi}" for lo, hi in info.get("plan", []))
-    groups = layer_groups([tuple(r) for r in info.get("plan", [])], base.num_layers)
-    seconds = engine.recipe(did, owner).steps[-1].seconds or 0.0
-    md = (
-        f"### ✓ Search done in {seconds:.1f} s — `{did}`: {base.num_layers} → "
-        f"{len(groups)} layers, accepted {plan or 'nothing'}\nIt is now selected in Compare, "
-        "Evaluate and Export."
-    )
-    yield session, md, _log_frame(log), plots.strip_diagram(groups, base.num_layers)
-
-
 def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     """Build the Collapse tab. Returns handles; ``built`` lists events that add a model."""
+    prompts = sim["prompts"]
     gr.Markdown(
-        "Merge runs of consecutive layers into one. Add ranges by **clicking a heatmap cell**, "
-        "with the **two-handle slider**, or type them (`20-23, 10-12`; inclusive, 0-based)."
+        "Make the model smaller. The quickest way is the **best collapse** below; or plan your "
+        "own collapse on the similarity map and build it; the **expert search** at the bottom "
+        "runs LaCo's Algorithm 1 and other strategies."
     )
-    with gr.Row():
-        with gr.Column(scale=3):
-            slider = RangeSlider(
-                value=[24, 27], maximum=29, label="Layer range", elem_id="range-slider"
+    best = auto_panel.build_best(engine, session, prompts)
+
+    gr.Markdown("### Plan by hand")
+    store = gr.State({})
+    with gr.Row(elem_classes=["laco-row"]):
+        with gr.Column(scale=3, min_width=300):
+            kind = gr.Radio(
+                plan_map.MAPS, value=plan_map.MAPS[0], label="Similarity map", elem_id="plan-kind"
             )
-            proposal = gr.Markdown("", elem_id="collapse-proposal")
-            with gr.Row():
-                add_btn = gr.Button("+ Add range", size="sm")
-                clear_btn = gr.Button("Clear", size="sm")
-            plan = gr.Textbox("", label="Plan (ranges)", placeholder="20-23, 10-12", elem_id="plan")
+            fig = gr.Plot(show_label=False, elem_id=plan_map.MAP_ID)
+            bridge = PlanBridge(plan_map.MAP_ID)
+            gr.Markdown(
+                "<small>**Click** a cell (a, b) to merge layers a…b; **drag** across cells for a "
+                "longer range; **click inside** a drawn square to remove it; **hover** a square "
+                "for its estimate. One numbering on both maps: layers.</small>"
+            )
+        with gr.Column(scale=2, min_width=280):
+            chips = PlanChips(plan_map.chips_html([]), elem_id="plan-chips")
+            plan = gr.Textbox(
+                "",
+                label="Plan (inclusive, 0-based layer ranges)",
+                placeholder="20-23, 10-12",
+                elem_id="plan",
+            )
+            msg = gr.Markdown("", elem_id="plan-msg")
+            with gr.Accordion("Or pick a range with a slider", open=False):
+                slider = RangeSlider(
+                    value=[24, 27], maximum=29, label="Layer range", elem_id="range-slider"
+                )
+                with gr.Row():
+                    add_btn = gr.Button("+ Add range", size="sm")
+                    clear_btn = gr.Button("Clear plan", size="sm")
             method = gr.Radio(list(REGISTRY.methods), value="official", label="Merge method")
             method_info = gr.Markdown(method_md("official"))
             with gr.Row():
                 param_controls = params_ui.controls(METHOD_PARAMS, "official")
-        with gr.Column(scale=2):
             gr.Markdown("#### Preview")
-            preview_box = gr.Markdown("Add a range to see the plan.", elem_id="preview")
-    strip = gr.Plot(label="Which layers merge into which", elem_id="strip")
-    build_btn = gr.Button("Build collapsed model", variant="primary", elem_id="build")
+            preview_box = gr.Markdown(NO_PREVIEW, elem_id="preview")
+    strip = gr.Plot(show_label=False, elem_id="strip")
+    with gr.Row(elem_classes=["laco-row"]):
+        build_btn = gr.Button("Build collapsed model", variant="primary", elem_id="build", scale=3)
+        stop_btn = gr.Button("■ Stop", variant="stop", elem_id="build-stop", scale=1)
+    bar = gr.HTML(jobs.bar_html(), elem_id="build-bar")
     result = gr.Markdown("", elem_id="build-result")
     with gr.Accordion("Build details (JSON)", open=False):
         result_json = gr.JSON()
-
-    with gr.Accordion("Load a recipe", open=False):
-        gr.Markdown(
-            "Any exported `laco_recipe.json` (with its `laco_recipe.safetensors` when it has "
-            "one) rebuilds the same model; without the tensors, fitted steps are fitted again."
-        )
-        recipe_files = gr.File(
-            label="Recipe files", file_count="multiple", file_types=[".json", ".safetensors"]
-        )
-        load_btn = gr.Button("Load recipe", elem_id="load-recipe")
-        loaded_md = gr.Markdown("", elem_id="load-result")
-
-    with gr.Accordion("Auto: LaCo search (Algorithm 1)", open=False):
-        gr.Markdown(
-            "Top-down greedy search of the paper: try merging C layers starting at l (from H−C "
-            "down to L); accept when the similarity of the final hidden states with the "
-            "original on the calibration prompts stays above T, then jump I layers down."
-        )
-        with gr.Row():
-            a_c = gr.Number(4, label="C: layers per merge", precision=0, minimum=2)
-            a_l = gr.Number(1, label="L: lowest layer", precision=0, minimum=0)
-            a_h = gr.Number(0, label="H: highest layer (0 = last)", precision=0, minimum=0)
-            a_i = gr.Number(2, label="I: min. interval", precision=0, minimum=1)
-            a_t = gr.Slider(0.0, 1.0, 0.65, step=0.01, label="T: threshold")
-        with gr.Row():
-            a_method = gr.Dropdown(list(REGISTRY.methods), value="official", label="Merge method")
-            a_obj = gr.Dropdown(list(REGISTRY.objectives), value="cosine", label="Objective")
-            a_strategy = gr.Dropdown(list(REGISTRY.strategies), value="paper", label="Strategy")
-            a_target = gr.Number(0, label="Target layers (0 = off)", precision=0, minimum=0)
-        auto_btn = gr.Button("Run search", variant="primary", elem_id="auto-run")
-        auto_md = gr.Markdown("", elem_id="auto-result")
-        auto_log = gr.Dataframe(label="Decision log", interactive=False, max_height=300)
-        auto_strip = gr.Plot(label="Accepted plan")
+    auto = auto_panel.build_auto(engine, session, prompts)
 
     # ---- listeners ----------------------------------------------------------------------
-    prompts = sim["prompts"]
-    model["loaded"].then(reset_slider, session, slider, api_visibility="private")
-    sim["bridge"].select(
-        propose, session, [slider, proposal, sim["hint"]], api_visibility="private"
+    analysis = sim["analysis"]
+    view = [session, analysis, kind, plan, method, prompts, store]
+    live = partial(preview, engine)
+
+    def then_preview(ev):
+        return ev.then(
+            live,
+            view,
+            [preview_box, strip, store, fig, chips],
+            trigger_mode="always_last",
+            concurrency_id=SHORT_GROUP,
+            api_visibility="private",
+            show_progress="hidden",
+        )
+
+    instant = dict(api_visibility="private", queue=False, show_progress="hidden")
+    then_preview(bridge.select(click_map, view, [plan, fig, chips, msg], **instant))
+    then_preview(chips.select(remove_chip, view, [plan, fig, chips, msg], **instant))
+    then_preview(plan.input(draw, view, [fig, chips, msg], trigger_mode="always_last", **instant))
+    then_preview(
+        sim["bridge"]
+        .select(sim_click, [session, plan], [plan, sim["hint"]], **instant)
+        .then(draw, view, [fig, chips, msg], **instant)
     )
-    add_btn.click(add_range, [slider, plan], plan, api_visibility="private")
-    clear_btn.click(lambda: "", None, plan, api_visibility="private")
-    method.change(method_md, method, method_info, api_visibility="private")
+    then_preview(
+        add_btn.click(add_range, [slider, plan], plan, **instant).then(
+            draw, view, [fig, chips, msg], **instant
+        )
+    )
+    then_preview(
+        clear_btn.click(lambda: "", None, plan, **instant).then(
+            draw, view, [fig, chips, msg], **instant
+        )
+    )
+    kind.change(draw, view, [fig, chips, msg], **instant)
+    method.change(method_md, method, method_info, **instant)
     controls = [param_controls[n] for n in PARAM_NAMES]
     method.change(
-        partial(params_ui.visibility, METHOD_PARAMS, PARAM_NAMES),
-        method,
-        controls,
-        api_visibility="private",
+        partial(params_ui.visibility, METHOD_PARAMS, PARAM_NAMES), method, controls, **instant
     )
-    live = partial(preview, engine)
-    gr.on(
-        [plan.change, method.change],
-        live,
-        [session, plan, method, prompts],
-        [preview_box, strip],
-        trigger_mode="always_last",
-        concurrency_id=SHORT_GROUP,
-        api_visibility="private",
-        show_progress="hidden",
-    )
-    model["loaded"].then(
-        live,
-        [session, plan, method, prompts],
-        [preview_box, strip],
-        concurrency_id=SHORT_GROUP,
-        api_visibility="private",
-        show_progress="hidden",
-    )
+    then_preview(method.change(draw, view, [fig, chips, msg], **instant))
+    model["loaded"].then(reset_slider, session, slider, api_visibility="private")
+    for ev in sim["analyzed"]:
+        then_preview(ev.then(draw, view, [fig, chips, msg], **instant))
+
     built = build_btn.click(
-        building_note, None, [result, build_btn], api_visibility="private"
-    ).then(
         partial(build_collapse, engine),
         [session, plan, method, prompts, *controls],
-        [session, result, result_json, build_btn],
+        [session, bar, result, result_json, build_btn],
         api_name="collapse",
         concurrency_id=LONG_GROUP,
+        show_progress="hidden",
     )
-    built.failure(
-        lambda: ("", gr.Button(interactive=True)),
-        None,
-        [result, build_btn],
+    stop_btn.click(
+        partial(auto_panel.stop_panel, "build"),
+        session,
+        bar,
+        cancels=[built],
         api_visibility="private",
-    )
-    auto = auto_btn.click(
-        partial(run_auto, engine),
-        [session, prompts, a_c, a_l, a_h, a_i, a_t, a_method, a_obj, a_strategy, a_target],
-        [session, auto_md, auto_log, auto_strip],
-        api_name="auto_collapse",
-        concurrency_id=LONG_GROUP,
-    )
-    loaded = load_btn.click(
-        partial(load_recipe, engine),
-        [session, recipe_files],
-        [session, loaded_md],
-        api_name="load_recipe",
-        concurrency_id=LONG_GROUP,
-    )
-    return {"plan": plan, "method": method, "slider": slider, "built": [built, auto, loaded]}
+        concurrency_limit=None,
+    ).then(lambda: gr.Button(interactive=True), None, build_btn, **instant)
+    return {
+        "plan": plan,
+        "method": method,
+        "slider": slider,
+        "after_plan": lambda ev: then_preview(ev.then(draw, view, [fig, chips, msg], **instant)),
+        "built": [best["built"], built, auto["built"]],
+    }

@@ -45,8 +45,8 @@ def public_message(message: str) -> str:
 
 def _translate(e: BaseException, name: str) -> gr.Error:
     if isinstance(e, LacoError):
-        log.info("user error in %s: %s", name, e)
-        return gr.Error(public_message(str(e)))
+        log.info("user error in %s: %s", name, e)  # one line; no traceback for a user error
+        return gr.Error(public_message(str(e)), print_exception=False)
     eid = uuid.uuid4().hex[:8]
     log.exception("internal error %s in %s", eid, name)
     return gr.Error(f"Something went wrong inside the app (error id {eid}); it keeps serving.")

@@ -1,4 +1,7 @@
-"""Compare tab: the original and a collapsed model answer the same prompt side by side."""
+"""Compare tab: the original and up to three built models answer the same prompt side by side,
+streaming together with identical decoding; and one fixed text read by the original and a
+build, each token coloured by how much the build's prediction of it departs from the
+original's (KL), with both models' top-3 guesses on hover."""
 
 from __future__ import annotations
 
@@ -7,12 +10,16 @@ from functools import partial
 
 import gradio as gr
 
+from laco_core.assets import read_text
 from laco_core.engine import Engine
-from laco_core.generate import DecodeSettings, first_divergence, stream_pair
+from laco_core.errors import LacoError
+from laco_core.evaluate import TokenDivergence, token_divergence
+from laco_core.generate import DecodeSettings, StreamState, first_divergence, stream_many
 
-from .common import SHORT_GROUP, build_choices, gpu, model_of
+from .common import SHORT_GROUP, gpu, model_of
 from .state import Session
 
+MAX_BUILDS = 3  # beside the original
 EXAMPLES = [
     "What is the capital of France?",
     "Explain in two sentences why the sky is blue.",
@@ -20,6 +27,8 @@ EXAMPLES = [
     "List three uses of a paperclip.",
     "What is 12 times 7?",
 ]
+KL_RED = 2.0  # nats: a token at or above this is drawn in full red
+TOKENS_READ = 200
 
 
 def panel_html(text: str, diverge_at: int | None = None, prefix: str | None = None) -> str:
@@ -33,20 +42,39 @@ def panel_html(text: str, diverge_at: int | None = None, prefix: str | None = No
     )
 
 
-def stats_md(st, label: str) -> str:
+def stats_md(st: StreamState, diverged: int | None = None, reference: bool = False) -> str:
+    """Under an answer: tokens, tokens/s, first-token latency, where it first diverged."""
     ttft = f"{st.first_token_latency_s * 1000:.0f} ms" if st.first_token_latency_s else "–"
     status = "done" if st.done else "streaming…"
+    where = ""
+    if not reference:
+        where = (
+            " · **identical so far**"
+            if diverged is None
+            else f" · **first diverged at token {diverged}**"
+        )
     return (
-        f"<small>**{label}** · {len(st.token_ids)} tokens · **{st.tokens_per_s:.1f} tok/s** · "
-        f"first token {ttft} · {status}</small>"
+        f"<small>{len(st.token_ids)} tokens · **{st.tokens_per_s:.1f} tok/s** · first token "
+        f"{ttft} · {status}{where}</small>"
     )
+
+
+def _picked(session: Session, picks) -> list[str]:
+    picks = [p for p in (picks if isinstance(picks, list) else [picks]) if p]
+    if not picks and session.current:
+        picks = [session.current]
+    if not picks:
+        raise LacoError("No collapsed model yet: build one in the Collapse tab first.")
+    if len(picks) > MAX_BUILDS:
+        raise LacoError(f"Pick at most {MAX_BUILDS} models to compare with the original.")
+    return list(dict.fromkeys(picks))
 
 
 @gpu
 def compare(
     engine: Engine,
     session: Session,
-    did: str,
+    picks: list[str],
     prompt: str,
     max_new_tokens: int,
     do_sample: bool,
@@ -57,12 +85,19 @@ def compare(
     chat: bool,
     repetition_penalty: float,
 ):
-    """Stream both models token by token into two panels; mark the first divergence.
+    """Stream the original and up to three builds token by token, one loop, same decoding.
 
-    The build's own base model and tokenizer are used; no lock is held while streaming, so
-    an abandoned stream (a cancel, a closed tab) leaves nothing behind.
+    Every build uses its own base model and tokenizer; builds of different bases cannot share
+    one original and are refused. No lock is held while streaming.
     """
-    did, model, base = model_of(engine, session, did)
+    picked = [model_of(engine, session, d) for d in _picked(session, picks)]
+    base = picked[0][2]
+    for did, _, b in picked[1:]:
+        if b is not base:
+            raise LacoError(
+                f"'{did}' was built on `{b.spec}`, '{picked[0][0]}' on `{base.spec}`: compare "
+                "models of one base model at a time."
+            )
     settings = DecodeSettings(
         int(max_new_tokens),
         bool(do_sample),
@@ -76,67 +111,172 @@ def compare(
     tok = base.tokenizer
     engine.limits.check("new_tokens", settings.max_new_tokens, "Max new tokens")
     engine.limits.check_prompts(tok, [prompt or ""], "Compare")
-    for a, b in stream_pair(base.model, model, tok, prompt or "", settings):
-        k = first_divergence(a.token_ids, b.token_ids)
-        prefix = tok.decode(b.token_ids[:k], skip_special_tokens=True) if k is not None else None
-        note = (
-            "Identical so far."
-            if k is None
-            else f"The collapsed model first diverges at generated token **{k}** (highlighted)."
-        )
+    labels = ["Original", *(f"`{did}`" for did, _, _ in picked)]
+    n = len(labels)
+    shown = [gr.Column(visible=i < n) for i in range(MAX_BUILDS + 1)]
+    heads = [f"#### {labels[i]}" if i < n else "" for i in range(MAX_BUILDS + 1)]
+    first = True
+    models = [base.model, *(m for _, m, _ in picked)]
+    for states in stream_many(models, tok, prompt or "", settings):
+        ref = states[0]
+        answers, stats = [panel_html(ref.text)], [stats_md(ref, reference=True)]
+        for st in states[1:]:
+            k = first_divergence(ref.token_ids, st.token_ids)
+            same = tok.decode(st.token_ids[:k], skip_special_tokens=True) if k is not None else None
+            answers.append(panel_html(st.text, k, same))
+            stats.append(stats_md(st, k))
+        pad = MAX_BUILDS + 1 - n
+        answers += ["<div class='laco-answer'>&nbsp;</div>"] * pad
+        stats += [""] * pad
         yield (
-            panel_html(a.text),
-            panel_html(b.text, k, prefix),
-            stats_md(a, "original"),
-            stats_md(b, did),
-            note,
+            *(shown if first else [gr.skip()] * len(shown)),
+            *(heads if first else [gr.skip()] * len(heads)),
+            *answers,
+            *stats,
         )
+        first = False
+
+
+def _colour(kl: float | None) -> str:
+    """White at 0 through orange to red at ``KL_RED`` nats."""
+    if kl is None:
+        return "transparent"
+    t = max(0.0, min(1.0, kl / KL_RED))
+    stops = [(255, 255, 255), (255, 200, 120), (230, 60, 60)]
+    a, b, u = (stops[0], stops[1], t * 2) if t < 0.5 else (stops[1], stops[2], t * 2 - 1)
+    r, g, bl = (round(x + (y - x) * u) for x, y in zip(a, b, strict=True))
+    return f"rgb({r},{g},{bl})"
+
+
+def _guesses(top: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{t!r} {100 * p:.0f} %" for t, p in top)
+
+
+def tokens_html(rows: list[TokenDivergence], did: str) -> str:
+    """Every token coloured by KL(original ‖ build); hover: both models' top-3 guesses."""
+    spans = []
+    for r in rows:
+        if r.kl is None:
+            tip = "first token: nothing predicts it"
+        else:
+            tip = (
+                f"KL {r.kl:.3f} nats\n"
+                f"original gave it {100 * r.ref_prob:.1f} % — top 3: {_guesses(r.ref_top)}\n"
+                f"{did} gave it {100 * r.model_prob:.1f} % — top 3: {_guesses(r.model_top)}"
+            )
+        spans.append(
+            f"<span class='laco-tok' style='background:{_colour(r.kl)}' "
+            f"title='{html.escape(tip, quote=True)}'>{html.escape(r.token)}</span>"
+        )
+    scored = [r for r in rows if r.kl is not None]
+    mean = sum(r.kl for r in scored) / max(len(scored), 1)
+    worst = sorted(scored, key=lambda r: -r.kl)[:3]
+    worst_s = ", ".join(f"{r.token!r} ({r.kl:.2f})" for r in worst)
+    return (
+        f"<div class='laco-tokens'>{''.join(spans)}</div>"
+        "<div class='laco-legend'>KL(original ‖ model) per token: 0 <span class='sw'></span> "
+        f"≥ {KL_RED:g} nats · mean <b>{mean:.3f}</b> nats over {len(scored)} tokens · worst: "
+        f"{html.escape(worst_s)}</div>"
+    )
+
+
+@gpu
+def token_view(engine: Engine, session: Session, did: str, text: str) -> str:
+    """Where the collapse hurts: one text, each token coloured by the KL of its prediction."""
+    did, model, base = model_of(engine, session, did)
+    engine.limits.check("text_chars", len(text or ""), "The text")
+    rows = token_divergence(model, base.model, base.tokenizer, text or "", 3, TOKENS_READ)
+    return tokens_html(rows, did)
+
+
+def picks_update(session: Session) -> gr.Dropdown:
+    """After a build: the newest model joins the picks (at most three)."""
+    choices = session.choices()
+    ids = [c[1] for c in choices]
+    return gr.Dropdown(
+        choices=choices, value=ids[:1] if session.current is None else [session.current]
+    )
 
 
 def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
-    """Build the Compare tab; its model picker follows every new build."""
+    """Build the Compare tab; its model pickers follow every new build."""
     gr.Markdown(
-        "Same prompt, same decoding, two models at once: the original on the left, the "
-        "collapsed one on the right. Greedy decoding makes differences easy to spot."
+        "Same prompt, same decoding, several models at once: the original beside up to three "
+        "of your models, streaming together. Greedy decoding makes differences easy to spot."
     )
-    with gr.Row():
+    with gr.Row(elem_classes=["laco-row"]):
         prompt = gr.Textbox(EXAMPLES[0], label="Prompt", lines=2, scale=3, elem_id="cmp-prompt")
         with gr.Column(scale=2, min_width=240):
-            pick = gr.Dropdown(
-                [], allow_custom_value=True, label="Collapsed model", elem_id="cmp-model"
+            picks = gr.Dropdown(
+                [],
+                multiselect=True,
+                max_choices=MAX_BUILDS,
+                label=f"Models beside the original (up to {MAX_BUILDS})",
+                elem_id="cmp-model",
             )
-            run_btn = gr.Button("▸ Generate both", variant="primary", elem_id="cmp-run")
+            run_btn = gr.Button("▸ Generate", variant="primary", elem_id="cmp-run")
     gr.Examples([[e] for e in EXAMPLES], inputs=prompt, label="Examples")
-    with gr.Accordion("Decoding settings", open=False):
-        with gr.Row():
+    with gr.Accordion("Decoding settings (the same for every model)", open=False):
+        with gr.Row(elem_classes=["laco-row"]):
             max_new = gr.Slider(1, 512, 64, step=1, label="Max new tokens")
             sample = gr.Checkbox(False, label="Sample (off = greedy)")
             chat = gr.Checkbox(True, label="Use chat template")
             seed = gr.Number(0, label="Seed", precision=0)
-        with gr.Row():
+        with gr.Row(elem_classes=["laco-row"]):
             temp = gr.Slider(0.05, 2.0, 0.7, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, 0.9, step=0.05, label="Top-p")
             top_k = gr.Slider(0, 200, 50, step=1, label="Top-k (0 = off)")
             rep = gr.Slider(1.0, 2.0, 1.0, step=0.05, label="Repetition penalty")
-    with gr.Row(equal_height=True):
-        with gr.Column(elem_classes=["laco-panel"]):
-            gr.Markdown("#### Original")
-            out_a = gr.HTML("<div class='laco-answer'>&nbsp;</div>", elem_id="cmp-a")
-            stats_a = gr.Markdown("", elem_id="cmp-a-stats")
-        with gr.Column(elem_classes=["laco-panel"]):
-            gr.Markdown("#### Collapsed")
-            out_b = gr.HTML("<div class='laco-answer'>&nbsp;</div>", elem_id="cmp-b")
-            stats_b = gr.Markdown("", elem_id="cmp-b-stats")
-    divergence = gr.Markdown("", elem_id="cmp-divergence")
+    cols, heads, answers, stats = [], [], [], []
+    with gr.Row(equal_height=True, elem_classes=["laco-row"]):
+        for i in range(MAX_BUILDS + 1):
+            with gr.Column(elem_classes=["laco-panel"], visible=i < 2, min_width=200) as col:
+                heads.append(gr.Markdown("#### Original" if i == 0 else "#### Collapsed"))
+                name = "a" if i == 0 else "b" if i == 1 else str(i)
+                answers.append(
+                    gr.HTML("<div class='laco-answer'>&nbsp;</div>", elem_id=f"cmp-{name}")
+                )
+                stats.append(
+                    gr.Markdown("", elem_id=f"cmp-{name}-stats", elem_classes=["laco-answer-stats"])
+                )
+            cols.append(col)
+
+    gr.Markdown("### Where does it hurt?")
+    gr.Markdown(
+        "One text read by the original and one of your models. Each token is coloured by the "
+        "KL divergence between the two models' predictions of it (white: the same, red: far "
+        "apart); hover a token for both models' top-3 guesses."
+    )
+    with gr.Row(elem_classes=["laco-row"]):
+        text = gr.Textbox(
+            " ".join(read_text().split()[:120]), label="Text", lines=4, scale=3, elem_id="kl-text"
+        )
+        with gr.Column(scale=2, min_width=240):
+            kl_pick = gr.Dropdown([], allow_custom_value=True, label="Model", elem_id="kl-model")
+            kl_btn = gr.Button("Colour the tokens", elem_id="kl-run")
+    kl_view = gr.HTML("", elem_id="kl-view")
 
     for ev in collapse["built"]:
-        ev.then(build_choices, session, pick, api_visibility="private")
+        ev.then(picks_update, session, picks, api_visibility="private").then(
+            lambda s: gr.Dropdown(choices=s.choices(), value=s.current),
+            session,
+            kl_pick,
+            api_visibility="private",
+        )
     gr.on(
         [run_btn.click, prompt.submit],
         partial(compare, engine),
-        [session, pick, prompt, max_new, sample, temp, top_p, top_k, seed, chat, rep],
-        [out_a, out_b, stats_a, stats_b, divergence],
+        [session, picks, prompt, max_new, sample, temp, top_p, top_k, seed, chat, rep],
+        [*cols, *heads, *answers, *stats],
         api_name="compare",
         concurrency_id=SHORT_GROUP,
+        show_progress="hidden",
     )
-    return {"pick": pick}
+    kl_btn.click(
+        partial(token_view, engine),
+        [session, kl_pick, text],
+        kl_view,
+        api_name="token_kl",
+        concurrency_id=SHORT_GROUP,
+    )
+    return {"pick": picks, "kl_pick": kl_pick}

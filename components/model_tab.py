@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import gradio as gr
 
 from laco_core.engine import Engine
+from laco_core.errors import LacoError
 from laco_core.models import DTYPES
 
 from .common import PROGRESS, SHORT_GROUP, fmt_params, gpu
 from .state import Session
 
+log = logging.getLogger("laco.app")
 SPEC_CHOICES = [
     "default",
     "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -49,14 +52,57 @@ def load_model(
     return session, describe_md(info), info
 
 
-def build(engine: Engine, session: gr.State, demo: gr.Blocks) -> dict:
-    """Build the Model tab. Returns handles; ``loaded`` is the event later tabs chain on."""
+@gpu
+def load_session_model(engine: Engine, session: Session, progress: gr.Progress = PROGRESS):
+    """Page load: the session's own base model (a restored session may use another one).
+
+    A base that no longer loads (e.g. a Hub id while offline) falls back to the default.
+    """
+    note = ""
+    try:
+        loaded = engine.load(session.spec or "default", session.dtype, session.device)
+    except LacoError as e:
+        log.info("user error in load_session_model: %s", e)
+        note = (
+            f"  \n<small>⚠ `{session.spec}` did not load ({e}); the default model is used.</small>"
+        )
+        loaded = engine.load("default")
+        session.spec, session.dtype, session.device = "default", "auto", "auto"
+    session.num_layers = loaded.num_layers
+    info = loaded.describe()
+    return (
+        session,
+        describe_md(info) + note,
+        info,
+        gr.Dropdown(value=session.spec),
+        gr.Dropdown(value=session.dtype),
+        gr.Dropdown(value=session.device),
+    )
+
+
+class Fanout:
+    """Several events that later steps chain on alike (``loaded.then(...)``)."""
+
+    def __init__(self, events):
+        self.events = list(events)
+
+    def then(self, fn, *args, **kwargs) -> Fanout:
+        return Fanout(ev.then(fn, *args, **kwargs) for ev in self.events)
+
+
+def build(engine: Engine, session: gr.State, start) -> dict:
+    """Build the Model tab. Returns handles; ``loaded`` is the event later tabs chain on.
+
+    Args:
+        start: The page-load event (after the session was restored) that loads the session's
+            base model.
+    """
     gr.Markdown(
         "Pick a causal LM. **default** is the embedded SmolLM2-135M-Instruct (30 layers), "
         "loaded when the app starts. Any Hub id of a supported architecture (Llama, Mistral, "
         "Qwen2/3, Gemma2/3, Phi-3), a local `save_pretrained` folder or a `.gguf` file works."
     )
-    with gr.Row():
+    with gr.Row(elem_classes=["laco-row"]):
         spec = gr.Dropdown(
             SPEC_CHOICES, value="default", label="Model", allow_custom_value=True, scale=3
         )
@@ -67,12 +113,19 @@ def build(engine: Engine, session: gr.State, demo: gr.Blocks) -> dict:
     with gr.Accordion("Details", open=False):
         info = gr.JSON(label="describe()")
 
-    loaded = gr.on(
-        [demo.load, load_btn.click],
+    on_start = start.then(
+        partial(load_session_model, engine),
+        session,
+        [session, summary, info, spec, dtype, device],
+        concurrency_id=SHORT_GROUP,
+        api_visibility="private",
+    )
+    on_click = load_btn.click(
         partial(load_model, engine),
         inputs=[spec, dtype, device, session],
         outputs=[session, summary, info],
         api_name="load_model",
         concurrency_id=SHORT_GROUP,
     )
+    loaded = Fanout([on_start, on_click])
     return {"spec": spec, "summary": summary, "info": info, "loaded": loaded}

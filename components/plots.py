@@ -14,7 +14,7 @@ _LAYOUT = dict(
     font=dict(size=12),
     height=460,
 )
-_MERGE_COLOURS = ["#e4572e", "#17bebb", "#ffc914", "#76b041", "#6a4c93", "#f28482", "#2e86ab"]
+MERGE_COLOURS = ["#e4572e", "#17bebb", "#ffc914", "#76b041", "#6a4c93", "#f28482", "#2e86ab"]
 
 
 def _array(matrix) -> np.ndarray:
@@ -32,22 +32,29 @@ def heatmap(
     zlabel: str = "similarity",
     colorscale: str = "Viridis",
     off_diagonal_scale: bool = False,
+    hover: str | None = None,
 ) -> go.Figure:
-    """An all-pairs matrix with integer axes (index = layer or hidden state), origin top-left.
+    """An all-pairs matrix with integer axes (index = layer), origin top-left, square cells.
 
-    Clicking a cell gives ``x``/``y`` = the indices, which the click bridge sends to Python.
+    The axes' ranges are fixed to the matrix and both are constrained to their domain, so
+    a narrow window shrinks the square instead of stretching an axis; the colour bar sits
+    inside the figure's width. Clicking a cell gives ``x``/``y`` = the indices.
 
     Args:
         off_diagonal_scale: Fit the colour range to the off-diagonal cells. Weight cosines of
             different layers are small next to the diagonal's 1, which would otherwise
-            flatten every off-diagonal difference into one colour.
+            flatten every off-diagonal difference into one colour (say so in ``zlabel``).
+        hover: The hover line (``%{customdata}`` is the range ``min–max`` of the cell).
     """
     z = _array(matrix)
+    n = z.shape[0]
     zmin = zmax = None
-    if off_diagonal_scale and z.shape[0] > 1:
-        off = z[~np.eye(z.shape[0], dtype=bool)]
+    if off_diagonal_scale and n > 1:
+        off = z[~np.eye(n, dtype=bool)]
         zmin, zmax = float(off.min()), float(off.max())
-    idx = list(range(z.shape[0]))
+    idx = list(range(n))
+    spans = [[f"{min(a, b)}–{max(a, b)}" for a in idx] for b in idx]
+    line = hover or f"{axis_title} %{{y}} × {axis_title} %{{x}}<br>{zlabel} %{{z:.4f}}"
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -56,14 +63,26 @@ def heatmap(
             zmin=zmin,
             zmax=zmax,
             colorscale=colorscale,
-            colorbar=dict(title=zlabel),
-            hovertemplate=f"{axis_title} %{{y}} × {axis_title} %{{x}}<br>{zlabel} %{{z:.4f}}<extra></extra>",
+            customdata=spans,
+            colorbar=dict(title=dict(text=zlabel, side="top"), thickness=12, len=0.9, x=1.02),
+            hovertemplate=line + "<extra></extra>",
         )
     )
-    fig.update_layout(**_LAYOUT, title=title)
-    fig.update_xaxes(title=axis_title, dtick=max(1, len(idx) // 15), constrain="domain")
+    fig.update_layout(
+        **{**_LAYOUT, "margin": dict(l=44, r=10, t=36, b=40)},
+        title=dict(text=title, font=dict(size=13), x=0.01, xanchor="left"),
+    )
+    tick = max(1, n // 10)
+    fig.update_xaxes(
+        title=axis_title, range=[-0.5, n - 0.5], dtick=tick, constrain="domain", showgrid=False
+    )
     fig.update_yaxes(
-        title=axis_title, autorange="reversed", dtick=max(1, len(idx) // 15), scaleanchor="x"
+        title=axis_title,
+        range=[n - 0.5, -0.5],
+        dtick=tick,
+        scaleanchor="x",
+        constrain="domain",
+        showgrid=False,
     )
     return fig
 
@@ -138,7 +157,7 @@ def strip_diagram(groups: Sequence[Sequence[int]], num_layers: int) -> go.Figure
     for new, (lo, hi) in enumerate(groups):
         colour = "#b8c4d6"
         if hi > lo:
-            colour = _MERGE_COLOURS[k % len(_MERGE_COLOURS)]
+            colour = MERGE_COLOURS[k % len(MERGE_COLOURS)]
             k += 1
         for old in range(lo, hi + 1):
             colour_of[old] = colour
@@ -200,55 +219,98 @@ def strip_diagram(groups: Sequence[Sequence[int]], num_layers: int) -> go.Figure
     return fig
 
 
-def params_vs_ppl(table: pd.DataFrame, dense_ppl: float | None = None) -> go.Figure:
-    """Parameters removed (%) against perplexity for every evaluated model of the session."""
+def empty_strip(note: str) -> go.Figure:
+    """The strip diagram's place, empty, with a note (keeps the page from moving)."""
     fig = go.Figure()
-    if not table.empty and "ppl" in table and "params_removed_%" in table:
-        t = table.dropna(subset=["ppl"])
+    fig.add_annotation(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(**{**_LAYOUT, "height": 220})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def frontier(removed: Sequence[float], ratio: Sequence[float]) -> list[int]:
+    """Indices of the Pareto-optimal points (more removed, lower ratio), by share removed.
+
+    A point is on the frontier when no other point removes at least as much with a lower
+    or equal ratio (one of the two strictly better).
+    """
+    order = sorted(range(len(removed)), key=lambda i: (-removed[i], ratio[i]))
+    best, keep = float("inf"), []
+    for i in order:
+        if ratio[i] < best:
+            keep.append(i)
+            best = ratio[i]
+    return sorted(keep, key=lambda i: removed[i])
+
+
+_KINDS = {
+    "original": dict(symbol="star", size=15, color="#111"),
+    "your models": dict(symbol="circle", size=11, color="#e4572e"),
+    "baselines": dict(symbol="diamond", size=10, color="#2e86ab"),
+}
+
+
+def pareto(points: pd.DataFrame) -> go.Figure:
+    """Parameters removed (%) against held-out perplexity ratio (× the original), every model,
+    with the frontier of the best trade-offs drawn as a line."""
+    fig = go.Figure()
+    if not points.empty:
+        idx = frontier(list(points["removed"]), list(points["ratio"]))
+        f = points.iloc[idx]
         fig.add_trace(
             go.Scatter(
-                x=t["params_removed_%"],
-                y=t["ppl"],
-                mode="markers+text",
-                text=t["id"],
-                textposition="middle left",
-                marker=dict(size=11),
-                name="this session",
-                hovertemplate="%{text}<br>removed %{x:.1f}%<br>ppl %{y:.2f}<extra></extra>",
+                x=f["removed"],
+                y=f["ratio"],
+                mode="lines",
+                line=dict(color="#999", dash="dash", width=1.5),
+                name="frontier",
+                hoverinfo="skip",
             )
         )
-    if dense_ppl is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[0],
-                y=[dense_ppl],
-                mode="markers",
-                marker=dict(size=13, symbol="star"),
-                name="original",
+        for kind, style in _KINDS.items():
+            t = points[points["kind"] == kind]
+            if t.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=t["removed"],
+                    y=t["ratio"],
+                    mode="markers",
+                    marker=style,
+                    name=kind,
+                    text=t["label"],
+                    hovertemplate="%{text}<br>%{x:.1f} % removed<br>perplexity ×%{y:.2f}<extra></extra>",
+                )
             )
-        )
-    fig.update_layout(**{**_LAYOUT, "height": 380}, title="Parameters removed vs perplexity")
-    fig.update_xaxes(title="parameters removed (%)")
-    fig.update_yaxes(title="perplexity", type="log")
+    fig.update_layout(
+        **{**_LAYOUT, "height": 380},
+        title=dict(text="Parameters removed vs held-out perplexity", font=dict(size=13)),
+        legend=dict(orientation="h", y=-0.2),
+    )
+    fig.update_xaxes(title="parameters removed (%)", rangemode="tozero")
+    fig.update_yaxes(title="perplexity ÷ original's (log)", type="log")
     return fig
 
 
 def baselines_chart(table: pd.DataFrame) -> go.Figure:
-    """Perplexity per method across target ratios (``comparison.compare_all`` output)."""
+    """Held-out perplexity ratio per method across shares removed (``baselines_frame`` output)."""
     fig = go.Figure()
-    if not table.empty:
-        x = "params_removed" if "params_removed" in table else "target_ratio"
-        for (method, healed), t in table.groupby(
-            ["method", "healed"] if "healed" in table else ["method", "method"]
-        ):
+    x, y = "params removed (%)", "perplexity ratio, held-out (× original)"
+    if not table.empty and x in table and y in table:
+        for (method, healed), t in table.groupby(["method", "healed"]):
+            if method == "dense":
+                continue
+            t = t.dropna(subset=[x, y]).sort_values(x)
             name = f"{method}{' + LoRA' if healed is True else ''}"
-            t = t.sort_values(x)
-            fig.add_trace(go.Scatter(x=t[x], y=t["ppl"], mode="lines+markers", name=name))
+            fig.add_trace(go.Scatter(x=t[x], y=t[y], mode="lines+markers", name=name))
     fig.update_layout(
-        **{**_LAYOUT, "height": 400}, title="Baselines: parameters removed vs perplexity"
+        **{**_LAYOUT, "height": 380},
+        title=dict(text="Baselines: parameters removed vs perplexity", font=dict(size=13)),
+        legend=dict(orientation="h", y=-0.2),
     )
-    fig.update_xaxes(title="parameters removed")
-    fig.update_yaxes(title="perplexity", type="log")
+    fig.update_xaxes(title="parameters removed (%)")
+    fig.update_yaxes(title="perplexity ÷ original's (log)", type="log")
     return fig
 
 

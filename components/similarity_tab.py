@@ -19,6 +19,7 @@ from laco_core.errors import LacoError
 
 from . import plots
 from .common import PROGRESS, SHORT_GROUP, base_of, gpu, user_errors
+from .plan_map import block_matrix
 from .state import Session
 from .widgets import ClickBridge
 
@@ -36,14 +37,16 @@ def param_figure(analysis: dict, module: str):
         raise LacoError(f"No parameter similarity for '{module}'; run Analyze first.")
     return plots.heatmap(
         mats[module],
-        f"Parameter similarity — {module} (cosine of weights)",
+        f"Parameters ({module}): cosine of layer a's and b's weights",
         axis_title="layer",
-        zlabel="cosine",
+        zlabel="cosine<br>(diagonal<br>excluded)",
         off_diagonal_scale=True,
     )
 
 
 def rep_figure(analysis: dict, metric: str):
+    """The representation map in layer numbering (``plan_map.block_matrix``): cell (a, b)
+    compares the hidden state entering layer min(a, b) with the one leaving layer max(a, b)."""
     rep = analysis.get("rep")
     if not rep:
         raise LacoError("No representation similarity yet; run Analyze first.")
@@ -51,17 +54,19 @@ def rep_figure(analysis: dict, metric: str):
         return plots.influence_bar(rep["block_influence"])
     if metric == "angular distance":
         return plots.heatmap(
-            rep["angular"],
-            "Representation angular distance (hidden state k = after layer k−1)",
-            axis_title="hidden state",
-            zlabel="angular dist.",
+            block_matrix(rep["angular"]),
+            "Representations: angular distance, input of a → output of b",
+            axis_title="layer",
+            zlabel="angular<br>distance",
             colorscale="Viridis_r",
+            hover="block %{customdata}: angular distance %{z:.4f}",
         )
     return plots.heatmap(
-        rep["cosine"],
-        "Representation similarity (hidden state k = after layer k−1)",
-        axis_title="hidden state",
+        block_matrix(rep["cosine"]),
+        "Representations: cos(input of layer a, output of layer b)",
+        axis_title="layer",
         zlabel="cosine",
+        hover="block %{customdata}: cos(in, out) %{z:.4f}",
     )
 
 
@@ -135,17 +140,11 @@ def replot_rep(analysis: dict, metric: str):
     return rep_figure(analysis, metric) if analysis else gr.skip()
 
 
-def proposed_range(index: list, plot: str) -> tuple[int, int]:
-    """The layer range a heatmap click (x, y) proposes.
-
-    A parameter cell (i, j) compares layers i and j: propose min..max. A representation cell
-    compares hidden states i and j (state k is the output of layer k−1), so the layers
-    between them are min..max−1. A diagonal click proposes the cell and its successor.
-    """
+def proposed_range(index: list, plot: str = PARAM_PLOT) -> tuple[int, int]:
+    """The layer range a heatmap click (x, y) proposes: min..max (both maps are in layer
+    numbering); a diagonal click proposes the cell and its successor."""
     i, j = int(index[0]), int(index[1])
     lo, hi = min(i, j), max(i, j)
-    if plot == REP_PLOT:
-        hi -= 1
     if hi <= lo:
         hi = lo + 1
     return lo, hi
@@ -158,20 +157,22 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
         "(cosine of the flattened tensors). **Representation similarity** compares the hidden "
         "states the calibration prompts produce after each layer; **Block Influence** "
         "(ShortGPT) is 1 − cos(input, output) of each layer — low means the layer changes "
-        "little. **Click a cell** to propose that range of layers for collapsing."
+        "little. Both maps use one numbering, the layers': on the representation map, cell "
+        "(a, b) compares the hidden state entering layer a with the one leaving layer b. "
+        "**Click a cell** to add that range of layers to the plan (Collapse tab)."
     )
     analysis = gr.State({})
-    with gr.Row():
+    with gr.Row(elem_classes=["laco-row"]):
         module = gr.Dropdown(MODULE_ORDER, value="all", label="Parameters of", scale=1)
         metric = gr.Radio(METRICS, value="cosine", label="Representation metric", scale=2)
         analyze_btn = gr.Button("Analyze", variant="primary", scale=1, min_width=100)
     hint = gr.Markdown("", elem_id="sim-hint")
-    with gr.Row(equal_height=True):
-        param_plot = gr.Plot(label="Parameter similarity", elem_id=PARAM_PLOT)
-        rep_plot = gr.Plot(label="Representation similarity", elem_id=REP_PLOT)
+    with gr.Row(equal_height=True, elem_classes=["laco-row"]):
+        param_plot = gr.Plot(show_label=False, elem_id=PARAM_PLOT)
+        rep_plot = gr.Plot(show_label=False, elem_id=REP_PLOT)
     bridge = ClickBridge([PARAM_PLOT, REP_PLOT])
-    adj_plot = gr.Plot(label="Adjacent layers", elem_id="sim-adjacent")
-    with gr.Row():
+    adj_plot = gr.Plot(show_label=False, elem_id="sim-adjacent")
+    with gr.Row(elem_classes=["laco-row"]):
         with gr.Column(scale=3):
             prompts = gr.Textbox(
                 "\n".join(read_prompts()[:DEFAULT_PROMPTS]),
@@ -184,14 +185,14 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
 
     outputs = [analysis, module, param_plot, rep_plot, adj_plot, csv]
     run = partial(analyze, engine)
-    model["loaded"].then(
+    on_load = model["loaded"].then(
         run,
         [session, prompts, module, metric],
         outputs,
         concurrency_id=SHORT_GROUP,
         api_visibility="private",
     )
-    analyze_btn.click(
+    on_click = analyze_btn.click(
         run,
         [session, prompts, module, metric],
         outputs,
@@ -207,4 +208,5 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
         "analysis": analysis,
         "param_plot": param_plot,
         "rep_plot": rep_plot,
+        "analyzed": [on_load, on_click],
     }

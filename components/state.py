@@ -1,15 +1,56 @@
 """Per-session state: ids and recipe JSON only. Models and tensors live in the engine.
 
 ``gr.State`` deep-copies its initial value for every session, so the session's owner token is
-drawn lazily, on first use, not when the default ``Session()`` is built.
+drawn lazily, on first use, not when the default ``Session()`` is built. The whole session is
+small JSON (:meth:`Session.to_dict`), kept in the browser so it survives a reload.
+
+Metrics keep their source in their key: ``cal_*`` were measured on the calibration prompts
+when the model was built, ``ho_*`` on held-out text by Evaluate. They never overwrite each
+other, and tables show them in separate, labelled columns.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
+
+SESSION_FORMAT = "laco-session"
+# key -> (column header, digits); one unit per quantity: shares in %, KL in nats per token
+COLUMNS = {
+    "params_removed": ("params removed (%)", 1),
+    "cal_kl": ("KL, calibration (nats/token)", 3),
+    "cal_top1": ("top-1 agreement, calibration (%)", 1),
+    "ho_ppl": ("perplexity, held-out", 2),
+    "ho_ratio": ("perplexity ratio, held-out (× original)", 2),
+    "ho_kl": ("KL, held-out (nats/token)", 3),
+    "ho_top1": ("top-1 agreement, held-out (%)", 1),
+}
+
+
+def calibration_metrics(m: dict) -> dict:
+    """``evaluate.quick_metrics`` output under the ``cal_*`` keys (agreement in %)."""
+    out = {
+        "cal_kl": round(float(m["kl"]), 4),
+        "cal_top1": round(100 * float(m["top1_agreement"]), 2),
+    }
+    if m.get("final_cosine") is not None:
+        out["cal_cos"] = round(float(m["final_cosine"]), 4)
+    return out
+
+
+def heldout_metrics(m: dict) -> dict:
+    """``evaluate.evaluate`` output (with a reference) under the ``ho_*`` keys."""
+    return {
+        "ho_ppl": round(float(m["ppl"]), 3),
+        "ho_ref_ppl": round(float(m["ref_ppl"]), 3),
+        "ho_ratio": round(float(m["ppl"]) / float(m["ref_ppl"]), 4),
+        "ho_kl": round(float(m["kl"]), 4),
+        "ho_top1": round(100 * float(m["top1_agreement"]), 2),
+    }
 
 
 @dataclass
@@ -19,11 +60,17 @@ class Entry:
     id: str
     label: str
     recipe: dict
-    metrics: dict = field(default_factory=dict)  # quick metrics and evaluation results
+    metrics: dict = field(default_factory=dict)  # cal_* and ho_* figures
 
     @property
     def info(self) -> dict:
         return self.recipe.get("info", {}) if isinstance(self.recipe, dict) else {}
+
+    @property
+    def params_removed(self) -> float | None:
+        """Share of the base model's parameters removed, in %."""
+        before, after = self.info.get("params_before"), self.info.get("params_after")
+        return 100 * (1 - after / before) if before and after else None
 
 
 @dataclass
@@ -36,9 +83,11 @@ class Session:
     num_layers: int = 0
     builds: list[Entry] = field(default_factory=list)
     current: str | None = None  # id of the build Compare/Evaluate/Export use
-    dense_ppl: float | None = None  # the base model's perplexity, once evaluated
+    dense_ppl: float | None = None  # the base model's held-out perplexity, once evaluated
     exports: dict[str, str] = field(default_factory=dict)  # build id -> export folder
+    baselines: list[dict] = field(default_factory=list)  # rows of the last baselines run
     owner: str | None = None
+    url_applied: bool = False  # the page's ?plan= was read (not kept)
 
     def token(self) -> str:
         """This session's owner token for the engine (drawn on first use)."""
@@ -57,23 +106,80 @@ class Session:
         """(label, id) pairs for dropdowns, newest first."""
         return [(b.label, b.id) for b in reversed(self.builds)]
 
+    # ---- kept in the browser -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Everything worth keeping, as JSON (no export folders: they are server paths)."""
+        return {
+            "format": SESSION_FORMAT,
+            "version": 1,
+            "spec": self.spec,
+            "dtype": self.dtype,
+            "device": self.device,
+            "current": self.current,
+            "dense_ppl": self.dense_ppl,
+            "builds": [asdict(b) for b in self.builds],
+            "baselines": self.baselines,
+            "owner": self.owner,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Session:
+        """A session from :meth:`to_dict` output (unknown keys ignored; entries checked for
+        shape only: their recipes are read by the engine when first used)."""
+        builds = []
+        for b in d.get("builds") or []:
+            if (
+                isinstance(b, dict)
+                and isinstance(b.get("id"), str)
+                and isinstance(b.get("recipe"), dict)
+            ):
+                metrics = b.get("metrics") if isinstance(b.get("metrics"), dict) else {}
+                builds.append(Entry(b["id"], str(b.get("label") or b["id"]), b["recipe"], metrics))
+        owner = d.get("owner")  # a uuid4 hex drawn by ``token``; anything else: a new one
+        s = cls(
+            spec=str(d.get("spec") or "default"),
+            dtype=str(d.get("dtype") or "auto"),
+            device=str(d.get("device") or "auto"),
+            builds=builds,
+            baselines=[r for r in d.get("baselines") or [] if isinstance(r, dict)],
+            owner=owner
+            if isinstance(owner, str) and re.fullmatch(r"[0-9a-f]{32}", owner)
+            else None,
+        )
+        s.current = (
+            d.get("current") if s.get(d.get("current")) else (builds[-1].id if builds else None)
+        )
+        ppl = d.get("dense_ppl")
+        s.dense_ppl = float(ppl) if isinstance(ppl, (int, float)) and math.isfinite(ppl) else None
+        return s
+
+    # ---- tables ------------------------------------------------------------------------------
     def table(self) -> pd.DataFrame:
-        """Every build of this session with its recipe summary and any metrics measured."""
+        """Every build of this session: recipe summary and every figure measured, rounded,
+        calibration and held-out figures in separate labelled columns."""
         rows = []
         for b in self.builds:
             info = b.info
-            before, after = info.get("params_before"), info.get("params_after")
             kinds = [s.get("kind", "") for s in b.recipe.get("steps", [])]
-            rows.append(
-                {
-                    "id": b.id,
-                    "steps": " → ".join(kinds),
-                    "ranges": " ".join(f"{lo}-{hi}" for lo, hi in info.get("plan", [])),
-                    "layers": f"{info.get('layers_before', '?')}→{info.get('layers_after', '?')}",
-                    "params_removed_%": round(100 * (1 - after / before), 2)
-                    if before and after
-                    else None,
-                    **{k: v for k, v in b.metrics.items() if isinstance(v, (int, float, str))},
-                }
-            )
-        return pd.DataFrame(rows)
+            row = {
+                "model": b.id,
+                "steps": " → ".join(kinds),
+                "ranges": " ".join(f"{lo}-{hi}" for lo, hi in info.get("plan", [])),
+                "layers": f"{info.get('layers_before', '?')}→{info.get('layers_after', '?')}",
+                "params_removed": b.params_removed,
+                **b.metrics,
+            }
+            rows.append(row)
+        return labelled(pd.DataFrame(rows), ["model", "steps", "ranges", "layers"])
+
+
+def labelled(frame: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    """``first`` columns, then every known metric column present, renamed and rounded."""
+    if frame.empty:
+        return frame
+    cols = [c for c in first if c in frame] + [k for k in COLUMNS if k in frame]
+    out = frame[cols].copy()
+    for key, (_, digits) in COLUMNS.items():
+        if key in out:
+            out[key] = pd.to_numeric(out[key], errors="coerce").round(digits)
+    return out.rename(columns={k: v[0] for k, v in COLUMNS.items()})

@@ -126,3 +126,128 @@ class ClickBridge(gr.HTML):
             elem_classes=["laco-hidden"],
             **kwargs,
         )
+
+
+# Clicks and drags on one Plotly heatmap, in data coordinates: a press and a release each give
+# the cell under the pointer (axes' own pixel-to-data maps, so it works whatever the size);
+# the pair goes to Python as ``evt.index == [x0, y0, x1, y1]``. A box follows a drag. Plotly's
+# own drag (zoom) is off in the figure (``dragmode=False``).
+_PLAN_JS = """
+const id = element.querySelector('.laco-plan-bridge').dataset.target;
+let start = null;
+const cell = (gd, ev, clamp) => {
+  const fl = gd._fullLayout; if (!fl || !fl.xaxis || !fl.yaxis) return null;
+  const r = gd.getBoundingClientRect(), xa = fl.xaxis, ya = fl.yaxis;
+  let px = ev.clientX - r.left - xa._offset, py = ev.clientY - r.top - ya._offset;
+  const inside = px >= 0 && py >= 0 && px <= xa._length && py <= ya._length;
+  if (!inside && !clamp) return null;
+  px = Math.max(0, Math.min(xa._length, px)); py = Math.max(0, Math.min(ya._length, py));
+  return [Math.round(xa.p2c(px)), Math.round(ya.p2c(py))];
+};
+const box = (gd, a, b) => {
+  let el = gd.querySelector('.laco-drag-box');
+  if (!a) { if (el) el.remove(); return; }
+  if (!el) { el = document.createElement('div'); el.className = 'laco-drag-box'; gd.appendChild(el); }
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const xs = [a[0], b[0]].map((v) => xa.c2p(v) + xa._offset), ys = [a[1], b[1]].map((v) => ya.c2p(v) + ya._offset);
+  const cw = Math.abs(xa.c2p(1) - xa.c2p(0)), ch = Math.abs(ya.c2p(1) - ya.c2p(0));
+  Object.assign(el.style, {position: 'absolute', pointerEvents: 'none', border: '2px dashed #111',
+    left: (Math.min(...xs) - cw / 2) + 'px', top: (Math.min(...ys) - ch / 2) + 'px',
+    width: (Math.abs(xs[0] - xs[1]) + cw) + 'px', height: (Math.abs(ys[0] - ys[1]) + ch) + 'px'});
+};
+const hook = () => {
+  const host = document.getElementById(id);
+  const gd = host && host.querySelector('.js-plotly-plot');
+  if (!gd || gd._lacoPlan) return;
+  gd._lacoPlan = true;
+  gd.addEventListener('pointerdown', (ev) => {
+    if (ev.button !== 0 || ev.target.closest('.modebar')) return;
+    const c = cell(gd, ev, false);
+    if (c) start = {gd, c, t: performance.now()};
+  }, true);
+  gd.addEventListener('pointermove', (ev) => {
+    if (!start || start.gd !== gd) return;
+    const c = cell(gd, ev, true);
+    if (c && (c[0] !== start.c[0] || c[1] !== start.c[1])) box(gd, start.c, c);
+  });
+};
+window.addEventListener('pointerup', (ev) => {
+  if (!start) return;
+  const s = start; start = null;
+  box(s.gd, null);
+  const c = cell(s.gd, ev, true) || s.c;
+  window._lacoPlanClickAt = performance.now();
+  trigger('select', {index: [s.c[0], s.c[1], c[0], c[1]], value: 0, plot: id});
+});
+new MutationObserver(hook).observe(document.body, {childList: true, subtree: true});
+hook();
+"""
+
+
+class PlanBridge(gr.HTML):
+    """Invisible element turning a click or a drag on one heatmap into its ``select`` event.
+
+    Args:
+        target: ``elem_id`` of the ``gr.Plot``. In the handler, ``evt.index`` is
+            ``[x0, y0, x1, y1]``: the cells where the press and the release happened.
+    """
+
+    def __init__(self, target: str, **kwargs):
+        super().__init__(
+            value="",
+            html_template=f"<div class='laco-plan-bridge' data-target='{target}'></div>",
+            js_on_load=_PLAN_JS,
+            elem_classes=["laco-hidden"],
+            **kwargs,
+        )
+
+
+_CHIPS_JS = """
+element.addEventListener('click', (ev) => {
+  const b = ev.target.closest('button[data-range]');
+  if (b) trigger('select', {index: 0, value: b.dataset.range});
+});
+"""
+
+
+class PlanChips(gr.HTML):
+    """The plan's ranges as chips; a click on a chip's × fires ``select`` with ``evt.value``
+    = the range (``"16-18"``). The value is the chips' HTML (``plan_map.chips_html``)."""
+
+    def __init__(self, value: str = "", **kwargs):
+        super().__init__(value=value, js_on_load=_CHIPS_JS, **kwargs)
+
+
+# Plotly sizes a figure drawn in a hidden tab as zero wide; resize every plot whenever its
+# container's width changes (tab shown, window resized, one-column layout).
+_RESIZE_JS = """
+const seen = new WeakSet();
+const ro = new ResizeObserver((entries) => {
+  for (const e of entries) {
+    const gd = e.target._lacoPlot, w = Math.round(e.contentRect.width);
+    if (gd && w > 0 && gd._lacoW !== w && window.Plotly && gd._fullLayout) {
+      gd._lacoW = w;
+      window.Plotly.Plots.resize(gd);
+    }
+  }
+});
+const hook = () => document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
+  const box = gd.parentElement;
+  if (box && !seen.has(gd)) { seen.add(gd); box._lacoPlot = gd; ro.observe(box); }
+});
+new MutationObserver(hook).observe(document.body, {childList: true, subtree: true});
+hook();
+"""
+
+
+class PlotResizer(gr.HTML):
+    """Invisible element that keeps every Plotly figure sized to its container."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            value="",
+            html_template="<div></div>",
+            js_on_load=_RESIZE_JS,
+            elem_classes=["laco-hidden"],
+            **kwargs,
+        )

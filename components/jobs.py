@@ -1,0 +1,220 @@
+"""Long jobs in the app: a worker thread, a live progress bar (elapsed, ETA), streamed log rows
+and a Stop button that stops the engine's work.
+
+A handler starts a :class:`Job` with the work as a function of the job (which it reports to)
+and iterates :meth:`Job.ticks`: it wakes at least every ``TICK`` seconds, so the elapsed time
+stays live and a closed generator (Stop, a closed tab) is noticed at once; Gradio can only
+close a generator between two yields. Closing the handler's generator, or a Stop click
+(:func:`stop`), sets the job's stop Event, which the engine checks (``engine.run(stop=…)``).
+
+The only state kept here is which jobs are running, by (session token, panel), so that a
+Stop button reaches them: no models, no results.
+"""
+
+from __future__ import annotations
+
+import html
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from laco_core.errors import Cancelled
+
+TICK = 0.5  # seconds between two updates of a job that reports nothing
+_RUNNING: dict[tuple[str, str], set[Job]] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(eq=False)
+class Job:
+    """One long piece of work running on its own thread.
+
+    Attributes:
+        owner: The session token that started it.
+        panel: Which panel it belongs to (one Stop button per panel).
+        stop: Set to cancel; handed to the engine.
+        fraction: Share done in [0, 1] as last reported (None: unknown).
+        desc: What it is doing, as last reported.
+        events: Log rows reported so far (dicts), oldest first.
+    """
+
+    owner: str
+    panel: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    fraction: float | None = None
+    desc: str = "Starting…"
+    events: list[dict] = field(default_factory=list)
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+    ended: float | None = None
+    _wake: queue.Queue = field(default_factory=queue.Queue, repr=False)
+
+    # ---- called by the work (any thread) -----------------------------------------------------
+    def event(self, row: dict) -> None:
+        """A log row (e.g. a search candidate)."""
+        self.events.append(dict(row))
+        self._wake.put(1)
+
+    def progress(self, fraction: float | None, desc: str | None = None) -> None:
+        """Share done and what is being done; raises ``Cancelled`` once stopped, so work that
+        reports progress but checks no stop Event still ends at its next report."""
+        if fraction is not None:
+            self.fraction = max(0.0, min(1.0, float(fraction)))
+        if desc:
+            self.desc = desc
+        self._wake.put(1)
+        if self.stop.is_set():
+            raise Cancelled("Stopped.")
+
+    # ---- called by the handler ----------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def eta(self) -> float | None:
+        """Seconds left, extrapolated from the share done (None while too early to tell)."""
+        f = self.fraction
+        if f is None or f < 0.03 or self.elapsed < 1.0 or self.done:
+            return None
+        return self.elapsed * (1 - f) / f
+
+    def ticks(self, every: float = TICK) -> Iterator[None]:
+        """Wake on every report and at least every ``every`` seconds until the work ends."""
+        while not self.done:
+            try:
+                self._wake.get(timeout=every)
+                while not self._wake.empty():  # coalesce a burst of reports into one update
+                    self._wake.get_nowait()
+            except queue.Empty:
+                pass
+            yield
+
+    def close(self) -> None:
+        """Stop the work if it is still running, and forget the job."""
+        if not self.done:
+            self.stop.set()
+        with _LOCK:
+            jobs = _RUNNING.get((self.owner, self.panel))
+            if jobs is not None:
+                jobs.discard(self)
+                if not jobs:
+                    _RUNNING.pop((self.owner, self.panel), None)
+
+    def outcome(self) -> Any:
+        """The work's return value, or its exception raised here."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def start(owner: str, panel: str, work: Callable[[Job], Any]) -> Job:
+    """Run ``work(job)`` on a daemon thread; the caller iterates ``job.ticks()``."""
+    job = Job(owner, panel)
+    with _LOCK:
+        _RUNNING.setdefault((owner, panel), set()).add(job)
+
+    def run() -> None:
+        try:
+            job.result = work(job)
+        except BaseException as e:  # handed to the handler thread by ``outcome``
+            job.error = e
+        finally:
+            job.ended = time.monotonic()
+            job.done = True
+            job._wake.put(1)
+
+    threading.Thread(target=run, name=f"laco-{panel}", daemon=True).start()
+    return job
+
+
+def stop(owner: str, panel: str) -> list[Job]:
+    """Set the stop Event of this session's running jobs in ``panel``; returns them."""
+    with _LOCK:
+        jobs = list(_RUNNING.get((owner, panel), ()))
+    for j in jobs:
+        j.stop.set()
+    return jobs
+
+
+def running(owner: str, panel: str) -> bool:
+    with _LOCK:
+        return bool(_RUNNING.get((owner, panel)))
+
+
+# ---- what the user sees ----------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """``7 s``, ``2 min 05 s``, ``1 h 03 min``."""
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def bar_html(job: Job | None = None, state: str | None = None, note: str = "") -> str:
+    """The progress bar of ``job``: share done, what it does, elapsed time and ETA.
+
+    Args:
+        job: The job (None: an empty, idle bar that still takes its place on the page).
+        state: ``running`` (default while the job runs), ``done``, ``stopped`` or ``failed``.
+        note: Replaces the job's own description.
+    """
+    if job is None:
+        return (
+            "<div class='laco-job' data-state='idle'><div class='laco-job-text'>&nbsp;</div></div>"
+        )
+    state = state or ("done" if job.done and job.error is None else "running")
+    f = 1.0 if state == "done" else job.fraction
+    width = "100%" if f is None else f"{100 * f:.1f}%"
+    known = "" if f is None else f"<b>{100 * f:.0f} %</b> · "
+    eta = job.eta()
+    parts = [html.escape(note or job.desc), f"elapsed {duration(job.elapsed)}"]
+    if state == "running":
+        parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA –")
+    fill_class = "laco-job-fill" + (" laco-job-indeterminate" if f is None else "")
+    return (
+        f"<div class='laco-job' data-state='{state}'>"
+        f"<div class='laco-job-track'><div class='{fill_class}' style='width:{width}'></div></div>"
+        f"<div class='laco-job-text'>{known}{' · '.join(parts)}</div></div>"
+    )
+
+
+def stopped_html(jobs: Sequence[Job]) -> str:
+    """The bar after a Stop click."""
+    if not jobs:
+        return bar_html(None)
+    j = max(jobs, key=lambda x: x.started)
+    return bar_html(j, "stopped", "Stopped — nothing was added to your session.")
+
+
+Column = tuple[str, str, Callable[[Any], str] | None]  # (key, header, format)
+
+
+def log_html(rows: Sequence[dict], columns: Sequence[Column], empty: str = "") -> str:
+    """A log table, newest row last, kept scrolled to the bottom; accepted rows highlighted."""
+    if not rows:
+        return f"<div class='laco-log laco-log-empty'>{html.escape(empty) or '&nbsp;'}</div>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in columns)
+    body = []
+    for r in rows:
+        cls = " class='laco-accepted'" if r.get("accepted") else ""
+        cells = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            text = "" if v is None else (fmt(v) if fmt else str(v))
+            cells.append(f"<td>{html.escape(text)}</td>")
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return (
+        "<div class='laco-log'><div><table><thead><tr>"
+        f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div></div>"
+    )

@@ -1,0 +1,208 @@
+"""The collapse plan drawn on a similarity heatmap: the figure, what a click or drag means, chips.
+
+Both maps are drawn in ONE numbering, the layers': cell (a, b) of the parameter map compares
+the weights of layers a and b; cell (a, b) of the representation map compares the hidden
+state entering layer min(a, b) with the one leaving layer max(a, b), i.e. how much the block
+a..b changes the hidden state (hidden state k of the raw (L+1)×(L+1) matrix is the output of
+layer k−1). A planned range lo..hi is the square lo..hi × lo..hi on either map.
+
+Pure presentation and list logic: matrices and plans in, figures and strings out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+
+from laco_core.plan import Range, format_plan
+
+from .plots import MERGE_COLOURS
+
+MAPS = ["parameters", "representations"]
+MAP_ID = "plan-map"
+PREVIEWS_KEPT = 200  # per-range estimates kept per session (a few numbers each)
+
+
+def block_matrix(states: np.ndarray) -> np.ndarray:
+    """An (L+1)×(L+1) hidden-state similarity as L×L in layer numbering.
+
+    Cell (a, b) = sim(state min(a, b), state max(a, b) + 1): the state entering layer
+    min(a, b) against the state leaving layer max(a, b).
+    """
+    n = states.shape[0] - 1
+    i = np.arange(n)
+    return states[np.minimum.outer(i, i), np.maximum.outer(i, i) + 1]
+
+
+def colour_of(k: int) -> str:
+    """The colour of the k-th range of a sorted plan (the strip diagram uses the same)."""
+    return MERGE_COLOURS[k % len(MERGE_COLOURS)]
+
+
+def range_key(spec: str, method: str, prompts: list[str], r: Range) -> str:
+    """Key of one range's estimate in the session's store."""
+    digest = hashlib.sha1("\x1e".join(prompts).encode("utf-8")).hexdigest()[:10]
+    return f"{spec}|{method}|{digest}|{r[0]}-{r[1]}"
+
+
+def range_summary(p: dict | None) -> str:
+    """One range's estimate in a line (hover label, chip)."""
+    if not p:
+        return "estimating…"
+    removed = 100 * (1 - p["params_after"] / p["params_before"])
+    return f"−{p['layers_before'] - p['layers_after']} layers ({removed:.1f} % params) · KL {p['kl']:.3f}"
+
+
+def plan_figure(
+    analysis: dict,
+    kind: str,
+    ranges: list[Range],
+    estimates: dict[Range, dict] | None = None,
+) -> go.Figure:
+    """The chosen map with every planned range drawn as a square (hover: its estimate).
+
+    Args:
+        analysis: ``engine.analysis`` output (``param``/``rep`` matrices).
+        kind: ``parameters`` or ``representations``.
+        ranges: The plan (sorted, valid).
+        estimates: Per range, the preview of that range alone (``ops.preview`` numbers).
+    """
+    estimates = estimates or {}
+    if kind == MAPS[1]:
+        z = block_matrix(np.asarray(analysis["rep"]["cosine"], dtype=float))
+        title = "Representations: cos(input of layer a, output of layer b)"
+        zlabel, zmin, zmax = "cosine", None, None
+        hover = (
+            "merge layers %{customdata}<br>cos(state entering the first, state leaving the "
+            "last) %{z:.4f}<extra></extra>"
+        )
+    else:
+        z = np.asarray(analysis["param"]["all"], dtype=float)
+        title = "Parameters: cosine of layer a's and layer b's weights"
+        zlabel = "cosine<br>(diagonal<br>excluded)"
+        off = z[~np.eye(z.shape[0], dtype=bool)] if z.shape[0] > 1 else z.ravel()
+        zmin, zmax = float(off.min()), float(off.max())
+        hover = "layers %{y} × %{x}<br>cosine %{z:.4f}<br>click: merge %{customdata}<extra></extra>"
+    n = z.shape[0]
+    idx = list(range(n))
+    spans = [
+        [f"{min(a, b)}–{max(a, b) if a != b else min(a + 1, n - 1)}" for a in idx] for b in idx
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=idx,
+            y=idx,
+            zmin=zmin,
+            zmax=zmax,
+            colorscale="Viridis",
+            customdata=spans,
+            colorbar=dict(title=dict(text=zlabel, side="top"), thickness=12, len=0.9, x=1.02),
+            hovertemplate=hover,
+        )
+    )
+    for k, (lo, hi) in enumerate(sorted(ranges)):
+        a, b = lo - 0.5, hi + 0.5
+        fig.add_trace(
+            go.Scatter(
+                x=[a, b, b, a, a],
+                y=[a, a, b, b, a],
+                mode="lines",
+                fill="toself",
+                fillcolor="rgba(255,255,255,0.08)",
+                line=dict(color=colour_of(k), width=3),
+                hoveron="fills",
+                hoverinfo="text",
+                text=f"planned {lo}–{hi}: {range_summary(estimates.get((lo, hi)))}<br>"
+                "click inside to remove",
+                name=f"{lo}-{hi}",
+                showlegend=False,
+            )
+        )
+    fig.update_layout(
+        template="plotly_white",
+        title=dict(text=title, font=dict(size=13), x=0.01, xanchor="left"),
+        margin=dict(l=44, r=10, t=36, b=40),
+        height=470,
+        dragmode=False,
+        font=dict(size=11),
+        hoverlabel=dict(namelength=-1),
+    )
+    tick = max(1, n // 10)
+    fig.update_xaxes(
+        title="layer b", range=[-0.5, n - 0.5], dtick=tick, constrain="domain", showgrid=False
+    )
+    fig.update_yaxes(
+        title="layer a",
+        range=[n - 0.5, -0.5],
+        dtick=tick,
+        scaleanchor="x",
+        constrain="domain",
+        showgrid=False,
+    )
+    return fig
+
+
+# ---- gestures -------------------------------------------------------------------------------
+
+
+def gesture(ranges: list[Range], index: list, num_layers: int) -> tuple[list[Range], str]:
+    """What a press at (x0, y0) and release at (x1, y1) do to the plan.
+
+    A click inside a planned square removes that range. Otherwise the cells span a range
+    min..max of the four indices (a click on the diagonal: the cell and the next layer); a
+    range overlapping planned ones is joined with them.
+
+    Returns:
+        The new plan (sorted) and a one-line message.
+    """
+    x0, y0, x1, y1 = (int(v) for v in index)
+    top = max(num_layers - 1, 1)
+    if (x0, y0) == (x1, y1):
+        for lo, hi in ranges:
+            if lo <= x0 <= hi and lo <= y0 <= hi:
+                rest = [r for r in ranges if r != (lo, hi)]
+                return sorted(rest), f"Removed {lo}–{hi}."
+    lo, hi = max(0, min(x0, y0, x1, y1)), min(top, max(x0, y0, x1, y1))
+    if hi <= lo:
+        lo, hi = (lo, lo + 1) if lo < top else (top - 1, top)
+    joined = [r for r in ranges if not (r[1] < lo or r[0] > hi)]
+    if joined:
+        lo, hi = min([lo, *(r[0] for r in joined)]), max([hi, *(r[1] for r in joined)])
+        rest = [r for r in ranges if r not in joined]
+        return sorted([*rest, (lo, hi)]), (
+            f"Joined {format_plan(joined)} into {lo}–{hi} (ranges cannot overlap)."
+        )
+    return sorted([*ranges, (lo, hi)]), f"Added {lo}–{hi}."
+
+
+def remove(ranges: list[Range], which: str) -> tuple[list[Range], str]:
+    """Drop the range written ``"lo-hi"`` from the plan."""
+    try:
+        lo, hi = (int(v) for v in which.split("-"))
+    except ValueError:
+        return ranges, ""
+    rest = [r for r in ranges if r != (lo, hi)]
+    return rest, (f"Removed {lo}–{hi}." if len(rest) < len(ranges) else "")
+
+
+def chips_html(ranges: list[Range], estimates: dict[Range, dict] | None = None) -> str:
+    """Every planned range as a chip (its colour on the map, its estimate, a × to remove)."""
+    if not ranges:
+        return (
+            "<div class='laco-chips'><span class='laco-chips-empty'>No ranges yet: click or "
+            "drag on the map, or type them below.</span></div>"
+        )
+    estimates = estimates or {}
+    out = []
+    for k, (lo, hi) in enumerate(sorted(ranges)):
+        est = html.escape(range_summary(estimates.get((lo, hi))))
+        out.append(
+            f"<span class='laco-chip' style='--chip-colour:{colour_of(k)}'><b>{lo}–{hi}</b>"
+            f"<small>{est}</small><button data-range='{lo}-{hi}' title='remove {lo}–{hi}' "
+            f"aria-label='remove {lo}–{hi}'>×</button></span>"
+        )
+    return f"<div class='laco-chips'>{''.join(out)}</div>"

@@ -1,0 +1,268 @@
+"""Keep the work: the session lives in the browser and comes back after a reload; one JSON file
+saves or restores it; a recipe or a mergekit YAML loads as a build; a link reproduces a plan.
+
+What the browser keeps is the session's JSON (``Session.to_dict``): recipes as JSON, labels,
+metrics and the owner token, never tensors. A build the engine no longer holds (a restart, a
+model evicted) is registered again from its recipe and rebuilt when first used
+(``common.model_of``). Everything read back from the browser or a file is checked like any
+user input: recipes are parsed by the engine's own readers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from laco_core.engine import Engine
+from laco_core.errors import LacoError
+from laco_core.pipeline import read_recipe
+from laco_core.plan import format_plan, parse_ranges
+from laco_core.recipe import RECIPE_FILE, TENSORS_FILE
+from laco_core.registry import REGISTRY
+
+from .common import LONG_GROUP, PROGRESS, gpu, remember, user_errors
+from .state import SESSION_FORMAT, Session
+
+log = logging.getLogger("laco.app")
+STORAGE_KEY = "laco-explorer-session-v1"
+# The browser encrypts the stored session with this secret; Gradio sends it to the page, so it
+# protects nothing. A fixed default lets a session survive a server restart; set
+# LACO_BROWSER_SECRET on an instance to tie stored sessions to it.
+DEFAULT_SECRET = "laco-explorer"
+RECIPE_SUFFIXES = {".json", ".yaml", ".yml", ".safetensors"}
+
+
+def browser_state() -> gr.BrowserState:
+    """The component that keeps the session in this browser's localStorage."""
+    return gr.BrowserState(
+        None,
+        storage_key=STORAGE_KEY,
+        secret=os.environ.get("LACO_BROWSER_SECRET", DEFAULT_SECRET),
+    )
+
+
+def snapshot(session: Session) -> dict:
+    """What the browser keeps (called after anything that changes the session)."""
+    return session.to_dict()
+
+
+def summary_md(session: Session, note: str = "") -> str:
+    n = len(session.builds)
+    what = f"**{n} model{'s' if n != 1 else ''}** in this session" if n else "No models built yet"
+    return f"{note}{what} · base `{session.spec}` · kept in this browser across reloads."
+
+
+def restore(stored, session: Session):
+    """Page load: the session this browser kept, if any (a fresh session otherwise)."""
+    if not isinstance(stored, dict) or stored.get("format") != SESSION_FORMAT or session.builds:
+        return session, summary_md(session)
+    restored = Session.from_dict(stored)
+    n = len(restored.builds)
+    note = f"↻ Restored {n} model{'s' if n != 1 else ''} from your last visit. " if n else ""
+    return restored, summary_md(restored, note)
+
+
+def url_plan(session: Session, plan: str, method: str, request: gr.Request):
+    """``?plan=16-18,24-26&method=drop_lsq`` fills the plan once per page load."""
+    params = dict(request.query_params) if request is not None else {}
+    if session.url_applied or not params.get("plan"):
+        return session, gr.skip(), gr.skip()
+    session.url_applied = True
+    try:
+        text = format_plan(parse_ranges(params["plan"]))
+    except LacoError as e:
+        log.info("user error in url_plan: %s", e)
+        return session, gr.skip(), gr.skip()
+    chosen = params.get("method", "")
+    return session, text, chosen if chosen in REGISTRY.methods else gr.skip()
+
+
+def share_md(plan: str, method: str) -> str:
+    """A link that opens the app with this plan and method (relative: it keeps the host)."""
+    if not (plan or "").strip():
+        return "<small>Add ranges to the plan to get a link a colleague can open.</small>"
+    try:
+        ranges = format_plan(parse_ranges(plan)).replace(" ", "")
+    except LacoError:
+        return "<small>Fix the plan to get a link.</small>"
+    query = urllib.parse.urlencode({"plan": ranges, "method": method}, safe=",-")
+    return f"Link to this plan: [`?{query}`](?{query}) <small>(copy it; it opens the app with the plan)</small>"
+
+
+@user_errors
+def download(session: Session) -> str:
+    """The whole session as one JSON file (recipes, labels, metrics; no tensors, no token)."""
+    if not session.builds:
+        raise LacoError("Nothing to save yet: build a model first.")
+    d = session.to_dict()
+    d.pop("owner", None)  # a file travels; the owner token stays in this browser
+    out = Path(tempfile.mkdtemp(prefix="laco-session-")) / "laco_session.json"
+    out.write_text(json.dumps(d, indent=1), encoding="utf-8")
+    return str(out)
+
+
+def _paths(files) -> list[Path]:
+    if not files:
+        return []
+    items = files if isinstance(files, list) else [files]
+    return [Path(getattr(f, "name", f)) for f in items]
+
+
+@gpu
+def load_files(engine: Engine, session: Session, files, progress: gr.Progress = PROGRESS):
+    """Load our session JSON, a ``laco_recipe.json`` (with its ``laco_recipe.safetensors``) or
+    a mergekit passthrough YAML. A session's builds join this one (rebuilt when used); a
+    recipe is built now and selected."""
+    paths = _paths(files)
+    if not paths:
+        raise LacoError(
+            "Choose a file: a session (.json), a recipe (.json + .safetensors) or a mergekit YAML."
+        )
+    for p in paths:
+        engine.limits.check("upload_bytes", p.stat().st_size, f"The upload {p.name}")
+        if p.suffix.lower() not in RECIPE_SUFFIXES:
+            raise LacoError(f"'{p.name}' is not a .json, .yaml or .safetensors file.")
+    texts = [p for p in paths if p.suffix.lower() != ".safetensors"]
+    if len(texts) != 1:
+        raise LacoError("Give one .json or .yaml file (and at most the recipe's .safetensors).")
+    main = texts[0]
+    if main.suffix.lower() == ".json":
+        try:
+            d = json.loads(main.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise LacoError(f"'{main.name}' is not JSON.") from None
+        if isinstance(d, dict) and d.get("format") == SESSION_FORMAT:
+            return _merge_session(engine, session, d)
+    folder = Path(tempfile.mkdtemp(prefix="laco-recipe-"))
+    if main.suffix.lower() == ".json":
+        shutil.copy(main, folder / RECIPE_FILE)
+        for p in paths:
+            if p.suffix.lower() == ".safetensors":
+                shutil.copy(p, folder / TENSORS_FILE)
+        recipe = read_recipe(folder)
+    else:
+        recipe = read_recipe(main)
+    progress(0.2, desc=f"Rebuilding {recipe.describe()}…")
+    did = engine.add_recipe(recipe, session.token())
+    engine.model(did, session.token())
+    entry = remember(engine, session, did)
+    info = entry.info
+    md = (
+        f"### ✓ Loaded `{did}` — {recipe.describe()}  \n"
+        f"{info.get('layers_before', '?')} → {info.get('layers_after', '?')} layers on "
+        f"`{recipe.base.spec}`; it is now selected in Compare, Evaluate and Export."
+    )
+    return session, md, summary_md(session)
+
+
+def _merge_session(engine: Engine, session: Session, d: dict):
+    other = Session.from_dict({**d, "owner": None})
+    known = {b.id for b in session.builds}
+    added = 0
+    for b in other.builds:
+        if b.id in known:
+            continue
+        engine.limits.check("builds", len(session.builds) + 1)
+        session.builds.append(b)  # registered with the engine when first used
+        added += 1
+    if other.current and session.get(other.current):
+        session.current = other.current
+    session.baselines = session.baselines or other.baselines
+    md = f"### ✓ Loaded a session: {added} model{'s' if added != 1 else ''} added (rebuilt when you use them)."
+    return session, md, summary_md(session)
+
+
+def build(engine: Engine, session: gr.State) -> dict:
+    """The "Your work" bar above the tabs: what the session holds, save, load, share."""
+    browser = browser_state()
+    with gr.Accordion("Your work: save, load, share", open=False, elem_id="work"):
+        summary = gr.Markdown(summary_md(Session()), elem_id="work-summary")
+        with gr.Row(elem_classes=["laco-row"]):
+            with gr.Column():
+                save_btn = gr.Button("⬇ Download session", size="sm", elem_id="work-download")
+                saved = gr.File(label="Session file", interactive=False, height=80)
+            with gr.Column():
+                files = gr.File(
+                    label="Load session or recipe (.json, laco_recipe.safetensors, mergekit .yaml)",
+                    file_count="multiple",
+                    file_types=sorted(RECIPE_SUFFIXES),
+                    height=80,
+                    elem_id="work-files",
+                )
+                load_btn = gr.Button("Load", size="sm", elem_id="load-recipe")
+        loaded_md = gr.Markdown("", elem_id="load-result")
+        share = gr.Markdown(share_md("", "official"), elem_id="work-share")
+
+    save_btn.click(download, session, saved, api_visibility="private")
+    loaded = load_btn.click(
+        partial(load_files, engine),
+        [session, files],
+        [session, loaded_md, summary],
+        api_name="load_recipe",
+        concurrency_id=LONG_GROUP,
+    )
+    return {
+        "browser": browser,
+        "summary": summary,
+        "share": share,
+        "loaded": loaded,
+    }
+
+
+def saved(session: Session) -> tuple[dict, str]:
+    """After a change: what the browser keeps, and the summary line."""
+    return snapshot(session), summary_md(session)
+
+
+def restore_on_load(demo: gr.Blocks, work: dict, session: gr.State):
+    """Page load restores the session this browser kept; returns the event (the model tab
+    loads the session's base model after it)."""
+    return demo.load(
+        restore,
+        [work["browser"], session],
+        [session, work["summary"]],
+        api_visibility="private",
+        queue=False,
+    )
+
+
+def keep_after(events: list, work: dict, session: gr.State) -> None:
+    """Every event in ``events`` (and a load from this panel) saves the session afterwards."""
+    for ev in [*events, work["loaded"]]:
+        ev.then(
+            saved,
+            session,
+            [work["browser"], work["summary"]],
+            api_visibility="private",
+            queue=False,
+        )
+
+
+def share_and_url(work: dict, session: gr.State, model: dict, collapse: dict) -> None:
+    """The share link follows the plan; a page opened with ``?plan=`` fills the plan."""
+    plan, method = collapse["plan"], collapse["method"]
+    gr.on(
+        [plan.change, method.change],
+        share_md,
+        [plan, method],
+        work["share"],
+        api_visibility="private",
+        queue=False,
+    )
+    collapse["after_plan"](
+        model["loaded"].then(
+            url_plan,
+            [session, plan, method],
+            [session, plan, method],
+            api_visibility="private",
+            queue=False,
+        )
+    )
