@@ -316,7 +316,9 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         percent = gr.Slider(
             5, 45, 20, step=1, label="Parameters to remove (%)", scale=3, elem_id="best-pct"
         )
-        run_btn = gr.Button("★ Best collapse to 20 %", variant="primary", scale=2, elem_id="best-run")
+        run_btn = gr.Button(
+            "★ Best collapse to 20 %", variant="primary", scale=2, elem_id="best-run"
+        )
         stop_btn = gr.Button("■ Stop", variant="stop", scale=1, min_width=90, elem_id="best-stop")
     gr.Markdown(
         "<small>The best training-free pipeline measured on this project: a greedy search of "

@@ -212,7 +212,13 @@ def preview(
         return blank, plots.empty_strip("no valid plan"), store, gr.skip(), gr.skip()
     if not ranges:
         identity = [(i, i) for i in range(base.num_layers)]
-        return NO_PREVIEW, plots.strip_diagram(identity, base.num_layers), store, gr.skip(), gr.skip()
+        return (
+            NO_PREVIEW,
+            plots.strip_diagram(identity, base.num_layers),
+            store,
+            gr.skip(),
+            gr.skip(),
+        )
     prompts = prompt_list(prompts_text, 8)
     est = engine.preview(base, prompts, ranges, method)
     store = dict(store or {})

@@ -189,6 +189,13 @@ def token_view(engine: Engine, session: Session, did: str, text: str) -> str:
     return tokens_html(rows, did)
 
 
+def default_text(words: int = 110) -> str:
+    """The held-out text's first paragraph (its title line left out), cut to ``words``."""
+    paragraphs = [p for p in read_text().split("\n\n") if len(p.split()) > 20]
+    text = paragraphs[0] if paragraphs else read_text()
+    return " ".join(text.split()[:words])
+
+
 def picks_update(session: Session) -> gr.Dropdown:
     """After a build: the newest model joins the picks (at most three)."""
     choices = session.choices()
@@ -248,9 +255,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         "apart); hover a token for both models' top-3 guesses."
     )
     with gr.Row(elem_classes=["laco-row"]):
-        text = gr.Textbox(
-            " ".join(read_text().split()[:120]), label="Text", lines=4, scale=3, elem_id="kl-text"
-        )
+        text = gr.Textbox(default_text(), label="Text", lines=4, scale=3, elem_id="kl-text")
         with gr.Column(scale=2, min_width=240):
             kl_pick = gr.Dropdown([], allow_custom_value=True, label="Model", elem_id="kl-model")
             kl_btn = gr.Button("Colour the tokens", elem_id="kl-run")

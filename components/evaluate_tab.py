@@ -160,7 +160,11 @@ def points(session: Session) -> pd.DataFrame:
 def overview(session: Session) -> tuple[pd.DataFrame, str]:
     """One table of every build (and the original), with a line on where the figures come from."""
     table = session.table()
-    if not table.empty:
+    if table.empty:
+        table = pd.DataFrame(
+            columns=["model", "layers", "params removed (%)", "perplexity, held-out"]
+        )
+    else:
         dense = pd.DataFrame(
             [
                 {

@@ -288,7 +288,8 @@ def pareto(points: pd.DataFrame) -> go.Figure:
         title=dict(text="Parameters removed vs held-out perplexity", font=dict(size=13)),
         legend=dict(orientation="h", y=-0.2),
     )
-    fig.update_xaxes(title="parameters removed (%)", rangemode="tozero")
+    top = float(points["removed"].max()) if not points.empty else 0.0
+    fig.update_xaxes(title="parameters removed (%)", range=[-1, max(40.0, 1.15 * top)])
     fig.update_yaxes(title="perplexity ÷ original's (log)", type="log")
     return fig
 

@@ -54,10 +54,11 @@ def snapshot(session: Session) -> dict:
     return session.to_dict()
 
 
-def summary_md(session: Session, note: str = "") -> str:
+def summary_md(session: Session) -> str:
     n = len(session.builds)
     what = f"**{n} model{'s' if n != 1 else ''}** in this session" if n else "No models built yet"
-    return f"{note}{what} · base `{session.spec}` · kept in this browser across reloads."
+    back = f"↻ Restored {session.restored} from your last visit · " if session.restored else ""
+    return f"<small>{back}{what} · base `{session.spec}` · kept in this browser across reloads.</small>"
 
 
 def restore(stored, session: Session):
@@ -65,9 +66,8 @@ def restore(stored, session: Session):
     if not isinstance(stored, dict) or stored.get("format") != SESSION_FORMAT or session.builds:
         return session, summary_md(session)
     restored = Session.from_dict(stored)
-    n = len(restored.builds)
-    note = f"↻ Restored {n} model{'s' if n != 1 else ''} from your last visit. " if n else ""
-    return restored, summary_md(restored, note)
+    restored.restored = len(restored.builds)
+    return restored, summary_md(restored)
 
 
 def url_plan(session: Session, plan: str, method: str, request: gr.Request):
@@ -183,8 +183,8 @@ def _merge_session(engine: Engine, session: Session, d: dict):
 def build(engine: Engine, session: gr.State) -> dict:
     """The "Your work" bar above the tabs: what the session holds, save, load, share."""
     browser = browser_state()
+    summary = gr.Markdown(summary_md(Session()), elem_id="work-summary")
     with gr.Accordion("Your work: save, load, share", open=False, elem_id="work"):
-        summary = gr.Markdown(summary_md(Session()), elem_id="work-summary")
         with gr.Row(elem_classes=["laco-row"]):
             with gr.Column():
                 save_btn = gr.Button("⬇ Download session", size="sm", elem_id="work-download")

@@ -88,6 +88,7 @@ class Session:
     baselines: list[dict] = field(default_factory=list)  # rows of the last baselines run
     owner: str | None = None
     url_applied: bool = False  # the page's ?plan= was read (not kept)
+    restored: int = 0  # builds brought back from the browser on this page load (not kept)
 
     def token(self) -> str:
         """This session's owner token for the engine (drawn on first use)."""

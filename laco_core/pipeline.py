@@ -75,8 +75,12 @@ def run(base: LoadedModel, steps: list[Step], ctx: StepContext | None = None, re
     recipe = recipe or Recipe(base_ref(base))
     model, prior = apply_steps(base.model, recipe.steps, ctx) if recipe.steps else (base.model, [])
     model, done = apply_steps(model, steps, ctx)
-    info = {
-        **recipe.info,
+    return model, Recipe(recipe.base, [*prior, *done], {**recipe.info, **sizes(base, model)})
+
+
+def sizes(base: LoadedModel, model) -> dict:
+    """Layers and parameters before and after, and the plan in original layers."""
+    return {
         "layers_before": base.num_layers,
         "layers_after": num_layers(model),
         "params_before": base.num_params,
@@ -85,7 +89,6 @@ def run(base: LoadedModel, steps: list[Step], ctx: StepContext | None = None, re
         "attention_removed": attention_free(model),
         "kv_cache_layers": [len(attention_layers(base.model)), len(attention_layers(model))],
     }
-    return model, Recipe(recipe.base, [*prior, *done], info)
 
 
 def rebuild(recipe: Recipe, load: Callable[[BaseRef], LoadedModel], ctx: StepContext | None = None):
@@ -101,7 +104,9 @@ def rebuild(recipe: Recipe, load: Callable[[BaseRef], LoadedModel], ctx: StepCon
             f"'{recipe.base.spec}' has {base.num_layers} layers."
         )
     model, done = apply_steps(base.model, recipe.steps, ctx or context(base))
-    return model, base, Recipe(recipe.base, done, recipe.info, recipe.version)
+    # an imported recipe (a mergekit YAML, an older format) learns its sizes here
+    info = {**sizes(base, model), **recipe.info}
+    return model, base, Recipe(recipe.base, done, info, recipe.version)
 
 
 def passthrough_of(recipe: Recipe, base, model) -> tuple[list[int] | None, str]:

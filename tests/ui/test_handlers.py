@@ -11,12 +11,14 @@ import plotly.graph_objects as go
 import pytest
 
 from components import (
+    auto_panel,
     collapse_tab,
     compare_tab,
     evaluate_tab,
     export_tab,
     model_tab,
     plots,
+    session_panel,
     similarity_tab,
 )
 from components.state import Entry, Session
@@ -68,7 +70,9 @@ def test_analyze_returns_heatmaps_and_csvs(loaded):
     assert analysis["param"]["all"].shape == (6, 6)
     assert analysis["rep"]["cosine"].shape == (7, 7)
     assert isinstance(pfig, go.Figure) and pfig.data[0].z.shape == (6, 6)
-    assert rfig.data[0].z.shape == (7, 7)
+    assert rfig.data[0].z.shape == (6, 6)  # hidden states (7) shown in layer numbering
+    # cell (a, b) = cos(state entering layer a, state leaving layer b)
+    assert rfig.data[0].z[1][3] == pytest.approx(analysis["rep"]["cosine"][1][4])
     assert len(afig.data) == 2
     names = {Path(f).name for f in files}
     assert {"param_similarity_all.csv", "representation_cosine.csv"} <= names
@@ -94,7 +98,7 @@ def test_analyze_needs_prompts(loaded):
     [
         ([3, 1], similarity_tab.PARAM_PLOT, (1, 3)),
         ([2, 2], similarity_tab.PARAM_PLOT, (2, 3)),
-        ([5, 2], similarity_tab.REP_PLOT, (2, 4)),  # hidden states 2..5 span layers 2..4
+        ([5, 2], similarity_tab.REP_PLOT, (2, 5)),  # both maps in layer numbering
         ([3, 4], similarity_tab.REP_PLOT, (3, 4)),
     ],
 )
@@ -108,49 +112,66 @@ def test_add_range_merges_sorted_and_rejects_garbage():
         collapse_tab.add_range([1, 2], "x-y")
 
 
+def run(gen):
+    """Every update of a generator handler; the last one is the result."""
+    return list(gen)
+
+
 def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     engine, session, _ = loaded
-    md, strip = collapse_tab.preview(engine, session, "1-3", "official", PROMPTS)
+    md, strip, store, fig, chips = collapse_tab.preview(
+        engine, session, {}, "parameters", "1-3", "official", PROMPTS, {}
+    )
     assert "| layers | 6 | **4** |" in md and "cosine" in md
-    assert len(strip.data) > 6
-    with pytest.raises(gr.Error, match="overlap"):
-        collapse_tab.preview(engine, session, "1-3, 3-4", "official", PROMPTS)
-    fitted, _ = collapse_tab.preview(engine, session, "1-3", "drop_lsq", PROMPTS)
-    dropped, _ = collapse_tab.preview(engine, session, "1-3", "drop", PROMPTS)
+    assert len(strip.data) > 6 and len(store) == 1
+    bad, blank, *_ = collapse_tab.preview(
+        engine, session, {}, "parameters", "1-3, 3-4", "official", PROMPTS, {}
+    )
+    assert "error" in bad and "layers" not in bad  # an invalid plan blanks the preview
+    fitted, *_ = collapse_tab.preview(
+        engine, session, {}, "parameters", "1-3", "drop_lsq", PROMPTS, {}
+    )
+    dropped, *_ = collapse_tab.preview(
+        engine, session, {}, "parameters", "1-3", "drop", PROMPTS, {}
+    )
     assert "plain drop" in fitted and "plain drop" not in dropped
     assert fitted.split("cosine")[1][:12] == dropped.split("cosine")[1][:12]  # same estimate
 
-    session, result, info, _ = collapse_tab.build_collapse(
-        engine, session, "1-3", "official", PROMPTS, progress=NoProgress()
-    )
+    steps = run(collapse_tab.build_collapse(engine, session, "1-3", "official", PROMPTS))
+    session, bar, result, info, _ = steps[-1]
     did = info["id"]
+    assert "Built" in bar and steps[0][2] == ""  # the stale result was cleared first
     assert session.current == did and "6 → 4 layers" in result
-    assert set(info["metrics"]) == {"kl", "top1_agreement", "final_cosine"}
+    assert set(info["metrics"]) == {"cal_kl", "cal_top1", "cal_cos"}
     assert engine.get(did, session.token()).model.config.num_hidden_layers == 4
     with pytest.raises(Exception, match="Unknown model id"):
         engine.get(did)  # another owner (here: none) cannot use this session's build
 
-    steps = list(
+    steps = run(
         compare_tab.compare(
-            engine, session, did, "hello there", 6, False, 1.0, 1.0, 0, 0, False, 1.0
+            engine, session, [did], "hello there", 6, False, 1.0, 1.0, 0, 0, False, 1.0
         )
     )
-    a, b, stats_a, stats_b, note = steps[-1]
-    assert len(steps) >= 2 and "laco-answer" in a and "laco-answer" in b
-    assert "tok/s" in stats_a and "done" in stats_b
+    last = steps[-1]
+    answers, stats = last[8:12], last[12:16]
+    assert len(steps) >= 2 and "laco-answer" in answers[0] and "laco-answer" in answers[1]
+    assert "tok/s" in stats[0] and "done" in stats[1] and stats[2] == ""
 
-    session, emd, metrics, table, chart = evaluate_tab.evaluate(
-        engine, session, did, "pasted text", TEXT, None, 64, 0, progress=NoProgress()
+    session, emd, metrics, table, chart, note = evaluate_tab.evaluate(
+        engine, session, did, "pasted text", TEXT, None, 64, 0
     )
     assert metrics["ppl"] > 1 and metrics["ref_ppl"] > 1 and 0 <= metrics["top1_agreement"] <= 1
-    assert table.loc[0, "id"] == did and "ppl" in table
+    assert list(table["model"]) == ["original", did]
+    assert "perplexity, held-out" in table and "KL, calibration (nats/token)" in table
 
     session, vmd, zipped, recipe = export_tab.export(engine, session, did, progress=NoProgress())
     assert "Verified" in vmd and Path(zipped).suffix == ".zip"
     assert json.loads(Path(recipe).read_text())["info"]["layers_after"] == 4
 
     # the exported recipe loads back as a new build with equal logits
-    session, loaded_md = collapse_tab.load_recipe(engine, session, [recipe], progress=NoProgress())
+    session, loaded_md, _ = session_panel.load_files(
+        engine, session, [recipe], progress=NoProgress()
+    )
     assert "Loaded" in loaded_md and session.current != did
     import torch
 
@@ -164,7 +185,7 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
 def test_nothing_built_is_a_user_error(loaded):
     engine, session, _ = loaded
     with pytest.raises(gr.Error, match="Collapse tab"):
-        list(compare_tab.compare(engine, session, None, "hi", 4, False, 1, 1, 0, 0, False, 1))
+        list(compare_tab.compare(engine, session, [], "hi", 4, False, 1, 1, 0, 0, False, 1))
     with pytest.raises(gr.Error, match="Collapse tab"):
         export_tab.export(engine, session, None, progress=NoProgress())
 
@@ -172,7 +193,7 @@ def test_nothing_built_is_a_user_error(loaded):
 def test_auto_search_streams_log_and_registers(loaded):
     engine, session, _ = loaded
     steps = list(
-        collapse_tab.run_auto(
+        auto_panel.run_auto(
             engine,
             session,
             PROMPTS,
@@ -181,16 +202,20 @@ def test_auto_search_streams_log_and_registers(loaded):
             0,
             1,
             0.0,
+            False,
+            True,
             "official",
             "cosine",
             "paper",
             0,
-            progress=NoProgress(),
         )
     )
-    session, md, log, strip = steps[-1]
-    assert "Search done" in md and len(log) >= 1
+    session, bar, log, md, strip = steps[-1]
+    assert "Search done" in md and "<tr" in log and "Done" in bar
+    assert "<th>cosine</th>" in log  # the score column is named by its objective
+    assert "laco-accepted" in log  # accepted rows are highlighted
     assert session.current is not None and session.current.startswith("search")
+    assert "cal_kl" in session.get(session.current).metrics  # every build has calibration figures
     model = engine.get(session.current, session.token()).model
     assert model.config.num_hidden_layers < 6
 
@@ -229,14 +254,14 @@ def test_session_table_and_choices():
                     "params_after": 80,
                 },
             },
+            {"cal_kl": 0.123456, "ho_ppl": 12.5678, "ho_ratio": 1.256789},
         )
     )
-    s.builds[0].metrics["ppl"] = 12.5
     t = s.table()
-    assert t.loc[0, "params_removed_%"] == 20.0 and t.loc[0, "ranges"] == "2-4"
+    assert t.loc[0, "params removed (%)"] == 20.0 and t.loc[0, "ranges"] == "2-4"
+    assert t.loc[0, "KL, calibration (nats/token)"] == 0.123  # rounded, labelled by source
+    assert t.loc[0, "perplexity, held-out"] == 12.57
     assert s.choices() == [("one", "collapse-1")] and s.current == "collapse-1"
-    fig = plots.params_vs_ppl(t, 10.0)
-    assert list(fig.data[0].y) == [12.5]
 
 
 def test_heatmap_off_diagonal_scale_and_strip():
@@ -261,15 +286,17 @@ def test_baselines_panel_on_tiny_model(tmp_path):
     tiny_tokenizer().save_pretrained(path)
     engine = Engine()
     session, *_ = model_tab.load_model(engine, str(path), "float32", "cpu", Session(), NoProgress())
-    table, fig = evaluate_tab.run_baselines(
-        engine, session, "0.3", ["shortgpt", "laco_paper"], 0, progress=NoProgress()
-    )
+    steps = list(evaluate_tab.run_baselines(engine, session, "30", ["shortgpt", "laco_paper"], 0))
+    session, bar, table, fig, pareto, overview = steps[-1]
     assert {"dense", "shortgpt"} <= set(table["method"])
-    assert len(fig.data) >= 2
-    with pytest.raises(gr.Error, match="between 0 and 1|ratio"):
-        evaluate_tab.run_baselines(engine, session, "1.5", ["shortgpt"], 0, progress=NoProgress())
-    with pytest.raises(gr.Error, match="numbers"):
-        evaluate_tab.run_baselines(engine, session, "a, b", ["shortgpt"], 0, progress=NoProgress())
+    assert "params removed (%)" in table and "time (s)" in table
+    removed = table.loc[table["method"] == "shortgpt", "params removed (%)"].iloc[0]
+    assert 5 < removed < 60 and removed == round(removed, 1)  # a percentage, rounded
+    assert len(fig.data) >= 1 and {d.name for d in pareto.data} >= {"baselines", "original"}
+    with pytest.raises(gr.Error, match="between 0 and 100"):
+        list(evaluate_tab.run_baselines(engine, session, "150", ["shortgpt"], 0))
+    with pytest.raises(gr.Error, match="percentages"):
+        list(evaluate_tab.run_baselines(engine, session, "a, b", ["shortgpt"], 0))
 
 
 def test_analysis_is_memoised_per_model_and_prompts(loaded):

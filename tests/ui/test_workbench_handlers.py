@@ -1,0 +1,412 @@
+"""The workbench's handlers on tiny models: the plan on the map, jobs (bar, ETA, Stop), the kept
+session (browser, file, link), N-model compare, per-token KL, Evaluate all, lm-eval, Best
+collapse, the measured threshold warning, quiet logs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from components import (
+    auto_panel,
+    collapse_tab,
+    compare_tab,
+    evaluate_tab,
+    jobs,
+    logs,
+    model_tab,
+    plan_map,
+    plots,
+    session_panel,
+)
+from components.common import model_of
+from components.state import Entry, Session
+from laco_core.engine import Engine
+from laco_core.errors import Cancelled
+from laco_core.tiny import tiny_model, tiny_tokenizer
+
+PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
+TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)
+
+
+class NoProgress:
+    def __call__(self, *args, **kwargs):
+        return None
+
+
+def select(index, value=0, **extra) -> gr.SelectData:
+    return gr.SelectData(None, {"index": index, "value": value, **extra})
+
+
+@pytest.fixture
+def loaded(tmp_path):
+    path = tmp_path / "llama"
+    tiny_model("llama", layers=6).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    engine = Engine()
+    session, _, _ = model_tab.load_model(
+        engine, str(path), "float32", "cpu", Session(), progress=NoProgress()
+    )
+    return engine, session
+
+
+def analysis_of(n: int = 6) -> dict:
+    rng = np.random.default_rng(0)
+    param = rng.uniform(0, 0.01, (n, n)) + np.eye(n)
+    rep = rng.uniform(0.5, 1.0, (n + 1, n + 1))
+    return {"param": {"all": param}, "rep": {"cosine": rep}}
+
+
+def built(engine, session, plan="1-3", method="official") -> str:
+    steps = list(collapse_tab.build_collapse(engine, session, plan, method, PROMPTS))
+    return steps[-1][3]["id"]
+
+
+# ---- the plan on the map ---------------------------------------------------------------------
+
+
+def test_gestures_add_join_and_remove():
+    plan, msg = plan_map.gesture([], [3, 1, 3, 1], 6)
+    assert plan == [(1, 3)] and "Added 1–3" in msg
+    plan, msg = plan_map.gesture(plan, [4, 4, 4, 4], 6)  # a diagonal cell: it and the next
+    assert plan == [(1, 3), (4, 5)] and "Added 4–5" in msg
+    plan, msg = plan_map.gesture(plan, [0, 2, 0, 2], 6)  # overlapping ranges are joined
+    assert plan == [(0, 3), (4, 5)] and "Joined" in msg
+    plan, msg = plan_map.gesture([(1, 3)], [2, 2, 2, 2], 6)  # a click inside a square removes it
+    assert plan == [] and "Removed 1–3" in msg
+    plan, msg = plan_map.gesture([(0, 1)], [3, 3, 5, 5], 6)  # a drag spans min..max
+    assert plan == [(0, 1), (3, 5)]
+    plan, _ = plan_map.gesture([], [5, 5, 5, 5], 6)  # the last layer pairs with the one before
+    assert plan == [(4, 5)]
+    plan, msg = plan_map.remove([(0, 1), (3, 5)], "3-5")
+    assert plan == [(0, 1)] and "Removed 3–5" in msg
+
+
+def test_plan_figure_draws_a_square_per_range_with_its_estimate():
+    est = {
+        (1, 3): {
+            "kl": 0.25,
+            "cosine": 0.9,
+            "layers_before": 6,
+            "layers_after": 4,
+            "params_before": 100,
+            "params_after": 80,
+        }
+    }
+    fig = plan_map.plan_figure(analysis_of(), "parameters", [(1, 3), (4, 5)], est)
+    squares = [d for d in fig.data if d.type == "scatter"]
+    assert len(squares) == 2 and list(squares[0].x) == [0.5, 3.5, 3.5, 0.5, 0.5]
+    assert "KL 0.250" in squares[0].text and "estimating" in squares[1].text
+    assert fig.layout.dragmode is False and list(fig.layout.xaxis.range) == [-0.5, 5.5]
+    assert "diagonal" in fig.data[0].colorbar.title.text  # the scale says it excludes it
+    rep = plan_map.plan_figure(analysis_of(), "representations", [], {})
+    a = analysis_of()["rep"]["cosine"]
+    assert rep.data[0].z.shape == (6, 6) and rep.data[0].z[2][4] == pytest.approx(a[2][5])
+    html = plan_map.chips_html([(1, 3)], est)
+    assert "data-range='1-3'" in html and "KL 0.250" in html
+
+
+def test_click_map_updates_plan_figure_chips_and_message(loaded):
+    engine, session = loaded
+    view = (session, analysis_of(), "parameters", "", "official", PROMPTS, {})
+    text, fig, chips, msg = collapse_tab.click_map(*view, select([3, 1, 3, 1], plot="plan-map"))
+    assert text == "1-3" and "Added" in msg and "data-range='1-3'" in chips
+    assert sum(d.type == "scatter" for d in fig.data) == 1
+    view = (session, analysis_of(), "parameters", text, "official", PROMPTS, {})
+    text, *_ = collapse_tab.click_map(*view, select([2, 2, 2, 2]))
+    assert text == ""
+    text, *_ = collapse_tab.remove_chip(
+        session, analysis_of(), "parameters", "1-3, 4-5", "official", PROMPTS, {}, select(0, "1-3")
+    )
+    assert text == "4-5"
+    # a typed plan with an error is not overwritten by a click
+    out = collapse_tab.click_map(
+        session, analysis_of(), "parameters", "abc", "official", PROMPTS, {}, select([1, 1, 1, 1])
+    )
+    assert "Fix the typed plan" in out[3]
+
+
+@pytest.mark.parametrize(
+    ("plan", "needle"), [("abc", "Cannot read range"), ("3-6, 5-8", "overlap")]
+)
+def test_invalid_plan_error_inline_and_preview_blank(loaded, plan, needle):
+    engine, session = loaded
+    session.num_layers = 10  # the overlap check needs a model at least that deep
+    fig, chips, msg = collapse_tab.draw(
+        session, analysis_of(), "parameters", plan, "official", PROMPTS, {}
+    )
+    assert needle in msg and "laco-msg-error" in msg
+    md, strip, *_ = collapse_tab.preview(
+        engine, session, analysis_of(), "parameters", plan, "official", PROMPTS, {}
+    )
+    assert "No preview" in md and "layers" not in md and strip.data == ()
+
+
+def test_preview_estimates_each_range_once(loaded):
+    engine, session = loaded
+    _, _, store, fig, chips = collapse_tab.preview(
+        engine, session, analysis_of(), "parameters", "0-1, 3-4", "official", PROMPTS, {}
+    )
+    assert len(store) == 2 and "KL" in chips
+    assert all("KL" in d.text for d in fig.data if d.type == "scatter")
+
+
+def test_sim_click_adds_to_the_plan(loaded):
+    _, session = loaded
+    text, hint = collapse_tab.sim_click(session, "0-1", select([4, 2], 0.9, plot="sim-param"))
+    assert text == "0-1, 2-4" and "Collapse" in hint
+
+
+# ---- jobs --------------------------------------------------------------------------------------
+
+
+def test_job_reports_progress_eta_and_log():
+    def work(job):
+        for i in range(4):
+            job.event({"n": i, "accepted": i == 2})
+            job.progress((i + 1) / 4, f"step {i}")
+            time.sleep(0.3)
+        return "ok"
+
+    job = jobs.start("owner-a", "test", work)
+    bars = [jobs.bar_html(job) for _ in job.ticks(every=0.1)]
+    assert job.outcome() == "ok" and len(job.events) == 4
+    assert any("ETA" in b and "elapsed" in b for b in bars)
+    assert "100 %" in jobs.bar_html(job, "done", "Done.")
+    html = jobs.log_html(job.events, [("n", "#", None), ("accepted", "ok", None)])
+    assert html.count("laco-accepted") == 1
+    assert jobs.duration(75) == "1 min 15 s" and jobs.duration(None) == "–"
+
+
+def test_stop_sets_the_engine_stop_event_and_cancels():
+    started = threading.Event()
+
+    def work(job):
+        started.set()
+        while not job.stop.wait(0.05):
+            pass
+        job.progress(0.5)  # a report after a stop raises Cancelled
+
+    job = jobs.start("owner-b", "test", work)
+    started.wait(5)
+    assert jobs.running("owner-b", "test")
+    html = auto_panel.stop_panel("test", SimpleNamespace(token=lambda: "owner-b"))
+    assert "Stopped" in html
+    for _ in job.ticks(every=0.05):
+        pass
+    with pytest.raises(Cancelled):
+        job.outcome()
+    job.close()
+    assert not jobs.running("owner-b", "test")
+
+
+def test_closing_a_search_generator_stops_the_search(loaded):
+    engine, session = loaded
+    gen = auto_panel.run_auto(
+        engine,
+        session,
+        PROMPTS * 20,
+        2,
+        1,
+        0,
+        1,
+        0.99,
+        False,
+        False,
+        "official",
+        "cosine",
+        "greedy",
+        0,
+    )
+    next(gen)  # the search is running on its worker
+    job = next(iter(jobs._RUNNING[(session.token(), "auto")]))
+    gen.close()  # what a Stop (cancels=…) or a closed tab does
+    assert job.stop.is_set()
+
+
+# ---- keep the work -------------------------------------------------------------------------------
+
+
+def test_session_round_trips_through_the_browser_and_a_file(loaded, tmp_path):
+    engine, session = loaded
+    did = built(engine, session)
+    stored = session_panel.snapshot(session)
+    assert json.loads(json.dumps(stored)) == stored  # JSON, no tensors
+    fresh, summary = session_panel.restore(stored, Session())
+    assert fresh.owner == session.owner and fresh.current == did and fresh.restored == 1
+    assert "Restored 1" in summary
+    # the engine forgot the build (a restart): it is registered again from its recipe
+    other = Engine()
+    did2, model, _ = model_of(other, fresh, did)
+    assert model.config.num_hidden_layers == 4 and fresh.current == did2
+    # garbage in the browser gives a fresh session, never an error
+    s, _ = session_panel.restore({"format": "laco-session", "builds": [1, {"id": 3}]}, Session())
+    assert s.builds == [] and s.owner is None
+    # one file: download, then load into another session (the owner token stays behind)
+    path = session_panel.download(session)
+    assert "owner" not in json.loads(Path(path).read_text())
+    other_session = Session()
+    other_session.spec = session.spec
+    s, md, _ = session_panel.load_files(engine, other_session, [path], progress=NoProgress())
+    assert "1 model added" in md and s.builds[0].id == did
+    with pytest.raises(gr.Error, match="Nothing to save"):
+        session_panel.download(Session())
+
+
+def test_load_a_mergekit_yaml_and_refuse_odd_files(loaded, tmp_path):
+    engine, session = loaded
+    yml = tmp_path / "mergekit_config.yml"
+    yml.write_text(
+        f"merge_method: passthrough\ndtype: float32\nslices:\n"
+        f"  - sources:\n      - model: {session.spec}\n        layer_range: [0, 2]\n"
+        f"  - sources:\n      - model: {session.spec}\n        layer_range: [4, 6]\n",
+        encoding="utf-8",
+    )
+    s, md, _ = session_panel.load_files(engine, session, [str(yml)], progress=NoProgress())
+    assert "Loaded" in md and s.get(s.current).info["layers_after"] == 4
+    bad = tmp_path / "x.txt"
+    bad.write_text("hi", encoding="utf-8")
+    with pytest.raises(gr.Error, match="not a .json"):
+        session_panel.load_files(engine, session, [str(bad)], progress=NoProgress())
+
+
+def test_url_plan_and_share_link():
+    req = SimpleNamespace(query_params={"plan": "16-18,24-26", "method": "drop_lsq"})
+    s = Session()
+    s, plan, method = session_panel.url_plan(s, "", "official", req)
+    assert plan == "16-18, 24-26" and method == "drop_lsq" and s.url_applied
+    again = session_panel.url_plan(s, plan, method, req)
+    assert isinstance(again[1], type(gr.skip()))  # once per page load
+    link = session_panel.share_md("16-18, 24-26", "drop_lsq")
+    assert "?plan=16-18,24-26&method=drop_lsq" in link
+
+
+# ---- every model at once --------------------------------------------------------------------------
+
+
+def test_compare_three_builds_and_token_view(loaded):
+    engine, session = loaded
+    ids = [built(engine, session, p) for p in ("1-3", "2-4", "0-1")]
+    steps = list(
+        compare_tab.compare(engine, session, ids, "hello there", 5, False, 1, 1, 0, 0, False, 1)
+    )
+    first, last = steps[0], steps[-1]
+    assert [c.visible for c in first[:4]] == [True, True, True, True]
+    assert first[4] == "#### Original" and ids[0] in first[5]
+    stats = last[12:16]
+    assert all("tok/s" in s for s in stats) and all(
+        "diverged" in s or "identical" in s for s in stats[1:]
+    )
+    with pytest.raises(gr.Error, match="at most 3"):
+        list(
+            compare_tab.compare(engine, session, ids + ["x"], "hi", 2, False, 1, 1, 0, 0, False, 1)
+        )
+    html = compare_tab.token_view(engine, session, ids[0], TEXT[:200])
+    assert html.count("class='laco-tok'") > 20 and "top 3" in html and "mean" in html
+
+
+def test_evaluate_all_fills_one_table_and_a_pareto_plot(loaded):
+    engine, session = loaded
+    a, b = built(engine, session, "1-3"), built(engine, session, "0-1")
+    session.get(a).metrics["ho_ppl"] = 99.0  # stale: cleared when Evaluate all starts
+    steps = list(evaluate_tab.evaluate_all(engine, session, "pasted text", TEXT, None, 64, 0))
+    session, bar, table, fig, note = steps[-1]
+    assert "Scored 2 models" in bar
+    assert list(table["model"]) == ["original", a, b]
+    col = "perplexity ratio, held-out (× original)"
+    assert table[col].notna().all() and (table[col] == table[col].round(2)).all()
+    assert {d.name for d in fig.data} >= {"frontier", "your models", "original"}
+    assert "Held-out figures: pasted text" in note
+
+
+def test_pareto_frontier():
+    assert plots.frontier([0, 10, 20, 20, 30], [1, 1.5, 3, 2, 5]) == [0, 1, 3, 4]
+
+
+def test_lmeval_panel_runs_offline_task_and_names_missing_ones(loaded):
+    pytest.importorskip("lm_eval")
+    engine, session = loaded
+    did = built(engine, session)
+    steps = list(evaluate_tab.run_lmeval(engine, session, "laco_mc", 3, [did]))
+    bar, md = steps[-1]
+    assert "Done" in bar and "% of dense" in md and did in md and "original" in md
+    steps = list(evaluate_tab.run_lmeval(engine, session, "no_such_task_xyz", 2, []))
+    assert "laco-msg-error" in steps[-1][1]
+
+
+# ---- best collapse, the threshold check ------------------------------------------------------
+
+
+def test_best_collapse_joins_the_session(loaded):
+    engine, session = loaded
+    steps = list(auto_panel.run_best(engine, session, 20, PROMPTS))
+    session, bar, log, md, strip = steps[-1]
+    assert "Best collapse to 20 %" in md and "Done" in bar and "<th>exp(−KL)</th>" in log
+    entry = session.get(session.current)
+    assert entry.recipe["steps"][0]["config"]["refit"] == "drop_lsq"
+    assert entry.params_removed >= 20
+
+
+def test_threshold_check_measures_the_plan_and_its_damage(loaded):
+    engine, session = loaded
+    md, seen = auto_panel.check_threshold(
+        engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", {}
+    )
+    assert "Algorithm 1 removes" in md and "KL" in md and len(seen) == 1
+    again, seen2 = auto_panel.check_threshold(
+        engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", seen
+    )
+    assert again == md and seen2 is seen  # remembered, not searched again
+    assert "Destructive" in auto_panel.threshold_md(0.65, [(1, 4)], 3, 2.5)
+    assert "✓" in auto_panel.threshold_md(0.95, [(1, 2)], 1, 0.05)
+
+
+def test_strategy_controls_follow_declared_uses():
+    paper = {
+        n: u["visible"]
+        for n, u in zip(auto_panel.SETTINGS, auto_panel.visibility("paper", 0), strict=True)
+    }
+    greedy = {
+        n: u["visible"]
+        for n, u in zip(auto_panel.SETTINGS, auto_panel.visibility("greedy", 4), strict=True)
+    }
+    assert paper["interval"] and paper["early_exit"] and not paper["lazy"]
+    assert not greedy["interval"] and greedy["lazy"] and not greedy["threshold"]
+
+
+# ---- quiet logs ---------------------------------------------------------------------------------
+
+
+def test_library_warnings_are_filtered_once_ours_are_not():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        logs.quiet()
+        warnings.warn_explicit("old", FutureWarning, "x.py", 1, module="transformers.models.x")
+        warnings.warn_explicit("ours", FutureWarning, "y.py", 1, module="laco_core.search")
+    assert [str(w.message) for w in seen] == ["ours"]
+
+
+def test_user_errors_do_not_print_a_traceback():
+    from components.common import handler
+    from laco_core.errors import LacoError
+
+    @handler
+    def boom():
+        raise LacoError("bad range")
+
+    with pytest.raises(gr.Error) as e:
+        boom()
+    assert e.value.print_exception is False and "bad range" in str(e.value.message)
+
+
+def test_entry_params_removed():
+    e = Entry("x", "x", {"info": {"params_before": 200, "params_after": 150}})
+    assert e.params_removed == 25.0
