@@ -119,16 +119,22 @@ def draw(
     method: str,
     prompts_text: str,
     store: dict,
-    note: str = "",
+    shown: str = "",
 ):
-    """The instant part of a plan change: the map with its squares, the chips, the message."""
+    """The instant part of a plan change: the map with its squares, the chips, and the
+    message line (the plan's error; a valid plan clears an error and keeps any other note)."""
     ranges, error = read_plan(plan_text, session.num_layers)
     est = _estimates(session, store, method, prompts_text, ranges)
-    return (
-        _figure(analysis, kind, ranges, est),
-        plan_map.chips_html(ranges, est),
-        msg_md(error, True) if error else msg_md(note),
-    )
+    if error:
+        note = msg_md(error, True)
+    else:
+        note = "" if "laco-msg-error" in (shown or "") else gr.skip()
+    return _figure(analysis, kind, ranges, est), plan_map.chips_html(ranges, est), note
+
+
+def _drawn(session, analysis, kind, text, method, prompts_text, store, note):
+    fig, chips, _ = draw(session, analysis, kind, text, method, prompts_text, store)
+    return text, fig, chips, msg_md(note)
 
 
 def click_map(
@@ -147,8 +153,7 @@ def click_map(
         return gr.skip(), gr.skip(), gr.skip(), msg_md(f"Fix the typed plan first: {error}", True)
     index = list(evt.index) if len(evt.index) == 4 else [*evt.index, *evt.index]
     ranges, note = plan_map.gesture(ranges, index, session.num_layers or 2)
-    text = format_plan(ranges)
-    return (text, *draw(session, analysis, kind, text, method, prompts_text, store, note))
+    return _drawn(session, analysis, kind, format_plan(ranges), method, prompts_text, store, note)
 
 
 def remove_chip(
@@ -164,8 +169,7 @@ def remove_chip(
     """A chip's ×: remove that range."""
     ranges, _ = read_plan(plan_text, session.num_layers)
     ranges, note = plan_map.remove(ranges, str(evt.value))
-    text = format_plan(ranges)
-    return (text, *draw(session, analysis, kind, text, method, prompts_text, store, note))
+    return _drawn(session, analysis, kind, format_plan(ranges), method, prompts_text, store, note)
 
 
 def sim_click(session: Session, plan_text: str, evt: gr.SelectData):
@@ -409,34 +413,26 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         )
 
     instant = dict(api_visibility="private", queue=False, show_progress="hidden")
-    then_preview(bridge.select(click_map, view, [plan, fig, chips, msg], **instant))
-    then_preview(chips.select(remove_chip, view, [plan, fig, chips, msg], **instant))
-    then_preview(plan.input(draw, view, [fig, chips, msg], trigger_mode="always_last", **instant))
-    then_preview(
-        sim["bridge"]
-        .select(sim_click, [session, plan], [plan, sim["hint"]], **instant)
-        .then(draw, view, [fig, chips, msg], **instant)
-    )
-    then_preview(
-        add_btn.click(add_range, [slider, plan], plan, **instant).then(
-            draw, view, [fig, chips, msg], **instant
-        )
-    )
-    then_preview(
-        clear_btn.click(lambda: "", None, plan, **instant).then(
-            draw, view, [fig, chips, msg], **instant
-        )
-    )
-    kind.change(draw, view, [fig, chips, msg], **instant)
+    drawn = [fig, chips, msg]
+    # Clicks draw at once (one round trip); every change of the plan, whatever made it (a
+    # click, a chip's ×, typing, the slider, Clear, the Similarity tab, a link), then
+    # redraws and previews through ``plan.change``.
+    bridge.select(click_map, view, [plan, *drawn], **instant)
+    chips.select(remove_chip, view, [plan, *drawn], **instant)
+    then_preview(plan.change(draw, [*view, msg], drawn, trigger_mode="always_last", **instant))
+    sim["bridge"].select(sim_click, [session, plan], [plan, sim["hint"]], **instant)
+    add_btn.click(add_range, [slider, plan], plan, **instant)
+    clear_btn.click(lambda: "", None, plan, **instant)
+    kind.change(draw, [*view, msg], drawn, **instant)
     method.change(method_md, method, method_info, **instant)
     controls = [param_controls[n] for n in PARAM_NAMES]
     method.change(
         partial(params_ui.visibility, METHOD_PARAMS, PARAM_NAMES), method, controls, **instant
     )
-    then_preview(method.change(draw, view, [fig, chips, msg], **instant))
+    then_preview(method.change(draw, [*view, msg], drawn, **instant))
     model["loaded"].then(reset_slider, session, slider, api_visibility="private")
     for ev in sim["analyzed"]:
-        then_preview(ev.then(draw, view, [fig, chips, msg], **instant))
+        then_preview(ev.then(draw, [*view, msg], drawn, **instant))
 
     built = build_btn.click(
         partial(build_collapse, engine),
@@ -458,6 +454,5 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         "plan": plan,
         "method": method,
         "slider": slider,
-        "after_plan": lambda ev: then_preview(ev.then(draw, view, [fig, chips, msg], **instant)),
         "built": [best["built"], built, auto["built"]],
     }

@@ -178,7 +178,7 @@ def overview(session: Session) -> tuple[pd.DataFrame, str]:
                 }
             ]
         )
-        table = pd.concat([dense, table], ignore_index=True)
+        table = pd.concat([dense, table], ignore_index=True)[list(table.columns)]
     srcs = sorted({b.metrics["ho_src"] for b in session.builds if "ho_src" in b.metrics})
     if not srcs:
         note = "<small>Calibration figures were measured when each model was built; press **Evaluate all** for held-out figures.</small>"

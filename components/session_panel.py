@@ -257,12 +257,10 @@ def share_and_url(work: dict, session: gr.State, model: dict, collapse: dict) ->
         api_visibility="private",
         queue=False,
     )
-    collapse["after_plan"](
-        model["loaded"].then(
-            url_plan,
-            [session, plan, method],
-            [session, plan, method],
-            api_visibility="private",
-            queue=False,
-        )
+    model["loaded"].then(
+        url_plan,
+        [session, plan, method],
+        [session, plan, method],
+        api_visibility="private",
+        queue=False,
     )

@@ -1,0 +1,259 @@
+"""The workbench in a real Chromium: the plan on the Collapse heatmap, inline errors, a 3-way
+compare, the session kept across a reload, the page at 800 px, screenshots of every tab.
+
+Measured figures (click → drawn rectangle, reload → restored session) are printed and written
+to ``screenshots/timings.txt``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+TABS = ["1 · Model", "2 · Similarity", "3 · Collapse", "4 · Compare", "5 · Evaluate", "6 · Export"]
+PLAN = "#plan textarea, #plan input"
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def context(app_url, chromium):
+    SHOTS.mkdir(exist_ok=True)
+    ctx = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    yield ctx
+    (SHOTS / "timings.txt").write_text(
+        "".join(f"{k}: {v:.2f} s\n" for k, v in TIMINGS.items()), encoding="utf-8"
+    )
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def page(context, app_url):
+    pg = context.new_page()
+    pg.goto(app_url)
+    wait_text(pg, "#model-summary", "30 layers", 90_000)
+    yield pg
+
+
+def wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
+    page.wait_for_function(
+        "([s, n]) => { const e = document.querySelector(s); return !!e && (e.innerText ?? e.textContent).includes(n); }",
+        arg=[selector, needle],
+        timeout=timeout,
+    )
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    time.sleep(0.4)
+
+
+def squares(page) -> int:
+    return page.evaluate("() => document.querySelectorAll('#plan-map .scatterlayer .trace').length")
+
+
+def map_cell(page, i: int, j: int) -> tuple[float, float]:
+    """Viewport coordinates of cell (layer a = i, layer b = j) of the Collapse map."""
+    page.locator("#plan-map").scroll_into_view_if_needed()
+    box = page.locator("#plan-map .nsewdrag").first.bounding_box()
+    n = 30
+    return box["x"] + (j + 0.5) * box["width"] / n, box["y"] + (i + 0.5) * box["height"] / n
+
+
+def top(page, selector: str) -> float:
+    return page.locator(selector).first.bounding_box()["y"] + page.evaluate("() => window.scrollY")
+
+
+def test_click_on_collapse_heatmap_draws_a_rectangle(page):
+    tab(page, "3 · Collapse")
+    page.wait_for_selector("#plan-map .js-plotly-plot .heatmaplayer", timeout=60_000)
+    wait_text(page, "#strip .js-plotly-plot", "30 layers", 30_000)
+    before = {s: top(page, s) for s in ("#plan-map", "#preview", "#strip", "#build")}
+    x, y = map_cell(page, 16, 18)
+    t0 = time.perf_counter()
+    page.mouse.click(x, y)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 1",
+        timeout=15_000,
+    )
+    TIMINGS["click to drawn rectangle"] = time.perf_counter() - t0
+    assert page.input_value(PLAN) == "16-18"
+    assert "Added 16–18" in page.inner_text("#plan-msg")
+    wait_text(page, "#preview", "28", 30_000)
+    wait_text(page, "#plan-chips", "KL", 30_000)  # the range's own estimate, for its hover
+    # nothing moved: the message and the preview had their room already
+    after = {s: top(page, s) for s in before}
+    assert all(abs(after[s] - before[s]) < 2 for s in before), (before, after)
+    # hovering the planned square shows its estimate
+    x, y = map_cell(page, 17, 17)
+    page.mouse.move(x + 3, y + 3)
+    wait_text(page, "#plan-map .hoverlayer", "planned 16–18", 10_000)
+    assert "KL" in page.locator("#plan-map .hoverlayer").text_content()
+    print(f"click to drawn rectangle: {TIMINGS['click to drawn rectangle']:.2f} s")
+
+
+def test_drag_adds_and_one_click_removes(page):
+    x0, y0 = map_cell(page, 24, 24)
+    x1, y1 = map_cell(page, 26, 26)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 2"
+    )
+    assert page.input_value(PLAN) == "16-18, 24-26"
+    # one click inside a drawn square removes it
+    page.mouse.click(*map_cell(page, 25, 25))
+    page.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 1"
+    )
+    assert page.input_value(PLAN) == "16-18"
+    # the chip's × removes too; the typed plan box still drives the map
+    page.fill(PLAN, "10-12, 16-18")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 2"
+    )
+    page.click("#plan-chips button[data-range='10-12']")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 1"
+    )
+    assert page.input_value(PLAN) == "16-18"
+
+
+@pytest.mark.parametrize(
+    ("plan", "needle"), [("abc", "Cannot read range"), ("3-6, 5-8", "overlap")]
+)
+def test_invalid_plan_shows_its_error_inline_and_blanks_the_preview(page, plan, needle):
+    page.fill(PLAN, "20-23")
+    wait_text(page, "#preview", "27", 30_000)
+    page.fill(PLAN, plan)
+    wait_text(page, "#plan-msg", needle, 10_000)
+    wait_text(page, "#preview", "No preview", 30_000)
+    assert "27" not in page.inner_text("#preview")  # the previous valid preview is gone
+    assert squares(page) == 0
+    assert page.locator(".toast-body").count() == 0  # inline, not a stack of toasts
+
+
+def test_three_way_compare_streams(page):
+    tab(page, "3 · Collapse")
+    for plan in ("20-23", "16-18", "24-26"):
+        page.fill(PLAN, plan)
+        wait_text(page, "#preview", "parameters removed", 30_000)
+        page.click("#build")
+        page.wait_for_function(
+            "() => !document.querySelector('#build-result').innerText.includes('Built')"
+        )
+        wait_text(page, "#build-result", "Built", 120_000)
+    tab(page, "4 · Compare")
+    for _ in range(2):  # the newest is picked already; add the two others
+        page.click("#cmp-model input")
+        opts = page.locator("ul[role=listbox] li")
+        texts = [opts.nth(i).inner_text() for i in range(opts.count())]
+        opts.nth(next(i for i, t in enumerate(texts) if "✓" not in t)).click()
+        time.sleep(0.3)
+    page.keyboard.press("Escape")
+    page.click("#cmp-run")
+    panels = ["#cmp-a", "#cmp-b", "#cmp-2", "#cmp-3"]
+    seen = {p: set() for p in panels}
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        for p in panels:
+            seen[p].add(page.inner_text(p).strip())
+        if all("done" in page.inner_text(p + "-stats") for p in panels):
+            break
+        time.sleep(0.1)
+    assert "Paris" in page.inner_text("#cmp-a")
+    for p in panels:
+        assert len({s for s in seen[p] if s}) > 1, p  # each panel grew token by token
+        assert "tok/s" in page.inner_text(p + "-stats")
+    for p in panels[1:]:
+        stats = page.inner_text(p + "-stats")
+        assert "diverged at token" in stats or "identical" in stats
+
+
+def test_per_token_kl_view(page):
+    page.locator("#kl-run").scroll_into_view_if_needed()
+    page.click("#kl-run")
+    page.wait_for_selector("#kl-view .laco-tok", timeout=60_000)
+    tip = page.locator("#kl-view .laco-tok").nth(5).get_attribute("title")
+    assert "KL" in tip and "top 3" in tip
+
+
+def test_evaluate_all_fills_table_and_pareto(page):
+    tab(page, "5 · Evaluate")
+    page.click("#eval-all")
+    wait_text(page, "#eval-all-bar", "Scored 3 models", 300_000)
+    table = page.inner_text("#eval-table")
+    assert "perplexity ratio, held-out" in table and "KL, calibration" in table
+    page.wait_for_selector("#eval-pareto .scatterlayer .trace", timeout=30_000)
+
+
+def test_screenshots_of_every_tab_at_1400(page):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    for i, name in enumerate(TABS, 1):
+        tab(page, name)
+        time.sleep(1.0)
+        page.screenshot(path=str(SHOTS / f"tab{i}-1400.png"), full_page=True)
+
+
+def heatmap_whole(page, selector: str) -> dict:
+    """Where a heatmap's plot area and colour bar lie in its figure, and the axis ranges."""
+    return page.evaluate(
+        """(s) => {
+        const gd = document.querySelector(s + ' .js-plotly-plot');
+        const r = gd.getBoundingClientRect();
+        const cb = gd.querySelector('.colorbar');
+        const cbr = cb ? cb.getBoundingClientRect() : null;
+        const fl = gd._fullLayout;
+        return {width: r.width, right: r.right, cbRight: cbr ? cbr.right : null,
+                cbWidth: cbr ? cbr.width : 0, x: fl.xaxis.range, y: fl.yaxis.range,
+                w: fl.xaxis._length, h: fl.yaxis._length};
+    }""",
+        selector,
+    )
+
+
+def test_800px_one_column_whole_heatmaps_with_colour_bars(page):
+    page.set_viewport_size({"width": 800, "height": 1000})
+    time.sleep(1.0)
+    tab(page, "2 · Similarity")
+    time.sleep(1.0)
+    for sel in ("#sim-param", "#sim-rep"):
+        h = heatmap_whole(page, sel)
+        assert h["cbRight"] is not None and h["cbWidth"] > 5, (sel, h)  # a colour bar
+        assert h["cbRight"] <= h["right"] + 1, (sel, h)  # inside the figure
+        assert h["x"] == [-0.5, 29.5] and sorted(h["y"]) == [-0.5, 29.5], (sel, h)  # whole
+        assert abs(h["w"] - h["h"]) < 3, (sel, h)  # square cells
+        assert h["width"] > 600, (sel, h)  # one column: the figure spans the page
+    # one column: the representation map sits below the parameter map
+    assert top(page, "#sim-rep") > top(page, "#sim-param") + 300
+    tab(page, "3 · Collapse")
+    time.sleep(1.0)
+    h = heatmap_whole(page, "#plan-map")
+    assert h["cbWidth"] > 5 and h["x"] == [-0.5, 29.5] and h["width"] > 600, h
+    for i, name in enumerate(TABS, 1):
+        tab(page, name)
+        time.sleep(1.0)
+        page.screenshot(path=str(SHOTS / f"tab{i}-800.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_reload_keeps_the_session(page):
+    t0 = time.perf_counter()
+    page.reload()
+    wait_text(page, "#work-summary", "Restored 3", 60_000)
+    TIMINGS["reload to restored session"] = time.perf_counter() - t0
+    wait_text(page, "#model-summary", "30 layers", 60_000)
+    tab(page, "4 · Compare")
+    page.click("#cmp-model input")
+    assert page.locator("ul[role=listbox] li").count() == 3
+    page.keyboard.press("Escape")
+    tab(page, "5 · Evaluate")
+    wait_text(page, "#eval-table", "perplexity ratio, held-out", 30_000)
+    print(f"reload to restored session: {TIMINGS['reload to restored session']:.2f} s")
