@@ -262,15 +262,20 @@ def check_threshold(
     layers go and the KL it costs. Remembered per setting for the session.
     """
     if strategy != "paper":
-        return (
+        yield (
             "<small>T stops a greedy search without a target once the best score falls to T.</small>",
             seen,
         )
+        return
     base = base_of(engine, session)
     prompts = _prompts(prompts_text)[:8]
     plain = method if not REGISTRY.method(method).fitted else "drop"
     key = f"{base.spec}|{plain}|{objective}|{merge_count}|{low}|{high}|{interval}|{threshold:.2f}|{len(prompts)}"
     if key not in seen:
+        yield (
+            f"<small>Measuring what Algorithm 1 accepts at T = {threshold:.2f} on this model…</small>",
+            seen,
+        )
         cfg = SearchConfig(
             merge_count=int(merge_count),
             low=int(low),
@@ -289,7 +294,7 @@ def check_threshold(
             key: {"plan": plan, "kl": est["kl"] if est else 0.0, "removed": res.layers_removed},
         }
     r = seen[key]
-    return threshold_md(float(threshold), r["plan"], r["removed"], r["kl"]), seen
+    yield threshold_md(float(threshold), r["plan"], r["removed"], r["kl"]), seen
 
 
 def threshold_md(threshold: float, plan: list, removed: int, kl: float) -> str:
@@ -299,7 +304,7 @@ def threshold_md(threshold: float, plan: list, removed: int, kl: float) -> str:
             f"<small>At T = {threshold:.2f} Algorithm 1 accepts nothing on these prompts.</small>"
         )
     what = f"At T = {threshold:.2f} Algorithm 1 removes **{removed} layers** ({format_plan(plan)})"
-    cost = f"estimated KL **{kl:.2f}** nats/token (≈ ×{min(2.718**kl, 9999):.1f} perplexity)"
+    cost = f"estimated KL(original‖collapsed) **{kl:.2f}** nats/token on the calibration prompts"
     if kl >= KL_DESTRUCTIVE:
         return f"<span class='laco-msg-error'>⚠ Destructive on this model.</span> {what}: {cost}. Raise T."
     if kl >= KL_NOTICEABLE:

@@ -96,8 +96,13 @@ def msg_md(text: str, error: bool = False) -> str:
     return f"<span class='laco-msg-error'>⚠ {text}</span>" if error else text
 
 
+def _prompts8(prompts_text: str) -> list[str]:
+    return [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:8]
+
+
 def _estimates(session: Session, store: dict, method: str, prompts_text: str, ranges) -> dict:
-    prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:8]
+    """Each range's own estimate, from the session's store (missing ones are left out)."""
+    prompts = _prompts8(prompts_text)
     return {
         r: store[k]
         for r in ranges
@@ -105,10 +110,38 @@ def _estimates(session: Session, store: dict, method: str, prompts_text: str, ra
     }
 
 
+def _plan_key(session: Session, method: str, prompts_text: str, ranges) -> str:
+    return plan_map.range_key(
+        session.spec, method, _prompts8(prompts_text), ("plan", format_plan(ranges))
+    )
+
+
 def _figure(analysis: dict, kind: str, ranges, estimates):
     if not analysis or "param" not in analysis:
         return gr.skip()
     return plan_map.plan_figure(analysis, kind, ranges, estimates)
+
+
+def _preview(session: Session, store: dict, method: str, prompts_text: str, ranges, error: str):
+    """The preview box and strip diagram of the CURRENT plan: numbers from the store once
+    estimated; the strip and layer counts at once."""
+    n = session.num_layers
+    if error:
+        blank = "<div class='laco-preview-empty'>No preview: the plan above has an error.</div>"
+        return blank, plots.empty_strip("no valid plan")
+    if not n:
+        return NO_PREVIEW, gr.skip()
+    strip = plots.strip_diagram(layer_groups(ranges, n), n)
+    if not ranges:
+        return NO_PREVIEW, strip
+    est = store.get(_plan_key(session, method, prompts_text, ranges))
+    if est is None:
+        after = n - sum(hi - lo for lo, hi in ranges)
+        return (
+            f"| | before | after |\n|---|---:|---:|\n| layers | {n} | **{after}** |\n\n"
+            "<small>Estimating parameters and damage…</small>"
+        ), strip
+    return preview_md(est), strip
 
 
 def draw(
@@ -121,20 +154,23 @@ def draw(
     store: dict,
     shown: str = "",
 ):
-    """The instant part of a plan change: the map with its squares, the chips, and the
-    message line (the plan's error; a valid plan clears an error and keeps any other note)."""
+    """Everything the page shows of the CURRENT plan, instantly: the map with its squares,
+    the chips, the message line (the plan's error; a valid plan clears an error and keeps any
+    other note), the preview and the strip diagram. Estimates come from the store, so a slow
+    estimate of an older plan can never be shown for a newer one."""
     ranges, error = read_plan(plan_text, session.num_layers)
-    est = _estimates(session, store, method, prompts_text, ranges)
+    est = _estimates(session, store or {}, method, prompts_text, ranges)
     if error:
         note = msg_md(error, True)
     else:
         note = "" if "laco-msg-error" in (shown or "") else gr.skip()
-    return _figure(analysis, kind, ranges, est), plan_map.chips_html(ranges, est), note
+    md, strip = _preview(session, store or {}, method, prompts_text, ranges, error)
+    return _figure(analysis, kind, ranges, est), plan_map.chips_html(ranges, est), note, md, strip
 
 
 def _drawn(session, analysis, kind, text, method, prompts_text, store, note):
-    fig, chips, _ = draw(session, analysis, kind, text, method, prompts_text, store)
-    return text, fig, chips, msg_md(note)
+    fig, chips, _, md, strip = draw(session, analysis, kind, text, method, prompts_text, store)
+    return text, fig, chips, msg_md(note), md, strip
 
 
 def click_map(
@@ -150,7 +186,8 @@ def click_map(
     """A click or drag on the map: add (or join) a range, or remove the one clicked inside."""
     ranges, error = read_plan(plan_text, session.num_layers)
     if error:
-        return gr.skip(), gr.skip(), gr.skip(), msg_md(f"Fix the typed plan first: {error}", True)
+        note = msg_md(f"Fix the typed plan first: {error}", True)
+        return gr.skip(), gr.skip(), gr.skip(), note, gr.skip(), gr.skip()
     index = list(evt.index) if len(evt.index) == 4 else [*evt.index, *evt.index]
     ranges, note = plan_map.gesture(ranges, index, session.num_layers or 2)
     return _drawn(session, analysis, kind, format_plan(ranges), method, prompts_text, store, note)
@@ -197,39 +234,29 @@ def reset_slider(session: Session) -> RangeSlider:
 
 
 @gpu
-def preview(
+def estimate(
     engine: Engine,
     session: Session,
-    analysis: dict,
-    kind: str,
     plan_text: str,
     method: str,
     prompts_text: str,
     store: dict,
-):
-    """Live preview of a plan (numbers, strip diagram), and each range's own estimate for the
-    hover labels and chips. An invalid plan blanks the preview (its error is shown inline)."""
+) -> dict:
+    """The slow part of a plan change: the what-if estimate of the whole plan and of each
+    range alone (for hover labels and chips), from cached activations, into the store."""
     base = base_of(engine, session)
     ranges, error = read_plan(plan_text, base.num_layers)
-    if error:
-        blank = "<div class='laco-preview-empty'>No preview: the plan above has an error.</div>"
-        return blank, plots.empty_strip("no valid plan"), store, gr.skip(), gr.skip()
-    if not ranges:
-        identity = [(i, i) for i in range(base.num_layers)]
-        return (
-            NO_PREVIEW,
-            plots.strip_diagram(identity, base.num_layers),
-            store,
-            gr.skip(),
-            gr.skip(),
-        )
+    if error or not ranges:
+        return store
     prompts = prompt_list(prompts_text, 8)
-    est = engine.preview(base, prompts, ranges, method)
     store = dict(store or {})
+    whole = _plan_key(session, method, prompts_text, ranges)
+    if whole not in store:
+        store[whole] = engine.preview(base, prompts, ranges, method)
     for r in ranges:
         key = plan_map.range_key(session.spec, method, prompts, r)
         if key not in store:
-            one = est if len(ranges) == 1 else engine.preview(base, prompts, [r], method)
+            one = store[whole] if len(ranges) == 1 else engine.preview(base, prompts, [r], method)
             store[key] = {
                 k: one[k]
                 for k in (
@@ -243,15 +270,23 @@ def preview(
             }
     if len(store) > plan_map.PREVIEWS_KEPT:
         store = dict(list(store.items())[-plan_map.PREVIEWS_KEPT :])
-    own = _estimates(session, store, method, prompts_text, ranges)
-    groups = layer_groups(ranges, base.num_layers)
-    return (
-        preview_md(est),
-        plots.strip_diagram(groups, base.num_layers),
-        store,
-        _figure(analysis, kind, ranges, own),
-        plan_map.chips_html(ranges, own),
-    )
+    return store
+
+
+def preview(
+    engine: Engine,
+    session: Session,
+    analysis: dict,
+    kind: str,
+    plan_text: str,
+    method: str,
+    prompts_text: str,
+    store: dict,
+):
+    """Estimate, then show (one call, for scripts): preview, strip, store, map, chips."""
+    store = estimate(engine, session, plan_text, method, prompts_text, store)
+    fig, chips, _, md, strip = draw(session, analysis, kind, plan_text, method, prompts_text, store)
+    return md, strip, store, fig, chips
 
 
 @gpu
@@ -293,22 +328,16 @@ def build_collapse(
 
     job = jobs.start(owner, "build", work)
     try:
-        yield session, jobs.bar_html(job), "", None, gr.Button(interactive=False)
+        yield session, jobs.bar_html(job), "", None
         for _ in job.ticks():
-            yield gr.skip(), jobs.bar_html(job), gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip(), jobs.bar_html(job), gr.skip(), gr.skip()
     finally:
         job.close()
     try:
         did, metrics = job.outcome()
     except LacoError as e:
         log.info("user error in build_collapse: %s", e)
-        yield (
-            session,
-            jobs.bar_html(job, "failed", str(e)),
-            msg_md(str(e), True),
-            None,
-            gr.Button(interactive=True),
-        )
+        yield session, jobs.bar_html(job, "failed", str(e)), msg_md(str(e), True), None
         return
     entry = remember(engine, session, did, metrics)
     yield (
@@ -316,7 +345,6 @@ def build_collapse(
         jobs.bar_html(job, "done", "Built."),
         result_md(did, entry.info, metrics),
         {"id": did, "recipe": entry.recipe, "metrics": metrics},
-        gr.Button(interactive=True),
     )
 
 
@@ -399,45 +427,45 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     # ---- listeners ----------------------------------------------------------------------
     analysis = sim["analysis"]
     view = [session, analysis, kind, plan, method, prompts, store]
-    live = partial(preview, engine)
+    shown = [fig, chips, msg, preview_box, strip]
+    instant = dict(api_visibility="private", queue=False, show_progress="hidden")
 
-    def then_preview(ev):
+    def then_estimate(ev):
+        """After an instant redraw: estimate (slow), then redraw from the store."""
         return ev.then(
-            live,
-            view,
-            [preview_box, strip, store, fig, chips],
+            partial(estimate, engine),
+            [session, plan, method, prompts, store],
+            store,
             trigger_mode="always_last",
             concurrency_id=SHORT_GROUP,
             api_visibility="private",
             show_progress="hidden",
-        )
+        ).then(draw, [*view, msg], shown, **instant)
 
-    instant = dict(api_visibility="private", queue=False, show_progress="hidden")
-    drawn = [fig, chips, msg]
     # Clicks draw at once (one round trip); every change of the plan, whatever made it (a
     # click, a chip's ×, typing, the slider, Clear, the Similarity tab, a link), then
-    # redraws and previews through ``plan.change``.
-    bridge.select(click_map, view, [plan, *drawn], **instant)
-    chips.select(remove_chip, view, [plan, *drawn], **instant)
-    then_preview(plan.change(draw, [*view, msg], drawn, trigger_mode="always_last", **instant))
+    # redraws and estimates through ``plan.change``.
+    bridge.select(click_map, view, [plan, *shown], **instant)
+    chips.select(remove_chip, view, [plan, *shown], **instant)
+    then_estimate(plan.change(draw, [*view, msg], shown, trigger_mode="always_last", **instant))
     sim["bridge"].select(sim_click, [session, plan], [plan, sim["hint"]], **instant)
     add_btn.click(add_range, [slider, plan], plan, **instant)
     clear_btn.click(lambda: "", None, plan, **instant)
-    kind.change(draw, [*view, msg], drawn, **instant)
+    kind.change(draw, [*view, msg], shown, **instant)
     method.change(method_md, method, method_info, **instant)
     controls = [param_controls[n] for n in PARAM_NAMES]
     method.change(
         partial(params_ui.visibility, METHOD_PARAMS, PARAM_NAMES), method, controls, **instant
     )
-    then_preview(method.change(draw, [*view, msg], drawn, **instant))
+    then_estimate(method.change(draw, [*view, msg], shown, **instant))
     model["loaded"].then(reset_slider, session, slider, api_visibility="private")
     for ev in sim["analyzed"]:
-        then_preview(ev.then(draw, [*view, msg], drawn, **instant))
+        then_estimate(ev.then(draw, [*view, msg], shown, **instant))
 
     built = build_btn.click(
         partial(build_collapse, engine),
         [session, plan, method, prompts, *controls],
-        [session, bar, result, result_json, build_btn],
+        [session, bar, result, result_json],
         api_name="collapse",
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
@@ -449,7 +477,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         cancels=[built],
         api_visibility="private",
         concurrency_limit=None,
-    ).then(lambda: gr.Button(interactive=True), None, build_btn, **instant)
+    )
     return {
         "plan": plan,
         "method": method,

@@ -218,6 +218,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
                 [],
                 multiselect=True,
                 max_choices=MAX_BUILDS,
+                allow_custom_value=True,  # API callers pass ids of their session's builds
                 label=f"Models beside the original (up to {MAX_BUILDS})",
                 elem_id="cmp-model",
             )

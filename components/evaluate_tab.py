@@ -107,9 +107,30 @@ def evaluate(
     text = eval_text(source, pasted, upload, int(max_words))
     engine.limits.check("text_chars", len(text), "The text to score")
     engine.limits.check("seq_len", int(seq_len), "The window length")
-    did, m = _score(engine, session, did, text, seq_len, source_desc(source, seq_len, max_words))
+    desc = source_desc(source, seq_len, max_words)
+
+    def work(job: jobs.Job):
+        job.progress(None, "Scoring the model and its original…")
+        return _score(engine, session, did, text, seq_len, desc)
+
+    job = jobs.start(session.token(), "evalall", work)
+    try:
+        yield session, jobs.bar_html(job), "", None, gr.skip(), gr.skip(), gr.skip()
+        for _ in job.ticks():
+            yield (gr.skip(), jobs.bar_html(job), *[gr.skip()] * 5)
+    finally:
+        job.close()
+    did, m = job.outcome()
     table, note = overview(session)
-    return session, metrics_md(did, m), m, table, plots.pareto(points(session)), note
+    yield (
+        session,
+        jobs.bar_html(job, "done", f"Scored {did}."),
+        metrics_md(did, m),
+        m,
+        table,
+        plots.pareto(points(session)),
+        note,
+    )
 
 
 def baselines_frame(rows: list[dict]) -> pd.DataFrame:
@@ -447,6 +468,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
             lm_picks = gr.Dropdown(
                 [],
                 multiselect=True,
+                allow_custom_value=True,
                 label="Your models (beside the original)",
                 elem_id="lmeval-models",
             )
@@ -471,9 +493,10 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
     one = run_btn.click(
         partial(evaluate, engine),
         [session, pick, source, pasted, upload, seq_len, max_words],
-        [session, result, raw, table, chart, note],
+        [session, all_bar, result, raw, table, chart, note],
         api_name="evaluate",
         concurrency_id=SHORT_GROUP,
+        show_progress="hidden",
     )
     every = all_btn.click(
         partial(evaluate_all, engine),
@@ -487,7 +510,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         partial(stop, "evalall"),
         session,
         all_bar,
-        cancels=[every],
+        cancels=[every, one],
         api_visibility="private",
         concurrency_limit=None,
     )

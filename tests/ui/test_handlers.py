@@ -123,7 +123,7 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
         engine, session, {}, "parameters", "1-3", "official", PROMPTS, {}
     )
     assert "| layers | 6 | **4** |" in md and "cosine" in md
-    assert len(strip.data) > 6 and len(store) == 1
+    assert len(strip.data) > 6 and len(store) == 2  # the plan and its one range
     bad, blank, *_ = collapse_tab.preview(
         engine, session, {}, "parameters", "1-3, 3-4", "official", PROMPTS, {}
     )
@@ -138,7 +138,7 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     assert fitted.split("cosine")[1][:12] == dropped.split("cosine")[1][:12]  # same estimate
 
     steps = run(collapse_tab.build_collapse(engine, session, "1-3", "official", PROMPTS))
-    session, bar, result, info, _ = steps[-1]
+    session, bar, result, info = steps[-1]
     did = info["id"]
     assert "Built" in bar and steps[0][2] == ""  # the stale result was cleared first
     assert session.current == did and "6 → 4 layers" in result
@@ -157,9 +157,10 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     assert len(steps) >= 2 and "laco-answer" in answers[0] and "laco-answer" in answers[1]
     assert "tok/s" in stats[0] and "done" in stats[1] and stats[2] == ""
 
-    session, emd, metrics, table, chart, note = evaluate_tab.evaluate(
-        engine, session, did, "pasted text", TEXT, None, 64, 0
-    )
+    session, bar, emd, metrics, table, chart, note = run(
+        evaluate_tab.evaluate(engine, session, did, "pasted text", TEXT, None, 64, 0)
+    )[-1]
+    assert "Scored" in bar
     assert metrics["ppl"] > 1 and metrics["ref_ppl"] > 1 and 0 <= metrics["top1_agreement"] <= 1
     assert list(table["model"]) == ["original", did]
     assert "perplexity, held-out" in table and "KL, calibration (nats/token)" in table

@@ -117,8 +117,11 @@ def test_plan_figure_draws_a_square_per_range_with_its_estimate():
 def test_click_map_updates_plan_figure_chips_and_message(loaded):
     engine, session = loaded
     view = (session, analysis_of(), "parameters", "", "official", PROMPTS, {})
-    text, fig, chips, msg = collapse_tab.click_map(*view, select([3, 1, 3, 1], plot="plan-map"))
+    text, fig, chips, msg, md, strip = collapse_tab.click_map(
+        *view, select([3, 1, 3, 1], plot="plan-map")
+    )
     assert text == "1-3" and "Added" in msg and "data-range='1-3'" in chips
+    assert "Estimating" in md and strip.layout.title.text == "6 layers → 4 layers"
     assert sum(d.type == "scatter" for d in fig.data) == 1
     view = (session, analysis_of(), "parameters", text, "official", PROMPTS, {})
     text, *_ = collapse_tab.click_map(*view, select([2, 2, 2, 2]))
@@ -140,10 +143,10 @@ def test_click_map_updates_plan_figure_chips_and_message(loaded):
 def test_invalid_plan_error_inline_and_preview_blank(loaded, plan, needle):
     engine, session = loaded
     session.num_layers = 10  # the overlap check needs a model at least that deep
-    fig, chips, msg = collapse_tab.draw(
+    fig, chips, msg, md, strip = collapse_tab.draw(
         session, analysis_of(), "parameters", plan, "official", PROMPTS, {}
     )
-    assert needle in msg and "laco-msg-error" in msg
+    assert needle in msg and "laco-msg-error" in msg and "No preview" in md
     md, strip, *_ = collapse_tab.preview(
         engine, session, analysis_of(), "parameters", plan, "official", PROMPTS, {}
     )
@@ -155,7 +158,7 @@ def test_preview_estimates_each_range_once(loaded):
     _, _, store, fig, chips = collapse_tab.preview(
         engine, session, analysis_of(), "parameters", "0-1, 3-4", "official", PROMPTS, {}
     )
-    assert len(store) == 2 and "KL" in chips
+    assert len(store) == 3 and "KL" in chips  # the plan and each of its two ranges
     assert all("KL" in d.text for d in fig.data if d.type == "scatter")
 
 
@@ -357,12 +360,17 @@ def test_best_collapse_joins_the_session(loaded):
 
 def test_threshold_check_measures_the_plan_and_its_damage(loaded):
     engine, session = loaded
-    md, seen = auto_panel.check_threshold(
-        engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", {}
+    first, (md, seen) = list(
+        auto_panel.check_threshold(
+            engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", {}
+        )
     )
+    assert "Measuring" in first[0]
     assert "Algorithm 1 removes" in md and "KL" in md and len(seen) == 1
-    again, seen2 = auto_panel.check_threshold(
-        engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", seen
+    ((again, seen2),) = list(
+        auto_panel.check_threshold(
+            engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", seen
+        )
     )
     assert again == md and seen2 is seen  # remembered, not searched again
     assert "Destructive" in auto_panel.threshold_md(0.65, [(1, 4)], 3, 2.5)
