@@ -43,8 +43,15 @@ def panel_html(text: str, diverge_at: int | None = None, prefix: str | None = No
 
 
 def stats_md(st: StreamState, diverged: int | None = None, reference: bool = False) -> str:
-    """Under an answer: tokens, tokens/s, first-token latency, where it first diverged."""
+    """Under an answer: tokens, decoding speed, first-token latency, where it first diverged.
+
+    The speed counts the tokens after the first over the time after the first: the first
+    token's time (the prompt's forward pass) is shown apart, so a short answer is not judged
+    by its prompt."""
     ttft = f"{st.first_token_latency_s * 1000:.0f} ms" if st.first_token_latency_s else "–"
+    n = len(st.token_ids)
+    rest = st.elapsed_s - (st.first_token_latency_s or 0.0)
+    speed = (n - 1) / rest if n > 1 and rest > 0 else st.tokens_per_s
     status = "done" if st.done else "streaming…"
     where = ""
     if not reference:
@@ -54,8 +61,7 @@ def stats_md(st: StreamState, diverged: int | None = None, reference: bool = Fal
             else f" · **first diverged at token {diverged}**"
         )
     return (
-        f"<small>{len(st.token_ids)} tokens · **{st.tokens_per_s:.1f} tok/s** · first token "
-        f"{ttft} · {status}{where}</small>"
+        f"<small>{n} tokens · **{speed:.1f} tok/s** · first token {ttft} · {status}{where}</small>"
     )
 
 
@@ -174,9 +180,9 @@ def tokens_html(rows: list[TokenDivergence], did: str) -> str:
     worst_s = ", ".join(f"{r.token!r} ({r.kl:.2f})" for r in worst)
     return (
         f"<div class='laco-tokens'>{''.join(spans)}</div>"
-        "<div class='laco-legend'>KL(original ‖ model) per token: 0 <span class='sw'></span> "
-        f"≥ {KL_RED:g} nats · mean <b>{mean:.3f}</b> nats over {len(scored)} tokens · worst: "
-        f"{html.escape(worst_s)}</div>"
+        "<div class='laco-legend'><span>KL(original ‖ model) per token: 0 <span class='sw'>"
+        f"</span> ≥ {KL_RED:g} nats</span><span>mean <b>{mean:.3f}</b> nats over {len(scored)} "
+        f"tokens</span><span>worst: {html.escape(worst_s)}</span></div>"
     )
 
 

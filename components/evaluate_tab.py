@@ -33,12 +33,12 @@ log = logging.getLogger("laco.app")
 SOURCES = ["bundled held-out text", "pasted text", "uploaded file"]
 BASELINE_COLUMNS = {
     "method": "method",
-    "target_ratio": "target (%)",
-    "params_removed": "params removed (%)",
+    "target_ratio": "target %",
+    "params_removed": "params removed %",
     "layers": "layers",
-    "ppl": "perplexity, held-out",
-    "ratio": "perplexity ratio, held-out (× original)",
-    "kl": "KL, held-out (nats/token)",
+    "ppl": "ppl held-out",
+    "ratio": "ppl ratio held-out (×)",
+    "kl": "KL held-out (nats)",
     "healed": "healed",
     "seconds": "time (s)",
     "note": "note",
@@ -182,29 +182,30 @@ def overview(session: Session) -> tuple[pd.DataFrame, str]:
     """One table of every build (and the original), with a line on where the figures come from."""
     table = session.table()
     if table.empty:
-        table = pd.DataFrame(
-            columns=["model", "layers", "params removed (%)", "perplexity, held-out"]
-        )
+        table = pd.DataFrame(columns=["model", "layers", "params removed %", "ppl held-out"])
     else:
         dense = pd.DataFrame(
             [
                 {
                     "model": "original",
                     "layers": "",
-                    "params removed (%)": 0.0,
-                    "perplexity, held-out": round(session.dense_ppl, 2)
-                    if session.dense_ppl
-                    else None,
-                    "perplexity ratio, held-out (× original)": 1.0 if session.dense_ppl else None,
+                    "params removed %": 0.0,
+                    "ppl held-out": round(session.dense_ppl, 2) if session.dense_ppl else None,
+                    "ppl ratio held-out (×)": 1.0 if session.dense_ppl else None,
                 }
             ]
         )
         table = pd.concat([dense, table], ignore_index=True)[list(table.columns)]
     srcs = sorted({b.metrics["ho_src"] for b in session.builds if "ho_src" in b.metrics})
+    legend = (
+        "<b>cal.</b>: on the calibration prompts, when the model was built · <b>held-out</b>: "
+        "on held-out text, by Evaluate · KL = KL(original‖model), nats per token · ratio = "
+        "perplexity ÷ the original's."
+    )
     if not srcs:
-        note = "<small>Calibration figures were measured when each model was built; press **Evaluate all** for held-out figures.</small>"
+        note = f"<small>{legend} Press <b>Evaluate all</b> for held-out figures.</small>"
     elif len(srcs) == 1:
-        note = f"<small>Held-out figures: {srcs[0]}. Calibration figures: the calibration prompts, at build time.</small>"
+        note = f"<small>{legend} Held-out text: {srcs[0]}.</small>"
     else:
         note = (
             "<span class='laco-msg-error'>⚠ The held-out columns come from different texts or "

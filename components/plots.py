@@ -297,7 +297,7 @@ def pareto(points: pd.DataFrame) -> go.Figure:
 def baselines_chart(table: pd.DataFrame) -> go.Figure:
     """Held-out perplexity ratio per method across shares removed (``baselines_frame`` output)."""
     fig = go.Figure()
-    x, y = "params removed (%)", "perplexity ratio, held-out (× original)"
+    x, y = "params removed %", "ppl ratio held-out (×)"
     if not table.empty and x in table and y in table:
         for (method, healed), t in table.groupby(["method", "healed"]):
             if method == "dense":

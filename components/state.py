@@ -21,13 +21,13 @@ import pandas as pd
 SESSION_FORMAT = "laco-session"
 # key -> (column header, digits); one unit per quantity: shares in %, KL in nats per token
 COLUMNS = {
-    "params_removed": ("params removed (%)", 1),
-    "cal_kl": ("KL, calibration (nats/token)", 3),
-    "cal_top1": ("top-1 agreement, calibration (%)", 1),
-    "ho_ppl": ("perplexity, held-out", 2),
-    "ho_ratio": ("perplexity ratio, held-out (× original)", 2),
-    "ho_kl": ("KL, held-out (nats/token)", 3),
-    "ho_top1": ("top-1 agreement, held-out (%)", 1),
+    "params_removed": ("params removed %", 1),
+    "cal_kl": ("KL cal. (nats)", 3),
+    "cal_top1": ("top-1 cal. %", 1),
+    "ho_ppl": ("ppl held-out", 2),
+    "ho_ratio": ("ppl ratio held-out (×)", 2),
+    "ho_kl": ("KL held-out (nats)", 3),
+    "ho_top1": ("top-1 held-out %", 1),
 }
 
 

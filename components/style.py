@@ -48,7 +48,8 @@ CSS = """
 .laco-tokens { line-height: 1.9; white-space: pre-wrap; font-size: 0.95em; padding: 8px 10px;
   border: 1px solid var(--border-color-primary); border-radius: 8px; }
 .laco-tok { border-radius: 3px; padding: 1px 0; cursor: help; color: #111; }
-.laco-legend { font-size: 0.85em; display: flex; gap: 10px; align-items: center; margin-top: 4px; }
+.laco-legend { font-size: 0.85em; display: flex; flex-wrap: wrap; gap: 4px 16px; align-items: center;
+  margin-top: 4px; }
 .laco-legend span.sw { display: inline-block; width: 60px; height: 10px; border-radius: 3px;
   background: linear-gradient(90deg, rgb(255,255,255), rgb(255,200,120), rgb(230,60,60)); }
 

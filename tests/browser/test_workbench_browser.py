@@ -190,7 +190,7 @@ def test_evaluate_all_fills_table_and_pareto(page):
     page.click("#eval-all")
     wait_text(page, "#eval-all-bar", "Scored 3 models", 300_000)
     table = page.inner_text("#eval-table")
-    assert "perplexity ratio, held-out" in table and "KL, calibration" in table
+    assert "ppl ratio held-out" in table and "KL cal." in table
     page.wait_for_selector("#eval-pareto .scatterlayer .trace", timeout=30_000)
 
 
@@ -255,5 +255,5 @@ def test_reload_keeps_the_session(page):
     assert page.locator("ul[role=listbox] li").count() == 3
     page.keyboard.press("Escape")
     tab(page, "5 · Evaluate")
-    wait_text(page, "#eval-table", "perplexity ratio, held-out", 30_000)
+    wait_text(page, "#eval-table", "ppl ratio held-out", 30_000)
     print(f"reload to restored session: {TIMINGS['reload to restored session']:.2f} s")

@@ -163,7 +163,7 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     assert "Scored" in bar
     assert metrics["ppl"] > 1 and metrics["ref_ppl"] > 1 and 0 <= metrics["top1_agreement"] <= 1
     assert list(table["model"]) == ["original", did]
-    assert "perplexity, held-out" in table and "KL, calibration (nats/token)" in table
+    assert "ppl held-out" in table and "KL cal. (nats)" in table
 
     session, vmd, zipped, recipe = export_tab.export(engine, session, did, progress=NoProgress())
     assert "Verified" in vmd and Path(zipped).suffix == ".zip"
@@ -259,9 +259,9 @@ def test_session_table_and_choices():
         )
     )
     t = s.table()
-    assert t.loc[0, "params removed (%)"] == 20.0 and t.loc[0, "ranges"] == "2-4"
-    assert t.loc[0, "KL, calibration (nats/token)"] == 0.123  # rounded, labelled by source
-    assert t.loc[0, "perplexity, held-out"] == 12.57
+    assert t.loc[0, "params removed %"] == 20.0 and t.loc[0, "ranges"] == "2-4"
+    assert t.loc[0, "KL cal. (nats)"] == 0.123  # rounded, labelled by source
+    assert t.loc[0, "ppl held-out"] == 12.57
     assert s.choices() == [("one", "collapse-1")] and s.current == "collapse-1"
 
 
@@ -290,8 +290,8 @@ def test_baselines_panel_on_tiny_model(tmp_path):
     steps = list(evaluate_tab.run_baselines(engine, session, "30", ["shortgpt", "laco_paper"], 0))
     session, bar, table, fig, pareto, overview = steps[-1]
     assert {"dense", "shortgpt"} <= set(table["method"])
-    assert "params removed (%)" in table and "time (s)" in table
-    removed = table.loc[table["method"] == "shortgpt", "params removed (%)"].iloc[0]
+    assert "params removed %" in table and "time (s)" in table
+    removed = table.loc[table["method"] == "shortgpt", "params removed %"].iloc[0]
     assert 5 < removed < 60 and removed == round(removed, 1)  # a percentage, rounded
     assert len(fig.data) >= 1 and {d.name for d in pareto.data} >= {"baselines", "original"}
     with pytest.raises(gr.Error, match="between 0 and 100"):

@@ -324,10 +324,10 @@ def test_evaluate_all_fills_one_table_and_a_pareto_plot(loaded):
     session, bar, table, fig, note = steps[-1]
     assert "Scored 2 models" in bar
     assert list(table["model"]) == ["original", a, b]
-    col = "perplexity ratio, held-out (× original)"
+    col = "ppl ratio held-out (×)"
     assert table[col].notna().all() and (table[col] == table[col].round(2)).all()
     assert {d.name for d in fig.data} >= {"frontier", "your models", "original"}
-    assert "Held-out figures: pasted text" in note
+    assert "Held-out text: pasted text" in note
 
 
 def test_pareto_frontier():
