@@ -84,7 +84,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                 evaluate = evaluate_tab.build(engine, session, collapse)
             with gr.Tab("6 · Export", id="export"):
                 export_tab.build(engine, session, collapse)
-        session_panel.share_and_url(work, session, model, collapse)
+        session_panel.url_on_load(session, model, collapse)
         session_panel.keep_after(
             [model["loaded"], *collapse["built"][:-2], *evaluate["changed"]], work, session
         )

@@ -20,7 +20,7 @@ from laco_core.plan import Range, format_plan, layer_groups, parse_ranges, valid
 from laco_core.registry import REGISTRY
 from laco_core.steps.collapse import CollapseStep
 
-from . import auto_panel, jobs, params_ui, plan_map, plots
+from . import auto_panel, jobs, params_ui, plan_map, plots, session_panel
 from .common import LONG_GROUP, SHORT_GROUP, base_of, fmt_params, gpu, remember, user_errors
 from .state import Session, calibration_metrics
 from .widgets import PlanBridge, PlanChips, RangeSlider
@@ -401,6 +401,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
                 elem_id="plan",
             )
             msg = gr.Markdown("", elem_id="plan-msg")
+            share = gr.Markdown(session_panel.share_md("", "official"), elem_id="plan-share")
             with gr.Accordion("Or pick a range with a slider", open=False):
                 slider = RangeSlider(
                     value=[24, 27], maximum=29, label="Layer range", elem_id="range-slider"
@@ -449,6 +450,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     chips.select(remove_chip, view, [plan, *shown], **instant)
     then_estimate(plan.change(draw, [*view, msg], shown, trigger_mode="always_last", **instant))
     sim["bridge"].select(sim_click, [session, plan], [plan, sim["hint"]], **instant)
+    gr.on([plan.change, method.change], session_panel.share_md, [plan, method], share, **instant)
     add_btn.click(add_range, [slider, plan], plan, **instant)
     clear_btn.click(lambda: "", None, plan, **instant)
     kind.change(draw, [*view, msg], shown, **instant)

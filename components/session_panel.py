@@ -199,7 +199,11 @@ def build(engine: Engine, session: gr.State) -> dict:
                 )
                 load_btn = gr.Button("Load", size="sm", elem_id="load-recipe")
         loaded_md = gr.Markdown("", elem_id="load-result")
-        share = gr.Markdown(share_md("", "official"), elem_id="work-share")
+        gr.Markdown(
+            "<small>To hand a plan to a colleague, copy the link under the plan on the "
+            "**Collapse** tab (`?plan=16-18,24-26&method=drop_lsq`), or send the session "
+            "file or an exported `laco_recipe.json`.</small>"
+        )
 
     save_btn.click(download, session, saved, api_visibility="private")
     loaded = load_btn.click(
@@ -212,7 +216,6 @@ def build(engine: Engine, session: gr.State) -> dict:
     return {
         "browser": browser,
         "summary": summary,
-        "share": share,
         "loaded": loaded,
     }
 
@@ -246,17 +249,9 @@ def keep_after(events: list, work: dict, session: gr.State) -> None:
         )
 
 
-def share_and_url(work: dict, session: gr.State, model: dict, collapse: dict) -> None:
-    """The share link follows the plan; a page opened with ``?plan=`` fills the plan."""
+def url_on_load(session: gr.State, model: dict, collapse: dict) -> None:
+    """A page opened with ``?plan=`` fills the plan once its model is loaded."""
     plan, method = collapse["plan"], collapse["method"]
-    gr.on(
-        [plan.change, method.change],
-        share_md,
-        [plan, method],
-        work["share"],
-        api_visibility="private",
-        queue=False,
-    )
     model["loaded"].then(
         url_plan,
         [session, plan, method],

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from ..adapters import get_layers
 from ..assets import read_asset
 from ..collapse import collapse_model
+from ..errors import Cancelled
 from ..plan import format_plan, validate_ranges
 from ..recipe import Step, TextSource
 from ..search.config import Merge
@@ -47,8 +48,15 @@ class CollapseStep(Step):
         if self.merges is not None and complete(self.merges, ctx.registry.method):
             return replay(model, self.merges, ctx.registry.method), self
         cal = self.calibration or TextSource.of(read_asset(DEFAULT_FIT_TEXT), DEFAULT_FIT_TEXT)
+        _check_stop(ctx)
         ctx.report(0.1, f"Fitting {self.method} on {len(cal.resolve())} calibration texts…")
         texts = cal.resolve()
         cache = ctx.activations(model, texts)
         new, merges = fit_plan(model, ctx.tokenizer, texts, ranges, method, params, cache)
+        _check_stop(ctx)  # a fit is not interruptible: a Stop during it discards its result
         return new, replace(self, calibration=cal, merges=merges)
+
+
+def _check_stop(ctx) -> None:
+    if ctx.stop is not None and ctx.stop.is_set():
+        raise Cancelled("The collapse was cancelled.")

@@ -140,6 +140,23 @@ def test_invalid_plan_shows_its_error_inline_and_blanks_the_preview(page, plan, 
     assert page.locator(".toast-body").count() == 0  # inline, not a stack of toasts
 
 
+def test_a_link_reproduces_a_plan(context, app_url, page):
+    link = page.inner_text("#plan-share")
+    assert "?plan=" in link
+    other = context.new_page()
+    other.goto(app_url + "?plan=16-18,24-26&method=drop")
+    wait_text(other, "#model-summary", "30 layers", 90_000)
+    tab(other, "3 · Collapse")
+    other.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 2",
+        timeout=60_000,
+    )
+    assert other.input_value(PLAN) == "16-18, 24-26"
+    assert other.locator("#plan-share").inner_text().count("16-18,24-26") >= 1
+    assert "drop" in other.locator("#plan-share").inner_text()
+    other.close()
+
+
 def test_three_way_compare_streams(page):
     tab(page, "3 · Collapse")
     for plan in ("20-23", "16-18", "24-26"):

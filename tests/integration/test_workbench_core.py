@@ -80,3 +80,22 @@ def test_token_divergence_checks_its_arguments(llama, tok):
         token_divergence(llama, llama, tok, TEXT, top_k=0)
     with pytest.raises(LacoError, match="empty"):
         token_divergence(llama, llama, tok, "   ")
+
+
+def test_a_stopped_fitted_collapse_is_cancelled(llama, tok):
+    import threading
+    from types import SimpleNamespace
+
+    from laco_core.errors import Cancelled
+    from laco_core.registry import REGISTRY
+    from laco_core.steps.base import StepContext
+    from laco_core.steps.collapse import CollapseStep
+
+    stop = threading.Event()
+    stop.set()
+    ctx = StepContext(SimpleNamespace(tokenizer=tok), REGISTRY, stop=stop)
+    with pytest.raises(Cancelled):
+        CollapseStep([[1, 3]], "drop_lsq").apply(llama, ctx)
+    # a plain method has nothing long to stop: it is built as before
+    model, _ = CollapseStep([[1, 3]], "drop").apply(llama, ctx)
+    assert model.config.num_hidden_layers == 4
