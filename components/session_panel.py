@@ -88,13 +88,13 @@ def url_plan(session: Session, plan: str, method: str, request: gr.Request):
 def share_md(plan: str, method: str) -> str:
     """A link that opens the app with this plan and method (relative: it keeps the host)."""
     if not (plan or "").strip():
-        return "<small>Add ranges to the plan to get a link a colleague can open.</small>"
+        return "<small>Add ranges to get a link to this plan for a colleague.</small>"
     try:
         ranges = format_plan(parse_ranges(plan)).replace(" ", "")
     except LacoError:
         return "<small>Fix the plan to get a link.</small>"
     query = urllib.parse.urlencode({"plan": ranges, "method": method}, safe=",-")
-    return f"Link to this plan: [`?{query}`](?{query}) <small>(copy it; it opens the app with the plan)</small>"
+    return f"<small>Link to this plan (opens the app with it): [`?{query}`](?{query})</small>"
 
 
 @user_errors

@@ -26,7 +26,8 @@ CSS = """
 .laco-log tr.laco-accepted td { background: #d9f7e5; font-weight: 600; color: #0f5132; }
 
 /* ---- messages take their room before they appear: nothing below them moves ---------------- */
-#plan-msg, #sim-hint, #plan-share { min-height: 1.8em; }
+#plan-msg, #sim-hint { min-height: 1.8em; }
+#plan-share { min-height: 3.2em; }  /* a long plan's link wraps to two lines */
 #plan-msg p, #sim-hint p, #plan-share p { margin: 0; }
 #preview { min-height: 17em; }
 #t-warning { min-height: 3.2em; }
