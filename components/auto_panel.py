@@ -25,6 +25,7 @@ from laco_core.recipe import TextSource
 from laco_core.registry import REGISTRY
 from laco_core.search.config import SearchConfig, target_layers_of
 from laco_core.steps.search import SearchStep
+from laco_core.subblocks import ATTENTION
 
 from . import jobs, plots
 from .common import LONG_GROUP, base_of, gpu, remember, user_errors
@@ -32,14 +33,33 @@ from .state import Session, calibration_metrics
 
 log = logging.getLogger("laco.app")
 # the expert search's settings, in the order of the panel's controls (``Strategy.uses`` names)
-SETTINGS = ["merge_count", "low", "high", "interval", "threshold", "lazy", "early_exit"]
+SETTINGS = [
+    "merge_count",
+    "low",
+    "high",
+    "interval",
+    "threshold",
+    "lazy",
+    "early_exit",
+    "generations",
+    "population",
+    "seed",
+]
+UNITS = ["layers", "blocks"]  # blocks: attention sub-blocks too (greedy, to a share of params)
 # damage levels of the measured threshold check: KL(dense ‖ collapsed) in nats per token on
 # the calibration prompts; e^KL is roughly the perplexity factor it costs
 KL_NOTICEABLE, KL_DESTRUCTIVE = 0.25, 1.0
 
 
-def _orig(v) -> str:
-    return f"{v[0]}–{v[1]}" if isinstance(v, (list, tuple)) and len(v) == 2 else str(v)
+def _what(e: dict) -> str:
+    """One log row's subject, in original layer numbering."""
+    if "generation" in e:
+        removed = ", ".join(map(str, e.get("removed", [])))
+        return f"generation {e['generation']}: remove {removed}"
+    lo, hi = (e.get("orig") or [e.get("lo"), e.get("hi")])[:2]
+    if e.get("unit") == ATTENTION:
+        return f"attention of layer {lo}"
+    return f"layers {lo}–{hi}"
 
 
 def search_columns(objective: str) -> list[jobs.Column]:
@@ -47,7 +67,7 @@ def search_columns(objective: str) -> list[jobs.Column]:
     label = REGISTRY.objective(objective).label
     return [
         ("n", "#", None),
-        ("orig", "layers (original numbering)", _orig),
+        ("what", "candidate (original numbering)", None),
         ("layers", "model layers", None),
         ("score", label, lambda v: f"{v:.4f}"),
         ("threshold", "T", lambda v: f"{v:.2f}"),
@@ -56,18 +76,27 @@ def search_columns(objective: str) -> list[jobs.Column]:
 
 
 def _numbered(events: list[dict]) -> list[dict]:
-    return [{**e, "n": i + 1} for i, e in enumerate(events)]
+    return [{**e, "n": i + 1, "what": _what(e)} for i, e in enumerate(events)]
 
 
-def search_fraction(events: list[dict], need: int | None, start: int, low: int) -> float | None:
-    """Share of a search done, from its log: layers removed of the target, else how far the
-    top-down scan has come (None when neither is known)."""
+def search_fraction(
+    events: list[dict], need: int | None, start: int, low: int, generations: int = 0
+) -> float | None:
+    """Share of a search done, from its log: layers removed of the target (then, for an
+    evolutionary search, generations done), else how far the top-down scan has come (None
+    when neither is known)."""
+    share = 0.9 if not generations else 0.45
+    gens = [e["generation"] for e in events if "generation" in e]
+    if generations and gens:
+        return 0.5 + 0.45 * min(1.0, max(gens) / generations)
     if need:
-        removed = sum(e["hi"] - e["lo"] for e in events if e.get("accepted"))
-        return 0.05 + 0.9 * min(1.0, removed / need)
+        removed = sum(
+            e["hi"] - e["lo"] for e in events if e.get("accepted") and "lo" in e and "hi" in e
+        )
+        return 0.05 + share * min(1.0, removed / need)
     if events and start > low:
-        lo = events[-1].get("orig", [start])[0]
-        return 0.05 + 0.9 * min(1.0, max(0.0, (start - lo) / (start - low)))
+        lo = (events[-1].get("orig") or [start])[0]
+        return 0.05 + share * min(1.0, max(0.0, (start - lo) / (start - low)))
     return None
 
 
@@ -103,11 +132,12 @@ def _prompts(text: str) -> list[str]:
 def _follow(engine, session, base, step, panel, prompts, columns, need, start, low, what):
     """Shared body of both panels: run ``step`` as a job, stream bar + log, finish the build."""
     owner = session.token()
+    generations = int(getattr(step.config, "generations", 0) or 0)
 
     def work(job: jobs.Job):
         def on_event(e: dict) -> None:
             job.event(e)
-            f = search_fraction(job.events, need, start, low)
+            f = search_fraction(job.events, need, start, low, generations)
             done = need and f is not None and f >= 0.95
             refit = getattr(step.config, "refit", None)
             job.progress(
@@ -186,14 +216,24 @@ def run_auto(
     threshold: float,
     lazy: bool,
     early_exit: bool,
+    generations: int,
+    population: int,
+    seed: int,
     method: str,
     objective: str,
     strategy: str,
+    units: str,
     target_layers: int,
+    target_percent: float,
 ):
-    """An expert collapse search (LaCo Algorithm 1 and others) with a live decision log."""
+    """An expert collapse search (LaCo Algorithm 1, greedy, evolutionary…) with a live log.
+
+    The target is a number of layers or a share of the parameters (at most one).
+    """
     base = base_of(engine, session)
     prompts = _prompts(prompts_text)
+    if not REGISTRY.strategy(strategy).supports(REGISTRY.method(method)):
+        raise LacoError(f"The {strategy} strategy cannot search with {method}: pick drop.")
     cfg = SearchConfig(
         merge_count=int(merge_count),
         low=int(low),
@@ -203,11 +243,15 @@ def run_auto(
         method=method,
         objective=objective,
         strategy=strategy,
-        target_layers=int(target_layers) or None,
+        target_layers=int(target_layers or 0) or None,
+        target_ratio=float(target_percent or 0) / 100 or None,
         lazy=bool(lazy),
         early_exit=bool(early_exit),
+        generations=int(generations or 0),
+        population=int(population or 1),
+        seed=int(seed or 0),
+        units=units or "layers",
     ).validate(base.num_layers)
-    REGISTRY.strategy(strategy)
     step = SearchStep(cfg, TextSource.of(prompts, "calibration_prompts"))
     need = target_layers_of(base.model, cfg)
     start = (cfg.high or base.num_layers) - cfg.merge_count
@@ -232,12 +276,19 @@ def stop_panel(panel: str, session: Session) -> str:
     return jobs.stopped_html(jobs.stop(session.token(), panel))
 
 
-def visibility(strategy: str, target: int) -> list:
-    """Show only the settings the strategy reads; T is unused by greedy with a target."""
-    uses = set(REGISTRY.strategy(strategy).uses) if strategy in REGISTRY.strategies else set()
-    if strategy == "greedy" and int(target or 0) > 0:
+def visibility(strategy: str, target: int, percent: float, method: str) -> list:
+    """Show only the settings the strategy reads (T is unused by greedy with a target; units
+    are greedy's), and only the merge methods it can search with."""
+    strat = REGISTRY.strategies.get(strategy)
+    uses = set(strat.uses) if strat else set()
+    if strategy == "greedy" and (int(target or 0) > 0 or float(percent or 0) > 0):
         uses.discard("threshold")
-    return [gr.update(visible=name in uses) for name in SETTINGS]
+    methods = [m for m, obj in REGISTRY.methods.items() if strat is None or strat.supports(obj)]
+    return [
+        *(gr.update(visible=name in uses) for name in SETTINGS),
+        gr.update(visible=strategy == "greedy"),
+        gr.update(choices=methods, value=method if method in methods else methods[0]),
+    ]
 
 
 @gpu
@@ -369,8 +420,9 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
             "**paper**: LaCo's Algorithm 1 — try merging C layers starting at l (from H−C down "
             "to L); accept when the score against the original on the calibration prompts stays "
             "above T, then jump I layers down. **greedy**: each step removes the range of 2..C "
-            "layers that costs least, until the target. Settings a strategy does not read are "
-            "hidden."
+            "layers that costs least, until the target (with units *blocks*, single attention "
+            "sub-blocks too). **evo**: evolution of the set of removed layers, seeded by greedy "
+            "(plain drops, needs a target). Settings a strategy does not read are hidden."
         )
         with gr.Row(elem_classes=["laco-row"]):
             strategy = gr.Dropdown(list(REGISTRY.strategies), value="paper", label="Strategy")
@@ -382,6 +434,9 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
             )
             method = gr.Dropdown(list(REGISTRY.methods), value="official", label="Merge method")
             target = gr.Number(0, label="Layers to remove (0 = no target)", precision=0, minimum=0)
+            percent = gr.Number(
+                0, label="or parameters to remove, % (0 = no target)", minimum=0, maximum=95
+            )
         with gr.Row(elem_classes=["laco-row"]):
             c = gr.Number(4, label="C: layers per merge", precision=0, minimum=2)
             lo = gr.Number(1, label="L: lowest layer", precision=0, minimum=0)
@@ -394,6 +449,13 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
             with gr.Column(scale=1):
                 lazy = gr.Checkbox(False, label="lazy re-scoring", visible=False)
                 early = gr.Checkbox(True, label="early exit")
+                units = gr.Radio(UNITS, value="layers", label="Units", visible=False)
+        with gr.Row(elem_classes=["laco-row"]):
+            gens = gr.Number(20, label="Generations", precision=0, minimum=0, visible=False)
+            pop = gr.Number(
+                8, label="Offspring per generation", precision=0, minimum=1, visible=False
+            )
+            seed = gr.Number(0, label="Seed", precision=0, visible=False)
         with gr.Row(elem_classes=["laco-row"]):
             run_btn = gr.Button("Run search", variant="primary", elem_id="auto-run", scale=3)
             stop_btn = gr.Button("■ Stop", variant="stop", elem_id="auto-stop", scale=1)
@@ -403,12 +465,12 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         strip = gr.Plot(show_label=False, visible=False, elem_id="auto-strip")
     seen = gr.State({})
 
-    controls = [c, lo, hi, interval, t, lazy, early]
+    controls = [c, lo, hi, interval, t, lazy, early, gens, pop, seed]
     gr.on(
-        [strategy.change, target.change],
+        [strategy.change, target.change, percent.change],
         visibility,
-        [strategy, target],
-        controls,
+        [strategy, target, percent, method],
+        [*controls, units, method],
         api_visibility="private",
         queue=False,
     )

@@ -205,9 +205,14 @@ def test_auto_search_streams_log_and_registers(loaded):
             0.0,
             False,
             True,
+            0,
+            8,
+            0,
             "official",
             "cosine",
             "paper",
+            "layers",
+            0,
             0,
         )
     )

@@ -224,9 +224,14 @@ def test_closing_a_search_generator_stops_the_search(loaded):
         0.99,
         False,
         False,
+        0,
+        8,
+        0,
         "official",
         "cosine",
         "greedy",
+        "layers",
+        0,
         0,
     )
     next(gen)  # the search is running on its worker
@@ -378,16 +383,38 @@ def test_threshold_check_measures_the_plan_and_its_damage(loaded):
 
 
 def test_strategy_controls_follow_declared_uses():
-    paper = {
-        n: u["visible"]
-        for n, u in zip(auto_panel.SETTINGS, auto_panel.visibility("paper", 0), strict=True)
-    }
-    greedy = {
-        n: u["visible"]
-        for n, u in zip(auto_panel.SETTINGS, auto_panel.visibility("greedy", 4), strict=True)
-    }
-    assert paper["interval"] and paper["early_exit"] and not paper["lazy"]
-    assert not greedy["interval"] and greedy["lazy"] and not greedy["threshold"]
+    def shown(strategy, target=0, percent=0, method="official"):
+        *settings, units, methods = auto_panel.visibility(strategy, target, percent, method)
+        vis = {n: u["visible"] for n, u in zip(auto_panel.SETTINGS, settings, strict=True)}
+        return vis, units["visible"], methods
+
+    paper, units, methods = shown("paper")
+    assert paper["interval"] and paper["early_exit"] and not paper["lazy"] and not units
+    assert not paper["generations"] and "official" in methods["choices"]
+    greedy, units, _ = shown("greedy", 4)
+    assert not greedy["interval"] and greedy["lazy"] and not greedy["threshold"] and units
+    evo, _, methods = shown("evo", 0, 20)
+    assert evo["generations"] and evo["population"] and not evo["threshold"]
+    # evo searches plain drops only: the methods it cannot use are not offered
+    assert "drop" in methods["choices"] and "rdsc" not in methods["choices"]
+    assert methods["value"] in methods["choices"]
+
+
+def test_search_log_names_every_kind_of_candidate():
+    rows = auto_panel._numbered(
+        [
+            {"lo": 3, "hi": 5, "orig": [3, 5], "score": 0.9, "accepted": True},
+            {"lo": 7, "hi": 7, "orig": [7, 7], "unit": "attention", "score": 0.8},
+            {"generation": 2, "removed": [4, 9], "score": 0.7, "accepted": False},
+        ]
+    )
+    assert [r["what"] for r in rows] == [
+        "layers 3–5",
+        "attention of layer 7",
+        "generation 2: remove 4, 9",
+    ]
+    assert auto_panel.search_fraction(rows, 4, 30, 1) == pytest.approx(0.05 + 0.9 * 0.5)
+    assert auto_panel.search_fraction(rows, 4, 30, 1, generations=4) == pytest.approx(0.725)
 
 
 # ---- quiet logs ---------------------------------------------------------------------------------
