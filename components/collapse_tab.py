@@ -18,7 +18,9 @@ from laco_core.errors import LacoError
 from laco_core.evaluate import quick_metrics
 from laco_core.plan import Range, format_plan, layer_groups, parse_ranges, validate_ranges
 from laco_core.registry import REGISTRY
+from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep
+from laco_core.subblocks import attention_params
 
 from . import auto_panel, jobs, params_ui, plan_map, plots, session_panel
 from .common import LONG_GROUP, SHORT_GROUP, base_of, fmt_params, gpu, remember, user_errors
@@ -116,32 +118,79 @@ def _plan_key(session: Session, method: str, prompts_text: str, ranges) -> str:
     )
 
 
-def _figure(analysis: dict, kind: str, ranges, estimates):
+def _figure(analysis: dict, kind: str, ranges, estimates, attention=()):
     if not analysis or "param" not in analysis:
         return gr.skip()
-    return plan_map.plan_figure(analysis, kind, ranges, estimates)
+    return plan_map.plan_figure(analysis, kind, ranges, estimates, list(attention))
 
 
-def _preview(session: Session, store: dict, method: str, prompts_text: str, ranges, error: str):
+def read_full(plan_text: str, attn_text: str, num_layers: int | None):
+    """The plan's ranges and attention removals, and the first error (one line)."""
+    ranges, error = read_plan(plan_text, num_layers)
+    if error:
+        return ranges, [], error
+    attention, error = plan_map.read_attention(attn_text, num_layers or 0, ranges)
+    return ranges, attention, error
+
+
+def _attn_key(session: Session, i: int) -> str:
+    return f"{session.spec}|attention-params|{i}"
+
+
+def _preview(
+    session: Session,
+    store: dict,
+    method: str,
+    prompts_text: str,
+    ranges,
+    error: str,
+    attention=(),
+):
     """The preview box and strip diagram of the CURRENT plan: numbers from the store once
-    estimated; the strip and layer counts at once."""
+    estimated; the strip and layer counts at once. Attention removals count in the
+    parameters; the damage estimate covers the merged ranges only (the build measures all)."""
     n = session.num_layers
     if error:
         blank = "<div class='laco-preview-empty'>No preview: the plan above has an error.</div>"
         return blank, plots.empty_strip("no valid plan")
     if not n:
         return NO_PREVIEW, gr.skip()
-    strip = plots.strip_diagram(layer_groups(ranges, n), n)
-    if not ranges:
+    strip = plots.strip_diagram(layer_groups(ranges, n), n, list(attention))
+    if not ranges and not attention:
         return NO_PREVIEW, strip
-    est = store.get(_plan_key(session, method, prompts_text, ranges))
-    if est is None:
+    attn = [store.get(_attn_key(session, i)) for i in attention]
+    total = store.get(f"{session.spec}|params")
+    if ranges:
+        est = store.get(_plan_key(session, method, prompts_text, ranges))
+    else:
+        est = {"layers_before": n, "layers_after": n, "params_before": total, "params_after": total}
+    if est is None or None in attn or est["params_before"] is None:
         after = n - sum(hi - lo for lo, hi in ranges)
         return (
             f"| | before | after |\n|---|---:|---:|\n| layers | {n} | **{after}** |\n\n"
             "<small>Estimating parameters and damage…</small>"
         ), strip
-    return preview_md(est), strip
+    est = {**est, "params_after": est["params_after"] - sum(attn)}
+    md = preview_md(est) if "kl" in est else _sizes_md(est)
+    if attention:
+        k = len(attention)
+        kept = n - sum(hi - lo for lo, hi in ranges) - k
+        md += (
+            f"  \n<small>{k} attention sub-block{'s' if k > 1 else ''} removed: the KV cache "
+            f"keeps {kept} of {n} layers. The damage estimate covers the merged ranges only; "
+            "the build measures everything.</small>"
+        )
+    return md, strip
+
+
+def _sizes_md(p: dict) -> str:
+    removed = 100 * (1 - p["params_after"] / p["params_before"])
+    return (
+        f"| | before | after |\n|---|---:|---:|\n"
+        f"| layers | {p['layers_before']} | **{p['layers_after']}** |\n"
+        f"| parameters | {fmt_params(p['params_before'])} | **{fmt_params(p['params_after'])}** |\n\n"
+        f"**{removed:.1f} %** of the parameters removed."
+    )
 
 
 def draw(
@@ -152,24 +201,33 @@ def draw(
     method: str,
     prompts_text: str,
     store: dict,
+    attn_text: str = "",
     shown: str = "",
 ):
     """Everything the page shows of the CURRENT plan, instantly: the map with its squares,
     the chips, the message line (the plan's error; a valid plan clears an error and keeps any
     other note), the preview and the strip diagram. Estimates come from the store, so a slow
     estimate of an older plan can never be shown for a newer one."""
-    ranges, error = read_plan(plan_text, session.num_layers)
+    ranges, attention, error = read_full(plan_text, attn_text, session.num_layers)
     est = _estimates(session, store or {}, method, prompts_text, ranges)
     if error:
         note = msg_md(error, True)
     else:
         note = "" if "laco-msg-error" in (shown or "") else gr.skip()
-    md, strip = _preview(session, store or {}, method, prompts_text, ranges, error)
-    return _figure(analysis, kind, ranges, est), plan_map.chips_html(ranges, est), note, md, strip
+    md, strip = _preview(session, store or {}, method, prompts_text, ranges, error, attention)
+    return (
+        _figure(analysis, kind, ranges, est, attention),
+        plan_map.chips_html(ranges, est, attention),
+        note,
+        md,
+        strip,
+    )
 
 
-def _drawn(session, analysis, kind, text, method, prompts_text, store, note):
-    fig, chips, _, md, strip = draw(session, analysis, kind, text, method, prompts_text, store)
+def _drawn(session, analysis, kind, text, method, prompts_text, store, note, attn_text=""):
+    fig, chips, _, md, strip = draw(
+        session, analysis, kind, text, method, prompts_text, store, attn_text
+    )
     return text, fig, chips, msg_md(note), md, strip
 
 
@@ -182,6 +240,7 @@ def click_map(
     prompts_text: str,
     store: dict,
     evt: gr.SelectData,
+    attn_text: str = "",
 ):
     """A click or drag on the map: add (or join) a range, or remove the one clicked inside."""
     ranges, error = read_plan(plan_text, session.num_layers)
@@ -190,7 +249,8 @@ def click_map(
         return gr.skip(), gr.skip(), gr.skip(), note, gr.skip(), gr.skip()
     index = list(evt.index) if len(evt.index) == 4 else [*evt.index, *evt.index]
     ranges, note = plan_map.gesture(ranges, index, session.num_layers or 2)
-    return _drawn(session, analysis, kind, format_plan(ranges), method, prompts_text, store, note)
+    text = format_plan(ranges)
+    return _drawn(session, analysis, kind, text, method, prompts_text, store, note, attn_text)
 
 
 def remove_chip(
@@ -202,11 +262,20 @@ def remove_chip(
     prompts_text: str,
     store: dict,
     evt: gr.SelectData,
+    attn_text: str = "",
 ):
-    """A chip's ×: remove that range."""
+    """A chip's ×: remove that range (or keep that layer's attention: ``a12``)."""
     ranges, _ = read_plan(plan_text, session.num_layers)
-    ranges, note = plan_map.remove(ranges, str(evt.value))
-    return _drawn(session, analysis, kind, format_plan(ranges), method, prompts_text, store, note)
+    which = str(evt.value)
+    if which.startswith("a"):
+        attention, _ = plan_map.read_attention(attn_text, session.num_layers or 0, ranges)
+        attn_text = ", ".join(str(i) for i in attention if f"a{i}" != which)
+        note = f"Layer {which[1:]} keeps its attention."
+    else:
+        ranges, note = plan_map.remove(ranges, which)
+    text = format_plan(ranges)
+    out = _drawn(session, analysis, kind, text, method, prompts_text, store, note, attn_text)
+    return (out[0], attn_text, *out[1:])
 
 
 def sim_click(session: Session, plan_text: str, evt: gr.SelectData):
@@ -241,15 +310,23 @@ def estimate(
     method: str,
     prompts_text: str,
     store: dict,
+    attn_text: str = "",
 ) -> dict:
     """The slow part of a plan change: the what-if estimate of the whole plan and of each
-    range alone (for hover labels and chips), from cached activations, into the store."""
+    range alone (for hover labels and chips), from cached activations, into the store; and
+    what each attention removal saves."""
     base = base_of(engine, session)
-    ranges, error = read_plan(plan_text, base.num_layers)
-    if error or not ranges:
+    ranges, attention, error = read_full(plan_text, attn_text, base.num_layers)
+    if error or (not ranges and not attention):
+        return store
+    store = dict(store or {})
+    if attention:
+        store[f"{session.spec}|params"] = base.num_params
+    for i in attention:
+        store.setdefault(_attn_key(session, i), attention_params(base.model, i))
+    if not ranges:
         return store
     prompts = prompt_list(prompts_text, 8)
-    store = dict(store or {})
     whole = _plan_key(session, method, prompts_text, ranges)
     if whole not in store:
         store[whole] = engine.preview(base, prompts, ranges, method)
@@ -282,10 +359,13 @@ def preview(
     method: str,
     prompts_text: str,
     store: dict,
+    attn_text: str = "",
 ):
     """Estimate, then show (one call, for scripts): preview, strip, store, map, chips."""
-    store = estimate(engine, session, plan_text, method, prompts_text, store)
-    fig, chips, _, md, strip = draw(session, analysis, kind, plan_text, method, prompts_text, store)
+    store = estimate(engine, session, plan_text, method, prompts_text, store, attn_text)
+    fig, chips, _, md, strip = draw(
+        session, analysis, kind, plan_text, method, prompts_text, store, attn_text
+    )
     return md, strip, store, fig, chips
 
 
@@ -296,27 +376,35 @@ def build_collapse(
     plan_text: str,
     method: str,
     prompts_text: str,
+    attn_text: str = "",
     *param_values,
 ):
     """Build the collapsed model (untouched layers shared) and measure quick metrics, with a
-    live bar; Stop sets the engine's stop Event.
+    live bar; Stop sets the engine's stop Event. ``attn_text`` names layers whose attention
+    sub-block goes too (their MLPs stay; the export then needs ``load_pruned``).
 
     ``param_values`` are the method-parameter controls' values, in ``METHOD_PARAMS`` order.
     """
     base = base_of(engine, session)
-    ranges = validate_ranges(parse_ranges(plan_text or ""), base.num_layers)
+    ranges, attention, error = read_full(plan_text, attn_text, base.num_layers)
+    if error:
+        raise LacoError(error)
+    if not attention:
+        ranges = validate_ranges(ranges, base.num_layers)  # an empty plan says so
     params = REGISTRY.method(method).check(
         params_ui.values(METHOD_PARAMS, PARAM_NAMES, method, param_values) if param_values else {}
     )
     prompts = [s.strip() for s in (prompts_text or "").splitlines() if s.strip()]
-    step = CollapseStep([list(r) for r in ranges], method, params)
+    steps = [AttentionStep(attention)] if attention else []
+    if ranges:
+        steps.append(CollapseStep([list(r) for r in ranges], method, params))
     owner = session.token()
 
     def work(job: jobs.Job):
         job.progress(0.05, "Merging layers…")
         did = engine.run(
             base,
-            [step],
+            steps,
             owner,
             progress=lambda f, d: job.progress(0.05 + 0.8 * f, d),
             stop=job.stop,
@@ -365,6 +453,13 @@ def result_md(did: str, info: dict, metrics: dict) -> str:
             )
             + "  \n"
         )
+    kv = info.get("kv_cache_layers")
+    if info.get("attention_removed") and kv:
+        md += (
+            f"Attention removed in layers {', '.join(map(str, info['attention_removed']))}: the "
+            f"KV cache keeps {kv[1]} of {kv[0]} layers ({100 * (1 - kv[1] / kv[0]):.0f} % smaller "
+            "per token); the export loads with `laco_core.load_pruned`.  \n"
+        )
     return md + "It is now selected in **Compare**, **Evaluate** and **Export**."
 
 
@@ -400,6 +495,12 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
                 placeholder="20-23, 10-12",
                 elem_id="plan",
             )
+            attn = gr.Textbox(
+                "",
+                label="Also remove the attention of layers (their MLPs stay; optional)",
+                placeholder="12, 14",
+                elem_id="plan-attn",
+            )
             msg = gr.Markdown("", elem_id="plan-msg")
             share = gr.Markdown(session_panel.share_md("", "official"), elem_id="plan-share")
             with gr.Accordion("Or pick a range with a slider", open=False):
@@ -427,7 +528,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
 
     # ---- listeners ----------------------------------------------------------------------
     analysis = sim["analysis"]
-    view = [session, analysis, kind, plan, method, prompts, store]
+    view = [session, analysis, kind, plan, method, prompts, store, attn]
     shown = [fig, chips, msg, preview_box, strip]
     instant = dict(api_visibility="private", queue=False, show_progress="hidden")
 
@@ -435,7 +536,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         """After an instant redraw: estimate (slow), then redraw from the store."""
         return ev.then(
             partial(estimate, engine),
-            [session, plan, method, prompts, store],
+            [session, plan, method, prompts, store, attn],
             store,
             trigger_mode="always_last",
             concurrency_id=SHORT_GROUP,
@@ -447,10 +548,17 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     # click, a chip's ×, typing, the slider, Clear, the Similarity tab, a link), then
     # redraws and estimates through ``plan.change``.
     bridge.select(click_map, view, [plan, *shown], **instant)
-    chips.select(remove_chip, view, [plan, *shown], **instant)
-    then_estimate(plan.change(draw, [*view, msg], shown, trigger_mode="always_last", **instant))
+    chips.select(remove_chip, view, [plan, attn, *shown], **instant)
+    for box in (plan, attn):
+        then_estimate(box.change(draw, [*view, msg], shown, trigger_mode="always_last", **instant))
     sim["bridge"].select(sim_click, [session, plan], [plan, sim["hint"]], **instant)
-    gr.on([plan.change, method.change], session_panel.share_md, [plan, method], share, **instant)
+    gr.on(
+        [plan.change, method.change, attn.change],
+        session_panel.share_md,
+        [plan, method, attn],
+        share,
+        **instant,
+    )
     add_btn.click(add_range, [slider, plan], plan, **instant)
     clear_btn.click(lambda: "", None, plan, **instant)
     kind.change(draw, [*view, msg], shown, **instant)
@@ -466,7 +574,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
 
     built = build_btn.click(
         partial(build_collapse, engine),
-        [session, plan, method, prompts, *controls],
+        [session, plan, method, prompts, attn, *controls],
         [session, bar, result, result_json],
         api_name="collapse",
         concurrency_id=LONG_GROUP,
@@ -482,6 +590,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
     )
     return {
         "plan": plan,
+        "attn": attn,
         "method": method,
         "slider": slider,
         "built": [best["built"], built, auto["built"]],

@@ -61,6 +61,7 @@ def plan_figure(
     kind: str,
     ranges: list[Range],
     estimates: dict[Range, dict] | None = None,
+    attention: list[int] | None = None,
 ) -> go.Figure:
     """The chosen map with every planned range drawn as a square (hover: its estimate).
 
@@ -69,6 +70,8 @@ def plan_figure(
         kind: ``parameters`` or ``representations``.
         ranges: The plan (sorted, valid).
         estimates: Per range, the preview of that range alone (``ops.preview`` numbers).
+        attention: Layers whose attention sub-block the plan removes (marked × on the
+            diagonal).
     """
     estimates = estimates or {}
     if kind == MAPS[1]:
@@ -119,6 +122,18 @@ def plan_figure(
                 text=f"planned {lo}–{hi}: {range_summary(estimates.get((lo, hi)))}<br>"
                 "click inside to remove",
                 name=f"{lo}-{hi}",
+                showlegend=False,
+            )
+        )
+    if attention:
+        fig.add_trace(
+            go.Scatter(
+                x=list(attention),
+                y=list(attention),
+                mode="markers",
+                marker=dict(size=12, symbol="x-thin", line=dict(width=3, color="#fff")),
+                hovertemplate="attention of layer %{x} removed (its MLP stays)<extra></extra>",
+                name="attention removed",
                 showlegend=False,
             )
         )
@@ -181,6 +196,8 @@ def gesture(ranges: list[Range], index: list, num_layers: int) -> tuple[list[Ran
 
 def remove(ranges: list[Range], which: str) -> tuple[list[Range], str]:
     """Drop the range written ``"lo-hi"`` from the plan."""
+    if which.startswith("a"):
+        return ranges, ""
     try:
         lo, hi = (int(v) for v in which.split("-"))
     except ValueError:
@@ -189,9 +206,37 @@ def remove(ranges: list[Range], which: str) -> tuple[list[Range], str]:
     return rest, (f"Removed {lo}–{hi}." if len(rest) < len(ranges) else "")
 
 
-def chips_html(ranges: list[Range], estimates: dict[Range, dict] | None = None) -> str:
-    """Every planned range as a chip (its colour on the map, its estimate, a × to remove)."""
-    if not ranges:
+def read_attention(text: str, num_layers: int, ranges: list[Range]) -> tuple[list[int], str]:
+    """Layers whose attention sub-block to remove (``"12, 14"``), or ``[]`` and the error.
+
+    A layer inside a merged range is refused: the range's layers become one layer.
+    """
+    items = [t for t in (text or "").replace(";", ",").replace(" ", ",").split(",") if t]
+    try:
+        layers = sorted({int(t.lstrip("aA")) for t in items})
+    except ValueError:
+        return [], f"Cannot read the attention layers '{text}': write them as 12, 14."
+    for i in layers:
+        if not 0 <= i < max(num_layers, 1):
+            return [], f"Layer {i} is outside the model's layers 0-{num_layers - 1}."
+        inside = next(((lo, hi) for lo, hi in ranges if lo <= i <= hi), None)
+        if inside:
+            return [], (
+                f"Layer {i} is in the merged range {inside[0]}-{inside[1]}: remove attention "
+                "outside the ranges."
+            )
+    return layers, ""
+
+
+def chips_html(
+    ranges: list[Range],
+    estimates: dict[Range, dict] | None = None,
+    attention: list[int] | None = None,
+) -> str:
+    """Every planned range as a chip (its colour on the map, its estimate, a × to remove), and
+    every attention removal (``a12``)."""
+    attention = attention or []
+    if not ranges and not attention:
         return (
             "<div class='laco-chips'><span class='laco-chips-empty'>No ranges yet: click or "
             "drag on the map, or type them below.</span></div>"
@@ -204,5 +249,11 @@ def chips_html(ranges: list[Range], estimates: dict[Range, dict] | None = None) 
             f"<span class='laco-chip' style='--chip-colour:{colour_of(k)}'><b>{lo}–{hi}</b>"
             f"<small>{est}</small><button data-range='{lo}-{hi}' title='remove {lo}–{hi}' "
             f"aria-label='remove {lo}–{hi}'>×</button></span>"
+        )
+    for i in attention:
+        out.append(
+            f"<span class='laco-chip' style='--chip-colour:#111'><b>attention {i}</b>"
+            f"<small>MLP stays</small><button data-range='a{i}' title='keep the attention of "
+            f"layer {i}' aria-label='keep the attention of layer {i}'>×</button></span>"
         )
     return f"<div class='laco-chips'>{''.join(out)}</div>"

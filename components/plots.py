@@ -143,13 +143,16 @@ def adjacent_chart(param_matrix, rep_matrix=None) -> go.Figure:
     return fig
 
 
-def strip_diagram(groups: Sequence[Sequence[int]], num_layers: int) -> go.Figure:
+def strip_diagram(
+    groups: Sequence[Sequence[int]], num_layers: int, no_attention: Sequence[int] = ()
+) -> go.Figure:
     """Which original layers (top row) become which layer of the collapsed model (bottom row).
 
     Args:
         groups: For every layer of the collapsed model, the inclusive range of original layers
             it stands for (``merge.layer_groups``).
         num_layers: Layers of the original model.
+        no_attention: Original layers whose attention sub-block is removed (marked ×).
     """
     fig = go.Figure()
     colour_of: dict[int, str] = {}
@@ -204,9 +207,25 @@ def strip_diagram(groups: Sequence[Sequence[int]], num_layers: int) -> go.Figure
             hovertemplate="new layer %{x} ← original %{customdata}<extra></extra>",
         )
     )
+    if no_attention:
+        new_of = {lo: k for k, (lo, _) in enumerate(groups)}
+        xs = [i for i in no_attention if i in new_of]
+        fig.add_trace(
+            go.Scatter(
+                x=[*xs, *(new_of[i] for i in xs)],
+                y=[1] * len(xs) + [0] * len(xs),
+                mode="markers",
+                marker=dict(size=11, symbol="x-thin", line=dict(width=2, color="#111")),
+                showlegend=False,
+                hovertemplate="attention removed (the MLP stays)<extra></extra>",
+            )
+        )
+    title = f"{num_layers} layers → {len(groups)} layers"
+    if no_attention:
+        title += f", {len(no_attention)} without attention (×)"
     fig.update_layout(
         **{**_LAYOUT, "height": 220, "margin": dict(l=90, r=20, t=36, b=30)},
-        title=f"{num_layers} layers → {len(groups)} layers",
+        title=title,
     )
     fig.update_xaxes(visible=False, range=[-1, num_layers])
     fig.update_yaxes(

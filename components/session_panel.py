@@ -70,30 +70,41 @@ def restore(stored, session: Session):
     return restored, summary_md(restored)
 
 
-def url_plan(session: Session, plan: str, method: str, request: gr.Request):
-    """``?plan=16-18,24-26&method=drop_lsq`` fills the plan once per page load."""
+def url_plan(session: Session, plan: str, method: str, attn: str, request: gr.Request):
+    """``?plan=16-18,24-26&method=drop_lsq&attn=12,14`` fills the plan once per page load."""
     params = dict(request.query_params) if request is not None else {}
-    if session.url_applied or not params.get("plan"):
-        return session, gr.skip(), gr.skip()
+    skip = (session, gr.skip(), gr.skip(), gr.skip())
+    if session.url_applied or not (params.get("plan") or params.get("attn")):
+        return skip
     session.url_applied = True
     try:
-        text = format_plan(parse_ranges(params["plan"]))
+        text = format_plan(parse_ranges(params.get("plan", "")))
     except LacoError as e:
         log.info("user error in url_plan: %s", e)
-        return session, gr.skip(), gr.skip()
+        return skip
     chosen = params.get("method", "")
-    return session, text, chosen if chosen in REGISTRY.methods else gr.skip()
+    layers = [t for t in params.get("attn", "").split(",") if t.strip().isdigit()]
+    return (
+        session,
+        text,
+        chosen if chosen in REGISTRY.methods else gr.skip(),
+        ", ".join(layers) if layers else gr.skip(),
+    )
 
 
-def share_md(plan: str, method: str) -> str:
+def share_md(plan: str, method: str, attn: str = "") -> str:
     """A link that opens the app with this plan and method (relative: it keeps the host)."""
-    if not (plan or "").strip():
+    layers = [t for t in (attn or "").replace(" ", ",").split(",") if t.strip().isdigit()]
+    if not (plan or "").strip() and not layers:
         return "<small>Add ranges to get a link to this plan for a colleague.</small>"
     try:
-        ranges = format_plan(parse_ranges(plan)).replace(" ", "")
+        ranges = format_plan(parse_ranges(plan or "")).replace(" ", "")
     except LacoError:
         return "<small>Fix the plan to get a link.</small>"
-    query = urllib.parse.urlencode({"plan": ranges, "method": method}, safe=",-")
+    query = {"plan": ranges, "method": method}
+    if layers:
+        query["attn"] = ",".join(layers)
+    query = urllib.parse.urlencode(query, safe=",-")
     return f"<small>Link to this plan (opens the app with it): [`?{query}`](?{query})</small>"
 
 
@@ -251,11 +262,11 @@ def keep_after(events: list, work: dict, session: gr.State) -> None:
 
 def url_on_load(session: gr.State, model: dict, collapse: dict) -> None:
     """A page opened with ``?plan=`` fills the plan once its model is loaded."""
-    plan, method = collapse["plan"], collapse["method"]
+    plan, method, attn = collapse["plan"], collapse["method"], collapse["attn"]
     model["loaded"].then(
         url_plan,
-        [session, plan, method],
-        [session, plan, method],
+        [session, plan, method, attn],
+        [session, plan, method, attn],
         api_visibility="private",
         queue=False,
     )

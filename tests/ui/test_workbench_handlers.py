@@ -162,6 +162,27 @@ def test_preview_estimates_each_range_once(loaded):
     assert all("KL" in d.text for d in fig.data if d.type == "scatter")
 
 
+def test_attention_sub_blocks_in_a_manual_plan(loaded):
+    engine, session = loaded
+    assert plan_map.read_attention("3, 2", 6, [(0, 1)]) == ([2, 3], "")
+    assert "in the merged range" in plan_map.read_attention("4", 6, [(3, 5)])[1]
+    assert "Cannot read" in plan_map.read_attention("x", 6, [])[1]
+    view = (session, analysis_of(), "parameters", "3-4", "drop", PROMPTS, {}, "2")
+    md, strip, store, fig, chips = collapse_tab.preview(engine, *view[:2], *view[2:])
+    assert "attention" in chips and "KV cache keeps 4 of 6" in md
+    assert any(d.name == "attention removed" for d in fig.data)
+    assert "without attention" in strip.layout.title.text
+    _, attn, *_ = collapse_tab.remove_chip(*view[:7], select(0, "a2"), "2")
+    assert attn == ""
+    steps = list(collapse_tab.build_collapse(engine, session, "3-4", "drop", PROMPTS, "2"))
+    _, bar, result, built = steps[-1]
+    assert "KV cache keeps 4 of 6" in result
+    assert built["recipe"]["info"]["attention_removed"] == [2]
+    # the protected first layer is refused with its reason, inline
+    steps = list(collapse_tab.build_collapse(engine, session, "", "drop", PROMPTS, "0"))
+    assert "must stay" in steps[-1][2]
+
+
 def test_sim_click_adds_to_the_plan(loaded):
     _, session = loaded
     text, hint = collapse_tab.sim_click(session, "0-1", select([4, 2], 0.9, plot="sim-param"))
@@ -287,14 +308,17 @@ def test_load_a_mergekit_yaml_and_refuse_odd_files(loaded, tmp_path):
 
 
 def test_url_plan_and_share_link():
-    req = SimpleNamespace(query_params={"plan": "16-18,24-26", "method": "drop_lsq"})
+    req = SimpleNamespace(
+        query_params={"plan": "16-18,24-26", "method": "drop_lsq", "attn": "12,14"}
+    )
     s = Session()
-    s, plan, method = session_panel.url_plan(s, "", "official", req)
-    assert plan == "16-18, 24-26" and method == "drop_lsq" and s.url_applied
-    again = session_panel.url_plan(s, plan, method, req)
+    s, plan, method, attn = session_panel.url_plan(s, "", "official", "", req)
+    assert plan == "16-18, 24-26" and method == "drop_lsq" and attn == "12, 14"
+    assert s.url_applied
+    again = session_panel.url_plan(s, plan, method, attn, req)
     assert isinstance(again[1], type(gr.skip()))  # once per page load
-    link = session_panel.share_md("16-18, 24-26", "drop_lsq")
-    assert "?plan=16-18,24-26&method=drop_lsq" in link
+    link = session_panel.share_md("16-18, 24-26", "drop_lsq", "12, 14")
+    assert "?plan=16-18,24-26&method=drop_lsq&attn=12,14" in link
 
 
 # ---- every model at once --------------------------------------------------------------------------
