@@ -441,6 +441,17 @@ def test_search_log_names_every_kind_of_candidate():
     assert auto_panel.search_fraction(rows, 4, 30, 1, generations=4) == pytest.approx(0.725)
 
 
+def test_every_listener_gets_the_inputs_its_handler_takes():
+    """Gradio only warns when a listener's inputs do not match its function: make it fail."""
+    import app
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        app.build_app(Engine())
+    wrong = [str(w.message) for w in seen if "argument" in str(w.message)]
+    assert not wrong, wrong
+
+
 # ---- quiet logs ---------------------------------------------------------------------------------
 
 
