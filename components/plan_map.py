@@ -131,7 +131,7 @@ def plan_figure(
                 x=list(attention),
                 y=list(attention),
                 mode="markers",
-                marker=dict(size=12, symbol="x-thin", line=dict(width=3, color="#fff")),
+                marker=dict(size=12, symbol="x-thin", line=dict(width=3, color="#111")),
                 hovertemplate="attention of layer %{x} removed (its MLP stays)<extra></extra>",
                 name="attention removed",
                 showlegend=False,
