@@ -14,6 +14,7 @@ import logging
 from functools import partial
 
 import gradio as gr
+import pandas as pd
 
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
@@ -27,8 +28,8 @@ from laco_core.search.config import SearchConfig, target_layers_of
 from laco_core.steps.search import SearchStep
 from laco_core.subblocks import ATTENTION
 
-from . import jobs, plots
-from .common import LONG_GROUP, base_of, gpu, remember, user_errors
+from . import api, jobs, plots
+from .common import LONG_GROUP, base_of, gpu, public_message, remember, user_errors
 from .state import Session, calibration_metrics
 
 log = logging.getLogger("laco.app")
@@ -129,8 +130,25 @@ def _prompts(text: str) -> list[str]:
     return prompts
 
 
-def _follow(engine, session, base, step, panel, prompts, columns, need, start, low, what):
-    """Shared body of both panels: run ``step`` as a job, stream bar + log, finish the build."""
+def _follow(
+    engine,
+    session,
+    base,
+    step,
+    panel,
+    prompts,
+    columns,
+    need,
+    start,
+    low,
+    what,
+    inline=True,
+    out=None,
+):
+    """Shared body of both panels: run ``step`` as a job, stream bar + log, finish the build.
+
+    With ``inline`` False, an error of the job is raised instead of shown; ``out`` (a dict)
+    receives the raw events and the plan diagram, for scripts."""
     owner = session.token()
     generations = int(getattr(step.config, "generations", 0) or 0)
 
@@ -165,16 +183,21 @@ def _follow(engine, session, base, step, panel, prompts, columns, need, start, l
         did = job.outcome()
         entry, plan, base = _finish_search(engine, session, did, prompts)
     except LacoError as e:
+        if not inline:
+            raise
         log.info("user error in %s: %s", panel, e)
-        yield session, jobs.bar_html(job, "failed", str(e)), rows, f"⚠ {e}", None
+        text = public_message(str(e))
+        yield session, jobs.bar_html(job, "failed", text), rows, f"⚠ {text}", None
         return
-    groups = layer_groups(plan, base.num_layers)
+    figure = plots.strip_diagram(layer_groups(plan, base.num_layers), base.num_layers)
+    if out is not None:
+        out.update(events=list(job.events), figure=figure)
     yield (
         session,
         jobs.bar_html(job, "done", "Done."),
         rows,
         _done_md(did, entry, plan, job.elapsed, what),
-        gr.Plot(plots.strip_diagram(groups, base.num_layers), visible=True),
+        gr.Plot(figure, visible=True),
     )
 
 
@@ -225,6 +248,8 @@ def run_auto(
     units: str,
     target_layers: int,
     target_percent: float,
+    inline_errors: bool = True,
+    out: dict | None = None,
 ):
     """An expert collapse search (LaCo Algorithm 1, greedy, evolutionary…) with a live log.
 
@@ -267,7 +292,74 @@ def run_auto(
         start,
         cfg.low,
         "Search done",
+        inline_errors,
+        out,
     )
+
+
+def _log_frame(events: list[dict]) -> pd.DataFrame:
+    """The search's events as a table (the scripted endpoint's log), newest last."""
+
+    def cell(v):
+        return (
+            round(v, 4)
+            if isinstance(v, float)
+            else v
+            if isinstance(v, (int, str, bool))
+            else str(v)
+        )
+
+    return pd.DataFrame([{k: cell(v) for k, v in e.items()} for e in events])
+
+
+@gpu
+def api_auto(
+    engine: Engine,
+    session: Session,
+    prompts_text: str,
+    merge_count: int,
+    low: int,
+    high: int,
+    interval: int,
+    threshold: float,
+    method: str,
+    objective: str,
+    strategy: str,
+    target_layers: int,
+):
+    """``/auto_collapse`` for scripts: streams ``(result, log table, plan diagram)``; cancelling
+    the call stops the search."""
+    out: dict = {}
+    updates = run_auto(
+        engine,
+        session,
+        prompts_text,
+        merge_count,
+        low,
+        high,
+        interval,
+        threshold,
+        False,
+        True,
+        0,
+        8,
+        0,
+        method,
+        objective,
+        strategy,
+        "layers",
+        target_layers,
+        0,
+        inline_errors=False,
+        out=out,
+    )
+
+    def convert(u):
+        if "events" in out:  # the last update: the result, its log and its plan
+            return u[0], u[3], _log_frame(out["events"]), out["figure"]
+        return u[0], u[3], gr.skip(), gr.skip()
+
+    yield from api.relay(updates, convert)
 
 
 @user_errors
@@ -518,7 +610,7 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
             percent,
         ],
         [session, bar, log_box, result, strip],
-        api_name="auto_collapse",
+        api_visibility="private",
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
@@ -530,7 +622,14 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         api_visibility="private",
         concurrency_limit=None,
     )
-    return {"built": ev, "warning": warning}
+    scripted = api.endpoint(
+        partial(api_auto, engine),
+        [session, prompts, c, lo, hi, interval, t, method, objective, strategy, target],
+        [session, api.hidden(gr.Markdown), api.hidden(gr.Dataframe), api.hidden(gr.Plot)],
+        "auto_collapse",
+        concurrency_id=LONG_GROUP,
+    )
+    return {"built": ev, "warning": warning, "scripted": scripted}
 
 
 __all__ = ["build_auto", "build_best", "check_threshold", "run_auto", "run_best"]

@@ -22,8 +22,17 @@ from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep
 from laco_core.subblocks import attention_params
 
-from . import auto_panel, jobs, params_ui, plan_map, plots, session_panel
-from .common import LONG_GROUP, SHORT_GROUP, base_of, fmt_params, gpu, remember, user_errors
+from . import api, auto_panel, jobs, params_ui, plan_map, plots, session_panel
+from .common import (
+    LONG_GROUP,
+    SHORT_GROUP,
+    base_of,
+    fmt_params,
+    gpu,
+    public_message,
+    remember,
+    user_errors,
+)
 from .state import Session, calibration_metrics
 from .widgets import PlanBridge, PlanChips, RangeSlider
 
@@ -378,10 +387,12 @@ def build_collapse(
     prompts_text: str,
     attn_text: str = "",
     *param_values,
+    inline_errors: bool = True,
 ):
     """Build the collapsed model (untouched layers shared) and measure quick metrics, with a
     live bar; Stop sets the engine's stop Event. ``attn_text`` names layers whose attention
-    sub-block goes too (their MLPs stay; the export then needs ``load_pruned``).
+    sub-block goes too (their MLPs stay; the export then needs ``load_pruned``). An error of
+    the job shows in the bar (``inline_errors``) or is raised (scripts).
 
     ``param_values`` are the method-parameter controls' values, in ``METHOD_PARAMS`` order.
     """
@@ -424,8 +435,11 @@ def build_collapse(
     try:
         did, metrics = job.outcome()
     except LacoError as e:
+        if not inline_errors:
+            raise
         log.info("user error in build_collapse: %s", e)
-        yield session, jobs.bar_html(job, "failed", str(e)), msg_md(str(e), True), None
+        text = public_message(str(e))
+        yield session, jobs.bar_html(job, "failed", text), msg_md(text, True), None
         return
     entry = remember(engine, session, did, metrics)
     yield (
@@ -434,6 +448,17 @@ def build_collapse(
         result_md(did, entry.info, metrics),
         {"id": did, "recipe": entry.recipe, "metrics": metrics},
     )
+
+
+@gpu
+def api_collapse(
+    engine: Engine, session: Session, plan_text: str, method: str, prompts_text: str, *params
+):
+    """``/collapse`` for scripts: ``(result, build JSON)``, errors raised."""
+    updates = build_collapse(
+        engine, session, plan_text, method, prompts_text, "", *params, inline_errors=False
+    )
+    yield from api.relay(updates, lambda u: (u[0], u[2], u[3]))
 
 
 def result_md(did: str, info: dict, metrics: dict) -> str:
@@ -576,9 +601,16 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         partial(build_collapse, engine),
         [session, plan, method, prompts, attn, *controls],
         [session, bar, result, result_json],
-        api_name="collapse",
+        api_visibility="private",
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
+    )
+    scripted = api.endpoint(
+        partial(api_collapse, engine),
+        [session, plan, method, prompts, *controls],
+        [session, api.hidden(gr.Markdown), api.hidden(gr.JSON)],
+        "collapse",
+        concurrency_id=LONG_GROUP,
     )
     stop_btn.click(
         partial(auto_panel.stop_panel, "build"),
@@ -593,5 +625,5 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         "attn": attn,
         "method": method,
         "slider": slider,
-        "built": [best["built"], built, auto["built"]],
+        "built": [best["built"], built, auto["built"], scripted, auto["scripted"]],
     }

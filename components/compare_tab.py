@@ -16,6 +16,7 @@ from laco_core.errors import LacoError
 from laco_core.evaluate import TokenDivergence, token_divergence
 from laco_core.generate import DecodeSettings, StreamState, first_divergence, stream_many
 
+from . import api
 from .common import SHORT_GROUP, gpu, model_of
 from .state import Session
 
@@ -76,11 +77,10 @@ def _picked(session: Session, picks) -> list[str]:
     return list(dict.fromkeys(picks))
 
 
-@gpu
-def compare(
+def _streams(
     engine: Engine,
     session: Session,
-    picks: list[str],
+    picks,
     prompt: str,
     max_new_tokens: int,
     do_sample: bool,
@@ -91,10 +91,12 @@ def compare(
     chat: bool,
     repetition_penalty: float,
 ):
-    """Stream the original and up to three builds token by token, one loop, same decoding.
+    """The original and up to three builds streaming in one loop with the same decoding.
 
-    Every build uses its own base model and tokenizer; builds of different bases cannot share
-    one original and are refused. No lock is held while streaming.
+    Yields:
+        ``(labels, states, divergences, prefixes)`` after every step: the first state is the
+        original's; for each build, the generated token where it first left the original
+        (None while identical) and its text up to there.
     """
     picked = [model_of(engine, session, d) for d in _picked(session, picks)]
     base = picked[0][2]
@@ -118,29 +120,65 @@ def compare(
     engine.limits.check("new_tokens", settings.max_new_tokens, "Max new tokens")
     engine.limits.check_prompts(tok, [prompt or ""], "Compare")
     labels = ["Original", *(f"`{did}`" for did, _, _ in picked)]
-    n = len(labels)
-    shown = [gr.Column(visible=i < n) for i in range(MAX_BUILDS + 1)]
-    heads = [f"#### {labels[i]}" if i < n else "" for i in range(MAX_BUILDS + 1)]
-    first = True
     models = [base.model, *(m for _, m, _ in picked)]
     for states in stream_many(models, tok, prompt or "", settings):
-        ref = states[0]
-        answers, stats = [panel_html(ref.text)], [stats_md(ref, reference=True)]
-        for st in states[1:]:
-            k = first_divergence(ref.token_ids, st.token_ids)
-            same = tok.decode(st.token_ids[:k], skip_special_tokens=True) if k is not None else None
+        ks = [first_divergence(states[0].token_ids, st.token_ids) for st in states[1:]]
+        prefixes = [
+            tok.decode(st.token_ids[:k], skip_special_tokens=True) if k is not None else None
+            for st, k in zip(states[1:], ks, strict=True)
+        ]
+        yield labels, states, ks, prefixes
+
+
+@gpu
+def compare(engine: Engine, session: Session, picks: list[str], prompt: str, *decoding):
+    """Stream the original and up to three builds token by token, one loop, same decoding.
+
+    Every build uses its own base model and tokenizer; builds of different bases cannot share
+    one original and are refused. No lock is held while streaming. ``decoding``: max new
+    tokens, sample, temperature, top-p, top-k, seed, chat template, repetition penalty.
+    """
+    first = True
+    for labels, states, ks, prefixes in _streams(engine, session, picks, prompt, *decoding):
+        n = len(labels)
+        answers = [panel_html(states[0].text)]
+        stats = [stats_md(states[0], reference=True)]
+        for st, k, same in zip(states[1:], ks, prefixes, strict=True):
             answers.append(panel_html(st.text, k, same))
             stats.append(stats_md(st, k))
         pad = MAX_BUILDS + 1 - n
         answers += ["<div class='laco-answer'>&nbsp;</div>"] * pad
         stats += [""] * pad
-        yield (
-            *(shown if first else [gr.skip()] * len(shown)),
-            *(heads if first else [gr.skip()] * len(heads)),
-            *answers,
-            *stats,
-        )
+        if first:
+            shown = [gr.Column(visible=i < n) for i in range(MAX_BUILDS + 1)]
+            heads = [f"#### {labels[i]}" if i < n else "" for i in range(MAX_BUILDS + 1)]
+        else:
+            shown = heads = [gr.skip()] * (MAX_BUILDS + 1)
+        yield (*shown, *heads, *answers, *stats)
         first = False
+
+
+@gpu
+def api_compare(engine: Engine, session: Session, did: str, prompt: str, *decoding):
+    """``/compare`` for scripts: the original and one build, ``(answer, answer, stats, stats,
+    note)`` after every token; cancelling the call ends the stream."""
+
+    def convert(update):
+        labels, (a, b), (k,), (same,) = update
+        note = (
+            "Identical so far."
+            if k is None
+            else f"The collapsed model first diverges at generated token **{k}** (highlighted)."
+        )
+        return (
+            panel_html(a.text),
+            panel_html(b.text, k, same),
+            stats_md(a, reference=True),
+            stats_md(b, k),
+            note,
+        )
+
+    yield from api.relay(_streams(engine, session, [did], prompt, *decoding), convert)
 
 
 def _colour(kl: float | None) -> str:
@@ -275,14 +313,23 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
             kl_pick,
             api_visibility="private",
         )
+    decoding = [max_new, sample, temp, top_p, top_k, seed, chat, rep]
     gr.on(
         [run_btn.click, prompt.submit],
         partial(compare, engine),
-        [session, picks, prompt, max_new, sample, temp, top_p, top_k, seed, chat, rep],
+        [session, picks, prompt, *decoding],
         [*cols, *heads, *answers, *stats],
-        api_name="compare",
+        api_visibility="private",
         concurrency_id=SHORT_GROUP,
         show_progress="hidden",
+    )
+    one = api.hidden(gr.Dropdown, choices=[], allow_custom_value=True)
+    api.endpoint(
+        partial(api_compare, engine),
+        [session, one, prompt, *decoding],
+        [api.hidden(gr.HTML) for _ in range(2)] + [api.hidden(gr.Markdown) for _ in range(3)],
+        "compare",
+        concurrency_id=SHORT_GROUP,
     )
     kl_btn.click(
         partial(token_view, engine),

@@ -25,8 +25,8 @@ from laco_core.errors import LacoError
 from laco_core.evaluate import evaluate as evaluate_model
 from laco_core.lmeval import paper_table, run_tasks, table_markdown
 
-from . import jobs, plots
-from .common import LONG_GROUP, SHORT_GROUP, base_of, gpu, model_of, user_errors
+from . import api, jobs, plots
+from .common import LONG_GROUP, SHORT_GROUP, base_of, gpu, model_of, public_message, user_errors
 from .state import Session, heldout_metrics
 
 log = logging.getLogger("laco.app")
@@ -182,12 +182,12 @@ def overview(session: Session) -> tuple[pd.DataFrame, str]:
     """One table of every build (and the original), with a line on where the figures come from."""
     table = session.table()
     if table.empty:
-        table = pd.DataFrame(columns=["model", "layers", "params removed %", "ppl held-out"])
+        table = pd.DataFrame(columns=["id", "layers", "params removed %", "ppl held-out"])
     else:
         dense = pd.DataFrame(
             [
                 {
-                    "model": "original",
+                    "id": "original",
                     "layers": "",
                     "params removed %": 0.0,
                     "ppl held-out": round(session.dense_ppl, 2) if session.dense_ppl else None,
@@ -265,7 +265,7 @@ def evaluate_all(
         job.outcome()
     except LacoError as e:
         log.info("user error in evaluate_all: %s", e)
-        yield (session, jobs.bar_html(job, "failed", str(e)), *show(session))
+        yield (session, jobs.bar_html(job, "failed", public_message(str(e))), *show(session))
         return
     yield (session, jobs.bar_html(job, "done", f"Scored {len(ids)} models."), *show(session))
 
@@ -277,6 +277,7 @@ def run_baselines(
     ratios_text: str,
     methods: list[str],
     heal_steps: int,
+    inline_errors: bool = True,
 ):
     """Every chosen method at every target share of parameters, scored on held-out text."""
     try:
@@ -315,8 +316,11 @@ def run_baselines(
     try:
         table = job.outcome()
     except LacoError as e:
+        if not inline_errors:
+            raise
         log.info("user error in run_baselines: %s", e)
-        yield session, jobs.bar_html(job, "failed", str(e)), None, None, gr.skip(), gr.skip()
+        text = public_message(str(e))
+        yield session, jobs.bar_html(job, "failed", text), None, None, gr.skip(), gr.skip()
         return
     session.baselines = table.astype(object).where(table.notna(), None).to_dict("records")
     frame = baselines_frame(session.baselines)
@@ -328,6 +332,43 @@ def run_baselines(
         plots.pareto(points(session)),
         overview(session)[0],
     )
+
+
+@gpu
+def api_evaluate(
+    engine: Engine,
+    session: Session,
+    did: str,
+    source: str,
+    pasted: str,
+    upload: str | None,
+    seq_len: int,
+    max_words: int,
+):
+    """``/evaluate`` for scripts: ``(result, metrics, table of the session's builds, plot)``."""
+    updates = evaluate(engine, session, did, source, pasted, upload, seq_len, max_words)
+
+    def convert(u):
+        done = isinstance(u[3], dict)  # the last update carries the metrics
+        return (u[0], u[2], u[3], session.table() if done else gr.skip(), u[5])
+
+    yield from api.relay(updates, convert)
+
+
+@gpu
+def api_baselines(
+    engine: Engine, session: Session, ratios_text: str, methods: list[str], heal_steps: int
+):
+    """``/baselines`` for scripts: target ratios as fractions (0.1, 0.2), ``(table, plot)``."""
+    try:
+        ratios = [float(r) for r in (ratios_text or "").replace(",", " ").split()]
+    except ValueError as e:
+        raise LacoError("Write target ratios as numbers, e.g. 0.1, 0.2, 0.3.") from e
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise LacoError("Ratios must be fractions between 0 and 1, e.g. 0.1,0.2,0.3.")
+    percent = ", ".join(f"{100 * r:g}" for r in ratios)
+    updates = run_baselines(engine, session, percent, methods, heal_steps, inline_errors=False)
+    yield from api.relay(updates, lambda u: (u[0], u[2], u[3]))
 
 
 def task_list(text: str) -> list[str]:
@@ -374,7 +415,8 @@ def run_lmeval(engine: Engine, session: Session, tasks_text: str, limit: int, pi
         results = job.outcome()
     except LacoError as e:
         log.info("user error in run_lmeval: %s", e)
-        yield jobs.bar_html(job, "failed", str(e)), f"<span class='laco-msg-error'>⚠ {e}</span>"
+        text = public_message(str(e))
+        yield jobs.bar_html(job, "failed", text), f"<span class='laco-msg-error'>⚠ {text}</span>"
         return
     md = table_markdown(paper_table(results, "original"))
     limit_note = f"the first {limit} questions of each task" if limit else "every question"
@@ -495,7 +537,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         partial(evaluate, engine),
         [session, pick, source, pasted, upload, seq_len, max_words],
         [session, all_bar, result, raw, table, chart, note],
-        api_name="evaluate",
+        api_visibility="private",
         concurrency_id=SHORT_GROUP,
         show_progress="hidden",
     )
@@ -519,7 +561,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         partial(run_baselines, engine),
         [session, ratios, methods, heal],
         [session, base_bar, base_table, base_chart, chart, table],
-        api_name="baselines",
+        api_visibility="private",
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
@@ -547,4 +589,28 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         api_visibility="private",
         concurrency_limit=None,
     )
-    return {"pick": pick, "changed": [one, every, base], "show": (show, [table, chart, note])}
+    scripted_eval = api.endpoint(
+        partial(api_evaluate, engine),
+        [session, pick, source, pasted, upload, seq_len, max_words],
+        [
+            session,
+            api.hidden(gr.Markdown),
+            api.hidden(gr.JSON),
+            api.hidden(gr.Dataframe),
+            api.hidden(gr.Plot),
+        ],
+        "evaluate",
+        concurrency_id=SHORT_GROUP,
+    )
+    scripted_base = api.endpoint(
+        partial(api_baselines, engine),
+        [session, api.hidden(gr.Textbox), methods, heal],
+        [session, api.hidden(gr.Dataframe), api.hidden(gr.Plot)],
+        "baselines",
+        concurrency_id=LONG_GROUP,
+    )
+    return {
+        "pick": pick,
+        "changed": [one, every, base, scripted_eval, scripted_base],
+        "show": (show, [table, chart, note]),
+    }

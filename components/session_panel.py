@@ -28,6 +28,7 @@ from laco_core.plan import format_plan, parse_ranges
 from laco_core.recipe import RECIPE_FILE, TENSORS_FILE
 from laco_core.registry import REGISTRY
 
+from . import api
 from .common import LONG_GROUP, PROGRESS, gpu, remember, user_errors
 from .state import SESSION_FORMAT, Session
 
@@ -149,7 +150,7 @@ def load_files(engine: Engine, session: Session, files, progress: gr.Progress = 
         try:
             d = json.loads(main.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise LacoError(f"'{main.name}' is not JSON.") from None
+            d = None  # the recipe reader says what is wrong with it
         if isinstance(d, dict) and d.get("format") == SESSION_FORMAT:
             return _merge_session(engine, session, d)
     folder = Path(tempfile.mkdtemp(prefix="laco-recipe-"))
@@ -172,6 +173,13 @@ def load_files(engine: Engine, session: Session, files, progress: gr.Progress = 
         f"`{recipe.base.spec}`; it is now selected in Compare, Evaluate and Export."
     )
     return session, md, summary_md(session)
+
+
+@gpu
+def api_load_recipe(engine: Engine, session: Session, files, progress: gr.Progress = PROGRESS):
+    """``/load_recipe`` for scripts: a recipe (and its tensors) joins the session."""
+    session, md, _ = load_files(engine, session, files, progress=progress)
+    return session, md
 
 
 def _merge_session(engine: Engine, session: Session, d: dict):
@@ -221,13 +229,23 @@ def build(engine: Engine, session: gr.State) -> dict:
         partial(load_files, engine),
         [session, files],
         [session, loaded_md, summary],
-        api_name="load_recipe",
+        api_name="load_session",
+        concurrency_id=LONG_GROUP,
+    )
+    # scripts: ``/load_recipe`` keeps its recipe-files-only signature
+    recipe_files = api.hidden(gr.File, file_count="multiple", file_types=[".json", ".safetensors"])
+    scripted = api.endpoint(
+        partial(api_load_recipe, engine),
+        [session, recipe_files],
+        [session, api.hidden(gr.Markdown)],
+        "load_recipe",
         concurrency_id=LONG_GROUP,
     )
     return {
         "browser": browser,
         "summary": summary,
         "loaded": loaded,
+        "scripted": scripted,
     }
 
 
@@ -250,7 +268,7 @@ def restore_on_load(demo: gr.Blocks, work: dict, session: gr.State):
 
 def keep_after(events: list, work: dict, session: gr.State) -> None:
     """Every event in ``events`` (and a load from this panel) saves the session afterwards."""
-    for ev in [*events, work["loaded"]]:
+    for ev in [*events, work["loaded"], work["scripted"]]:
         ev.then(
             saved,
             session,

@@ -163,7 +163,7 @@ class Session:
             info = b.info
             kinds = [s.get("kind", "") for s in b.recipe.get("steps", [])]
             row = {
-                "model": b.id,
+                "id": b.id,
                 "steps": " → ".join(kinds),
                 "ranges": " ".join(f"{lo}-{hi}" for lo, hi in info.get("plan", [])),
                 "layers": f"{info.get('layers_before', '?')}→{info.get('layers_after', '?')}",
@@ -171,7 +171,7 @@ class Session:
                 **b.metrics,
             }
             rows.append(row)
-        return labelled(pd.DataFrame(rows), ["model", "steps", "ranges", "layers"])
+        return labelled(pd.DataFrame(rows), ["id", "steps", "ranges", "layers"])
 
 
 def labelled(frame: pd.DataFrame, first: list[str]) -> pd.DataFrame:

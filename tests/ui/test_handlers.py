@@ -162,7 +162,7 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     )[-1]
     assert "Scored" in bar
     assert metrics["ppl"] > 1 and metrics["ref_ppl"] > 1 and 0 <= metrics["top1_agreement"] <= 1
-    assert list(table["model"]) == ["original", did]
+    assert list(table["id"]) == ["original", did]
     assert "ppl held-out" in table and "KL cal. (nats)" in table
 
     session, vmd, zipped, recipe = export_tab.export(engine, session, did, progress=NoProgress())

@@ -352,7 +352,7 @@ def test_evaluate_all_fills_one_table_and_a_pareto_plot(loaded):
     steps = list(evaluate_tab.evaluate_all(engine, session, "pasted text", TEXT, None, 64, 0))
     session, bar, table, fig, note = steps[-1]
     assert "Scored 2 models" in bar
-    assert list(table["model"]) == ["original", a, b]
+    assert list(table["id"]) == ["original", a, b]
     col = "ppl ratio held-out (×)"
     assert table[col].notna().all() and (table[col] == table[col].round(2)).all()
     assert {d.name for d in fig.data} >= {"frontier", "your models", "original"}
