@@ -154,6 +154,11 @@ def _follow(
 
     def work(job: jobs.Job):
         def on_event(e: dict) -> None:
+            if e.get("pending"):  # a greedy step under way: its ranges are logged at its end
+                job.progress(
+                    None, f"Step {e['step']}: {e['scored']} of {e['of']} candidates scored"
+                )
+                return
             job.event(e)
             f = search_fraction(job.events, need, start, low, generations)
             done = need and f is not None and f >= 0.95

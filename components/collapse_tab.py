@@ -121,10 +121,9 @@ def _estimates(session: Session, store: dict, method: str, prompts_text: str, ra
     }
 
 
-def _plan_key(session: Session, method: str, prompts_text: str, ranges) -> str:
-    return plan_map.range_key(
-        session.spec, method, _prompts8(prompts_text), ("plan", format_plan(ranges))
-    )
+def _plan_key(session: Session, method: str, prompts_text: str, ranges, attention=()) -> str:
+    plan = format_plan(ranges) + "|A" + ",".join(map(str, sorted(attention)))
+    return plan_map.range_key(session.spec, method, _prompts8(prompts_text), ("plan", plan))
 
 
 def _figure(analysis: dict, kind: str, ranges, estimates, attention=()):
@@ -157,7 +156,7 @@ def _preview(
 ):
     """The preview box and strip diagram of the CURRENT plan: numbers from the store once
     estimated; the strip and layer counts at once. Attention removals count in the
-    parameters; the damage estimate covers the merged ranges only (the build measures all)."""
+    parameters and in the damage estimate."""
     n = session.num_layers
     if error:
         blank = "<div class='laco-preview-empty'>No preview: the plan above has an error.</div>"
@@ -167,27 +166,20 @@ def _preview(
     strip = plots.strip_diagram(layer_groups(ranges, n), n, list(attention))
     if not ranges and not attention:
         return NO_PREVIEW, strip
-    attn = [store.get(_attn_key(session, i)) for i in attention]
-    total = store.get(f"{session.spec}|params")
-    if ranges:
-        est = store.get(_plan_key(session, method, prompts_text, ranges))
-    else:
-        est = {"layers_before": n, "layers_after": n, "params_before": total, "params_after": total}
-    if est is None or None in attn or est["params_before"] is None:
+    est = store.get(_plan_key(session, method, prompts_text, ranges, attention))
+    if est is None or est["params_before"] is None:
         after = n - sum(hi - lo for lo, hi in ranges)
         return (
             f"| | before | after |\n|---|---:|---:|\n| layers | {n} | **{after}** |\n\n"
             "<small>Estimating parameters and damage…</small>"
         ), strip
-    est = {**est, "params_after": est["params_after"] - sum(attn)}
     md = preview_md(est) if "kl" in est else _sizes_md(est)
     if attention:
         k = len(attention)
         kept = n - sum(hi - lo for lo, hi in ranges) - k
         md += (
             f"  \n<small>{k} attention sub-block{'s' if k > 1 else ''} removed: the KV cache "
-            f"keeps {kept} of {n} layers. The damage estimate covers the merged ranges only; "
-            "the build measures everything.</small>"
+            f"keeps {kept} of {n} layers.</small>"
         )
     return md, strip
 
@@ -333,16 +325,15 @@ def estimate(
         store[f"{session.spec}|params"] = base.num_params
     for i in attention:
         store.setdefault(_attn_key(session, i), attention_params(base.model, i))
-    if not ranges:
-        return store
     prompts = prompt_list(prompts_text, 8)
-    whole = _plan_key(session, method, prompts_text, ranges)
+    whole = _plan_key(session, method, prompts_text, ranges, attention)
     if whole not in store:
-        store[whole] = engine.preview(base, prompts, ranges, method)
+        store[whole] = engine.preview(base, prompts, ranges, method, attention=attention)
     for r in ranges:
         key = plan_map.range_key(session.spec, method, prompts, r)
         if key not in store:
-            one = store[whole] if len(ranges) == 1 else engine.preview(base, prompts, [r], method)
+            single = len(ranges) == 1 and not attention
+            one = store[whole] if single else engine.preview(base, prompts, [r], method)
             store[key] = {
                 k: one[k]
                 for k in (

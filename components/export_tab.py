@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -17,40 +15,33 @@ from .common import LONG_GROUP, PROGRESS, build_choices, gpu, model_of, pick_bui
 from .state import Session
 
 
-def _export(engine: Engine, session: Session, did: str) -> tuple[Path, object]:
-    """Export with the build's own base tokenizer and recipe; the engine verifies the reload."""
+def _export(engine: Engine, session: Session, did: str) -> tuple[Path, object, Path]:
+    """Export with the build's own base tokenizer and recipe into the engine's export store
+    (bounded by age and size), verified by a plain reload, and zipped."""
     did, _, _ = model_of(engine, session, did)
-    out = Path(tempfile.mkdtemp(prefix="laco-export-")) / did
-    res = engine.export(did, out, session.token())
+    res, archive = engine.download(did, session.token())
     session.exports[did] = str(res.path)
-    return Path(res.path), res
-
-
-def zip_stored(path: Path) -> Path:
-    """``<path>.zip`` without compression. Deflating ~500 MB of float weights took ~3 min on
-    2 busy cores for a 2× smaller file; storing takes seconds, which matters behind a button."""
-    archive = path.with_suffix(".zip")
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
-        for f in sorted(path.rglob("*")):
-            if f.is_file():
-                zf.write(f, Path(path.name) / f.relative_to(path))
-    return archive
+    return Path(res.path), res, archive
 
 
 @gpu
 def export(engine: Engine, session: Session, did: str, progress: gr.Progress = PROGRESS):
     """Save, reload-verify and zip the collapsed model; also offer its recipe alone."""
     did = pick_build(session, did)
-    progress(0.2, desc="Saving and reloading…")
-    path, res = _export(engine, session, did)
-    progress(0.8, desc="Zipping…")
-    zipped = zip_stored(path)
+    progress(0.2, desc="Saving, reloading and zipping…")
+    path, res, zipped = _export(engine, session, did)
     recipe_file = path / "laco_recipe.json"
     ok = "✓ Verified" if res.verified else "✗ NOT verified"
+    loader = (
+        "`laco_core.load_pruned` (per-layer shapes)"
+        if (path / "laco_shapes.json").exists()
+        else "plain `AutoModelForCausalLM.from_pretrained`"
+    )
+    extras = [n for n in ("laco_recipe.safetensors", "mergekit_config.yml") if (path / n).exists()]
     md = (
-        f"### {ok}: reloaded with plain `AutoModelForCausalLM.from_pretrained`\n"
-        f"max |logit difference| vs the in-memory model: **{res.max_abs_logit_diff:.2e}**  \n"
-        f"<small>{path}</small>"
+        f"### {ok}: reloaded with {loader}\n"
+        f"max |logit difference| vs the in-memory model: **{res.max_abs_logit_diff:.2e}**"
+        + (f"  \nThe zip also holds {', '.join(f'`{n}`' for n in extras)}." if extras else "")
     )
     return session, md, str(zipped), str(recipe_file)
 
@@ -65,7 +56,7 @@ def push(engine: Engine, session: Session, did: str, repo_id: str, token: str, p
         raise LacoError("Paste a Hugging Face write token (it is used once and not kept).")
     path = session.exports.get(did)
     if not path or not Path(path).exists():
-        path, _ = _export(engine, session, did)
+        path, _, _ = _export(engine, session, did)
     url = push_to_hub(path, repo_id.strip(), token.strip(), private=bool(private))
     return f"✓ Pushed to [{url}]({url})", ""  # the second output clears the token box
 

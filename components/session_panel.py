@@ -153,13 +153,14 @@ def load_files(engine: Engine, session: Session, files, progress: gr.Progress = 
             d = None  # the recipe reader says what is wrong with it
         if isinstance(d, dict) and d.get("format") == SESSION_FORMAT:
             return _merge_session(engine, session, d)
-    folder = Path(tempfile.mkdtemp(prefix="laco-recipe-"))
     if main.suffix.lower() == ".json":
-        shutil.copy(main, folder / RECIPE_FILE)
-        for p in paths:
-            if p.suffix.lower() == ".safetensors":
-                shutil.copy(p, folder / TENSORS_FILE)
-        recipe = read_recipe(folder)
+        with tempfile.TemporaryDirectory(prefix="laco-recipe-") as tmp:  # read, then removed
+            folder = Path(tmp)
+            shutil.copy(main, folder / RECIPE_FILE)
+            for p in paths:
+                if p.suffix.lower() == ".safetensors":
+                    shutil.copy(p, folder / TENSORS_FILE)
+            recipe = read_recipe(folder)
     else:
         recipe = read_recipe(main)
     progress(0.2, desc=f"Rebuilding {recipe.describe()}…")

@@ -101,7 +101,7 @@ def analyze(
     analysis = compute(engine, session, prompts)
     keys = sorted(analysis["param"], key=lambda k: (MODULE_ORDER + [k]).index(k))
     module = module if module in analysis["param"] else "all"
-    files = write_csvs(analysis)
+    files = write_csvs(analysis, engine.exports.new("similarity-csv"))
     return (
         analysis,
         gr.Dropdown(choices=keys, value=module),
@@ -112,9 +112,11 @@ def analyze(
     )
 
 
-def write_csvs(analysis: dict) -> list[str]:
-    """Every matrix as a labelled CSV in a fresh temp folder (for the download button)."""
-    out = Path(tempfile.mkdtemp(prefix="laco-sim-"))
+def write_csvs(analysis: dict, out: Path | None = None) -> list[str]:
+    """Every matrix as a labelled CSV in ``out`` (default a fresh temporary folder; the app
+    passes a folder of the engine's export store, swept by age and size)."""
+    out = Path(out or tempfile.mkdtemp(prefix="laco-sim-"))
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for key, m in analysis["param"].items():
         labels = [f"layer_{i}" for i in range(m.shape[0])]

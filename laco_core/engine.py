@@ -291,11 +291,15 @@ class Engine:
         prompts: list[str],
         ranges: list[Range],
         method: str = "official",
+        attention: list[int] | None = None,
         **params,
     ) -> dict:
-        """What-if estimate of a plan from cached activations (``ops.preview``)."""
+        """What-if estimate of a plan (merged ranges, and attention sub-blocks removed) from
+        cached activations (``ops.preview``)."""
         cache = self.activations(base, prompts)
-        return ops_preview(base.model, base.tokenizer, prompts, ranges, method, cache, **params)
+        return ops_preview(
+            base.model, base.tokenizer, prompts, ranges, method, cache, attention, **params
+        )
 
     # ---- outputs ----------------------------------------------------------------------------
     def export(

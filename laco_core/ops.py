@@ -154,9 +154,11 @@ def preview(
     ranges,
     method: str = "official",
     cache: ActivationCache | None = None,
+    attention: list[int] | None = None,
     **params,
 ) -> dict:
-    """Cosine and KL of a plan, estimated from cached activations (``search.preview``)."""
+    """Cosine and KL of a plan (ranges, and attention sub-blocks removed), estimated from
+    cached activations (``search.preview``)."""
     m = get_method(method)
     checked = m.check(params)
     estimated_as = None
@@ -164,7 +166,8 @@ def preview(
         m, checked, estimated_as = get_method(PREVIEW_FALLBACK), {}, PREVIEW_FALLBACK
     if cache is None:
         cache = ActivationCache(model, tokenizer, prompts)
-    return _preview(model, cache, _ranges(model, ranges), m, checked, estimated_as)
+    ranges = _ranges(model, ranges) if ranges or not attention else []
+    return _preview(model, cache, ranges, m, checked, estimated_as, attention)
 
 
 def prune_llm_pruner(

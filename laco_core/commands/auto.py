@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     Limits.current().check_prompts(lm.tokenizer, texts)
 
     def show(event: dict) -> None:
-        if not args.quiet and "lo" in event:
+        if not args.quiet and "lo" in event and not event.get("pending"):
             mark = "accept" if event["accepted"] else "reject"
             alpha = f" alpha={event['alpha']:.3f}" if "alpha" in event else ""
             print(

@@ -12,6 +12,7 @@ from ..collapse import collapse_model
 from ..objectives import KL, Cosine, Partial
 from ..plan import Range, validate_ranges
 from ..sharing import count_params
+from ..subblocks import drop_attention
 
 
 def preview(
@@ -21,8 +22,9 @@ def preview(
     method,
     params: dict | None = None,
     estimated_as: str | None = None,
+    attention: list[int] | None = None,
 ) -> dict:
-    """Cosine and KL of a collapse plan against ``model``, running only layers from the first merge.
+    """Cosine and KL of a plan against ``model``, running only layers from the first change.
 
     Args:
         model: The dense model (the one ``cache`` was built from).
@@ -32,6 +34,7 @@ def preview(
             the plain drop it starts from, its fit needing more text than a preview has).
         params: The method's parameters.
         estimated_as: Recorded in the result when the estimate uses another method.
+        attention: Layers (``model``'s indices) whose attention is removed first.
 
     Returns:
         ``cosine``, ``kl`` (mean next-token KL), ``layers_before/after``,
@@ -39,9 +42,12 @@ def preview(
     """
     t0 = time.perf_counter()
     n = len(get_layers(model))
-    ranges = validate_ranges(ranges, n)
-    cand = collapse_model(model, ranges, method, params or {})
-    finals = cache.finals(cand, ranges[0][0])
+    ranges = validate_ranges(ranges, n) if ranges or not attention else []
+    cand = drop_attention(model, attention) if attention else model
+    if ranges:
+        cand = collapse_model(cand, ranges, method, params or {})
+    start = min([lo for lo, _ in ranges] + list(attention or []))
+    finals = cache.finals(cand, start)
     kl, total = KL(), Partial()
     kl.prepare(cache, model)
     for c, h in zip(cache.chunks, finals, strict=True):
@@ -51,6 +57,7 @@ def preview(
         "kl": total.total / total.count,
         "layers_before": n,
         "layers_after": len(get_layers(cand)),
+        "attention_removed": sorted(attention or []),
         "params_before": count_params(model),
         "params_after": count_params(cand),
         "seconds": time.perf_counter() - t0,

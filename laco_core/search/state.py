@@ -323,6 +323,12 @@ class Search(FitContext):
         if self.callback is not None:
             self.callback(dict(event))
 
+    def progress(self, event: dict) -> None:
+        """Tell the caller how a step is going (not logged: the step logs its ranges at its
+        end); such events carry ``pending``."""
+        if self.callback is not None:
+            self.callback({**event, "pending": True})
+
     def event_log(self, event: dict) -> None:
         """Log an event that is not one range's score (e.g. an evolutionary generation)."""
         self.candidates.append(event)

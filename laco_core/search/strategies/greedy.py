@@ -80,6 +80,9 @@ class Greedy(Strategy):
                     score, params, partial = fut.result()
                     width = s.unit_size(lo, hi, att)
                     scored.append(((1 - score) / width, lo, hi, score, params, partial, att))
+                    s.progress(
+                        {"step": len(s.merges) + 1, "scored": len(scored), "of": len(ranges)}
+                    )
                     stale[key((lo, hi, att))] = scored[-1][0]
                     best[0] = min(best[0], scored[-1][0])
                 if stop:
