@@ -13,6 +13,9 @@ EVAL_TEXT = ASSETS / "eval_text.txt"  # held out: never used for calibration or 
 # is expository): also never used to calibrate, fit or heal
 STORY_TEXT = ASSETS / "heldout_story.txt"
 TRAIN_TEXT = ASSETS / "train_text.txt"  # LoRA recovery text, disjoint from both
+# more expository training text of our own (other topics): the best pipeline's fits and heals
+# use it beside TRAIN_TEXT; disjoint from both held-out texts
+TRAIN_MORE = ASSETS / "train_more.txt"
 
 
 def read_prompts(path: str | Path | None = None) -> list[str]:
@@ -41,6 +44,9 @@ ASSET_TEXTS = {
     "calibration_prompts": lambda: read_prompts(CALIBRATION),
     "train_paragraphs": lambda: read_paragraphs(TRAIN_TEXT),
     "train_text": lambda: [read_text(TRAIN_TEXT)],
+    # the fits' and heals' larger training set: both training texts
+    "fit_paragraphs": lambda: read_paragraphs(TRAIN_TEXT) + read_paragraphs(TRAIN_MORE),
+    "training_text": lambda: [read_text(TRAIN_TEXT), read_text(TRAIN_MORE)],
 }
 
 

@@ -145,12 +145,13 @@ def compare_all(
     methods: Sequence[str] = DEFAULT_METHODS,
     callback: Progress | None = None,
     heal_text: str | None = None,
-    heal_kwargs: dict | None = None,
+    heal_kwargs: dict | Callable[[str, float], dict] | None = None,
     eval_seq_len: int = 256,
     eval_windows: int | None = 8,
     heal_ratios: Sequence[float] | None = None,
     extra_texts: dict[str, str] | None = None,
     on_point: Callable[[str, float, bool, object, object], None] | None = None,
+    method_ratios: dict[str, Sequence[float]] | None = None,
 ) -> pd.DataFrame:
     """Compress ``model`` with every method at every ratio and measure each result.
 
@@ -163,13 +164,16 @@ def compare_all(
         heal_steps: LoRA steps for a healed copy of every point (0: no healed rows).
         methods: Names in ``POINTS``.
         callback: ``callback(done, total, message)`` after each point; raise to cancel.
-        heal_text: Training text for healing (default: ``assets/train_text.txt``).
-        heal_kwargs: More fields of the ``HealStep`` (rank, lr, teacher, seconds…).
+        heal_text: Training text for healing (default: both bundled training texts).
+        heal_kwargs: More fields of the ``HealStep`` (rank, lr, teacher, seconds…), or
+            ``heal_kwargs(method, ratio)`` returning them per point.
         eval_seq_len: Evaluation window length.
         eval_windows: Evaluate on the first this many windows (None: the whole text).
         heal_ratios: Heal only the points at these ratios (default: every ratio).
         extra_texts: More held-out texts, name -> text: columns ``ppl_<name>``/``kl_<name>``.
         on_point: ``on_point(method, ratio, healed, model, recipe)`` for every point built.
+        method_ratios: Some methods' own ratios instead of ``ratios`` (a costly method at
+            fewer sizes).
 
     Returns:
         One row per (method, ratio, healed) with ``COLUMNS``; a ``dense`` row at ratio 0.
@@ -179,10 +183,12 @@ def compare_all(
     unknown = [m for m in methods if m not in POINTS]
     if unknown:
         raise LacoError(f"Unknown method(s) {unknown}; choose from: {', '.join(POINTS)}.")
-    if not ratios or any(not 0 < r < 1 for r in ratios):
+    every = [r for rs in [ratios, *(method_ratios or {}).values()] for r in rs]
+    if not ratios or any(not 0 < r < 1 for r in every):
         raise LacoError("Ratios must be fractions between 0 and 1, e.g. 0.1,0.2,0.3.")
     healed_at = set(ratios if heal_ratios is None else heal_ratios) if heal_steps else set()
-    total = 1 + len(methods) * (len(ratios) + len([r for r in ratios if r in healed_at]))
+    ratios_of = {m: list((method_ratios or {}).get(m, ratios)) for m in methods}
+    total = 1 + sum(len(rs) + len([r for r in rs if r in healed_at]) for rs in ratios_of.values())
     done = 0
 
     def tick(message: str) -> None:
@@ -210,7 +216,7 @@ def compare_all(
     rows = [{**_row("dense", 0.0, 0.0, n0, 0, 0, False, time.perf_counter() - t0), **dense}]
     tick("dense")
     for method in methods:
-        for ratio in ratios:
+        for ratio in ratios_of[method]:
             t0 = time.perf_counter()
             try:
                 pruned, recipe = run_steps(base, POINTS[method](ratio, cal), ctx)
@@ -232,7 +238,8 @@ def compare_all(
             if ratio in healed_at:
                 t1 = time.perf_counter()
                 text = TextSource.of([heal_text]) if heal_text else None
-                step = HealStep(steps=heal_steps, text=text, **(heal_kwargs or {}))
+                kwargs = heal_kwargs(method, ratio) if callable(heal_kwargs) else heal_kwargs
+                step = HealStep(steps=heal_steps, text=text, **(kwargs or {}))
                 healed, hrecipe = run_steps(base, [step], ctx, recipe)
                 seconds = build_s + time.perf_counter() - t1
                 row = _row(method, ratio, removed, layers, 0, 0, True, seconds)

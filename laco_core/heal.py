@@ -102,9 +102,9 @@ def load_training_text(
                 break
         return "\n\n".join(parts)
     if text is None:
-        from .assets import TRAIN_TEXT, read_text
+        from .assets import read_asset
 
-        return read_text(TRAIN_TEXT)
+        return "\n\n".join(read_asset("training_text"))
     return text
 
 
@@ -187,7 +187,7 @@ def heal(
     Args:
         model: A collapsed, pruned or original model; left unchanged.
         tokenizer: Its tokenizer.
-        text: Training text (default: ``assets/train_text.txt``, disjoint from the eval text).
+        text: Training text (default: both bundled training texts, disjoint from the held-out ones).
         steps: Optimizer steps (default 60: a few minutes on 2 CPU cores for the default model).
         rank: LoRA rank ``r`` (``alpha = 2r``).
         lr: AdamW learning rate.

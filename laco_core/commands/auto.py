@@ -11,7 +11,7 @@ from ..params import add_arguments
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..plan import format_plan
-from ..presets import best_collapse
+from ..presets import best_collapse, refit_source
 from ..recipe import TextSource
 from ..registry import REGISTRY
 from ..search.config import SearchConfig
@@ -80,8 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         const="drop_lsq",
         default=None,
         metavar="METHOD",
-        help="after the search, refit the plan with a fitted method on the bundled training "
-        "text's paragraphs: drop_lsq (default) or drop_linear",
+        help="after the search, refit the plan with a fitted method on the paragraphs of both "
+        "bundled training texts: drop_lsq (default) or drop_linear",
     )
     p.add_argument("--lazy", action="store_true", help="greedy: re-score ranges lazily")
     p.add_argument(
@@ -177,9 +177,7 @@ def steps_of(args: argparse.Namespace) -> list[SearchStep]:
     asset = None
     if not args.prompts:
         asset = "train_paragraphs" if args.paragraphs else "calibration_prompts"
-    refit_cal = (
-        TextSource.of(read_prompt_file(None, True), "train_paragraphs") if cfg.refit else None
-    )
+    refit_cal = refit_source() if cfg.refit else None
     return [SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal)]
 
 
@@ -225,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         f"in {res.seconds:.1f} s."
     )
     if cfg.refit and res.plan:
-        print(f"Refitted each kept layer with {cfg.refit} on the training text's paragraphs.")
+        print(f"Refitted each kept layer with {cfg.refit} on both training texts' paragraphs.")
     print(f"Recipe: {recipe.describe()}")
     print(kv_line(info))
     write_json(log_file, res.log())

@@ -24,7 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "heal", help="LoRA fine-tune a (collapsed or pruned) model and merge the adapters."
     )
     add_model_args(p, default=None)
-    p.add_argument("--text", help="UTF-8 training text (default: bundled assets/train_text.txt)")
+    p.add_argument(
+        "--text",
+        help="UTF-8 training text (default: bundled assets/train_text.txt + train_more.txt)",
+    )
     p.add_argument("--eval-text", help="held-out text for perplexity (default: bundled eval text)")
     p.add_argument("--steps", type=positive, default=60, help="LoRA steps (at most)")
     p.add_argument(

@@ -56,7 +56,6 @@ def run(
         A SearchResult with the collapsed model, the decision log and the merges that
         rebuild it.
     """
-    t0 = time.perf_counter()
     if cfg.units == "blocks" and not method.keeps_lo:
         raise LacoError("--units blocks merges with a method that keeps layer lo (drop…).")
     if searched is None:
@@ -64,6 +63,7 @@ def run(
             model, tokenizer, prompts, cfg, method, objective, strategy, callback, cache, stop
         )
     result, merges = searched.model, searched.merges
+    t0 = time.perf_counter()  # the search's own time is in searched.seconds
     if refit_method is not None and plan_of(result):
         texts = refit_texts or prompts
         params = refit_method.check(cfg.refit_params)

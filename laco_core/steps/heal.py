@@ -8,7 +8,7 @@ from ..assets import read_asset
 from ..heal import apply_lora, heal
 from ..recipe import Step, TextSource
 
-DEFAULT_TEXT = "train_text"
+DEFAULT_TEXT = "training_text"  # both bundled training texts
 
 
 @dataclass

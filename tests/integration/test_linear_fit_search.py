@@ -165,6 +165,7 @@ def test_cli_auto_drop_with_fit_maps_exports_fitted_weights(tmp_path):
     recipe = json.loads((out / "laco_recipe.json").read_text())
     (step,) = recipe["steps"]
     assert step["config"]["refit"] == "drop_lsq"  # the default correction
+    assert step["refit_calibration"]["asset"] == "fit_paragraphs"  # both training texts
     assert [m["method"] for m in step["merges"]] == ["drop_lsq"] * len(step["merges"])
     assert (out / "laco_recipe.safetensors").exists()
     argv[argv.index("--fit-maps") + 1 : argv.index("--fit-maps") + 1] = ["drop_linear"]

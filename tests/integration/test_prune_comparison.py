@@ -56,3 +56,44 @@ def test_compare_all_rows_and_markdown():
     assert table.count("\n") == 4 and "| shortgpt | 20% |" in table
     with pytest.raises(LacoError):
         compare_all(m, tok, TEXT, prompts, ratios=(1.5,))
+
+
+def test_compare_all_method_ratios_and_heal_per_point():
+    """A costly method at its own ratios; heal settings chosen per (method, ratio)."""
+    tok = tiny_tokenizer()
+    m = tiny_model("llama", layers=8)
+    prompts = [s for s in TEXT.split(".")[:8] if s.strip()]
+    asked, built = [], []
+
+    def heal_of(method, ratio):
+        asked.append((method, ratio))
+        return {"seq_len": 32, "batch_size": 1, "rank": 2 if method == "shortgpt" else 4}
+
+    df = compare_all(
+        m,
+        tok,
+        TEXT,
+        prompts,
+        ratios=(0.2, 0.3),
+        heal_steps=1,
+        methods=("shortgpt", "angular"),
+        eval_seq_len=64,
+        eval_windows=2,
+        heal_kwargs=heal_of,
+        heal_ratios=(0.2,),
+        method_ratios={"angular": (0.3,)},
+        on_point=lambda meth, r, healed, model, recipe: built.append((meth, r, healed, recipe)),
+    )
+    rows = list(zip(df["method"], df["target_ratio"], df["healed"], strict=True))
+    assert rows == [
+        ("dense", 0.0, False),
+        ("shortgpt", 0.2, False),
+        ("shortgpt", 0.2, True),
+        ("shortgpt", 0.3, False),
+        ("angular", 0.3, False),
+    ]
+    assert asked == [("shortgpt", 0.2)]
+    healed_recipe = next(r for meth, _, healed, r in built if healed)
+    assert healed_recipe.steps[-1].rank == 2 and healed_recipe.steps[-1].kind == "heal"
+    with pytest.raises(LacoError):
+        compare_all(m, tok, TEXT, prompts, ratios=(0.2,), method_ratios={"angular": (2.0,)})
