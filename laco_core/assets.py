@@ -55,3 +55,10 @@ def read_asset(name: str) -> list[str]:
     if name not in ASSET_TEXTS:
         raise LacoError(f"Unknown bundled text '{name}'; known: {', '.join(ASSET_TEXTS)}.")
     return ASSET_TEXTS[name]()
+
+
+def is_bundled(texts: list[str]) -> bool:
+    """Whether ``texts`` are a bundled text (or its first items): ours, not user input, so
+    the input limits do not apply to them."""
+    texts = list(texts)
+    return bool(texts) and any(read_asset(name)[: len(texts)] == texts for name in ASSET_TEXTS)

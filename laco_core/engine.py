@@ -29,6 +29,7 @@ from transformers import PreTrainedModel
 
 from . import pipeline
 from .activations import ActivationCache
+from .assets import is_bundled
 from .budget import default_budget_bytes, trim
 from .builds import BaseKey, Build
 from .errors import LacoError
@@ -250,8 +251,12 @@ class Engine:
         return value
 
     def activations(self, base: LoadedModel, prompts: list[str], batch_size: int = 4):
-        """Dense activations of ``base`` on ``prompts`` (cached; the preview reuses them)."""
-        self.limits.check_prompts(base.tokenizer, prompts)
+        """Dense activations of ``base`` on ``prompts`` (cached; the preview reuses them).
+
+        User prompts are checked against the limits; a bundled text (a step's default
+        calibration or fit text) is ours and is not."""
+        if not is_bundled(prompts):
+            self.limits.check_prompts(base.tokenizer, prompts)
         key = ("activations", self._key_of(base), tuple(prompts), batch_size)
         return self._cached(
             key,

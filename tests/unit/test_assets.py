@@ -36,3 +36,12 @@ def test_fit_and_training_assets_cover_both_training_texts():
     assert read_asset("training_text") == [read_text(TRAIN_TEXT), read_text(TRAIN_MORE)]
     with pytest.raises(LacoError, match="Unknown bundled text 'nope'"):
         read_asset("nope")
+
+
+def test_bundled_texts_are_recognised_and_user_text_is_not():
+    from laco_core.assets import is_bundled
+
+    fit = read_asset("fit_paragraphs")
+    assert is_bundled(fit) and is_bundled(read_asset("train_paragraphs")[:16])
+    assert not is_bundled([]) and not is_bundled(["my own prompt"])
+    assert not is_bundled([*fit[:3], "a user paragraph"])
