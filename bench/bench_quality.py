@@ -156,15 +156,18 @@ def pareto(df, path: Path) -> None:
     from matplotlib.ticker import FuncFormatter
 
     points = df[df["method"] != "dense"].dropna(subset=["params_removed"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
+    methods = list(dict.fromkeys(points["method"]))
+    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, col, title in (
         (axes[0], "ratio_A", "held-out A (expository)"),
         (axes[1], "ratio_B", "held-out B (fiction)"),
     ):
-        for (method, healed), g in points.groupby(["method", "healed"]):
+        for (method, healed), g in points.groupby(["method", "healed"], sort=False):
             g = g.sort_values("params_removed")
+            style = dict(marker="s", linestyle="none", markersize=8) if healed else dict(marker="o")
             label = f"{method}{' + heal' if healed else ''}"
-            ax.plot(100 * g["params_removed"], g[col], marker="s" if healed else "o", label=label)
+            ax.plot(100 * g["params_removed"], g[col], color=colour[method], label=label, **style)
         front = points.sort_values("params_removed")
         best, xs, ys = float("inf"), [], []
         for x, y in zip(front["params_removed"][::-1], front[col][::-1], strict=True):
@@ -172,16 +175,16 @@ def pareto(df, path: Path) -> None:
                 best = y
                 xs.append(100 * x)
                 ys.append(y)
-        ax.step(xs[::-1], ys[::-1], where="post", color="black", linewidth=1, alpha=0.5)
+        ax.step(xs[::-1], ys[::-1], where="post", color="black", linewidth=1, alpha=0.4)
         ax.set_yscale("log")
-        times = FuncFormatter(lambda y, _: f"{y:.2g}×")
-        ax.yaxis.set_major_formatter(times)
-        ax.yaxis.set_minor_formatter(times)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}×"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: ""))
+        ax.set_yticks([1, 1.5, 2, 3, 5, 10, 30, 100, 200])
         ax.set_xlabel("parameters removed (%)")
-        ax.set_ylabel("perplexity ÷ dense")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("perplexity ÷ dense (log)")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), title="square: + heal")
     fig.suptitle("SmolLM2-135M: quality vs size (CPU, fp32)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
