@@ -251,10 +251,8 @@ class Engine:
         return value
 
     def activations(self, base: LoadedModel, prompts: list[str], batch_size: int = 4):
-        """Dense activations of ``base`` on ``prompts`` (cached; the preview reuses them).
-
-        User prompts are checked against the limits; a bundled text (a step's default
-        calibration or fit text) is ours and is not."""
+        """Dense activations of ``base`` on ``prompts`` (cached; the preview reuses them);
+        user prompts are checked against the limits, bundled texts (ours) are not."""
         if not is_bundled(prompts):
             self.limits.check_prompts(base.tokenizer, prompts)
         key = ("activations", self._key_of(base), tuple(prompts), batch_size)
