@@ -368,11 +368,6 @@ def api_auto(
 
 
 @user_errors
-def stop_panel(panel: str, session: Session) -> str:
-    """The Stop button: the panel's running jobs of this session stop (the engine's stop Event)."""
-    return jobs.stopped_html(jobs.stop(session.token(), panel))
-
-
 def visibility(strategy: str, target: int, percent: float, method: str) -> list:
     """Show only the settings the strategy reads (T is unused by greedy with a target; units
     are greedy's), and only the merge methods it can search with."""
@@ -499,14 +494,7 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
-    stop_btn.click(
-        partial(stop_panel, "best"),
-        session,
-        bar,
-        cancels=[ev],
-        api_visibility="private",
-        concurrency_limit=None,
-    )
+    jobs.wire_stop(stop_btn, "best", session, bar, [ev])
     return {"built": ev}
 
 
@@ -619,14 +607,7 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
-    stop_btn.click(
-        partial(stop_panel, "auto"),
-        session,
-        bar,
-        cancels=[ev],
-        api_visibility="private",
-        concurrency_limit=None,
-    )
+    jobs.wire_stop(stop_btn, "auto", session, bar, [ev])
     scripted = api.endpoint(
         partial(api_auto, engine),
         [session, prompts, c, lo, hi, interval, t, method, objective, strategy, target],

@@ -603,14 +603,7 @@ def build(engine: Engine, session: gr.State, model: dict, sim: dict) -> dict:
         "collapse",
         concurrency_id=LONG_GROUP,
     )
-    stop_btn.click(
-        partial(auto_panel.stop_panel, "build"),
-        session,
-        bar,
-        cancels=[built],
-        api_visibility="private",
-        concurrency_limit=None,
-    )
+    jobs.wire_stop(stop_btn, "build", session, bar, [built])
     return {
         "plan": plan,
         "attn": attn,

@@ -427,10 +427,6 @@ def run_lmeval(engine: Engine, session: Session, tasks_text: str, limit: int, pi
 
 
 @user_errors
-def stop(panel: str, session: Session) -> str:
-    return jobs.stopped_html(jobs.stop(session.token(), panel))
-
-
 def _choices(session: Session):
     return (
         gr.Dropdown(choices=session.choices(), value=session.current),
@@ -549,14 +545,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
-    all_stop.click(
-        partial(stop, "evalall"),
-        session,
-        all_bar,
-        cancels=[every, one],
-        api_visibility="private",
-        concurrency_limit=None,
-    )
+    jobs.wire_stop(all_stop, "evalall", session, all_bar, [every, one])
     base = base_btn.click(
         partial(run_baselines, engine),
         [session, ratios, methods, heal],
@@ -565,14 +554,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
-    base_stop.click(
-        partial(stop, "baselines"),
-        session,
-        base_bar,
-        cancels=[base],
-        api_visibility="private",
-        concurrency_limit=None,
-    )
+    jobs.wire_stop(base_stop, "baselines", session, base_bar, [base])
     lm = lm_btn.click(
         partial(run_lmeval, engine),
         [session, tasks, limit, lm_picks],
@@ -581,14 +563,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
-    lm_stop.click(
-        partial(stop, "lmeval"),
-        session,
-        lm_bar,
-        cancels=[lm],
-        api_visibility="private",
-        concurrency_limit=None,
-    )
+    jobs.wire_stop(lm_stop, "lmeval", session, lm_bar, [lm])
     scripted_eval = api.endpoint(
         partial(api_evaluate, engine),
         [session, pick, source, pasted, upload, seq_len, max_words],

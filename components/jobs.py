@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from laco_core.errors import Cancelled
@@ -139,6 +140,25 @@ def stop(owner: str, panel: str) -> list[Job]:
     for j in jobs:
         j.stop.set()
     return jobs
+
+
+def stop_panel(panel: str, session) -> str:
+    """A Stop button's handler: the panel's running jobs of this session stop (the engine's
+    stop Event)."""
+    return stopped_html(stop(session.token(), panel))
+
+
+def wire_stop(button, panel: str, session, bar, events: Sequence) -> None:
+    """Wire a Stop button: it stops the panel's jobs and cancels the listeners ``events``,
+    never queued behind them and never part of the scripted API."""
+    button.click(
+        partial(stop_panel, panel),
+        session,
+        bar,
+        cancels=list(events),
+        api_visibility="private",
+        concurrency_limit=None,
+    )
 
 
 def running(owner: str, panel: str) -> bool:

@@ -222,7 +222,7 @@ def test_stop_sets_the_engine_stop_event_and_cancels():
     job = jobs.start("owner-b", "test", work)
     started.wait(5)
     assert jobs.running("owner-b", "test")
-    html = auto_panel.stop_panel("test", SimpleNamespace(token=lambda: "owner-b"))
+    html = jobs.stop_panel("test", SimpleNamespace(token=lambda: "owner-b"))
     assert "Stopped" in html
     for _ in job.ticks(every=0.05):
         pass
