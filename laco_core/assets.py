@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from .errors import LacoError
@@ -57,8 +58,14 @@ def read_asset(name: str) -> list[str]:
     return ASSET_TEXTS[name]()
 
 
+@cache
+def _bundled(name: str) -> tuple[str, ...]:
+    """A bundled text read once per process (the files ship with the package)."""
+    return tuple(read_asset(name))
+
+
 def is_bundled(texts: list[str]) -> bool:
     """Whether ``texts`` are a bundled text (or its first items): ours, not user input, so
-    the input limits do not apply to them."""
-    texts = list(texts)
-    return bool(texts) and any(read_asset(name)[: len(texts)] == texts for name in ASSET_TEXTS)
+    the input limits do not apply to them. Cheap enough for every preview."""
+    texts = tuple(texts)
+    return bool(texts) and any(_bundled(name)[: len(texts)] == texts for name in ASSET_TEXTS)
