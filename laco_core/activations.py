@@ -20,6 +20,7 @@ from .adapters import decoder, final_norm, get_layers
 from .errors import LacoError
 from .metrics import log_probs
 from .parallel import default_workers, pmap
+from .tokens import encode_many
 
 # type key used for models whose config has no per-layer ``layer_types``
 _ALL = "__all__"
@@ -75,14 +76,15 @@ def tokenize(tokenizer, prompts: list[str], batch_size: int = 8) -> list[Chunk]:
     """Tokenize each prompt alone with the tokenizer's defaults, then pack them in chunks.
 
     Args:
-        tokenizer: The model's tokenizer; called as ``tokenizer(prompt)`` (no chat template).
+        tokenizer: The model's tokenizer; each prompt starts as it starts a text
+            (``tokens.encode``, BOS included when it adds one; no chat template).
         prompts: Calibration prompts, kept in their order.
         batch_size: Prompts per chunk.
 
     Raises:
         LacoError: when there is no prompt with at least one token.
     """
-    ids = [(i, list(tokenizer(p)["input_ids"])) for i, p in enumerate(prompts)]
+    ids = list(enumerate(encode_many(tokenizer, list(prompts))))
     ids = [(i, x) for i, x in ids if x]
     if not ids:
         raise LacoError(

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .errors import LacoError
-from .evaluate import _batches, _encode, _pad_id, _windows
+from .evaluate import _batches, _pad_id, _windows
 from .metrics import kl_sum, log_probs, next_token_nll
 from .models import LoadedModel
 from .pipeline import context
@@ -99,7 +99,7 @@ class _Scorer:
     """
 
     def __init__(self, reference, tokenizer, text: str, seq_len: int, windows: int | None):
-        wins = _windows(_encode(tokenizer, text), seq_len, windows)
+        wins = _windows(tokenizer, text, seq_len, windows)
         self.batches = list(_batches(wins, 4, _pad_id(tokenizer)))
         vocab = reference.get_output_embeddings().weight.shape[0]
         big = sum(ids.numel() for ids, _ in self.batches) * vocab * 4 > 2**30

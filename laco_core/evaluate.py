@@ -32,6 +32,7 @@ from .metrics import (
     top1_agreement,
 )
 from .sharing import count_params
+from .tokens import encode, encode_many, start_ids, windows
 
 BATCH_TOKENS = 4096  # tokens per decoder forward (batch × window)
 LOGIT_ELEMENTS = 2**23  # positions × vocabulary per LM-head chunk: 32 MiB of float32 logits
@@ -41,23 +42,21 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _encode(tokenizer, text: str) -> torch.Tensor:
-    """Token ids of a whole text, no special tokens except a BOS when the tokenizer adds one."""
+def _check_text(text: str) -> None:
     if not text or not text.strip():
         raise LacoError("The evaluation text is empty; give a file with some text in it.")
-    ids = tokenizer(text, return_tensors="pt").input_ids[0]  # (N,)
-    if ids.numel() < 2:
-        raise LacoError("The evaluation text is too short: it needs at least two tokens.")
-    return ids
 
 
-def _windows(ids: torch.Tensor, seq_len: int, max_windows: int | None = None) -> list[torch.Tensor]:
-    """Non-overlapping windows of ``seq_len`` tokens; a last shorter window is kept if ≥ 2 tokens."""
-    if seq_len < 2:
+def _windows(tokenizer, text: str, seq_len: int, max_windows: int | None = None):
+    """Non-overlapping windows of ``seq_len`` tokens, each starting as the tokenizer starts a
+    text (``tokens.windows``: BOS in front of every window when the tokenizer adds one)."""
+    _check_text(text)
+    if seq_len < 2 + len(start_ids(tokenizer)):
         raise LacoError(f"seq_len must be at least 2 (got {seq_len}).")
-    out = [ids[i : i + seq_len] for i in range(0, ids.numel(), seq_len)]
-    out = [w for w in out if w.numel() >= 2]
-    return out[:max_windows] if max_windows else out
+    out = windows(tokenizer, text, seq_len, max_windows)
+    if not out or sum(w.numel() - 1 for w in out) < 1:
+        raise LacoError("The evaluation text is too short: it needs at least two tokens.")
+    return out
 
 
 def _batches(
@@ -137,10 +136,10 @@ def perplexity(
     Returns:
         exp(mean NLL per predicted token); log-probabilities are taken in float32.
     """
-    windows = _windows(_encode(tokenizer, text), seq_len, max_windows)
+    wins = _windows(tokenizer, text, seq_len, max_windows)
     chunk = _chunk_len(model)
     nll, count = 0.0, 0
-    for ids, mask in _batches(windows, batch_for(seq_len, batch_size), _pad_id(tokenizer)):
+    for ids, mask in _batches(wins, batch_for(seq_len, batch_size), _pad_id(tokenizer)):
         h = _final_states(model, ids, mask)  # (B, T, H)
         real, nxt, has_next = _targets(ids, mask)
         flat = h.reshape(-1, h.shape[-1])[real.to(h.device)]  # (N, H)
@@ -154,11 +153,11 @@ def perplexity(
 def _inputs(tokenizer, text_or_prompts: str | Sequence[str], seq_len: int, max_windows: int | None):
     """Windows of a text, or one (truncated) sequence per prompt."""
     if isinstance(text_or_prompts, str):
-        return _windows(_encode(tokenizer, text_or_prompts), seq_len, max_windows)
+        return _windows(tokenizer, text_or_prompts, seq_len, max_windows)
     prompts = [p for p in text_or_prompts if p and p.strip()]
     if not prompts:
         raise LacoError("No prompts given: provide at least one non-empty prompt.")
-    out = [tokenizer(p, return_tensors="pt").input_ids[0][:seq_len] for p in prompts]
+    out = [torch.tensor(ids) for ids in encode_many(tokenizer, prompts, seq_len) if ids]
     return out[:max_windows] if max_windows else out
 
 
@@ -322,7 +321,10 @@ def token_divergence(
     """
     if top_k < 1 or max_tokens < 2:
         raise LacoError("top_k must be ≥ 1 and max_tokens ≥ 2.")
-    ids = _encode(tokenizer, text)[:max_tokens]  # (T,)
+    _check_text(text)
+    ids = torch.tensor(encode(tokenizer, text, max_tokens))  # (T,) start ids included
+    if ids.numel() < 2:
+        raise LacoError("The text is too short: it needs at least two tokens.")
     out_r = reference(input_ids=ids[None].to(_device(reference)), use_cache=False)
     out_m = model(input_ids=ids[None].to(_device(model)), use_cache=False)
     logp_m = log_probs(out_m.logits[0])  # (T, V)

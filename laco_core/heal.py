@@ -29,6 +29,7 @@ from transformers import PreTrainedModel
 from .adapters import get_adapter
 from .errors import Cancelled, LacoError
 from .metrics import kl_per_token, log_probs
+from .tokens import body_ids, encode, start_ids, with_start
 
 Callback = Callable[[int, int, float], None]
 
@@ -141,7 +142,7 @@ def sampled_texts(
     out: list[str] = []
     for i in range(0, count, batch_size):
         rows = [
-            tokenizer(t, add_special_tokens=False).input_ids for t in starts[i : i + batch_size]
+            encode(tokenizer, t) for t in starts[i : i + batch_size]
         ]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)  # (B, T)
@@ -225,7 +226,9 @@ def heal(
             raise LacoError("Sampled training text comes from the teacher: give --teacher too.")
         samples = sampled_texts(teacher, tokenizer, openings(text), self_text, seed=seed)
         text = "\n\n".join([text, *samples])
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]  # (N,)
+    start = start_ids(tokenizer)
+    body = seq_len - len(start)  # each batch row: the start ids, then ``body`` text tokens
+    ids = torch.tensor(body_ids(tokenizer, text), dtype=torch.long)  # (N,)
     if ids.numel() <= seq_len:
         raise LacoError(
             f"Training text has {ids.numel()} tokens; give more than seq_len={seq_len}."
@@ -249,8 +252,9 @@ def heal(
             raise Cancelled("The heal was cancelled.")
         if max_seconds is not None and step and time.perf_counter() - t0 >= max_seconds:
             break
-        starts = torch.randint(0, ids.numel() - seq_len, (batch_size,), generator=gen)
-        batch = torch.stack([ids[s : s + seq_len] for s in starts.tolist()]).to(device)  # (B, T)
+        starts = torch.randint(0, ids.numel() - body, (batch_size,), generator=gen)
+        rows = torch.stack([ids[s : s + body] for s in starts.tolist()])  # (B, body)
+        batch = with_start(tokenizer, rows).to(device)  # (B, T)
         if teacher is None:
             loss = peft_model(input_ids=batch, labels=batch, use_cache=False).loss
         else:

@@ -25,6 +25,7 @@ from torch import nn
 from .adapters import decoder, final_norm, get_adapter, get_layers, kind_group, module_kind
 from .errors import LacoError
 from .plan import layer_map
+from .tokens import encode_many
 
 GROUPS = ("attention", "mlp", "norms")
 ALL = "all"
@@ -281,7 +282,7 @@ def _pad_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``(B, T)`` ids and mask; right padding keeps every real token's position
     and its causal context identical to the prompt run alone."""
-    enc = tokenizer(list(prompts), truncation=True, max_length=max_length)["input_ids"]
+    enc = encode_many(tokenizer, list(prompts), max_length)
     if any(len(ids) == 0 for ids in enc):
         raise LacoError("A calibration prompt tokenizes to nothing; remove empty prompts.")
     width = max(len(ids) for ids in enc)

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from ..adapters import get_adapter, get_layers
 from ..errors import LacoError
 from ..sharing import layers_prefix, shared_copy
+from ..tokens import body_ids, start_ids, with_start
 from .geometry import attn_slices, layer_geometry, mlp_slices
 
 AGGREGATIONS = ("sum", "prod", "max", "last", "mean")
@@ -171,14 +172,16 @@ def calibration_batch(
     """``(N, seq_len)`` token windows cut from the joined calibration texts."""
     if num_samples < 1 or seq_len < 2:
         raise LacoError("Calibration needs at least 1 sample of at least 2 tokens.")
-    ids = tokenizer("\n\n".join(texts), return_tensors="pt", add_special_tokens=False).input_ids[0]
-    n = min(num_samples, ids.numel() // seq_len)
+    start = start_ids(tokenizer)
+    body = seq_len - len(start)  # each sample: the start ids, then ``body`` text tokens
+    ids = torch.tensor(body_ids(tokenizer, "\n\n".join(texts)), dtype=torch.long)
+    n = min(num_samples, ids.numel() // max(body, 1))
     if n < 1:
         raise LacoError(
             f"Calibration text has {ids.numel()} tokens, fewer than seq_len={seq_len}: "
             "give more text."
         )
-    return ids[: n * seq_len].reshape(n, seq_len)
+    return with_start(tokenizer, ids[: n * body].reshape(n, body))  # (n, seq_len)
 
 
 def gradient_view(model: PreTrainedModel, trainable: dict[int, list[str]]) -> PreTrainedModel:

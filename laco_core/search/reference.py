@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 from ..adapters import get_adapter, get_layers
 from ..errors import LacoError
 from ..metrics import flat_cosine
+from ..tokens import encode
 from .config import SearchConfig
 
 
@@ -65,9 +66,10 @@ def literal_similarity(
     """Mean over sentences of cos(flatten(h_dense), flatten(h_cand)), h = ``hidden_states[-1]``."""
     sims = []
     for p in prompts:
-        enc = tokenizer(p, return_tensors="pt")
-        if enc["input_ids"].numel() == 0:
+        ids = encode(tokenizer, p)
+        if not ids:
             continue
+        enc = {"input_ids": torch.tensor([ids])}
         h1 = dense(**enc, output_hidden_states=True, use_cache=False).hidden_states[-1]
         h2 = cand(**enc, output_hidden_states=True, use_cache=False).hidden_states[-1]
         sims.append(flat_cosine(h1, h2))
