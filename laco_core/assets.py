@@ -40,13 +40,25 @@ def read_paragraphs(path: str | Path | None = None, min_chars: int = 100) -> lis
     return [p.strip() for p in text.split("\n\n") if len(p.strip()) >= min_chars]
 
 
+VALID_PARAGRAPHS = 8  # the last paragraphs of TRAIN_MORE: a search's validation slice
+
+
+def _fit_and_valid() -> tuple[list[str], list[str]]:
+    """Both training texts' paragraphs, split into what fits learn from and what validates
+    them (the last ``VALID_PARAGRAPHS``); neither touches the held-out evaluation texts."""
+    more = read_paragraphs(TRAIN_MORE)
+    return read_paragraphs(TRAIN_TEXT) + more[:-VALID_PARAGRAPHS], more[-VALID_PARAGRAPHS:]
+
+
 # bundled texts a recipe may reference by name instead of copying them
 ASSET_TEXTS = {
     "calibration_prompts": lambda: read_prompts(CALIBRATION),
     "train_paragraphs": lambda: read_paragraphs(TRAIN_TEXT),
     "train_text": lambda: [read_text(TRAIN_TEXT)],
-    # the fits' and heals' larger training set: both training texts
-    "fit_paragraphs": lambda: read_paragraphs(TRAIN_TEXT) + read_paragraphs(TRAIN_MORE),
+    # the fits' larger training set: both training texts, less the validation slice
+    "fit_paragraphs": lambda: _fit_and_valid()[0],
+    # what a search's size–quality curve and quality budget are measured on
+    "valid_paragraphs": lambda: _fit_and_valid()[1],
     "training_text": lambda: [read_text(TRAIN_TEXT), read_text(TRAIN_MORE)],
 }
 

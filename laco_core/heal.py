@@ -141,9 +141,7 @@ def sampled_texts(
     torch.manual_seed(seed)
     out: list[str] = []
     for i in range(0, count, batch_size):
-        rows = [
-            encode(tokenizer, t) for t in starts[i : i + batch_size]
-        ]
+        rows = [encode(tokenizer, t) for t in starts[i : i + batch_size]]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)  # (B, T)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)

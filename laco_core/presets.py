@@ -21,6 +21,7 @@ SEARCH_TEXTS = 16  # the search scores the first 16 paragraphs
 # the refit's least squares are data-limited: it fits on both training texts (9.2 k tokens;
 # 2.15x -> 2.03x held-out perplexity at 20 % against the training text alone, see the README)
 REFIT_TEXT = "fit_paragraphs"
+VALID_TEXT = "valid_paragraphs"  # the curve and the budget: disjoint from both texts above
 
 
 def refit_source() -> TextSource:
@@ -29,20 +30,30 @@ def refit_source() -> TextSource:
 
 
 def best_collapse(
-    target_ratio: float | None = None, target_layers: int | None = None
+    target_ratio: float | None = None,
+    target_layers: int | None = None,
+    target_block_ratio: float | None = None,
+    max_ppl_ratio: float | None = None,
+    max_kl: float | None = None,
 ) -> list[Step]:
-    """The default automatic collapse to a target size, as recipe steps.
+    """The default automatic collapse to a target size or within a quality budget.
 
     A greedy search of plain layer drops scored by KL to the dense model (ranges of up to two
     layers, lazily re-scored), then each kept layer's MLP down projection refitted by ridge
-    least squares on both bundled training texts (``drop_lsq``). The result is an ordinary
-    checkpoint (whole layers removed, kept weights changed).
+    least squares on both bundled training texts (``drop_lsq``). Each step of the walk is
+    scored on the training texts' validation slice (the size–quality curve); a budget keeps
+    the last plan whose refitted model stays within it. The result is an ordinary checkpoint
+    (whole layers removed, kept weights changed).
 
     Raises:
-        LacoError: without exactly one target.
+        LacoError: without exactly one target or budget.
     """
-    if (target_ratio is None) == (target_layers is None):
-        raise LacoError("Give one target: a fraction of parameters or a number of layers.")
+    given = [target_ratio, target_layers, target_block_ratio, max_ppl_ratio, max_kl]
+    if sum(v is not None for v in given) != 1:
+        raise LacoError(
+            "Give one target: a number of layers, a share of the layers' parameters or of all "
+            "parameters, or a quality budget."
+        )
     cfg = SearchConfig(
         strategy="greedy",
         objective="kl",
@@ -52,11 +63,15 @@ def best_collapse(
         batch_size=2,
         target_ratio=target_ratio,
         target_layers=target_layers,
+        target_block_ratio=target_block_ratio,
+        max_ppl_ratio=max_ppl_ratio,
+        max_kl=max_kl,
         refit="drop_lsq",
     )
     texts = read_asset(SEARCH_TEXT)
     search = TextSource.of(texts[:SEARCH_TEXTS], SEARCH_TEXT, SEARCH_TEXTS)
-    return [SearchStep(cfg, search, refit_source())]
+    valid = TextSource.of(read_asset(VALID_TEXT), VALID_TEXT)
+    return [SearchStep(cfg, search, refit_source(), valid)]
 
 
 PRESETS = {"best": best_collapse}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..assets import read_asset
 from ..errors import LacoError
 from ..export import check_target
 from ..limits import Limits
@@ -11,10 +12,11 @@ from ..params import add_arguments
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..plan import format_plan
-from ..presets import best_collapse, refit_source
+from ..presets import VALID_TEXT, best_collapse, refit_source
 from ..recipe import TextSource
 from ..registry import REGISTRY
-from ..search.config import SearchConfig
+from ..search.config import TARGETS, SearchConfig, describe_size, size_report
+from ..search.curve import cliff_line
 from ..steps.search import SearchStep
 from .collapse import kv_line, method_params
 from .common import (
@@ -25,6 +27,7 @@ from .common import (
     positive,
     read_prompt_file,
     source_dirs,
+    write_curve,
     write_json,
 )
 
@@ -50,8 +53,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", "-I", type=int, help="jump after an accepted merge (default 2)")
     p.add_argument("--threshold", "-T", type=float, help="accept when score > T (default 0.65)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--target-ratio", type=float, help="fraction of parameters to remove")
+    target.add_argument(
+        "--target-ratio",
+        type=float,
+        help="fraction of ALL parameters to remove (the papers' convention; the embedding "
+        "counts, so on an embedding-heavy model this means many layers)",
+    )
     target.add_argument("--target-layers", type=int, help="number of layers to remove")
+    target.add_argument(
+        "--target-block-ratio",
+        type=float,
+        help="fraction of the transformer layers' parameters to remove (embedding and LM head "
+        "excluded): the same depth on every model",
+    )
+    target.add_argument(
+        "--max-ppl-ratio",
+        type=float,
+        metavar="Q",
+        help="quality budget: the smallest model whose validation perplexity (training texts' "
+        "validation slice, after the refit) stays within Q x dense; exit 2 if no plan does",
+    )
+    target.add_argument(
+        "--max-kl",
+        type=float,
+        metavar="K",
+        help="quality budget as a mean KL(dense || model) in nats per token on the validation "
+        "slice",
+    )
     p.add_argument("--objective", choices=list(REGISTRY.objectives), help="score (default cosine)")
     p.add_argument(
         "--strategy", choices=list(REGISTRY.strategies), help="search strategy (default paper)"
@@ -128,9 +156,14 @@ SEARCH_FLAGS = {
 }
 
 
+def targets_of(args: argparse.Namespace) -> dict:
+    """The size target or quality budget given (``SearchConfig`` field -> value)."""
+    return {k: getattr(args, k) for k in TARGETS if getattr(args, k) is not None}
+
+
 def wants_best(args: argparse.Namespace) -> bool:
     """True for a target with no search flag: the best pipeline (``presets.best_collapse``)."""
-    target = args.target_ratio is not None or args.target_layers is not None
+    target = bool(targets_of(args))
     flags = any(getattr(args, k) not in (None, False) for k in SEARCH_FLAGS)
     params = any(k.startswith("param_") and v is not None for k, v in vars(args).items())
     return target and not flags and not params
@@ -151,8 +184,7 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
         method=args.method,
         objective=args.objective,
         strategy=args.strategy,
-        target_layers=args.target_layers,
-        target_ratio=args.target_ratio,
+        **targets_of(args),
         method_params=params,
         early_exit=args.early_exit,
         workers=args.workers,
@@ -169,7 +201,7 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
 def steps_of(args: argparse.Namespace) -> list[SearchStep]:
     """The best pipeline for a bare target, else the search the flags describe."""
     if wants_best(args):
-        return best_collapse(args.target_ratio, args.target_layers)
+        return best_collapse(**targets_of(args))
     cfg = config_of(args)
     if cfg.refit and not REGISTRY.method(cfg.refit).fitted:
         raise LacoError(f"--fit-maps {cfg.refit}: choose a fitted method, drop_lsq or drop_linear.")
@@ -178,7 +210,8 @@ def steps_of(args: argparse.Namespace) -> list[SearchStep]:
     if not args.prompts:
         asset = "train_paragraphs" if args.paragraphs else "calibration_prompts"
     refit_cal = refit_source() if cfg.refit else None
-    return [SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal)]
+    valid = TextSource.of(read_asset(VALID_TEXT), VALID_TEXT) if cfg.budget else None
+    return [SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal, valid)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,9 +252,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"Plan (original indices): {plan}; layers {info['layers_before']} -> "
         f"{info['layers_after']}, parameters {info['params_before']:,} -> "
-        f"{info['params_after']:,} ({100 * (info['params_after'] / info['params_before'] - 1):+.1f}%) "
-        f"in {res.seconds:.1f} s."
+        f"{info['params_after']:,} in {res.seconds:.1f} s."
     )
+    print(f"Size: {describe_size(size_report(model, lm.model))}.")
+    quality = report_curve(res.curve, cfg)
     if cfg.refit and res.plan:
         print(f"Refitted each kept layer with {cfg.refit} on both training texts' paragraphs.")
     print(f"Recipe: {recipe.describe()}")
@@ -237,6 +271,37 @@ def run(args: argparse.Namespace) -> int:
             )
         out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
         print(
-            f"Exported to {args.out} (reload check: max |logit diff| {out.max_abs_logit_diff:.2e})"
+            f"Exported to {args.out}: reload-verified (max |logit diff| "
+            f"{out.max_abs_logit_diff:.2e}){quality}."
         )
+        if res.curve is not None:
+            written = write_curve(res.curve, args.out)
+            print(f"Size–quality curve written to {', '.join(written)}")
+    if res.curve is not None and (loud := cliff_line(res.curve.points[-1].ratio)):
+        print(loud, flush=True)
     return 0
+
+
+def report_curve(curve, cfg: SearchConfig) -> str:
+    """Print the walk's size–quality curve; returns the final quality as a clause."""
+    if curve is None or not curve.points:
+        return ""
+    print(f"Validation ({curve.text}, dense perplexity {curve.dense_ppl:.2f}):")
+    for p in curve.points:
+        after = "" if p.ppl_ratio_refit is None else f", refitted {p.ppl_ratio_refit:.3f}x"
+        print(f"  {p.layers_removed:>3} layers removed: perplexity {p.ppl_ratio:.3f}x{after}")
+    last = curve.points[-1]
+    knee = curve.knee()
+    if knee is not None and last.layers_removed > knee:
+        print(
+            f"The curve bends at {knee} layers removed: the target lies past its knee "
+            "(each layer beyond it costs more than the ones before)."
+        )
+    if cfg.budget:
+        kept = max((p for p in curve.points if curve.within(p)), key=lambda p: p.layers_removed)
+        print(
+            f"Within the budget: {kept.layers_removed} layers removed "
+            f"({kept.ratio:.3f}x dense validation perplexity)."
+        )
+        return f", validation perplexity {kept.ratio:.2f}x dense"
+    return f", validation perplexity {last.ratio:.2f}x dense"

@@ -99,6 +99,45 @@ def write_json(path: Path | None, obj) -> None:
         raise LacoError(f"Cannot write '{path}': {e.strerror}.") from None
 
 
+def write_curve(curve, out_dir: str | Path) -> list[str]:
+    """A search's size–quality curve beside its export: ``quality_curve.json`` and, where
+    matplotlib is installed, ``quality_curve.png`` (knee and budget marked)."""
+    out = Path(out_dir)
+    written = [out / "quality_curve.json"]
+    write_json(written[0], curve.to_dict())
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+    except ImportError:
+        return [str(p) for p in written]
+    xs = [0] + [p.layers_removed for p in curve.points]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax.plot(xs, [1] + [p.ppl_ratio for p in curve.points], "o-", label="searched plan")
+    refit = [(p.layers_removed, p.ppl_ratio_refit) for p in curve.points if p.ppl_ratio_refit]
+    if refit:
+        ax.plot(*zip(*refit, strict=True), "s", color="C2", label="after the refit")
+    if (knee := curve.knee()) is not None:
+        ax.axvline(knee, color="C3", ls="--", lw=1, label=f"knee ({knee} layers)")
+    if curve.max_ppl_ratio is not None:
+        ax.axhline(curve.max_ppl_ratio, color="C1", ls=":", label="budget")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layers removed")
+    ax.set_ylabel(f"perplexity ÷ dense ({curve.text})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(out / "quality_curve.png")
+    fig.savefig(written[-1])
+    plt.close(fig)
+    return [str(p) for p in written]
+
+
 def positive(value: str) -> int:
     """argparse type: an integer ≥ 1."""
     try:

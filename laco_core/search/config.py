@@ -12,6 +12,9 @@ from ..errors import LacoError
 from ..plan import Range
 from ..sharing import count_params
 
+# what a search may stop at: sizes, then quality budgets (at most one of them is given)
+TARGETS = ("target_layers", "target_ratio", "target_block_ratio", "max_ppl_ratio", "max_kl")
+
 
 @dataclass
 class SearchConfig:
@@ -28,7 +31,14 @@ class SearchConfig:
         strategy: Strategy name: ``paper`` (Algorithm 1 scan), ``greedy`` (best range each
             step)…
         target_layers: Stop once this many layers are removed (instead of by T alone).
-        target_ratio: Stop once this fraction of the parameters is removed.
+        target_ratio: Stop once this fraction of ALL parameters is removed (the papers'
+            convention; on an embedding-heavy model it means many more layers).
+        target_block_ratio: Stop once this fraction of the transformer layers' parameters
+            (embedding and LM head excluded) is removed: the same depth on every model.
+        max_ppl_ratio: A quality budget instead of a size: keep removing while the
+            validation perplexity (after the refit, when there is one) stays within this
+            many times the dense model's; the result is the last plan that did.
+        max_kl: The same budget as a mean KL(dense ‖ model) in nats per token.
         method_params: Parameters of the method (declared by it; e.g. ``{"alpha": 0.3}``);
             for ``rdsc_calibrated`` without ``alpha``, α is chosen per merge.
         refine_top: Greedy with a method that has a cheap first look (``rdsc_calibrated``):
@@ -64,6 +74,9 @@ class SearchConfig:
     strategy: str = "paper"
     target_layers: int | None = None
     target_ratio: float | None = None
+    target_block_ratio: float | None = None
+    max_ppl_ratio: float | None = None
+    max_kl: float | None = None
     method_params: dict = field(default_factory=dict)
     refine_top: int = 3
     lazy: bool = False
@@ -102,8 +115,32 @@ class SearchConfig:
             raise LacoError(
                 f"--threshold {self.threshold} is outside [0, 1]: every score lies in (0, 1]."
             )
-        if self.target_layers is not None and self.target_ratio is not None:
-            raise LacoError("Give either --target-layers or --target-ratio, not both.")
+        given = [k for k in TARGETS if getattr(self, k) is not None]
+        if len(given) > 1:
+            flags = " and ".join("--" + k.replace("_", "-") for k in given)
+            raise LacoError(f"Give one target or budget, not {flags}.")
+        for key in ("target_block_ratio", "max_ppl_ratio", "max_kl"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise LacoError(f"--{key.replace('_', '-')} must be a number.")
+        if self.target_block_ratio is not None and not (
+            math.isfinite(self.target_block_ratio) and 0 < self.target_block_ratio < 1
+        ):
+            raise LacoError(
+                "--target-block-ratio is a fraction of the layers' parameters removed: use "
+                "0 < R < 1, e.g. 0.2."
+            )
+        if self.max_ppl_ratio is not None and not (
+            math.isfinite(self.max_ppl_ratio) and self.max_ppl_ratio > 1
+        ):
+            raise LacoError(
+                "--max-ppl-ratio is a perplexity budget relative to the dense model: use a "
+                "number above 1, e.g. 1.5."
+            )
+        if self.max_kl is not None and not (math.isfinite(self.max_kl) and self.max_kl > 0):
+            raise LacoError(
+                "--max-kl is a budget in nats per token: use a positive number, e.g. 0.5."
+            )
         if self.target_ratio is not None and not (
             math.isfinite(self.target_ratio) and 0 < self.target_ratio < 1
         ):
@@ -128,6 +165,16 @@ class SearchConfig:
                 "--target-ratio: the target counts parameters, not layers."
             )
         return self
+
+    @property
+    def budget(self) -> bool:
+        """True when the search stops at a quality budget rather than a size."""
+        return self.max_ppl_ratio is not None or self.max_kl is not None
+
+    @property
+    def sized(self) -> bool:
+        """True when the search stops at a size (layers, block or all parameters)."""
+        return any(getattr(self, k) is not None for k in TARGETS[:3])
 
     def to_dict(self) -> dict:
         """JSON-safe fields (method parameters that are tensors are left out)."""
@@ -190,6 +237,8 @@ class SearchResult:
     params_after: int
     merges: list[Merge] = field(default_factory=list)
     config: SearchConfig = field(default_factory=SearchConfig)
+    curve: object | None = None  # a ``curve.QualityCurve`` when the search recorded one
+    refitted: tuple | None = None  # (model, merges) of the kept plan's refit, when done already
 
     @property
     def layers_removed(self) -> int:
@@ -215,17 +264,54 @@ def layer_params(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in get_layers(model)[0].parameters())
 
 
+def block_params(model: PreTrainedModel) -> int:
+    """Parameters of the transformer layers alone (embedding, final norm and LM head excluded)."""
+    return sum(p.numel() for layer in get_layers(model) for p in layer.parameters())
+
+
+def size_report(model: PreTrainedModel, dense: PreTrainedModel | None = None) -> dict:
+    """A model's size three ways, and the share of its parameters outside the layers.
+
+    With ``dense``, also each figure's share removed relative to it.
+    """
+    out = {
+        "layers": len(get_layers(model)),
+        "block_params": block_params(model),
+        "params": count_params(model),
+    }
+    out["embedding_share"] = 1 - out["block_params"] / out["params"]
+    if dense is not None:
+        ref = size_report(dense)
+        for k in ("layers", "block_params", "params"):
+            out[f"{k}_removed"] = 1 - out[k] / ref[k]
+    return out
+
+
+def describe_size(report: dict) -> str:
+    """``layers 30 -> 24 (-20.0 %), block parameters -20.0 %, all parameters -16.4 %`` style."""
+    parts = [f"{report['layers_removed']:.1%} of the layers"]
+    parts.append(f"{report['block_params_removed']:.1%} of the layer parameters")
+    parts.append(f"{report['params_removed']:.1%} of all parameters")
+    return (
+        "removed " + ", ".join(parts) + f" (embedding and head: {report['embedding_share']:.0%} "
+        "of what remains)"
+    )
+
+
 def target_layers_of(model: PreTrainedModel, cfg: SearchConfig) -> int | None:
-    """Layers to remove for the config's target, or None without a target."""
+    """Layers to remove for the config's size target, or None without one."""
     if cfg.target_layers is not None:
         return cfg.target_layers
-    if cfg.target_ratio is None:
-        return None
-    need = math.ceil(cfg.target_ratio * count_params(model) / layer_params(model) - 1e-9)
     n = len(get_layers(model))
+    if cfg.target_ratio is not None:
+        share, of, flag = cfg.target_ratio, count_params(model), "--target-ratio"
+        what = "of all parameters"
+    elif cfg.target_block_ratio is not None:
+        share, of, flag = cfg.target_block_ratio, block_params(model), "--target-block-ratio"
+        what = "of the layers' parameters"
+    else:
+        return None
+    need = math.ceil(share * of / layer_params(model) - 1e-9)
     if need >= n:
-        raise LacoError(
-            f"Removing {cfg.target_ratio:.0%} of the parameters needs {need} of {n} layers: "
-            "lower --target-ratio."
-        )
+        raise LacoError(f"Removing {share:.0%} {what} needs {need} of {n} layers: lower {flag}.")
     return need

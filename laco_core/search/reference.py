@@ -93,12 +93,7 @@ def reference_search(
         LacoError: for a target, a non-cosine objective or a non-paper strategy.
     """
     cfg = (cfg or SearchConfig()).validate(len(get_layers(model)))
-    if (
-        cfg.objective != "cosine"
-        or cfg.strategy != "paper"
-        or cfg.target_layers
-        or cfg.target_ratio
-    ):
+    if cfg.objective != "cosine" or cfg.strategy != "paper" or cfg.sized or cfg.budget:
         raise LacoError(
             "The reference loop only runs the paper's Algorithm 1 (cosine, fixed threshold)."
         )

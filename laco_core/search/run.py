@@ -34,6 +34,7 @@ def run(
     refit_texts: list[str] | None = None,
     refit_cache: ActivationCache | None = None,
     searched: SearchResult | None = None,
+    monitor=None,
 ) -> SearchResult:
     """Search for a collapse plan of ``model`` on calibration ``prompts``.
 
@@ -51,6 +52,8 @@ def run(
         refit_cache: Their dense activations, to reuse.
         searched: The plain result of this very search, already run (only the refit is
             left to do).
+        monitor: A ``curve.Monitor`` that scores every accepted plan on validation text
+            (the size–quality curve) and stops the walk at its quality budget.
 
     Returns:
         A SearchResult with the collapsed model, the decision log and the merges that
@@ -60,17 +63,39 @@ def run(
         raise LacoError("--units blocks merges with a method that keeps layer lo (drop…).")
     if searched is None:
         searched = _search(
-            model, tokenizer, prompts, cfg, method, objective, strategy, callback, cache, stop
+            model,
+            tokenizer,
+            prompts,
+            cfg,
+            method,
+            objective,
+            strategy,
+            callback,
+            cache,
+            stop,
+            monitor,
         )
     result, merges = searched.model, searched.merges
     t0 = time.perf_counter()  # the search's own time is in searched.seconds
     if refit_method is not None and plan_of(result):
-        texts = refit_texts or prompts
-        params = refit_method.check(cfg.refit_params)
-        attention = attention_free(result)
-        result, merges = fit_plan(
-            model, tokenizer, texts, plan_of(result), refit_method, params, refit_cache, attention
-        )
+        if searched.refitted is not None:  # the budget's walk refitted this plan already
+            result, merges = searched.refitted
+        else:
+            texts = refit_texts or prompts
+            params = refit_method.check(cfg.refit_params)
+            attention = attention_free(result)
+            result, merges = fit_plan(
+                model,
+                tokenizer,
+                texts,
+                plan_of(result),
+                refit_method,
+                params,
+                refit_cache,
+                attention,
+            )
+    if monitor is not None and monitor.curve.points and refit_method is not None:
+        monitor.finish_refit(result)
     return SearchResult(
         model=result,
         accepted=searched.accepted,
@@ -82,10 +107,13 @@ def run(
         params_after=count_params(result),
         merges=merges,
         config=cfg,
+        curve=monitor.curve if monitor is not None else searched.curve,
     )
 
 
-def _search(model, tokenizer, prompts, cfg, method, objective, strategy, callback, cache, stop):
+def _search(
+    model, tokenizer, prompts, cfg, method, objective, strategy, callback, cache, stop, monitor
+):
     """The search alone (no refit): the strategy driving a ``Search`` on the workers."""
     t0 = time.perf_counter()
     if cache is None:
@@ -94,12 +122,27 @@ def _search(model, tokenizer, prompts, cfg, method, objective, strategy, callbac
         )
     search = Search(model, cache, cfg, method, objective, callback, stop)
     search.prepare()
+    if monitor is not None and not strategy.walks_path:
+        if cfg.budget:
+            raise LacoError(
+                f"A quality budget needs a strategy that removes one unit per step; "
+                f"'{strategy.name}' does not (use --strategy greedy)."
+            )
+        monitor = None
+    search.monitor = monitor
     with worker_pool(search.workers) as pool:
         search.pool = pool
         try:
             strategy.run(search)
         finally:
             search.pool = None
+    refitted = None
+    if monitor is not None and cfg.budget:
+        if monitor.kept is None:
+            raise monitor.over_budget_error()
+        if monitor.over:
+            search.restore(monitor.kept)
+        refitted = monitor.kept["refitted"]
     result = search.cur if search.cur is not model else shared_copy(model)
     return SearchResult(
         model=result,
@@ -112,6 +155,8 @@ def _search(model, tokenizer, prompts, cfg, method, objective, strategy, callbac
         params_after=count_params(result),
         merges=search.merges,
         config=cfg,
+        curve=monitor.curve if monitor is not None else None,
+        refitted=refitted,
     )
 
 

@@ -97,6 +97,7 @@ class Search(FitContext):
         # chunk order of the early exit (worst first), fixed by the first candidate scored
         self.order: list[int] | None = None
         self.memo: dict[tuple, float] = {}  # scores a fit already computed (see ``score``)
+        self.monitor = None  # a ``curve.Monitor`` scoring each accepted plan (and a budget)
 
     # ---- the current model -----------------------------------------------------------------
     def n(self) -> int:
@@ -346,6 +347,24 @@ class Search(FitContext):
             self.cur = collapse_model(self.cur, [(lo, hi)], self.method, params)
         for ins in self.inputs:  # layers above lo changed; their inputs are recomputed on demand
             del ins[lo + 1 :]
+        if self.monitor is not None:
+            self.monitor.record(self.cur, self.snapshot())
+
+    def snapshot(self) -> dict:
+        """What it takes to come back to the current plan (models share their tensors)."""
+        return {
+            "cur": self.cur,
+            "accepted": list(self.accepted),
+            "merges": list(self.merges),
+            "removed": self.removed,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Back to a plan :meth:`snapshot` took (a budget broken by a later step)."""
+        self.cur, self.removed = state["cur"], state["removed"]
+        self.accepted, self.merges = list(state["accepted"]), list(state["merges"])
+        self.inputs = [list(c.inputs) for c in self.cache.chunks]
+        self.memo.clear()
 
     def removed_params(self) -> int:
         return self.params_before - count_params(self.cur)
@@ -363,6 +382,8 @@ class Search(FitContext):
         return n / self.layer_size
 
     def done(self) -> bool:
+        if self.monitor is not None and self.monitor.over:
+            return True
         if self.blocks and self.need_params is not None:
             return self.removed_params() >= self.need_params
         return self.need is not None and self.removed >= self.need

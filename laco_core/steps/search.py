@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 
 from ..adapters import get_layers
+from ..assets import read_asset
 from ..errors import LacoError
 from ..plan import format_plan
 from ..recipe import Step, TextSource
 from ..search.config import Merge, SearchConfig
-from ..search.run import complete, replay, run
+from ..search.curve import Monitor
+from ..search.run import complete, fit_plan, replay, run
 from ..search.state import workers_for
+
+VALID_TEXT = "valid_paragraphs"  # a search's validation slice of the training texts
 
 
 @dataclass
@@ -19,8 +24,10 @@ class SearchStep(Step):
     """Run a search strategy on ``calibration``; record the merges it accepted.
 
     With ``config.refit`` the found plan is rebuilt with that fitted method on
-    ``refit_calibration`` and ``merges`` are the refitted merges. A completed step replays
-    its merges; one whose fitted tensors are missing searches again (deterministic).
+    ``refit_calibration`` and ``merges`` are the refitted merges. With ``validation`` texts,
+    a strategy that walks a path of plans records its size–quality curve on them (``curve``)
+    and a quality budget stops it. A completed step replays its merges; one whose fitted
+    tensors are missing searches again (deterministic).
     """
 
     kind = "search"
@@ -29,15 +36,18 @@ class SearchStep(Step):
         "config": SearchConfig,
         "calibration": TextSource,
         "refit_calibration": TextSource,
+        "validation": TextSource,
         "merges": Merge,
     }
 
     config: SearchConfig = field(default_factory=SearchConfig)
     calibration: TextSource = field(default_factory=TextSource)
     refit_calibration: TextSource | None = None
+    validation: TextSource | None = None
     merges: list[Merge] | None = None
     plan: list[list[int]] | None = None
     seconds: float | None = None
+    curve: dict | None = None  # ``curve.QualityCurve.to_dict()`` of the walk, when recorded
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchStep:
@@ -74,13 +84,28 @@ class SearchStep(Step):
         refit_cache = (
             ctx.activations(model, refit_texts) if refit is not None and refit_texts else None
         )
-        plain = {**cfg.to_dict(), "refit": None, "refit_params": {}, "workers": None}
-        key = ("search", id(model), json.dumps(plain, sort_keys=True), self.calibration.sha1)
+        monitor = self._monitor(model, ctx, cfg, refit, refit_texts, refit_cache)
+        plain = {**cfg.to_dict(), "workers": None}
+        if not cfg.budget:  # a budget's walk depends on its refit; a size target's does not
+            plain.update(refit=None, refit_params={})
+        valid = self.validation.sha1 if self.validation else None
+        key = ("search", id(model), json.dumps(plain, sort_keys=True), self.calibration.sha1, valid)
         components = (cfg, method, reg.objective(cfg.objective), reg.strategy(cfg.strategy))
         searched = ctx.memo.get(key)
         if searched is None:  # the plain search, kept for another refit of the same search
-            searched = run(model, ctx.tokenizer, prompts, *components, ctx.event, cache, ctx.stop)
+            searched = run(
+                model,
+                ctx.tokenizer,
+                prompts,
+                *components,
+                ctx.event,
+                cache,
+                ctx.stop,
+                monitor=monitor,
+            )
             ctx.memo[key] = searched
+        elif searched.curve is not None and monitor is not None:
+            monitor.curve = copy.deepcopy(searched.curve)
         res = run(
             model,
             ctx.tokenizer,
@@ -90,6 +115,7 @@ class SearchStep(Step):
             refit_texts=refit_texts,
             refit_cache=refit_cache,
             searched=searched,
+            monitor=monitor if searched.curve is not None else None,
         )
         done = replace(
             self,
@@ -97,6 +123,25 @@ class SearchStep(Step):
             merges=res.merges,
             plan=[list(r) for r in res.plan],
             seconds=round(res.seconds, 3),
+            curve=res.curve.to_dict() if res.curve is not None else None,
         )
         done.result = res  # the decision log, for the caller (not serialised)
         return res.model, done
+
+    def _monitor(self, model, ctx, cfg, refit, refit_texts, refit_cache) -> Monitor | None:
+        """The curve's and budget's scorer on the validation texts (a budget without them
+        validates on the bundled validation slice)."""
+        source = self.validation
+        if source is None and cfg.budget:
+            source = TextSource.of(read_asset(VALID_TEXT), VALID_TEXT)
+        if source is None:
+            return None
+        fit = None
+        if refit is not None:
+            texts = refit_texts or self.calibration.resolve()
+            params = refit.check(cfg.refit_params)
+
+            def fit(plan, texts=texts, params=params):
+                return fit_plan(model, ctx.tokenizer, texts, plan, refit, params, refit_cache)
+
+        return Monitor(model, ctx.tokenizer, source.resolve(), cfg, fit, source.asset or "texts")

@@ -15,15 +15,7 @@ from laco_core.recipe import Recipe
 from laco_core.registry import REGISTRY
 from laco_core.search import Merge, SearchConfig
 from laco_core.search.run import replay
-from laco_core.tiny import tiny_model
-
-
-class ByteTokenizer:
-    """Bytes of the text (capped) past the special ids, with BOS: fits a 256-token vocab."""
-
-    def __call__(self, text):
-        return {"input_ids": [1] + [3 + b % 250 for b in text.encode()][:30]}
-
+from laco_core.tiny import ByteTokenizer, tiny_model
 
 TOK = ByteTokenizer()
 pytestmark = pytest.mark.usefixtures("one_thread")

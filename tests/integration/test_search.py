@@ -16,20 +16,7 @@ from laco_core.search import SearchConfig
 from laco_core.search.reference import literal_merge
 from laco_core.search.run import replay
 from laco_core.sharing import count_params, shared_fraction
-
-
-class ByteTokenizer:
-    """Bytes of the text (capped) shifted past the special ids, with BOS: fits a 256-token vocab."""
-
-    def __call__(self, text, return_tensors=None):
-        ids = [1] + [3 + b % 250 for b in text.encode()][:30]
-        if return_tensors == "pt":
-            return {
-                "input_ids": torch.tensor([ids]),
-                "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-            }
-        return {"input_ids": ids}
-
+from laco_core.tiny import ByteTokenizer
 
 TOK = ByteTokenizer()
 

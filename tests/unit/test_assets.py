@@ -30,8 +30,11 @@ def test_training_and_held_out_texts_share_no_passage(train, held_out):
 
 
 def test_fit_and_training_assets_cover_both_training_texts():
-    fit = read_asset("fit_paragraphs")
-    assert fit == read_paragraphs(TRAIN_TEXT) + read_paragraphs(TRAIN_MORE)
+    fit, valid = read_asset("fit_paragraphs"), read_asset("valid_paragraphs")
+    # the validation slice is the training texts' last paragraphs, never fitted on
+    assert fit + valid == read_paragraphs(TRAIN_TEXT) + read_paragraphs(TRAIN_MORE)
+    assert len(valid) >= 8 and not set(valid) & set(fit)
+    assert not set(valid) & set(read_asset("train_paragraphs"))
     assert len(fit) > len(read_asset("train_paragraphs")) >= 39
     assert read_asset("training_text") == [read_text(TRAIN_TEXT), read_text(TRAIN_MORE)]
     with pytest.raises(LacoError, match="Unknown bundled text 'nope'"):

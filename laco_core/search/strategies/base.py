@@ -12,11 +12,15 @@ class Strategy:
         name: Registry name (``--strategy``).
         summary: One line for the UI.
         uses: The ``SearchConfig`` fields this strategy reads (the app hides the others).
+        walks_path: Each accepted step removes one more unit from the plan before it, so the
+            plans form a path: the search can record its size–quality curve and stop at a
+            quality budget (``max_ppl_ratio`` / ``max_kl``).
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     uses: ClassVar[tuple[str, ...]] = ()
+    walks_path: ClassVar[bool] = False
 
     def supports(self, method) -> bool:
         """Whether this strategy can search with ``method`` (a ``MergeMethod``)."""

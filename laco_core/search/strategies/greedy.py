@@ -26,6 +26,7 @@ class Greedy(Strategy):
     name = "greedy"
     summary = "Each step: score every range of 2..C layers, accept the least damage per layer."
     uses = ("merge_count", "low", "high", "threshold", "lazy", "refine_top")
+    walks_path = True
 
     def run(self, s) -> None:
         stale: dict[tuple[int, int], float] = {}  # original span -> last known damage
@@ -36,7 +37,7 @@ class Greedy(Strategy):
             ]
             ranges += [(i, i, True) for i in candidate_attention(s)]
             if not ranges:
-                if s.need is not None:
+                if s.need is not None and not s.cfg.budget:
                     raise LacoError(
                         f"Could not remove {s.need} layers within layers {s.cfg.low}-"
                         f"{s.high - 1}: widen --low/--high or lower the target."
@@ -103,7 +104,12 @@ class Greedy(Strategy):
                     refined.append(((1 - score) / width, lo, hi, score, params, None, att))
                 scored = sorted(refined, key=lambda x: x[0]) + scored[s.cfg.refine_top :]
             _, lo, hi, score, params, _, att = scored[0]
-            ok = s.need is not None or s.need_params is not None or score > s.cfg.threshold
+            ok = (
+                s.need is not None
+                or s.need_params is not None
+                or s.cfg.budget
+                or score > s.cfg.threshold
+            )
             for _, lo2, hi2, s2, p2, partial, att2 in scored:
                 chosen = ok and (lo2, hi2, att2) == (lo, hi, att)
                 s.log(lo2, hi2, s2, chosen, p2, None, partial, att2)
