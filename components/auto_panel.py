@@ -154,6 +154,8 @@ def _follow(
 
     def work(job: jobs.Job):
         def on_event(e: dict) -> None:
+            if "curve" in e:  # the size–quality curve so far (a walking search)
+                return
             if e.get("pending"):  # a greedy step under way: its ranges are logged at its end
                 job.progress(
                     None, f"Step {e['step']}: {e['scored']} of {e['of']} candidates scored"

@@ -349,6 +349,8 @@ class Search(FitContext):
             del ins[lo + 1 :]
         if self.monitor is not None:
             self.monitor.record(self.cur, self.snapshot())
+            # the whole curve so far (a few points): a live view redraws it as it grows
+            self.progress({"curve": self.monitor.curve.to_dict()})
 
     def snapshot(self) -> dict:
         """What it takes to come back to the current plan (models share their tensors)."""
