@@ -14,8 +14,12 @@ last original layer the block stands for, the MLP update has to become r = y* �
 λ is ``ridge`` × mean diag(MᵀM), so one value suits any model scale; by default the ridge is
 chosen per fit by two-fold cross-validation on the calibration tokens, and the fit is skipped
 when no ridge beats the plain drop on held-out tokens. Because y* is the dense state, a later
-fit also corrects the drift that earlier removals left in its input. Layers with a norm after
-the MLP (Gemma 2/3) are not corrected: the norm makes the update non-linear in the weights.
+fit also corrects the drift that earlier removals left in its input.
+
+Layers with an RMS norm after the MLP (Gemma 2/3) give N(m) = g ⊙ m / rms(m), not m: the
+update is non-linear in the weights, but only through each token's scale. The fit then
+regresses on z = (r / g) · rms(m) / rms(r / g): the direction whose norm is the wanted update
+r, at the scale the layer's MLP already produces (the norm discards that scale anyway).
 """
 
 from __future__ import annotations
@@ -183,6 +187,18 @@ def fit_info(tensor: torch.Tensor, **info) -> dict:
     return {**info, "sha1": sha[:12]}
 
 
+def through_norm(want: torch.Tensor, m: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    """The pre-norm update whose RMS ``norm`` points along ``want``, at ``m``'s scale.
+
+    ``norm`` computes g ⊙ x / rms(x); its gain g is read as ``norm(1)``. # all (B, T, H)
+    """
+    gain = norm(torch.ones(1, 1, m.shape[-1], dtype=m.dtype, device=m.device))  # (1, 1, H) = g
+    gain = torch.where(gain.abs() < 1e-6, torch.full_like(gain, 1e-6), gain)
+    u = want / gain  # the direction, before the gain
+    scale = m.pow(2).mean(-1, keepdim=True).sqrt() / u.pow(2).mean(-1, keepdim=True).sqrt()
+    return u * scale.nan_to_num(0.0)
+
+
 @torch.inference_mode()
 def fit_down(
     ctx: FitContext, lo: int, hi: int, ridge: float | str = "auto", basis: str = "output"
@@ -198,8 +214,8 @@ def fit_down(
 
     Returns:
         ``(tensor, info)``; the tensor is None (``info["skipped"]`` says why, the merge is
-        then a plain drop) when layer lo has a post-MLP norm or no MLP, or when no ridge
-        beats the plain drop on held-out tokens.
+        then a plain drop) when layer lo has no MLP, or when no ridge beats the plain drop
+        on held-out tokens.
     """
     model = ctx.cur
     adapter = get_adapter(model)
@@ -208,8 +224,9 @@ def fit_down(
     layer = private_copy(get_layers(model)[lo])
     if getattr(layer, "mlp", None) is None:
         return None, {"skipped": "no mlp module"}
+    post = None
     if adapter.post_mlp_norm is not None:
-        return None, {"skipped": "post-MLP norm"}
+        post = layer.get_submodule(adapter.post_mlp_norm.rsplit(".", 1)[0])
     down = layer.get_submodule(adapter.down_module)
     cand_type = layer_types(model)[lo]
     orig_end = layer_map(model)[hi][1]
@@ -223,7 +240,10 @@ def fit_down(
             y = run_layers([layer], [cand_type], inputs[k][lo], c.kwargs)  # (B, T, H)
             inner, m = grabbed[0]  # (B, T, I) and the MLP update (B, T, H)
             features = m if basis == "output" else inner
-            r = ctx.dense_after(k, orig_end) - y + m  # what the MLP update should be (B, T, H)
+            if post is None:
+                r = ctx.dense_after(k, orig_end) - y + m  # what the MLP update should be (B, T, H)
+            else:  # what the normed update should be, taken back through the norm
+                r = through_norm(ctx.dense_after(k, orig_end) - y + post(m), m, post)
             fold = (torch.arange(c.mask.shape[1], device=c.mask.device) // FOLD_BLOCK) % 2  # (T,)
             for f, acc in enumerate(folds):
                 sel = c.mask & (fold == f)  # (B, T)
