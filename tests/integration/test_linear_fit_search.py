@@ -13,7 +13,7 @@ from laco_core.assets import read_prompts
 from laco_core.ops import build_collapsed, run_search
 from laco_core.recipe import Recipe
 from laco_core.registry import REGISTRY
-from laco_core.search import Merge, SearchConfig
+from laco_core.search import SearchConfig
 from laco_core.search.run import replay
 from laco_core.tiny import ByteTokenizer, tiny_model
 
