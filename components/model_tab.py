@@ -9,14 +9,14 @@ import gradio as gr
 
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.models import DTYPES
+from laco_core.models import DTYPES, EMBEDDED
 
 from .common import PROGRESS, SHORT_GROUP, fmt_params, gpu
 from .state import Session
 
 log = logging.getLogger("laco.app")
 SPEC_CHOICES = [
-    "default",
+    *EMBEDDED,
     "HuggingFaceTB/SmolLM2-135M-Instruct",
     "HuggingFaceTB/SmolLM2-360M-Instruct",
     "Qwen/Qwen2.5-0.5B-Instruct",
@@ -97,10 +97,11 @@ def build(engine: Engine, session: gr.State, start) -> dict:
         start: The page-load event (after the session was restored) that loads the session's
             base model.
     """
+    embedded = "; ".join(f"**{m.spec}** is {m.name} ({m.note})" for m in EMBEDDED.values())
     gr.Markdown(
-        "Pick a causal LM. **default** is the embedded SmolLM2-135M-Instruct (30 layers), "
-        "loaded when the app starts. Any Hub id of a supported architecture (Llama, Mistral, "
-        "Qwen2/3, Gemma2/3, Phi-3), a local `save_pretrained` folder or a `.gguf` file works."
+        f"Pick a causal LM. Embedded, offline: {embedded}; **default** is loaded when the app "
+        "starts. Any Hub id of a supported architecture (Llama, Mistral, Qwen2/3, Gemma2/3, "
+        "Phi-3), a local `save_pretrained` folder or a `.gguf` file works."
     )
     with gr.Row(elem_classes=["laco-row"]):
         spec = gr.Dropdown(

@@ -10,6 +10,7 @@ and one head count for all layers, strictly typed as integers).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,23 @@ import yaml
 
 from .errors import LacoError
 from .interop_mergekit import MERGEKIT_FILE
-from .models import DEFAULT_HUB_ID, DEFAULT_SPEC
+from .models import DEFAULT_SPEC, EMBEDDED, GEMMA_LICENSE
 from .prune.io import SHAPES_SIDECAR
 from .recipe import RECIPE_FILE, Recipe
 
 LOADER_IMPORT = "from laco_core import load_pruned"
 PAPER = "LaCo: Large Language Model Pruning via Layer Collapse (Yang, Cao & Zhao 2024, arXiv 2402.11187)"
-DEFAULT_BASE_INFO = {"id": DEFAULT_HUB_ID, "license": "apache-2.0", "name": "SmolLM2-135M-Instruct"}
+# Terms that bind every checkpoint of a family and its derivatives, whatever the Hub id, keyed
+# by config ``model_type`` (or a GGUF's ``general.architecture``)
+FAMILY_LICENSES = {t: GEMMA_LICENSE for t in ("gemma", "gemma2", "gemma3", "gemma3_text")}
+
+
+def _embedded_info(spec: str) -> dict[str, Any]:
+    row = EMBEDDED[spec]
+    return {"id": row.hub_id, "name": row.name, **row.license}
+
+
+DEFAULT_BASE_INFO = _embedded_info(DEFAULT_SPEC)
 
 
 def license_from_readme(text: str) -> dict[str, str]:
@@ -50,20 +61,46 @@ def license_from_readme(text: str) -> dict[str, str]:
 def base_info_for(spec: str) -> dict[str, Any]:
     """What the card can say about a base model given by a model spec.
 
-    ``default`` is SmolLM2-135M-Instruct (apache-2.0). A local folder contributes the license
-    of its own README front matter, when it has one, but no Hub id. Anything else is taken as a
-    Hub id whose license is not known here (pass one in ``base_info`` when you know it).
+    An embedded alias carries its Hub id and licence (``models.EMBEDDED``). A local folder
+    contributes the license of its own README front matter, when it has one, but no Hub id.
+    Anything else is taken as a Hub id. Without a stated licence, a model of a family whose
+    terms bind all its derivatives (``FAMILY_LICENSES``, by the config's ``model_type`` or a
+    GGUF's architecture; a Hub config only when already cached) gets that family's licence.
     """
-    if spec == DEFAULT_SPEC:
-        return dict(DEFAULT_BASE_INFO)
+    if spec in EMBEDDED:
+        return _embedded_info(spec)
     path = Path(spec).expanduser()
+    info: dict[str, Any]
     if path.exists():
         readme = path / "README.md" if path.is_dir() else None
-        info: dict[str, Any] = {"id": None, "name": path.name}
+        info = {"id": None, "name": path.name}
         if readme is not None and readme.is_file():
             info.update(license_from_readme(readme.read_text(encoding="utf-8", errors="replace")))
-        return info
-    return {"id": spec, "name": spec.rsplit("/", 1)[-1]}
+    else:
+        info = {"id": spec, "name": spec.rsplit("/", 1)[-1]}
+    if "license" not in info:
+        info.update(FAMILY_LICENSES.get(_model_type(path, spec), {}))
+    return info
+
+
+def _model_type(path: Path, spec: str) -> str | None:
+    """``model_type`` of a folder's or a cached Hub model's config, or a GGUF's architecture."""
+    try:
+        if path.suffix == ".gguf" and path.is_file():
+            from gguf import GGUFReader  # reads the header and tensor index only (memory-mapped)
+
+            return GGUFReader(path).fields["general.architecture"].contents()
+        if path.is_dir():
+            config = path / "config.json"
+        else:
+            from huggingface_hub import try_to_load_from_cache  # never downloads
+
+            config = try_to_load_from_cache(spec, "config.json")
+            if not isinstance(config, str):
+                return None
+        return json.loads(Path(config).read_text(encoding="utf-8")).get("model_type")
+    except Exception:  # no readable config: the card then says to check the base's licence
+        return None
 
 
 def needs_loader(recipe: Recipe) -> bool:
@@ -243,8 +280,12 @@ def model_card(
     )
     out.append("")
     if base_info.get("license"):
+        terms = base_info.get("license_name")
+        if terms and base_info.get("license_link"):
+            terms = f"[{terms}]({base_info['license_link']})"
         out.append(
-            f"License: `{base_info['license']}`, inherited from the base model; its terms apply."
+            f"License: `{base_info['license']}`{f' ({terms})' if terms else ''}, inherited from "
+            "the base model; its terms apply."
         )
     else:
         out.append(
@@ -293,6 +334,7 @@ def model_card(
 
 __all__ = [
     "DEFAULT_BASE_INFO",
+    "FAMILY_LICENSES",
     "LOADER_IMPORT",
     "base_info_for",
     "license_from_readme",

@@ -1,6 +1,6 @@
 """What a model spec may load, and how a bad model file is reported.
 
-A hosted app loads ``default`` and Hub ids only; every failure to read local model files
+A hosted app loads the embedded models' aliases and Hub ids only; every failure to read local model files
 (corrupt or truncated safetensors, a file that is not GGUF, a GGUF version we cannot read,
 an invalid config) becomes one ``LacoError`` with a reason a person can act on; a config
 that needs its own Python code (``auto_map``) is refused: remote code is not run.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 from .adapters import supported
@@ -20,14 +21,19 @@ DEFAULT_SPEC = "default"
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def check_hosted_spec(spec: str) -> None:
-    """A hosted app loads ``default`` and Hub ids only.
+def check_hosted_spec(spec: str, aliases: Collection[str] = (DEFAULT_SPEC,)) -> None:
+    """A hosted app loads embedded models (by alias) and Hub ids only.
 
     Anything else is refused with one message whatever exists on the server, and a Hub-like
     name that is also a local folder is refused like a Hub miss, so no answer tells apart a
     file, a folder and nothing.
+
+    Args:
+        spec: The model spec asked for.
+        aliases: The embedded models' aliases (``models.EMBEDDED``); they load from a pip
+            package, never from a path the user names.
     """
-    if spec == DEFAULT_SPEC:
+    if spec in aliases:
         return
     if not HUB_ID.fullmatch(spec) or ".." in spec:
         raise LacoError(

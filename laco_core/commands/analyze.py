@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..limits import Limits
-from ..models import load_model
+from ..models import SPEC_HELP, load_model
 from .common import check_output_file, read_prompt_file, write_json
 
 
@@ -13,9 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze", help="Parameter and representation similarity between layers (JSON)."
     )
-    p.add_argument(
-        "--model", default="default", help="model spec: default, Hub id, directory or .gguf"
-    )
+    p.add_argument("--model", default="default", help=SPEC_HELP)
     p.add_argument(
         "--prompts", help="UTF-8 file, one prompt per line (default: bundled calibration prompts)"
     )

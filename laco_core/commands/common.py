@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..assets import read_paragraphs, read_prompts
 from ..errors import LacoError
+from ..models import SPEC_HELP
 
 
 def add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
@@ -15,9 +16,7 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = "default") 
     if default is None:
         p.add_argument("--model", required=True, help="model spec or exported directory")
     else:
-        p.add_argument(
-            "--model", default=default, help="model spec: default, Hub id, directory or .gguf"
-        )
+        p.add_argument("--model", default=default, help=SPEC_HELP)
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 

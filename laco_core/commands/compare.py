@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..errors import LacoError
+from ..models import SPEC_HELP
 from .common import check_output_file, write_json
 
 
@@ -15,9 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", help="Compare LaCo, ShortGPT, angular and LLM-Pruner at target ratios."
     )
-    p.add_argument(
-        "--model", default="default", help="model spec: default, Hub id, directory or .gguf"
-    )
+    p.add_argument("--model", default="default", help=SPEC_HELP)
     p.add_argument(
         "--ratios", default="0.1,0.2,0.3", help="comma-separated fractions of parameters to remove"
     )
