@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from .adapters import decoder, final_norm, get_layers
 from .errors import LacoError
-from .metrics import log_probs
+from .metrics import Moments, log_probs, moments
 from .parallel import default_workers, pmap
 from .tokens import encode_many
 
@@ -53,6 +53,7 @@ class Chunk:
     kwargs: dict[str, dict] = field(default_factory=dict)  # layer type -> layer kwargs
     final: torch.Tensor | None = None  # dense final states after the final norm (1, T, H)
     logp: torch.Tensor | None = None  # dense next-token log-probs (1, T, V), lazily
+    moments: Moments | None = None  # what a KL against the dense model needs, lazily
 
     @property
     def mask(self) -> torch.Tensor:
@@ -189,6 +190,15 @@ def logits_of(model: PreTrainedModel, final: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
+def linear_head(model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The LM head's (weight (V, H), bias) when logits are exactly ``W h + b``; None when the
+    head is not one linear map or the logits are soft-capped (then only full log-probs do)."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear) or getattr(model.config, "final_logit_softcapping", None):
+        return None
+    return head.weight, head.bias
+
+
 class ActivationCache:
     """Per-layer inputs and final states of a dense model on calibration prompts.
 
@@ -231,12 +241,15 @@ class ActivationCache:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: every recorded layer input, final state and dense log-probs."""
+        """Memory held now: every recorded layer input, final state, dense log-probs and
+        moments (the last two grow after the cache is built: read it again, not once)."""
         total = 0
         for c in self.chunks:
             for t in [*c.inputs, c.final, c.logp]:
                 if t is not None:
                     total += t.numel() * t.element_size()
+            if c.moments is not None:
+                total += c.moments.nbytes
         return total
 
     def dense_logp(self, chunk: Chunk) -> torch.Tensor:
@@ -244,6 +257,20 @@ class ActivationCache:
         if chunk.logp is None:
             chunk.logp = log_probs(logits_of(self.model, chunk.final))
         return chunk.logp
+
+    def dense_moments(self, chunk: Chunk) -> Moments:
+        """The dense model's next-token ``Moments`` (per token: Σ p log p and Wᵀp), computed on
+        first use over vocabulary slices (never a (T, V) tensor).
+
+        Raises:
+            ValueError: for a model whose logits are not one linear map (``linear_head``).
+        """
+        if chunk.moments is None:
+            head = linear_head(self.model)
+            if head is None:
+                raise ValueError("this model's logits are not W h + b: use dense_logp")
+            chunk.moments = moments(chunk.final[0], *head)
+        return chunk.moments
 
     def finals(
         self, model: PreTrainedModel, start: int, inputs: list[list[torch.Tensor]] | None = None

@@ -9,6 +9,8 @@ can accumulate over batches and chunks exactly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +92,88 @@ def cosine_sum(
 def flat_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """cos(flatten(a), flatten(b)): LaCo's similarity of two (tokens × hidden) states."""
     return F.cosine_similarity(a.flatten().float(), b.flatten().float(), dim=0).item()
+
+
+# Bytes of logits one vocabulary slice may hold: the normalizer and the dense moments stream
+# over the vocabulary in slices this size, so no (tokens × vocabulary) tensor is ever held
+# (1 MB per token on a 262k-token vocabulary). A memory bound, not a tuned speed constant.
+SLICE_BYTES = 64 * 2**20
+
+
+def _slice_pairs(n: int, vocab: int) -> list[tuple[int, int]]:
+    """(offset, size) of the vocabulary slices for ``n`` positions, each ≤ ``SLICE_BYTES``."""
+    step = max(1, SLICE_BYTES // (4 * max(n, 1)))
+    return [(s, min(step, vocab - s)) for s in range(0, vocab, step)]
+
+
+def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Float32 logits of positions ``h`` (N, H) against head rows ``weight`` (v, H).  # (N, v)"""
+    z = h @ weight.t()
+    return (z if bias is None else z + bias).float()
+
+
+def log_normalizer(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log Σ_v exp(w_v·h + b_v) of each position, streamed over vocabulary slices.  # (N,)
+
+    Args:
+        h: Final states (N, H).
+        weight: The LM head's rows (V, H).
+        bias: Its bias (V,), if any.
+    """
+    parts = [
+        torch.logsumexp(
+            _logits(h, weight[s : s + n], None if bias is None else bias[s : s + n]), -1
+        )
+        for s, n in _slice_pairs(h.shape[0], weight.shape[0])
+    ]
+    return torch.logsumexp(torch.stack(parts, -1), -1)
+
+
+@dataclass
+class Moments:
+    """What KL(p ‖ q) needs from the reference distributions p, for any q sharing the head.
+
+    With q = softmax(W h + b), KL(p‖q) = Σ p log p − h·(Wᵀp) − p·b + log Σ exp(W h + b):
+    per position one scalar and one hidden-size vector (Wᵀp, the reference's expected output
+    embedding) replace a vocabulary-size row of log-probabilities.
+    """
+
+    neg_entropy: torch.Tensor  # (N,) Σ_v p log p
+    embedding: torch.Tensor  # (N, H) Σ_v p_v w_v
+    bias: torch.Tensor  # (N,) Σ_v p_v b_v (zeros without a bias)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            t.numel() * t.element_size() for t in (self.neg_entropy, self.embedding, self.bias)
+        )
+
+
+@torch.inference_mode()
+def moments(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Moments:
+    """The reference's ``Moments`` at positions ``h`` (N, H), streamed over vocabulary slices."""
+    lse = log_normalizer(h, weight, bias)  # (N,)
+    neg = torch.zeros_like(lse, dtype=torch.float64)
+    emb = torch.zeros(h.shape[0], weight.shape[1], dtype=torch.float64)
+    pb = torch.zeros_like(neg)
+    for s, n in _slice_pairs(h.shape[0], weight.shape[0]):
+        b = None if bias is None else bias[s : s + n]
+        logp = _logits(h, weight[s : s + n], b) - lse[:, None]  # (N, n)
+        p = logp.exp()
+        neg += (p * logp).sum(-1).double()
+        emb += (p @ weight[s : s + n].float()).double()
+        if b is not None:
+            pb += (p @ b.float()).double()
+    return Moments(neg.float(), emb.float(), pb.float())
+
+
+@torch.inference_mode()
+def kl_from_moments(
+    ref: Moments, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL(p_ref ‖ softmax(W h + b)) of each position, from the reference's moments.  # (N,)"""
+    dot = (h.double() * ref.embedding.double()).sum(-1)  # (N,)
+    lse = log_normalizer(h, weight, bias).double()
+    return (ref.neg_entropy.double() - dot - ref.bias.double() + lse).clamp_min(0.0)

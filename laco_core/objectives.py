@@ -15,8 +15,8 @@ from typing import ClassVar
 import torch
 from transformers import PreTrainedModel
 
-from .activations import ActivationCache, Chunk, logits_of
-from .metrics import flat_cosine, kl_sum, log_probs, next_token_nll
+from .activations import ActivationCache, Chunk, linear_head, logits_of
+from .metrics import flat_cosine, kl_from_moments, kl_sum, log_probs, next_token_nll
 
 
 @dataclass
@@ -104,18 +104,42 @@ class Cosine(Objective):
 
 
 class KL(Objective):
-    """exp(−mean KL(p_dense ‖ p_candidate)) over all calibration tokens."""
+    """exp(−mean KL(p_dense ‖ p_candidate)) over all calibration tokens.
+
+    Two exact forms of the same number (equal up to float rounding; ``form``):
+
+    - ``moments`` (the default): per token the dense model keeps Σ p log p and its expected
+      output embedding Wᵀp (``metrics.Moments``, hidden-size floats instead of a vocabulary
+      row), and a candidate costs its LM head's log-normalizer, streamed over vocabulary
+      slices. Used whenever the candidate's logits are the dense model's head applied to its
+      final state (``activations.linear_head``, same tensor); otherwise the ``logp`` form.
+    - ``logp``: the dense model's full log-probabilities are cached per chunk (4 bytes × the
+      vocabulary per token) and a candidate's log-softmax is compared with them: the
+      reference the tests and the bench check the ``moments`` form against.
+
+    Args:
+        form: ``moments`` or ``logp``.
+    """
 
     name = "kl"
     summary = "exp(−mean KL) of next-token distributions against the dense model."
     label = "exp(−KL)"
+    FORMS = ("moments", "logp")
+
+    def __init__(self, form: str = "moments"):
+        if form not in self.FORMS:
+            raise ValueError(f"KL form {form!r}: choose one of {', '.join(self.FORMS)}")
+        self.form = form
 
     def prepare(self, cache, dense):
         for c in cache.chunks:
-            cache.dense_logp(c)
+            if _by_moments(self.form, cache, dense):
+                cache.dense_moments(c)
+            else:
+                cache.dense_logp(c)
 
     def stat(self, cache, dense, chunk, final):
-        return chunk_kl(cache, dense, chunk, final)
+        return chunk_kl(cache, dense, chunk, final, self.form)
 
     def expected(self, cache):
         return cache.num_tokens
@@ -138,8 +162,9 @@ class Perplexity(Objective):
     def prepare(self, cache, dense):
         if cache.dense_nll is None:
             p = Partial()
-            for c in cache.chunks:
-                p.add(*next_token_nll(cache.dense_logp(c), c.input_ids, c.next_valid), 0)
+            for c in cache.chunks:  # one scalar is kept, not the (T, V) log-probs
+                logp = log_probs(logits_of(cache.model, c.final))
+                p.add(*next_token_nll(logp, c.input_ids, c.next_valid), 0)
             cache.dense_nll = p.total / p.count if p.count else 0.0
 
     def stat(self, cache, dense, chunk, final):
@@ -163,11 +188,41 @@ def prompt_cosines(chunk: Chunk, final: torch.Tensor) -> list[float]:
     return [flat_cosine(dense[s], cand[s]) for s in chunk.segments()]
 
 
+def _by_moments(form: str, cache: ActivationCache, model: PreTrainedModel) -> bool:
+    """True when ``model``'s KL can use the dense moments: the form asks for them and its
+    logits are the dense model's linear head (the same tensors) on its final state."""
+    if form != "moments":
+        return False
+    mine, dense = linear_head(model), linear_head(cache.model)
+    if mine is None or dense is None:
+        return False
+    return all(
+        (a is None and b is None)
+        or (a is not None and b is not None and a.shape == b.shape and a.data_ptr() == b.data_ptr())
+        for a, b in zip(mine, dense, strict=True)
+    )
+
+
 @torch.inference_mode()
 def chunk_kl(
-    cache: ActivationCache, model: PreTrainedModel, chunk: Chunk, final: torch.Tensor
+    cache: ActivationCache,
+    model: PreTrainedModel,
+    chunk: Chunk,
+    final: torch.Tensor,
+    form: str = "moments",
 ) -> tuple[float, int]:
-    """Sum over a chunk's tokens of KL(p_dense ‖ p_candidate), and the number of tokens."""
+    """Sum over a chunk's tokens of KL(p_dense ‖ p_candidate), and the number of tokens.
+
+    Args:
+        cache: The dense model's activations (its moments or log-probs are filled on use).
+        model: The candidate, whose head turns ``final`` into logits.
+        chunk: One of ``cache``'s chunks.
+        final: The candidate's final states on it.  # (1, T, H)
+        form: ``moments`` or ``logp`` (see ``KL``).
+    """
+    if _by_moments(form, cache, model):
+        kl = kl_from_moments(cache.dense_moments(chunk), final[0], *linear_head(model))  # (T,)
+        return float(kl.sum()), kl.numel()
     return kl_sum(cache.dense_logp(chunk), log_probs(logits_of(model, final)))
 
 
