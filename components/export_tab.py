@@ -31,7 +31,7 @@ def export(engine: Engine, session: Session, did: str, progress: gr.Progress = P
     progress(0.2, desc="Saving, reloading and zipping…")
     path, res, zipped = _export(engine, session, did)
     recipe_file = path / "laco_recipe.json"
-    ok = "✓ Verified" if res.verified else "✗ NOT verified"
+    ok = "✓ Reload-verified" if res.verified else "✗ NOT reload-verified"
     loader = (
         "`laco_core.load_pruned` (per-layer shapes)"
         if (path / "laco_shapes.json").exists()

@@ -111,7 +111,7 @@ def test_evaluate_and_export_tabs(page):
     tab(page, "6 · Export")
     page.click("#export-run")
     wait_text(page, "#export-verify", "erified", 180_000)
-    assert "✓ Verified" in page.inner_text("#export-verify")
+    assert "✓ Reload-verified" in page.inner_text("#export-verify")
 
 
 def test_auto_search_panel(page):

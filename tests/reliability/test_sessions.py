@@ -59,7 +59,7 @@ def test_old_build_keeps_its_own_base_after_switching(app, files, tmp_path):
     assert info["layers"] == 4 and info["model_type"] == "qwen2"
 
     md, zipped, recipe_file = client.predict(did, api_name="/export")
-    assert md.startswith("### ✓ Verified")
+    assert md.startswith("### ✓ Reload-verified")
     recipe = json.loads(Path(recipe_file).read_text())
     assert recipe["base"]["spec"] == str(files.tiny)
     assert (recipe["info"]["layers_before"], recipe["info"]["layers_after"]) == (6, 4)

@@ -87,7 +87,7 @@ def test_end_to_end_session(client):
     assert table["data"][0][0] == did
 
     vmd, zipped, recipe = client.predict(did, api_name="/export")
-    assert "Verified" in vmd and zipped.endswith(".zip")
+    assert "Reload-verified" in vmd and zipped.endswith(".zip")
     assert json.loads(Path(recipe).read_text())["info"]["plan"] == [[20, 23]]
 
 

@@ -166,7 +166,7 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     assert "ppl held-out" in table and "KL cal. (nats)" in table
 
     session, vmd, zipped, recipe = export_tab.export(engine, session, did, progress=NoProgress())
-    assert "Verified" in vmd and Path(zipped).suffix == ".zip"
+    assert "Reload-verified" in vmd and Path(zipped).suffix == ".zip"
     assert json.loads(Path(recipe).read_text())["info"]["layers_after"] == 4
 
     # the exported recipe loads back as a new build with equal logits
