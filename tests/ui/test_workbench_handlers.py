@@ -1,6 +1,6 @@
 """The workbench's handlers on tiny models: the plan on the map, jobs (bar, ETA, Stop), the kept
-session (browser, file, link), N-model compare, per-token KL, Evaluate all, lm-eval, Best
-collapse, the measured threshold warning, quiet logs."""
+session (browser, file, link), N-model compare, per-token KL, Evaluate all, lm-eval, the
+measured threshold warning, quiet logs."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from components import (
     model_tab,
     plan_map,
     plots,
+    search_job,
     session_panel,
 )
 from components.common import model_of
@@ -374,17 +375,7 @@ def test_lmeval_panel_runs_offline_task_and_names_missing_ones(loaded):
     assert "laco-msg-error" in steps[-1][1]
 
 
-# ---- best collapse, the threshold check ------------------------------------------------------
-
-
-def test_best_collapse_joins_the_session(loaded):
-    engine, session = loaded
-    steps = list(auto_panel.run_best(engine, session, 20, PROMPTS))
-    session, bar, log, md, strip = steps[-1]
-    assert "Best collapse to 20 %" in md and "Done" in bar and "<th>exp(−KL)</th>" in log
-    entry = session.get(session.current)
-    assert entry.recipe["steps"][0]["config"]["refit"] == "drop_lsq"
-    assert entry.params_removed >= 20
+# ---- the threshold check (Best collapse: test_best_collapse.py) ------------------------------
 
 
 def test_threshold_check_measures_the_plan_and_its_damage(loaded):
@@ -425,7 +416,7 @@ def test_strategy_controls_follow_declared_uses():
 
 
 def test_search_log_names_every_kind_of_candidate():
-    rows = auto_panel._numbered(
+    rows = search_job.numbered(
         [
             {"lo": 3, "hi": 5, "orig": [3, 5], "score": 0.9, "accepted": True},
             {"lo": 7, "hi": 7, "orig": [7, 7], "unit": "attention", "score": 0.8},
@@ -437,8 +428,8 @@ def test_search_log_names_every_kind_of_candidate():
         "attention of layer 7",
         "generation 2: remove 4, 9",
     ]
-    assert auto_panel.search_fraction(rows, 4, 30, 1) == pytest.approx(0.05 + 0.9 * 0.5)
-    assert auto_panel.search_fraction(rows, 4, 30, 1, generations=4) == pytest.approx(0.725)
+    assert search_job.search_fraction(rows, 4, 30, 1) == pytest.approx(0.05 + 0.9 * 0.5)
+    assert search_job.search_fraction(rows, 4, 30, 1, generations=4) == pytest.approx(0.725)
 
 
 def test_every_listener_gets_the_inputs_its_handler_takes():
