@@ -76,7 +76,7 @@ class Engine:
         self._jobs = JobSlots(self.limits.long_jobs)
         self._bases: OrderedDict[BaseKey, LoadedModel] = OrderedDict()
         self._builds: OrderedDict[str, Build] = OrderedDict()
-        self._caches: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+        self._caches: OrderedDict[tuple, tuple[object, Callable[[object], int]]] = OrderedDict()
         self._lock = threading.RLock()
         self._loading: dict[tuple, threading.Lock] = {}
         self._counter = itertools.count(1)
@@ -241,7 +241,7 @@ class Engine:
                     return self._caches[key][0]
             value = make()
             with self._lock:
-                self._caches[key] = (value, size(value))
+                self._caches[key] = (value, size)
                 kind = key[0]
                 same = [k for k in self._caches if k[0] == kind]
                 cap = ANALYSES_KEPT if kind == "analysis" else ACTIVATIONS_KEPT
@@ -334,7 +334,8 @@ class Engine:
 
     # ---- memory -----------------------------------------------------------------------------
     def usage(self) -> dict[str, int]:
-        """Bytes held per kind: base models, built models, recipes, caches."""
+        """Bytes held per kind: base models, built models, recipes, caches (each measured now:
+        a cache grows after insertion when an objective fills its dense moments or log-probs)."""
         with self._lock:
             bases = {k: b for k, b in self._bases.items()}
             out = {"bases": sum(model_bytes(b.model) for b in bases.values())}
@@ -344,7 +345,7 @@ class Engine:
                 if b.model is not None and b.base_key in bases
             )
             out["recipes"] = sum(b.recipe.size_bytes() for b in self._builds.values())
-            out["caches"] = sum(size for _, size in self._caches.values())
+            out["caches"] = sum(size(value) for value, size in self._caches.values())
         return out
 
     def _evict(self, keep: set) -> None:

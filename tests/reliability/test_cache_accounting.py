@@ -1,0 +1,81 @@
+"""The engine's memory budget counts the dense caches an objective fills after insertion:
+its accounting equals the bytes of the tensors actually held, and resident memory on the
+default model stays within the budget plus a stated margin."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from laco_core.assets import read_asset
+from laco_core.budget import rss_bytes
+from laco_core.engine import Engine
+from laco_core.limits import Limits
+from laco_core.objectives import KL, Perplexity
+from laco_core.tiny import tiny_model, tiny_tokenizer
+
+MiB = 2**20
+PROMPTS = ["One short calibration text.", "Another one, a little longer than the first."]
+
+
+def _held(cache) -> int:
+    """Bytes of the distinct storages a cache's chunks reference (what it really holds)."""
+    seen: dict[int, int] = {}
+    for c in cache.chunks:
+        tensors = [*c.inputs, c.final, c.logp]
+        if c.moments is not None:
+            tensors += [c.moments.neg_entropy, c.moments.embedding, c.moments.bias]
+        for t in tensors:
+            if t is not None:
+                s = t.untyped_storage()
+                seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
+def test_budget_counts_caches_as_they_grow(tmp_path, one_thread):
+    path = tmp_path / "tiny"
+    tiny_model("llama", layers=4).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
+    base = engine.load(str(path), "float32", "cpu")
+    caches = [engine.activations(base, [p, *PROMPTS[:k]]) for k, p in enumerate(PROMPTS * 2)]
+    assert engine.usage()["caches"] == sum(_held(c) for c in caches)
+    before = engine.usage()["caches"]
+    KL("moments").prepare(caches[0], base.model)  # grows after insertion
+    KL("logp").prepare(caches[1], base.model)
+    Perplexity().prepare(caches[2], base.model)  # keeps a scalar only
+    assert caches[1].chunks[0].logp is not None and caches[0].chunks[0].moments is not None
+    assert engine.usage()["caches"] == sum(_held(c) for c in caches) > before
+    assert _held(caches[2]) == caches[2].nbytes  # nothing added by the ppl objective
+
+
+@pytest.mark.slow
+def test_resident_memory_within_budget_on_the_default_model(one_thread):
+    texts = read_asset("train_paragraphs")
+    gc.collect()
+    rss0 = rss_bytes()
+    budget = 1.0 * 2**30
+    engine = Engine(memory_budget_gb=budget / 2**30, limits=Limits.current(False))
+    base = engine.load("default", "float32", "cpu")
+    peak = 0
+    # four prompt sets, each filled with the full log-prob form (the largest: 4 bytes × the
+    # vocabulary per token): the budget evicts the oldest when the next one arrives
+    for k in range(4):
+        cache = engine.activations(base, texts[4 * k : 4 * k + 6], batch_size=2)
+        KL("logp").prepare(cache, base.model)
+        KL("moments").prepare(cache, base.model)
+        held = _held(cache)
+        assert engine.usage()["caches"] >= held
+        peak = max(peak, rss_bytes() - rss0)
+        del cache
+    gc.collect()
+    usage = sum(engine.usage().values())
+    print(
+        f"rss {(rss_bytes() - rss0) / MiB:.0f} MiB, peak {peak / MiB:.0f}, usage {usage / MiB:.0f}"
+    )
+    # margin: torch/transformers workspaces, allocator slack and one cache being filled
+    # (its log-probs are counted once held; the last one is built past the budget)
+    margin = 512 * MiB
+    assert rss_bytes() - rss0 <= budget + margin, (rss_bytes() - rss0, usage)
+    assert peak <= budget + margin + held
