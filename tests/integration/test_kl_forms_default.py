@@ -1,0 +1,39 @@
+"""On the default model the KL objective's ``moments`` form (the default) walks the same
+greedy plan as the full log-probability reference, with the default pipeline's settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from laco_core.assets import read_asset
+from laco_core.objectives import KL
+from laco_core.presets import SEARCH_TEXT, best_collapse
+from laco_core.registry import REGISTRY
+from laco_core.search.config import SearchConfig
+from laco_core.search.run import run as run_search
+
+
+@pytest.mark.slow
+def test_default_model_greedy_plan_identical_under_both_kl_forms(default_model):
+    lm = default_model
+    step = best_collapse(target_layers=3)[0]
+    fields = {**step.config.__dict__, "refit": None, "max_ppl_ratio": None, "max_kl": None}
+    cfg = SearchConfig(**fields).validate(lm.num_layers)
+    texts = read_asset(SEARCH_TEXT)[:6]  # fewer paragraphs than the pipeline's: a test's time
+    runs = [
+        run_search(
+            lm.model,
+            lm.tokenizer,
+            texts,
+            cfg,
+            REGISTRY.method("drop"),
+            KL(form),
+            REGISTRY.strategy("greedy"),
+        )
+        for form in KL.FORMS
+    ]
+    fast, ref = runs
+    assert fast.plan == ref.plan
+    for a, b in zip(fast.accepted, ref.accepted, strict=True):
+        assert a[:2] == b[:2]
+        assert a[2] == pytest.approx(b[2], rel=1e-4)
