@@ -33,6 +33,17 @@ def default_model():
     return load_model("default", dtype="float32", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def gemma_model():
+    """Gemma 3 270M (alias ``gemma3-270m``), loaded once per test session (LoadedModel).
+
+    Its package is installed by ``make test``: when it is missing this errors, it never skips.
+    """
+    from laco_core.models import load_model
+
+    return load_model("gemma3-270m", dtype="float32", device="cpu")
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread: tiny models run far faster without spin-waiting for a busy second core."""
