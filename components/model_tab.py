@@ -105,11 +105,18 @@ def build(engine: Engine, session: gr.State, start) -> dict:
     )
     with gr.Row(elem_classes=["laco-row"]):
         spec = gr.Dropdown(
-            SPEC_CHOICES, value="default", label="Model", allow_custom_value=True, scale=3
+            SPEC_CHOICES,
+            value="default",
+            label="Model",
+            allow_custom_value=True,
+            scale=3,
+            elem_id="model-spec",
         )
         dtype = gr.Dropdown(["auto", *DTYPES], value="auto", label="dtype", scale=1)
         device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device", scale=1)
-        load_btn = gr.Button("Load", variant="primary", scale=1, min_width=100)
+        load_btn = gr.Button(
+            "Load", variant="primary", scale=1, min_width=100, elem_id="model-load"
+        )
     summary = gr.Markdown("Loading the default model…", elem_id="model-summary")
     with gr.Accordion("Details", open=False):
         info = gr.JSON(label="describe()")
