@@ -22,6 +22,7 @@ from .interop_mergekit import MERGEKIT_FILE
 from .models import DEFAULT_SPEC, EMBEDDED, GEMMA_LICENSE
 from .prune.io import SHAPES_SIDECAR
 from .recipe import RECIPE_FILE, Recipe
+from .search.curve import card_lines
 
 LOADER_IMPORT = "from laco_core import load_pruned"
 PAPER = "LaCo: Large Language Model Pruning via Layer Collapse (Yang, Cao & Zhao 2024, arXiv 2402.11187)"
@@ -346,6 +347,10 @@ def model_card(
     out.append(f"The full recipe is in `{RECIPE_FILE}`.")
     out += ["", "## Evaluation", ""]
     measured = False
+    for step in recipe.steps:  # a walking search measured each plan on validation text
+        if getattr(step, "curve", None):
+            out += [*card_lines(step.curve), ""]
+            measured = True
     if metrics:
         section = _metrics_section(metrics)
         if section:

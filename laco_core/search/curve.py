@@ -184,3 +184,32 @@ class Monitor:
             f"Even the least damaging removal of one layer breaks the quality budget ({what}); "
             "nothing was built: raise the budget."
         )
+
+
+def card_lines(curve: dict) -> list[str]:
+    """Markdown lines for a model card: the final plan's validation quality, the knee, and
+    the loud line past ``CLIFF`` (``curve`` as a recipe stores it)."""
+    c = QualityCurve.from_dict(curve)
+    if not c.points:
+        return []
+    kept = [p for p in c.points if c.within(p)] if (c.max_kl or c.max_ppl_ratio) else c.points
+    if not kept:
+        return []
+    last = kept[-1]
+    after = "after the refit" if last.ppl_ratio_refit is not None else "as searched"
+    out = [
+        f"Validation perplexity ({c.text}, a slice of the training texts that nothing was "
+        f"fitted on): {last.ratio:.2f}x the base model's ({c.dense_ppl:.2f}), {after}, "
+        f"with {last.layers_removed} layers removed; KL {last.divergence:.3f} nats per token."
+    ]
+    if (knee := c.knee()) is not None and last.layers_removed > knee:
+        out.append(
+            f"The size–quality curve bends at {knee} layers removed; this model lies past it."
+        )
+    if c.max_ppl_ratio is not None:
+        out.append(
+            f"Chosen as the smallest plan within {c.max_ppl_ratio:g}x dense validation perplexity."
+        )
+    if (loud := cliff_line(last.ratio)) is not None:
+        out.append(f"**{loud}**")
+    return out

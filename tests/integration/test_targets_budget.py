@@ -145,6 +145,10 @@ def test_the_curve_matches_a_direct_computation(saved, tmp_path):
     m = reference_metrics(model, dense, tiny_tokenizer(), read_asset("valid_paragraphs"), 512)
     assert m["ppl"] / m["ref_ppl"] == pytest.approx(last["ppl_ratio_refit"], rel=1e-4)
     assert m["ref_ppl"] == pytest.approx(curve["dense_ppl"], rel=1e-4)
+    card = (out / "README.md").read_text()
+    assert "Validation perplexity (valid_paragraphs" in card
+    assert f"{last['ppl_ratio_refit']:.2f}x the base model's" in card
+    assert ("WARNING" in card) == (last["ppl_ratio_refit"] > CLIFF)
 
 
 def test_knee_and_cliff():
