@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile  # the install recipe lives here too
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# without CUDA, pin the CPU build that lies on disk; an unpinned torch pulls a multi-GB CUDA build
