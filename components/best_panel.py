@@ -212,7 +212,7 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
     )
     bar = gr.HTML(jobs.bar_html(), elem_id="best-bar")
     with gr.Row(elem_classes=["laco-row"]):
-        with gr.Column(scale=3), gr.Accordion("Best collapse: live log", open=False):
+        with gr.Column(scale=3), gr.Accordion("Best collapse: live log", open=True):
             log_box = gr.HTML(jobs.log_html([], search_columns("kl"), ""), elem_id="best-log")
         with gr.Column(scale=2):
             curve = gr.Plot(show_label=False, visible=False, elem_id="best-curve")

@@ -57,7 +57,7 @@ def size_quality(
                 y=[_refit(mine[-1]) or mine[-1]["ppl_ratio"]],
                 mode="markers",
                 name="built",
-                marker=dict(color="#111", size=16, symbol="star"),
+                marker=dict(color="#111", size=18, symbol="circle-open", line=dict(width=2)),
                 hovertemplate="built: %{x} layers removed, ×%{y:.3f}<extra></extra>",
             )
         )
