@@ -17,7 +17,7 @@ from .card import base_info_for, model_card
 from .errors import LacoError
 from .export import ExportResult, export_model
 from .interop_mergekit import MERGEKIT_FILE, kept_to_yaml, yaml_to_kept
-from .models import DEFAULT_HUB_ID, DEFAULT_SPEC, LoadedModel
+from .models import EMBEDDED, LoadedModel, hub_id_for
 from .plan import plan_of
 from .prune.geometry import is_pruned
 from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource
@@ -148,7 +148,7 @@ def export(
     kept, why = passthrough_of(recipe, base, model)
     files = {}
     if kept is not None:
-        ref = DEFAULT_HUB_ID if recipe.base.spec == DEFAULT_SPEC else recipe.base.spec
+        ref = hub_id_for(recipe.base.spec)
         dtype = recipe.base.dtype if recipe.base.dtype != "auto" else None
         files[MERGEKIT_FILE] = kept_to_yaml(ref, base.num_layers, kept, dtype, recipe.describe())
     described = Recipe(recipe.base, recipe.steps, {**recipe.info, "pruned": is_pruned(model)})
@@ -184,7 +184,8 @@ def read_recipe(path: str | Path) -> Recipe:
 def from_mergekit(text: str) -> Recipe:
     """A mergekit passthrough config of one model as a recipe that keeps the same layers."""
     model, kept = yaml_to_kept(text)
-    spec = DEFAULT_SPEC if model == DEFAULT_HUB_ID else model
+    # an embedded model's Hub id loads its bundled copy
+    spec = next((alias for alias, row in EMBEDDED.items() if row.hub_id == model), model)
     return Recipe(BaseRef(spec), [DropStep("mergekit", keep=kept)], {"imported_from": "mergekit"})
 
 
