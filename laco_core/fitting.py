@@ -18,13 +18,14 @@ fit also corrects the drift that earlier removals left in its input.
 
 Layers with an RMS norm after the MLP (Gemma 2/3) give N(m) = g ⊙ m / rms(m), not m: the
 update is non-linear in the weights, but only through each token's scale. The fit then
-regresses on z = (r / g) · rms(m) / rms(r / g): the direction whose norm is the wanted update
-r, at the scale the layer's MLP already produces (the norm discards that scale anyway).
+regresses on the closest output the norm can give (its size per token is fixed), each token
+weighted by 1 / rms(m), in the norm's output units (``through_norm``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 from transformers import PreTrainedModel
@@ -167,12 +168,13 @@ def choose_ridge(a: Moments, b: Moments, prior: torch.Tensor | None = None) -> f
     def cv(i: int) -> float:  # two-fold held-out error of RIDGES[i]
         if i not in errors:
             r = RIDGES[i]
-            errors[i] = a.error(solve(b.mm, b.mr, r, prior)) + b.error(solve(a.mm, a.mr, r, prior))
+            e = a.error(solve(b.mm, b.mr, r, prior)) + b.error(solve(a.mm, a.mr, r, prior))
+            errors[i] = e if math.isfinite(e) else math.inf  # a singular fold loses
         return errors[i]
 
     # the held-out error is unimodal in the ridge: walk downhill from the middle of the grid
     i = RIDGES.index(START_RIDGE)
-    while True:
+    for _ in RIDGES:  # each move goes strictly downhill, so at most one pass over the grid
         around = [j for j in (i - 1, i + 1) if 0 <= j < len(RIDGES)]
         j = min(around, key=cv)
         if cv(j) >= cv(i):
@@ -187,16 +189,37 @@ def fit_info(tensor: torch.Tensor, **info) -> dict:
     return {**info, "sha1": sha[:12]}
 
 
-def through_norm(want: torch.Tensor, m: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
-    """The pre-norm update whose RMS ``norm`` points along ``want``, at ``m``'s scale.
+def norm_gain(norm: torch.nn.Module, width: int, like: torch.Tensor) -> torch.Tensor:
+    """The per-channel gain g of an RMS ``norm`` (g ⊙ x / rms(x)), read as ``norm(1)``. (H,)"""
+    one = torch.ones(1, 1, width, dtype=like.dtype, device=like.device)
+    return norm(one)[0, 0]
 
-    ``norm`` computes g ⊙ x / rms(x); its gain g is read as ``norm(1)``. # all (B, T, H)
+
+def through_norm(
+    want: torch.Tensor, m: torch.Tensor, gain: torch.Tensor, steps: int = 48
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linearise an RMS norm g ⊙ x / rms(x) after the MLP update ``m``.
+
+    The norm's output has a fixed size per token: the closest it can come to ``want`` is
+    g ⊙ n with n = g ⊙ want / (g² + λ), λ set so rms(n) = 1 (a Lagrange multiplier, found by
+    bisection per token). An error δ in the update moves the output by about g ⊙ δ / rms(m),
+    so the fit regresses features × 1 / rms(m) on n, in output units (× g) when solved.
+    Returns g ⊙ n and the token weights 1 / rms(m). # want, m: (B, T, H); (B, T, H), (B, T, 1)
     """
-    gain = norm(torch.ones(1, 1, m.shape[-1], dtype=m.dtype, device=m.device))  # (1, 1, H) = g
-    gain = torch.where(gain.abs() < 1e-6, torch.full_like(gain, 1e-6), gain)
-    u = want / gain  # the direction, before the gain
-    scale = m.pow(2).mean(-1, keepdim=True).sqrt() / u.pow(2).mean(-1, keepdim=True).sqrt()
-    return u * scale.nan_to_num(0.0)
+    gw, g2 = gain * want, gain * gain  # (B, T, H), (H,)
+
+    def size(lam: torch.Tensor) -> torch.Tensor:  # rms(n(λ)) − 1, decreasing in λ
+        return (gw / (g2 + lam)).pow(2).mean(-1, keepdim=True).sqrt() - 1
+
+    lo = torch.full_like(want[..., :1], -float(g2.min()) * (1 - 1e-6))  # (B, T, 1)
+    hi = gw.abs().amax(-1, keepdim=True).clamp_min(1e-6)  # rms(n(hi)) ≤ 1
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        big = size(mid) > 0
+        lo, hi = torch.where(big, mid, lo), torch.where(big, hi, mid)
+    n = gw / (g2 + hi)
+    weight = 1 / m.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
+    return gain * n, weight
 
 
 @torch.inference_mode()
@@ -224,10 +247,11 @@ def fit_down(
     layer = private_copy(get_layers(model)[lo])
     if getattr(layer, "mlp", None) is None:
         return None, {"skipped": "no mlp module"}
-    post = None
+    post = gain = None
+    down = layer.get_submodule(adapter.down_module)
     if adapter.post_mlp_norm is not None:
         post = layer.get_submodule(adapter.post_mlp_norm.rsplit(".", 1)[0])
-    down = layer.get_submodule(adapter.down_module)
+        gain = norm_gain(post, down.weight.shape[0], down.weight).double()  # (H,)
     cand_type = layer_types(model)[lo]
     orig_end = layer_map(model)[hi][1]
     inputs = ctx.inputs_at(lo)
@@ -243,7 +267,9 @@ def fit_down(
             if post is None:
                 r = ctx.dense_after(k, orig_end) - y + m  # what the MLP update should be (B, T, H)
             else:  # what the normed update should be, taken back through the norm
-                r = through_norm(ctx.dense_after(k, orig_end) - y + post(m), m, post)
+                want = (ctx.dense_after(k, orig_end) - y + post(m)).double()
+                r, w = through_norm(want, m.double(), gain)
+                features = features.double() * w
             fold = (torch.arange(c.mask.shape[1], device=c.mask.device) // FOLD_BLOCK) % 2  # (T,)
             for f, acc in enumerate(folds):
                 sel = c.mask & (fold == f)  # (B, T)
@@ -252,11 +278,18 @@ def fit_down(
         handle.remove()
     # the plain drop as a solution: T = I on the output, the layer's own W_downᵀ on the inner
     prior = None if basis == "output" else down.weight.detach().T.double()  # (I, H)
+    if gain is not None:  # solved in the norm's output units: X' = X diag(g)
+        base = torch.eye(gain.numel(), dtype=gain.dtype) if prior is None else prior
+        prior = base * gain
     total = folds[0] + folds[1]
     if ridge == "auto":
         ridge = choose_ridge(*folds, prior=prior)
         if ridge is None:
             return None, {"skipped": "no ridge beats the plain drop on held-out tokens"}
-    x = solve(total.mm, total.mr, float(ridge), prior).float()  # (H, H) or (I, H)
+    x = solve(total.mm, total.mr, float(ridge), prior)  # (H, H) or (I, H)
+    if gain is not None:  # back to the update's own units; a channel the norm zeroes keeps
+        dead = gain == 0  # whatever it had (nothing it holds reaches the output)
+        x = torch.where(dead, base, x / torch.where(dead, torch.ones_like(gain), gain))
+    x = x.float()
     tensor = x if basis == "output" else x.T.contiguous()  # W_down is (H, I)
     return tensor, fit_info(tensor, ridge=ridge, tokens=total.n, basis=basis)
