@@ -104,3 +104,23 @@ def test_drop_lsq_replaces_down_proj_and_checks_its_shape():
         method.merge([layer, layer], ADAPTERS["llama"], down_weight=wrong, fit=fit_info(wrong))
     with pytest.raises(LacoError, match="lost its fitted tensor"):
         method.merge([layer, layer], ADAPTERS["llama"], fit={"ridge": 0.1, "sha1": "x"})
+
+
+def test_through_norm_gives_the_closest_output_an_rms_norm_can_give():
+    from laco_core.fitting import through_norm
+
+    torch.manual_seed(0)
+    gain = torch.cat([torch.rand(15, dtype=torch.float64) * 3, torch.zeros(1, dtype=torch.float64)])
+    want = torch.randn(2, 5, 16, dtype=torch.float64) * 4
+    m = torch.randn(2, 5, 16, dtype=torch.float64)
+    best, weight = through_norm(want, m, gain)  # g ⊙ n with rms(n) = 1
+    n = torch.where(gain == 0, torch.zeros_like(best), best / gain.clamp_min(1e-12))
+    rms = n.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-6, rtol=0)
+    torch.testing.assert_close(weight, 1 / m.pow(2).mean(-1, keepdim=True).sqrt())
+    # no other unit-rms direction does better: the naive one (want / g, normalised) nor random ones
+    err = (best - want).pow(2).sum(-1)
+    for _ in range(50):
+        other = torch.randn_like(n) + n * 3
+        other = other / other.pow(2).mean(-1, keepdim=True).sqrt()
+        assert ((gain * other - want).pow(2).sum(-1) >= err - 1e-9).all()
