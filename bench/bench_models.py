@@ -8,7 +8,8 @@ ShortGPT and angular drops of as many layers as the default's middle size. Each 
 sizes three ways, held-out perplexity ratios on both texts (A expository, B fiction), the
 search's own validation ratio and the wall time.
 
-Writes ``bench/results/models.json`` and ``docs/models_pareto.png`` (one panel per model).
+Writes ``bench/results/models.json`` (rows of models not run this time are kept) and
+``docs/models_pareto.png`` (one panel per model).
 
 Knobs (environment): BENCH_MODELS (default ``default,gemma3-270m``), BENCH_MODELS_SIZES
 (``model=target:value;…`` pairs per model, default below), BENCH_MODELS_BUDGETS (default
@@ -228,5 +229,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     import json
 
-    (out / "models.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    # rows of models not run this time are kept (one model at a time fits a session)
+    path = out / "models.json"
+    kept = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in kept if r.get("model") not in specs] + rows
+    path.write_text(json.dumps(rows, indent=1, default=str) + "\n")
     pareto(rows, ROOT / "docs" / "models_pareto.png")
