@@ -18,6 +18,7 @@ from laco_core.errors import LacoError
 from laco_core.evaluate import quick_metrics
 from laco_core.plan import Range, format_plan, layer_groups, parse_ranges, validate_ranges
 from laco_core.registry import REGISTRY
+from laco_core.search.curve import cliff_line, validation
 from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep
 from laco_core.subblocks import attention_params
@@ -414,7 +415,10 @@ def build_collapse(
         job.progress(0.9, "Quick metrics on the calibration prompts…")
         model, b = engine.model(did, owner)
         m = quick_metrics(model, b.model, b.tokenizer, prompts) if prompts else None
-        return did, calibration_metrics(m) if m else {}
+        job.progress(0.95, "Validation perplexity on the training texts' validation slice…")
+        valid = validation(model, b.model, b.tokenizer)
+        out = calibration_metrics(m) if m else {}
+        return did, {**out, "valid_ratio": valid["ppl_ratio"], "valid_text": valid["text"]}
 
     job = jobs.start(owner, "build", work)
     try:
@@ -458,7 +462,7 @@ def result_md(did: str, info: dict, metrics: dict) -> str:
         f"### ✓ Built `{did}` — {info['layers_before']} → {info['layers_after']} layers, "
         f"{removed:.1f} % parameters removed\n"
     )
-    if metrics:
+    if "cal_kl" in metrics:
         md += (
             f"On the calibration prompts: KL(original‖collapsed) **{metrics['cal_kl']:.4f}** "
             f"nats/token · top-1 agreement **{metrics['cal_top1']:.1f} %**"
@@ -469,6 +473,13 @@ def result_md(did: str, info: dict, metrics: dict) -> str:
             )
             + "  \n"
         )
+    if "valid_ratio" in metrics:
+        md += (
+            f"Validation perplexity (`{metrics['valid_text']}`): **{metrics['valid_ratio']:.2f}×** "
+            "the original's.  \n"
+        )
+        if (loud := cliff_line(metrics["valid_ratio"])) is not None:
+            md = f"<div class='laco-msg-error'>⚠ {loud}</div>\n\n" + md
     kv = info.get("kv_cache_layers")
     if info.get("attention_removed") and kv:
         md += (

@@ -22,7 +22,7 @@ from .interop_mergekit import MERGEKIT_FILE
 from .models import DEFAULT_SPEC, EMBEDDED, GEMMA_LICENSE
 from .prune.io import SHAPES_SIDECAR
 from .recipe import RECIPE_FILE, Recipe
-from .search.curve import card_lines
+from .search.curve import card_lines, validation_lines
 
 LOADER_IMPORT = "from laco_core import load_pruned"
 PAPER = "LaCo: Large Language Model Pruning via Layer Collapse (Yang, Cao & Zhao 2024, arXiv 2402.11187)"
@@ -351,6 +351,9 @@ def model_card(
         if getattr(step, "curve", None):
             out += [*card_lines(step.curve), ""]
             measured = True
+    if not measured and recipe.info.get("validation"):  # a build measured once
+        out += [*validation_lines(recipe.info["validation"]), ""]
+        measured = True
     if metrics:
         section = _metrics_section(metrics)
         if section:

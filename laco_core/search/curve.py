@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import PreTrainedModel
 
+from ..assets import read_asset
 from ..errors import LacoError
 from ..evaluate import reference_metrics
 from ..plan import plan_of
@@ -26,6 +27,7 @@ from .config import SearchConfig, block_params
 # on one loud line, in its card and in the app (a product rule, the same on every model)
 CLIFF = 3.0
 VALID_SEQ_LEN = 512  # a validation paragraph is scored whole (they are ~100-200 tokens)
+VALID_ASSET = "valid_paragraphs"  # the bundled validation slice of the training texts
 
 
 @dataclass
@@ -91,6 +93,18 @@ class QualityCurve:
         d = {k: v for k, v in d.items() if k != "knee"}
         d["points"] = [CurvePoint(**p) for p in d.get("points", [])]
         return cls(**d)
+
+
+def validation(model: PreTrainedModel, dense: PreTrainedModel, tokenizer) -> dict:
+    """Any build's validation figures on the bundled validation slice (``valid_paragraphs``):
+    ``ppl_ratio`` (model ÷ dense), ``kl`` and ``dense_ppl``, for the cliff guard and the card."""
+    m = reference_metrics(model, dense, tokenizer, read_asset(VALID_ASSET), seq_len=VALID_SEQ_LEN)
+    return {
+        "text": VALID_ASSET,
+        "ppl_ratio": m["ppl"] / m["ref_ppl"],
+        "kl": m["kl"],
+        "dense_ppl": m["ref_ppl"],
+    }
 
 
 def cliff_line(ratio: float | None, what: str = "validation") -> str | None:
@@ -211,5 +225,17 @@ def card_lines(curve: dict) -> list[str]:
             f"Chosen as the smallest plan within {c.max_ppl_ratio:g}x dense validation perplexity."
         )
     if (loud := cliff_line(last.ratio)) is not None:
+        out.append(f"**{loud}**")
+    return out
+
+
+def validation_lines(v: dict) -> list[str]:
+    """Card lines for a build measured once on the validation slice (:func:`validation`)."""
+    out = [
+        f"Validation perplexity ({v['text']}, a slice of the training texts that nothing was "
+        f"fitted on): {v['ppl_ratio']:.2f}x the base model's ({v['dense_ppl']:.2f}); "
+        f"KL {v['kl']:.3f} nats per token."
+    ]
+    if (loud := cliff_line(v["ppl_ratio"])) is not None:
         out.append(f"**{loud}**")
     return out
