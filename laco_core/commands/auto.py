@@ -24,7 +24,9 @@ from .common import (
     add_out_args,
     check_output_file,
     load,
+    measure_validation,
     positive,
+    quality_lines,
     read_prompt_file,
     source_dirs,
     write_curve,
@@ -269,11 +271,15 @@ def run(args: argparse.Namespace) -> int:
                 "The search accepted no merge, so there is nothing to export: lower --threshold "
                 "or set a target."
             )
+        valid = None if res.curve is not None else measure_validation(model, lm, recipe)
         out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
-        print(
-            f"Exported to {args.out}: reload-verified (max |logit diff| "
-            f"{out.max_abs_logit_diff:.2e}){quality}."
-        )
+        if valid is not None:  # a search without a curve (paper, evo) is measured once here
+            print(f"Exported to {args.out}: {quality_lines(valid, out)}")
+        else:
+            print(
+                f"Exported to {args.out}: reload-verified (max |logit diff| "
+                f"{out.max_abs_logit_diff:.2e}){quality}."
+            )
         if res.curve is not None:
             written = write_curve(res.curve, args.out)
             print(f"Size–quality curve written to {', '.join(written)}")

@@ -12,10 +12,16 @@ from ..pipeline import run as run_steps
 from ..plan import format_plan, parse_ranges, validate_ranges
 from ..prune.io import SHAPES_SIDECAR
 from ..registry import REGISTRY
-from ..search.curve import cliff_line, validation
 from ..steps.attention import AttentionStep
 from ..steps.collapse import CollapseStep
-from .common import add_model_args, add_out_args, load, source_dirs
+from .common import (
+    add_model_args,
+    add_out_args,
+    load,
+    measure_validation,
+    quality_lines,
+    source_dirs,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -110,19 +116,12 @@ def run(args: argparse.Namespace) -> int:
         f"({100 * (info['params_after'] / info['params_before'] - 1):+.1f}%)."
     )
     print(kv_line(info))
-    valid = validation(model, lm.model, lm.tokenizer)
-    recipe.info["validation"] = valid  # the card states it (and the cliff line past 3x)
+    valid = measure_validation(model, lm, recipe)
     result = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
     loader = (
         "laco_core.load_pruned (per-layer shapes)"
         if (result.path / SHAPES_SIDECAR).exists()
         else "AutoModelForCausalLM.from_pretrained"
     )
-    print(
-        f"Saved to {result.path}; reloaded with {loader}: reload-verified (max |logit diff| "
-        f"{result.max_abs_logit_diff:.2e}), validation perplexity {valid['ppl_ratio']:.2f}x dense "
-        f"({valid['text']})."
-    )
-    if (loud := cliff_line(valid["ppl_ratio"])) is not None:
-        print(loud)
+    print(f"Saved to {result.path}; reloaded with {loader}: {quality_lines(valid, result)}")
     return 0

@@ -98,6 +98,27 @@ def write_json(path: Path | None, obj) -> None:
         raise LacoError(f"Cannot write '{path}': {e.strerror}.") from None
 
 
+def measure_validation(model, base, recipe) -> dict:
+    """Score a build on the validation slice before export; the card then states it."""
+    from ..search.curve import validation
+
+    recipe.info["validation"] = validation(model, base.model, base.tokenizer)
+    return recipe.info["validation"]
+
+
+def quality_lines(valid: dict, out) -> str:
+    """``reload-verified (…), validation perplexity R x dense`` and, past the cliff, the loud
+    line on its own line."""
+    from ..search.curve import cliff_line
+
+    line = (
+        f"reload-verified (max |logit diff| {out.max_abs_logit_diff:.2e}), validation "
+        f"perplexity {valid['ppl_ratio']:.2f}x dense ({valid['text']})"
+    )
+    loud = cliff_line(valid["ppl_ratio"])
+    return line + (f".\n{loud}" if loud else ".")
+
+
 def write_curve(curve, out_dir: str | Path) -> list[str]:
     """A search's size–quality curve beside its export: ``quality_curve.json`` and, where
     matplotlib is installed, ``quality_curve.png`` (knee and budget marked)."""

@@ -20,7 +20,9 @@ from .common import (
     add_out_args,
     fraction,
     load,
+    measure_validation,
     positive,
+    quality_lines,
     read_prompt_file,
     source_dirs,
 )
@@ -90,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         detail = f"dropped layers {', '.join(map(str, done.layers))}"
+    valid = measure_validation(model, lm, recipe)
     out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
     before, after = recipe.info["params_before"], recipe.info["params_after"]
     print(
         f"Pruned {args.model} with {args.method}: {detail}; parameters {before:,} -> {after:,} "
-        f"({100 * (1 - after / before):.1f}% removed). Saved to {out.path}."
+        f"({100 * (1 - after / before):.1f}% removed). Saved to {out.path}: "
+        f"{quality_lines(valid, out)}"
     )
     return 0

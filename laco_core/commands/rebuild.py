@@ -8,7 +8,7 @@ from pathlib import Path
 from ..export import check_target
 from ..models import load_model
 from ..pipeline import export, read_recipe, rebuild
-from .common import add_out_args
+from .common import add_out_args, measure_validation, quality_lines
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
         return load_model(ref.spec, args.dtype or ref.dtype, args.device or ref.device)
 
     model, base, recipe = rebuild(recipe, load)
+    valid = measure_validation(model, base, recipe)
     out = export(model, base, args.out, recipe, args.overwrite, protect)
     print(
-        f"Rebuilt {recipe.describe()} on {recipe.base.spec}: {out.path} "
-        f"(reload check: max |logit diff| {out.max_abs_logit_diff:.2e})."
+        f"Rebuilt {recipe.describe()} on {recipe.base.spec}: {out.path}, "
+        f"{quality_lines(valid, out)}"
     )
     return 0
