@@ -298,7 +298,7 @@ def report_curve(curve, cfg: SearchConfig) -> str:
         print(f"  {p.layers_removed:>3} layers removed: perplexity {p.ppl_ratio:.3f}x{after}")
     last = curve.points[-1]
     knee = curve.knee()
-    if knee is not None and last.layers_removed > knee:
+    if knee is not None and last.layers_removed > knee and cfg.sized:
         print(
             f"The curve bends at {knee} layers removed: the target lies past its knee "
             "(each layer beyond it costs more than the ones before)."
