@@ -332,9 +332,3 @@ def baselines_chart(table: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title="parameters removed (%)")
     fig.update_yaxes(title="perplexity ÷ original's (log)", type="log")
     return fig
-
-
-def loss_curve(losses: Sequence[float]) -> go.Figure:
-    fig = go.Figure(go.Scatter(y=list(losses), mode="lines"))
-    fig.update_layout(**{**_LAYOUT, "height": 300}, title="LoRA loss")
-    return fig

@@ -66,11 +66,6 @@ class Adapter:
         """Dotted path of the MLP output projection module inside a layer (``mlp.down_proj``)."""
         return self.down.rsplit(".", 1)[0]
 
-    @property
-    def o_module(self) -> str:
-        """Dotted path of the attention output projection module (``self_attn.o_proj``)."""
-        return self.o.rsplit(".", 1)[0]
-
     def projections(self) -> list[str]:
         """Every attention and MLP projection weight name of a layer."""
         names = (self.q, self.k, self.v, self.qkv, self.o, self.gate, self.up, self.gate_up)

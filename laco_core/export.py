@@ -202,15 +202,6 @@ def export_model(
     return ExportResult(path=target, max_abs_logit_diff=diff, verified=True)
 
 
-def zip_export(path: str | Path) -> Path:
-    """Zip an export directory into ``<path>.zip`` beside it (for a download button)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise LacoError(f"Nothing to zip: '{path}' is not an export directory.")
-    archive = shutil.make_archive(str(path), "zip", root_dir=path.parent, base_dir=path.name)
-    return Path(archive)
-
-
 def push_to_hub(path: str | Path, repo_id: str, token: str, private: bool = True) -> str:
     """Upload an export directory to a Hugging Face model repo; returns the repo URL.
 

@@ -86,12 +86,6 @@ def layer_map(model: nn.Module) -> list[Range]:
     return getattr(model, LAYER_MAP_ATTR, None) or [(i, i) for i in range(len(get_layers(model)))]
 
 
-def to_original(model: nn.Module, ranges: list[Range]) -> list[Range]:
-    """Translate ranges in ``model``'s layer indices into the original model's indices."""
-    lm = layer_map(model)
-    return [(lm[lo][0], lm[hi][1]) for lo, hi in ranges]
-
-
 def plan_of(model: nn.Module) -> list[Range]:
     """The collapse plan, in original indices, that ``model`` realises."""
     return [r for r in layer_map(model) if r[0] != r[1]]

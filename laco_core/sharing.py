@@ -152,12 +152,6 @@ def shared_copy(model: PreTrainedModel) -> PreTrainedModel:
     )
 
 
-def keep_layers(model: PreTrainedModel, groups: Sequence[Range]) -> PreTrainedModel:
-    """A model of the first layer of each group (the rest removed), tensors shared."""
-    layers = get_layers(model)
-    return derive(model, [share_layer(layers[lo], j) for j, (lo, _) in enumerate(groups)], groups)
-
-
 def count_params(model: nn.Module) -> int:
     """Number of distinct parameters (tied embeddings counted once)."""
     seen, total = set(), 0

@@ -110,8 +110,3 @@ def attention_params(model: PreTrainedModel, index: int) -> int:
     layer = get_layers(model)[index]
     module = layer.get_submodule(get_adapter(model).attn_prefix)
     return sum(p.numel() for p in module.parameters())
-
-
-def kv_cache_share(model: PreTrainedModel, base: PreTrainedModel) -> float:
-    """KV-cache size of ``model`` per token, as a fraction of ``base``'s (layers with attention)."""
-    return len(attention_layers(model)) / max(len(attention_layers(base)), 1)

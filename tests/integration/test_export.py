@@ -4,7 +4,6 @@ logits, and nothing overwritten unless asked."""
 from __future__ import annotations
 
 import json
-import zipfile
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from laco_core.errors import LacoError
-from laco_core.export import export_model, push_to_hub, verify_reload, zip_export
+from laco_core.export import export_model, push_to_hub, verify_reload
 from laco_core.models import load_model
 from laco_core.ops import build_collapsed, prune_llm_pruner
 from laco_core.pipeline import base_ref, read_recipe
@@ -128,21 +127,16 @@ def test_nothing_is_overwritten_unless_asked(tok, tmp_path):
     assert load_model(str(tmp_path / "base"), "float32", "cpu").num_layers == 4
 
 
-def test_zip_and_push_inputs(tok, tmp_path):
+def test_push_inputs(tok, tmp_path):
     out = tmp_path / "exp"
     lm = saved("llama", tmp_path / "base", layers=3)
     export_model(lm.model, tok, out, Recipe(base_ref(lm)))
-    archive = zip_export(out)
-    names = zipfile.ZipFile(archive).namelist()
-    assert "exp/model.safetensors" in names and f"exp/{RECIPE_FILE}" in names
     with pytest.raises(LacoError, match="token"):
         push_to_hub(out, "me/model", token="")
     with pytest.raises(LacoError, match="user/name"):
         push_to_hub(out, "model", token="hf_x")
     with pytest.raises(LacoError, match="export first"):
         push_to_hub(tmp_path / "missing", "me/model", token="hf_x")
-    with pytest.raises(LacoError):
-        zip_export(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("arch", ["llama", "phi3"])
