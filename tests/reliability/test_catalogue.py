@@ -990,7 +990,3 @@ def test_api_bad_input_is_one_clear_message(case, sessions, files):
     assert str(info.value) == case.message(files)
     # the app keeps serving: another session's good request is answered
     assert load_tiny(sessions.good, files.tiny)["layers"] == 6
-
-
-def test_catalogue_size():
-    assert len(CLI_CASES) + len(API_CASES) >= 40
