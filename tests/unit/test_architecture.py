@@ -1,4 +1,4 @@
-"""The code's shape: import layering (import-linter), file sizes, one registry for everything."""
+"""The code's shape: import layering (import-linter) and file sizes."""
 
 from __future__ import annotations
 
@@ -24,22 +24,30 @@ def test_import_contracts_hold():
     assert "0 broken" in proc.stdout
 
 
-def test_no_long_engine_files_without_a_reason():
+def long_files(folder: str) -> list[str]:
+    """Files under ``folder`` over MAX_LINES lines with no ``Long file:`` reason at the top."""
     long = []
-    for f in sorted((ROOT / "laco_core").rglob("*.py")):
+    for f in sorted((ROOT / folder).rglob("*.py")):
         lines = f.read_text(encoding="utf-8").splitlines()
         if len(lines) > MAX_LINES and not any("Long file:" in line for line in lines[:15]):
-            long.append(f"{f.relative_to(ROOT)} ({len(lines)} lines)")
+            long.append(str(f.relative_to(ROOT)))
+    return long
+
+
+def test_no_long_engine_files_without_a_reason():
+    long = long_files("laco_core")
     assert not long, f"files over {MAX_LINES} lines without a reason at the top: {long}"
 
 
-def test_registry_is_the_only_place_components_are_listed():
-    """No module writes into another module's table: only registry.py builds them."""
-    offenders = []
-    for f in sorted((ROOT / "laco_core").rglob("*.py")):
-        if f.name == "registry.py":
-            continue
-        text = f.read_text(encoding="utf-8")
-        if "REGISTRY[" in text and "=" in text.split("REGISTRY[", 1)[1].split("\n", 1)[0]:
-            offenders.append(str(f.relative_to(ROOT)))
-    assert not offenders
+# Over the limit when this test was written (issue 19 splits them); the set may only shrink.
+UI_OVER_LIMIT = {"components/collapse_tab.py", "components/evaluate_tab.py"}
+
+
+def test_no_long_ui_files_without_a_reason():
+    long = set(long_files("components"))
+    assert long <= UI_OVER_LIMIT, (
+        f"files over {MAX_LINES} lines without a reason at the top: {sorted(long - UI_OVER_LIMIT)}"
+    )
+    assert long == UI_OVER_LIMIT, (
+        f"now under the limit, drop from UI_OVER_LIMIT: {UI_OVER_LIMIT - long}"
+    )
