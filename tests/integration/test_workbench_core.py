@@ -76,10 +76,13 @@ def test_token_divergence_matches_the_models_own_distributions(llama, tok):
 
 
 def test_token_divergence_checks_its_arguments(llama, tok):
-    with pytest.raises(LacoError):
-        token_divergence(llama, llama, tok, TEXT, top_k=0)
-    with pytest.raises(LacoError, match="empty"):
+    for bad in ({"top_k": 0}, {"max_tokens": 1}):
+        with pytest.raises(LacoError) as info:
+            token_divergence(llama, llama, tok, TEXT, **bad)
+        assert str(info.value) == "top_k must be ≥ 1 and max_tokens ≥ 2.", bad
+    with pytest.raises(LacoError) as info:
         token_divergence(llama, llama, tok, "   ")
+    assert "empty" in str(info.value)
 
 
 def test_a_stopped_fitted_collapse_is_cancelled(llama, tok):
