@@ -12,11 +12,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 
-try:
-    from laco_core import similarity
-except ImportError:
-    similarity = None
-
 
 @pytest.fixture(scope="module")
 def page(app_url, chromium):
@@ -52,7 +47,6 @@ def test_default_model_loads(page):
     shot(page, "1-model")
 
 
-@pytest.mark.skipif(similarity is None, reason="laco_core.similarity has not landed")
 def test_heatmaps_render_and_click_adds_range(page):
     tab(page, "2 · Similarity")
     page.wait_for_selector("#sim-param .js-plotly-plot .heatmaplayer", timeout=60_000)
