@@ -216,7 +216,10 @@ def test_screenshots_of_every_tab_at_1400(page):
     for i, name in enumerate(TABS, 1):
         tab(page, name)
         time.sleep(1.0)
-        page.screenshot(path=str(SHOTS / f"tab{i}-1400.png"), full_page=True)
+        assert page.get_by_role("tab", name=name).get_attribute("aria-selected") == "true", name
+        png = page.screenshot(path=str(SHOTS / f"tab{i}-1400.png"), full_page=True)
+        # a full-page PNG is as wide as the page (width at bytes 16-20): nothing overflows 1400 px
+        assert int.from_bytes(png[16:20], "big") == 1400, name
 
 
 def heatmap_whole(page, selector: str) -> dict:
