@@ -142,16 +142,6 @@ def replot_rep(analysis: dict, metric: str):
     return rep_figure(analysis, metric) if analysis else gr.skip()
 
 
-def proposed_range(index: list, plot: str = PARAM_PLOT) -> tuple[int, int]:
-    """The layer range a heatmap click (x, y) proposes: min..max (both maps are in layer
-    numbering); a diagonal click proposes the cell and its successor."""
-    i, j = int(index[0]), int(index[1])
-    lo, hi = min(i, j), max(i, j)
-    if hi <= lo:
-        hi = lo + 1
-    return lo, hi
-
-
 def build(engine: Engine, session: gr.State, model: dict) -> dict:
     """Build the Similarity tab; the base model's load event triggers the analysis."""
     gr.Markdown(

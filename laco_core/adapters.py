@@ -171,11 +171,6 @@ def kind_group(adapter: Adapter, param_name: str) -> str:
     return "other"
 
 
-def has_post_mlp_norm(model_or_config) -> bool:
-    """True when the MLP output passes a norm before the residual add (Gemma 2/3)."""
-    return get_adapter(model_or_config).post_mlp_norm is not None
-
-
 def tiny_config(arch: str = "llama", layers: int = 6, **overrides):
     """A 4-head, 2-KV-head (GQA) config with hidden size 32 for ``arch``, from this table."""
     import transformers

@@ -93,19 +93,6 @@ def test_analyze_needs_prompts(loaded):
         similarity_tab.analyze(engine, session, "  \n ", "all", "cosine", progress=NoProgress())
 
 
-@pytest.mark.parametrize(
-    ("index", "plot", "expected"),
-    [
-        ([3, 1], similarity_tab.PARAM_PLOT, (1, 3)),
-        ([2, 2], similarity_tab.PARAM_PLOT, (2, 3)),
-        ([5, 2], similarity_tab.REP_PLOT, (2, 5)),  # both maps in layer numbering
-        ([3, 4], similarity_tab.REP_PLOT, (3, 4)),
-    ],
-)
-def test_proposed_range(index, plot, expected):
-    assert similarity_tab.proposed_range(index, plot) == expected
-
-
 def test_add_range_merges_sorted_and_rejects_garbage():
     assert collapse_tab.add_range([4, 2], "0-1") == "0-1, 2-4"
     with pytest.raises(gr.Error, match="LO-HI"):
