@@ -143,6 +143,13 @@ class Moments:
     neg_entropy: torch.Tensor  # (N,) Σ_v p log p
     embedding: torch.Tensor  # (N, H) Σ_v p_v w_v
     bias: torch.Tensor  # (N,) Σ_v p_v b_v (zeros without a bias)
+    stride: int = 1  # taken at positions 0, stride, 2·stride, … of the states given
+
+    def every(self, k: int) -> Moments:
+        """These moments at every ``k``-th of their positions (stride × k of the states)."""
+        if k == 1:
+            return self
+        return Moments(self.neg_entropy[::k], self.embedding[::k], self.bias[::k], self.stride * k)
 
     @property
     def nbytes(self) -> int:
@@ -152,8 +159,12 @@ class Moments:
 
 
 @torch.inference_mode()
-def moments(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Moments:
-    """The reference's ``Moments`` at positions ``h`` (N, H), streamed over vocabulary slices."""
+def moments(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
+) -> Moments:
+    """The reference's ``Moments`` at every ``stride``-th of the positions ``h`` (N, H),
+    streamed over vocabulary slices."""
+    h = h[::stride]  # (⌈N / stride⌉, H)
     lse = log_normalizer(h, weight, bias)  # (N,)
     neg = torch.zeros_like(lse, dtype=torch.float64)
     emb = torch.zeros(h.shape[0], weight.shape[1], dtype=torch.float64)
@@ -166,7 +177,7 @@ def moments(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
         emb += (p @ weight[s : s + n].float()).double()
         if b is not None:
             pb += (p @ b.float()).double()
-    return Moments(neg.float(), emb.float(), pb.float())
+    return Moments(neg.float(), emb.float(), pb.float(), stride)
 
 
 @torch.inference_mode()

@@ -16,7 +16,18 @@ import torch
 from transformers import PreTrainedModel
 
 from .activations import ActivationCache, Chunk, linear_head, logits_of
-from .metrics import flat_cosine, kl_from_moments, kl_sum, log_probs, next_token_nll
+from .adapters import get_layers
+from .errors import LacoError
+from .metrics import (
+    Moments,
+    flat_cosine,
+    kl_from_moments,
+    kl_sum,
+    log_probs,
+    moments,
+    next_token_nll,
+)
+from .params import ParamDef, validate
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Objective:
     name: ClassVar[str]
     summary: ClassVar[str]
     label: ClassVar[str]  # what the score column holds, for tables ("exp(−KL)")
+    params: ClassVar[tuple[ParamDef, ...]] = ()  # settings its constructor accepts
 
     def prepare(self, cache: ActivationCache, dense: PreTrainedModel) -> None:
         """Fill the dense caches this objective reads, before workers share them."""
@@ -104,52 +116,80 @@ class Cosine(Objective):
 
 
 class KL(Objective):
-    """exp(−mean KL(p_dense ‖ p_candidate)) over all calibration tokens.
+    """exp(−mean KL(p_dense ‖ p_candidate)) over the scored calibration positions.
 
-    Two exact forms of the same number (equal up to float rounding; ``form``):
+    Positions: the layers run on every token (attention needs them all), but the LM head only
+    scores every ``stride``-th position of each chunk (0, s, 2s, …), the same ones for the
+    dense model and every candidate. ``auto`` takes ``head_stride`` of the dense model: one
+    position per head-cost's worth of layer cost, so the head (262k × 640 per position on
+    Gemma 3) costs about what the layers cost; 1 where the head is the smaller share
+    (SmolLM2), which is every position and the exact mean.
 
-    - ``moments`` (the default): per token the dense model keeps Σ p log p and its expected
-      output embedding Wᵀp (``metrics.Moments``, hidden-size floats instead of a vocabulary
-      row), and a candidate costs its LM head's log-normalizer, streamed over vocabulary
-      slices. Used whenever the candidate's logits are the dense model's head applied to its
-      final state (``activations.linear_head``, same tensor); otherwise the ``logp`` form.
+    Two exact forms of the same number on those positions (equal up to float rounding;
+    ``form``):
+
+    - ``moments`` (the default): per position the dense model keeps Σ p log p and its
+      expected output embedding Wᵀp (``metrics.Moments``, hidden-size floats instead of a
+      vocabulary row), and a candidate costs its LM head's log-normalizer, streamed over
+      vocabulary slices. Used whenever the candidate's logits are the dense model's head
+      applied to its final state (``activations.linear_head``, same tensor); otherwise the
+      ``logp`` form.
     - ``logp``: the dense model's full log-probabilities are cached per chunk (4 bytes × the
       vocabulary per token) and a candidate's log-softmax is compared with them: the
       reference the tests and the bench check the ``moments`` form against.
 
     Args:
         form: ``moments`` or ``logp``.
+        stride: Score every ``stride``-th position (1: all of them), or ``auto``.
     """
 
     name = "kl"
     summary = "exp(−mean KL) of next-token distributions against the dense model."
     label = "exp(−KL)"
     FORMS = ("moments", "logp")
+    params = (
+        ParamDef("form", "choice", "moments", choices=FORMS, help="How the KL is computed."),
+        ParamDef(
+            "stride",
+            "auto_float",
+            "auto",
+            low=1,
+            help="LM-head positions: every s-th one (1: all; auto: the head-to-layers cost ratio).",
+        ),
+    )
 
-    def __init__(self, form: str = "moments"):
-        if form not in self.FORMS:
-            raise ValueError(f"KL form {form!r}: choose one of {', '.join(self.FORMS)}")
-        self.form = form
+    def __init__(self, form: str = "moments", stride: int | str = "auto"):
+        got = validate(self.params, {"form": form, "stride": stride}, "kl objective")
+        if got["stride"] != "auto" and not float(got["stride"]).is_integer():
+            raise LacoError(f"kl objective: stride must be a whole number or auto, not {stride!r}.")
+        self.form = got["form"]
+        self.stride = got["stride"] if got["stride"] == "auto" else int(got["stride"])
+
+    def stride_for(self, cache: ActivationCache) -> int:
+        """The stride this objective scores ``cache``'s chunks at."""
+        return head_stride(cache.model) if self.stride == "auto" else self.stride
 
     def prepare(self, cache, dense):
+        stride = self.stride_for(cache)
         for c in cache.chunks:
             if _by_moments(self.form, cache, dense):
-                cache.dense_moments(c)
+                dense_moments(cache, c, stride)
             else:
                 cache.dense_logp(c)
 
     def stat(self, cache, dense, chunk, final):
-        return chunk_kl(cache, dense, chunk, final, self.form)
+        return chunk_kl(cache, dense, chunk, final, self.form, self.stride_for(cache))
 
     def expected(self, cache):
-        return cache.num_tokens
+        stride = self.stride_for(cache)
+        return sum(-(-sum(c.lengths) // stride) for c in cache.chunks)  # ⌈T / s⌉ per chunk
 
     def value(self, cache, partial, count=None):
         return math.exp(-partial.total / (count or partial.count))
 
     def bounds(self, cache, partial):
-        # KL ≥ 0 on every unscored token: the score can only fall
-        return 0.0, math.exp(-partial.total / cache.num_tokens)
+        # KL ≥ 0 on every unscored position: the score can only fall
+        return 0.0, math.exp(-partial.total / self.expected(cache))
 
 
 class Perplexity(Objective):
@@ -188,6 +228,32 @@ def prompt_cosines(chunk: Chunk, final: torch.Tensor) -> list[float]:
     return [flat_cosine(dense[s], cand[s]) for s in chunk.segments()]
 
 
+def head_stride(model: PreTrainedModel) -> int:
+    """Positions per LM-head evaluation that make the head cost about what the layers do.
+
+    Per position the head multiplies V × H weights and the decoder layers about as many as
+    they hold parameters, so s = max(1, round(V·H / Σ layer parameters)): 1 on SmolLM2-135M
+    (28M head vs 106M in layers), 2 on Gemma 3 270M (168M vs 100M). A ratio of the model's
+    own sizes: nothing is tuned on a checkpoint.
+    """
+    vocab, hidden = model.get_output_embeddings().weight.shape
+    layers = sum(p.numel() for p in get_layers(model).parameters())
+    return max(1, round(vocab * hidden / max(layers, 1)))
+
+
+def dense_moments(cache: ActivationCache, chunk: Chunk, stride: int) -> Moments:
+    """The dense model's ``Moments`` at every ``stride``-th position of ``chunk``.
+
+    Kept on the chunk (computed on first use); moments kept at a stride that divides
+    ``stride`` are sliced, others are recomputed at the two strides' gcd, which serves both.
+    """
+    have = chunk.moments
+    if have is None or stride % have.stride:
+        step = stride if have is None else math.gcd(stride, have.stride)
+        chunk.moments = moments(chunk.final[0], *linear_head(cache.model), stride=step)
+    return chunk.moments.every(stride // chunk.moments.stride)
+
+
 def _by_moments(form: str, cache: ActivationCache, model: PreTrainedModel) -> bool:
     """True when ``model``'s KL can use the dense moments: the form asks for them and its
     logits are the dense model's linear head (the same tensors) on its final state."""
@@ -210,8 +276,9 @@ def chunk_kl(
     chunk: Chunk,
     final: torch.Tensor,
     form: str = "moments",
+    stride: int = 1,
 ) -> tuple[float, int]:
-    """Sum over a chunk's tokens of KL(p_dense ‖ p_candidate), and the number of tokens.
+    """Sum over a chunk's scored positions of KL(p_dense ‖ p_candidate), and their number.
 
     Args:
         cache: The dense model's activations (its moments or log-probs are filled on use).
@@ -219,11 +286,24 @@ def chunk_kl(
         chunk: One of ``cache``'s chunks.
         final: The candidate's final states on it.  # (1, T, H)
         form: ``moments`` or ``logp`` (see ``KL``).
+        stride: Score positions 0, stride, 2·stride, … (1: every one).
     """
+    h = final[0, ::stride].contiguous()  # (N, H), N = ⌈T / stride⌉
     if _by_moments(form, cache, model):
-        kl = kl_from_moments(cache.dense_moments(chunk), final[0], *linear_head(model))  # (T,)
+        kl = kl_from_moments(dense_moments(cache, chunk, stride), h, *linear_head(model))  # (N,)
         return float(kl.sum()), kl.numel()
-    return kl_sum(cache.dense_logp(chunk), log_probs(logits_of(model, final)))
+    ref = cache.dense_logp(chunk)[:, ::stride]  # (1, N, V)
+    return kl_sum(ref, log_probs(logits_of(model, h[None])))
 
 
-__all__ = ["KL", "Cosine", "Objective", "Partial", "Perplexity", "chunk_kl", "prompt_cosines"]
+__all__ = [
+    "KL",
+    "Cosine",
+    "Objective",
+    "Partial",
+    "Perplexity",
+    "chunk_kl",
+    "dense_moments",
+    "head_stride",
+    "prompt_cosines",
+]
