@@ -9,10 +9,13 @@ For the default model (SmolLM2, 49k tokens) and Gemma 3 270M (262k tokens):
 2. The default pipeline's search (greedy, KL, drop, ranges ≤ 2, lazy; the refit excluded)
    with each form: wall time, plans (identical expected: both forms are exact) and, when
    they differ, the held-out perplexity of both plans.
-3. ``best_collapse`` end to end (``laco auto``) with the default objective.
+3. One greedy step (drop, ranges ≤ 2, lazy, one layer removed) with the KL's LM head at
+   every position (stride 1) and at the ``auto`` stride (``objectives.head_stride``): wall
+   time and whether the chosen range is the same.
+4. ``best_collapse`` end to end (``laco auto``) with the default objective.
 
 Knobs: BENCH_KL_MODELS (default ``default,gemma3-270m``), BENCH_KL_REFERENCE (0 skips the
-``logp`` search of part 2), BENCH_KL_PIPELINE (0 skips part 3). On a shared 2-core machine
+``logp`` search of part 2), BENCH_KL_PARTS (default ``cost,search,stride,pipeline``). On a shared 2-core machine
 times vary with the other processes' load: the load average is printed with each figure.
 """
 
@@ -27,7 +30,7 @@ from laco_core.activations import ActivationCache
 from laco_core.assets import read_asset, read_text
 from laco_core.evaluate import perplexity
 from laco_core.models import load_model
-from laco_core.objectives import KL
+from laco_core.objectives import KL, head_stride
 from laco_core.presets import SEARCH_TEXT, SEARCH_TEXTS, best_collapse
 from laco_core.registry import REGISTRY
 from laco_core.search.config import SearchConfig
@@ -120,6 +123,39 @@ def searches(name: str, lm, texts: list[str]) -> None:
                 report(f"{name}: held-out ppl of the {form} plan (no refit)", ppl)
 
 
+def stride_step(name: str, lm, texts: list[str]) -> None:
+    cfg = SearchConfig(
+        strategy="greedy",
+        objective="kl",
+        method="drop",
+        merge_count=2,
+        lazy=True,
+        batch_size=2,
+        target_layers=1,
+    ).validate(lm.num_layers)
+    runs = {}
+    for stride in ("auto", 1):
+        t0 = time.perf_counter()
+        runs[stride] = run_search(
+            lm.model,
+            lm.tokenizer,
+            texts,
+            cfg,
+            REGISTRY.method("drop"),
+            KL(stride=stride),
+            REGISTRY.strategy("greedy"),
+        )
+        r = runs[stride]
+        report(
+            f"{name}: one greedy step, KL stride {stride}, seconds",
+            time.perf_counter() - t0,
+            unit=" s",
+            note=f"stride {head_stride(lm.model) if stride == 'auto' else 1}; plan {r.plan}; "
+            f"score {r.accepted[0][2]:.6f}; {_load()}",
+        )
+    report(f"{name}: same first range (stride auto vs 1)", float(runs["auto"].plan == runs[1].plan))
+
+
 def pipeline(name: str, lm) -> None:
     from laco_core.pipeline import run as run_steps
 
@@ -144,10 +180,15 @@ def main() -> None:
         section(
             f"KL objective on {name} (vocabulary {lm.model.get_output_embeddings().weight.shape[0]:,}, {torch.get_num_threads()} torch threads)"
         )
-        candidate_cost(name, lm, texts)
-        searches(name, lm, texts)
-        if os.environ.get("BENCH_KL_PIPELINE", "1") != "0":
-            pipeline(name, lm)
+        parts = os.environ.get("BENCH_KL_PARTS", "cost,search,stride,pipeline").split(",")
+        for part, fn in (
+            ("cost", candidate_cost),
+            ("search", searches),
+            ("stride", stride_step),
+            ("pipeline", lambda n, m, _: pipeline(n, m)),
+        ):
+            if part in parts:
+                fn(name, lm, texts)
 
 
 if __name__ == "__main__":
