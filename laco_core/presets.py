@@ -12,6 +12,7 @@ from .assets import read_asset
 from .errors import LacoError
 from .recipe import Step, TextSource
 from .search.config import SearchConfig
+from .search.curve import validation_source
 from .steps.search import SearchStep
 
 # calibration of the default pipeline: the training text's paragraphs (more tokens than the
@@ -21,7 +22,6 @@ SEARCH_TEXTS = 16  # the search scores the first 16 paragraphs
 # the refit's least squares are data-limited: it fits on both training texts (9.2 k tokens;
 # 2.15x -> 2.03x held-out perplexity at 20 % against the training text alone, see the README)
 REFIT_TEXT = "fit_paragraphs"
-VALID_TEXT = "valid_paragraphs"  # the curve and the budget: disjoint from both texts above
 
 
 def refit_source() -> TextSource:
@@ -70,8 +70,7 @@ def best_collapse(
     )
     texts = read_asset(SEARCH_TEXT)
     search = TextSource.of(texts[:SEARCH_TEXTS], SEARCH_TEXT, SEARCH_TEXTS)
-    valid = TextSource.of(read_asset(VALID_TEXT), VALID_TEXT)
-    return [SearchStep(cfg, search, refit_source(), valid)]
+    return [SearchStep(cfg, search, refit_source(), validation_source())]
 
 
 PRESETS = {"best": best_collapse}

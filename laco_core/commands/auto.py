@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..assets import read_asset
 from ..errors import LacoError
 from ..export import check_target
 from ..limits import Limits
@@ -12,11 +11,11 @@ from ..params import add_arguments
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..plan import format_plan
-from ..presets import VALID_TEXT, best_collapse, refit_source
+from ..presets import best_collapse, refit_source
 from ..recipe import TextSource
 from ..registry import REGISTRY
 from ..search.config import TARGETS, SearchConfig, describe_size, size_report
-from ..search.curve import cliff_line
+from ..search.curve import cliff_line, validation_source
 from ..steps.search import SearchStep
 from .collapse import kv_line, method_params
 from .common import (
@@ -212,7 +211,7 @@ def steps_of(args: argparse.Namespace) -> list[SearchStep]:
     if not args.prompts:
         asset = "train_paragraphs" if args.paragraphs else "calibration_prompts"
     refit_cal = refit_source() if cfg.refit else None
-    valid = TextSource.of(read_asset(VALID_TEXT), VALID_TEXT) if cfg.budget else None
+    valid = validation_source() if cfg.budget else None
     return [SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal, valid)]
 
 

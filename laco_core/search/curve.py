@@ -20,6 +20,7 @@ from ..assets import read_asset
 from ..errors import LacoError
 from ..evaluate import reference_metrics
 from ..plan import plan_of
+from ..recipe import TextSource
 from ..sharing import count_params
 from .config import SearchConfig, block_params
 
@@ -95,16 +96,21 @@ class QualityCurve:
         return cls(**d)
 
 
+def validation_source() -> TextSource:
+    """The bundled validation slice, by reference (what curves and budgets are measured on)."""
+    return TextSource.of(read_asset(VALID_ASSET), VALID_ASSET)
+
+
+def measure(model: PreTrainedModel, dense: PreTrainedModel, tokenizer, texts: list[str]) -> dict:
+    """``ppl_ratio`` (model ÷ dense), ``kl`` and ``dense_ppl`` on ``texts``, each scored whole."""
+    m = reference_metrics(model, dense, tokenizer, texts, seq_len=VALID_SEQ_LEN)
+    return {"ppl_ratio": m["ppl"] / m["ref_ppl"], "kl": m["kl"], "dense_ppl": m["ref_ppl"]}
+
+
 def validation(model: PreTrainedModel, dense: PreTrainedModel, tokenizer) -> dict:
-    """Any build's validation figures on the bundled validation slice (``valid_paragraphs``):
-    ``ppl_ratio`` (model ÷ dense), ``kl`` and ``dense_ppl``, for the cliff guard and the card."""
-    m = reference_metrics(model, dense, tokenizer, read_asset(VALID_ASSET), seq_len=VALID_SEQ_LEN)
-    return {
-        "text": VALID_ASSET,
-        "ppl_ratio": m["ppl"] / m["ref_ppl"],
-        "kl": m["kl"],
-        "dense_ppl": m["ref_ppl"],
-    }
+    """Any build's validation figures on the bundled validation slice, for the cliff guard
+    and the card: :func:`measure` and the text's name."""
+    return {"text": VALID_ASSET, **measure(model, dense, tokenizer, read_asset(VALID_ASSET))}
 
 
 def cliff_line(ratio: float | None, what: str = "validation") -> str | None:
@@ -147,10 +153,10 @@ class Monitor:
         self.kept: dict | None = None  # the last plan within the budget, and its refit
 
     def _score(self, model: PreTrainedModel) -> tuple[float, float]:
-        m = reference_metrics(model, self.dense, self.tokenizer, self.texts, seq_len=VALID_SEQ_LEN)
+        v = measure(model, self.dense, self.tokenizer, self.texts)
         if math.isnan(self.curve.dense_ppl):
-            self.curve.dense_ppl = m["ref_ppl"]
-        return m["ppl"] / m["ref_ppl"], m["kl"]
+            self.curve.dense_ppl = v["dense_ppl"]
+        return v["ppl_ratio"], v["kl"]
 
     def record(self, model: PreTrainedModel, state: dict) -> bool:
         """Score ``model`` (the search's current one); False once it breaks the budget.

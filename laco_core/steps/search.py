@@ -7,16 +7,13 @@ import json
 from dataclasses import dataclass, field, replace
 
 from ..adapters import get_layers
-from ..assets import read_asset
 from ..errors import LacoError
 from ..plan import format_plan
 from ..recipe import Step, TextSource
 from ..search.config import Merge, SearchConfig
-from ..search.curve import Monitor
+from ..search.curve import Monitor, validation_source
 from ..search.run import complete, fit_plan, replay, run
 from ..search.state import workers_for
-
-VALID_TEXT = "valid_paragraphs"  # a search's validation slice of the training texts
 
 
 @dataclass
@@ -133,7 +130,7 @@ class SearchStep(Step):
         validates on the bundled validation slice)."""
         source = self.validation
         if source is None and cfg.budget:
-            source = TextSource.of(read_asset(VALID_TEXT), VALID_TEXT)
+            source = validation_source()
         if source is None:
             return None
         fit = None
