@@ -33,8 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 class _Printer:
     """Writes only the new part of a growing text (holding back a half-decoded character)."""
 
-    def __init__(self, out=sys.stdout):
-        self.out, self.shown = out, ""
+    def __init__(self, out=None):
+        # sys.stdout read when printing starts, not at import (it may have been replaced since)
+        self.out, self.shown = out or sys.stdout, ""
 
     def update(self, text: str, final: bool = False) -> None:
         if not final:
