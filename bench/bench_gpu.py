@@ -102,7 +102,7 @@ def main() -> None:
                 method="drop",
                 merge_count=2,
                 target_layers=6,
-                lazy=True,
+                strategy_params={"lazy": True},
             ),
             TextSource.of(prompts),
         )

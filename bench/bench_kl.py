@@ -129,7 +129,7 @@ def stride_step(name: str, lm, texts: list[str]) -> None:
         objective="kl",
         method="drop",
         merge_count=2,
-        lazy=True,
+        strategy_params={"lazy": True},
         batch_size=2,
         target_layers=1,
     ).validate(lm.num_layers)

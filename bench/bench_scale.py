@@ -146,7 +146,7 @@ def steps(spec: str, prompts: list[str]) -> dict[str, tuple[float, int, dict]]:
     ranges = [(n // 2, n // 2 + 2)]
     step("preview (activation cache + estimate)", lambda: engine.preview(base, prompts, ranges))
     step("preview again (cached)", lambda: engine.preview(base, prompts, ranges), repeat=3)
-    cfg = SearchConfig(merge_count=4, low=1, interval=2, threshold=0.9, early_exit=False)
+    cfg = SearchConfig(merge_count=4, low=1, threshold=0.9, early_exit=False)
     search = SearchStep(cfg, TextSource.of(prompts))
 
     def run_search() -> dict:

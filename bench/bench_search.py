@@ -43,7 +43,7 @@ def speed(lm, prompts: list[str]) -> None:
     # process, and the reference runs after the fast search, already warm
     run_search(lm.model, lm.tokenizer, prompts, SearchConfig(merge_count=4, low=26, threshold=1))
     for t in (0.9, 0.65):
-        cfg = SearchConfig(merge_count=4, low=1, high=30, interval=2, threshold=t)
+        cfg = SearchConfig(merge_count=4, low=1, high=30, threshold=t)
         # every candidate scored on every prompt: the log equals the reference's
         full = run_search(
             lm.model, lm.tokenizer, prompts, SearchConfig(**{**cfg.__dict__, "early_exit": False})

@@ -18,37 +18,21 @@ import pandas as pd
 
 from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.ops import run_search
-from laco_core.plan import format_plan
 from laco_core.recipe import TextSource
 from laco_core.registry import REGISTRY
 from laco_core.search.config import SearchConfig, target_layers_of
 from laco_core.steps.search import SearchStep
 
-from . import api, jobs
+from . import api, jobs, params_ui
 from .best_panel import build_best, run_best
 from .common import LONG_GROUP, base_of, gpu, user_errors
 from .search_job import follow, prompts_of, search_columns
+from .settings import COMMON, SearchControls, settings_of
 from .state import Session
+from .threshold_check import check_threshold
 
 log = logging.getLogger("laco.app")
-# the expert search's settings, in the order of the panel's controls (``Strategy.uses`` names)
-SETTINGS = [
-    "merge_count",
-    "low",
-    "high",
-    "interval",
-    "threshold",
-    "lazy",
-    "early_exit",
-    "generations",
-    "population",
-    "seed",
-]
-UNITS = ["layers", "blocks"]  # blocks: attention sub-blocks too (greedy, to a share of params)
-# damage levels of the measured threshold check: KL(dense ‖ collapsed) in nats per token on
-# the calibration prompts; e^KL is roughly the perplexity factor it costs
-KL_NOTICEABLE, KL_DESTRUCTIVE = 0.25, 1.0
+UNITS = ["layers", "blocks"]  # blocks: attention sub-blocks too (to a share of params)
 
 
 @gpu
@@ -56,51 +40,42 @@ def run_auto(
     engine: Engine,
     session: Session,
     prompts_text: str,
-    merge_count: int,
-    low: int,
-    high: int,
-    interval: int,
-    threshold: float,
-    lazy: bool,
-    early_exit: bool,
-    generations: int,
-    population: int,
-    seed: int,
     method: str,
     objective: str,
     strategy: str,
     units: str,
     target_layers: int,
     target_percent: float,
+    common: dict | None = None,
+    strategy_params: dict | None = None,
+    method_params: dict | None = None,
     inline_errors: bool = True,
     out: dict | None = None,
 ):
     """An expert collapse search (LaCo Algorithm 1, greedy, evolutionary…) with a live log.
 
-    The target is a number of layers or a share of the parameters (at most one).
+    The target is a number of layers or a share of the parameters (at most one);
+    ``common`` holds ``SEARCH_PARAMS`` / ``RUN_PARAMS`` values (unset: their defaults).
     """
     base = base_of(engine, session)
     prompts = prompts_of(prompts_text)
     if not REGISTRY.strategy(strategy).supports(REGISTRY.method(method)):
-        raise LacoError(f"The {strategy} strategy cannot search with {method}: pick drop.")
+        able = [n for n, m in REGISTRY.methods.items() if REGISTRY.strategy(strategy).supports(m)]
+        raise LacoError(
+            f"The {strategy} strategy cannot search with {method}: pick {', '.join(able)}."
+        )
     cfg = SearchConfig(
-        merge_count=int(merge_count),
-        low=int(low),
-        high=int(high) or None,
-        interval=int(interval),
-        threshold=float(threshold),
+        **(common or {}),
         method=method,
         objective=objective,
         strategy=strategy,
         target_layers=int(target_layers or 0) or None,
         target_ratio=float(target_percent or 0) / 100 or None,
-        lazy=bool(lazy),
-        early_exit=bool(early_exit),
-        generations=int(generations or 0),
-        population=int(population or 1),
-        seed=int(seed or 0),
+        method_params=dict(method_params or {}),
+        strategy_params=dict(strategy_params or {}),
         units=units or "layers",
     ).validate(base.num_layers)
+    REGISTRY.search_components(cfg)  # a bad setting is refused before any work
     step = SearchStep(cfg, TextSource.of(prompts, "calibration_prompts"))
     need = target_layers_of(base.model, cfg)
     start = (cfg.high or base.num_layers) - cfg.merge_count
@@ -154,26 +129,24 @@ def api_auto(
     """``/auto_collapse`` for scripts: streams ``(result, log table, plan diagram)``; cancelling
     the call stops the search."""
     out: dict = {}
+    own = {d.name for d in REGISTRY.strategy(strategy).params}
     updates = run_auto(
         engine,
         session,
         prompts_text,
-        merge_count,
-        low,
-        high,
-        interval,
-        threshold,
-        False,
-        True,
-        0,
-        8,
-        0,
         method,
         objective,
         strategy,
         "layers",
         target_layers,
         0,
+        {
+            "merge_count": int(merge_count),
+            "low": int(low),
+            "threshold": float(threshold),
+            **({"high": int(high)} if int(high or 0) else {}),
+        },
+        {"interval": int(interval)} if "interval" in own else {},
         inline_errors=False,
         out=out,
     )
@@ -188,105 +161,39 @@ def api_auto(
 
 @user_errors
 def visibility(strategy: str, target: int, percent: float, method: str) -> list:
-    """Show only the settings the strategy reads (T is unused by greedy with a target; units
-    are greedy's), and only the merge methods it can search with."""
-    strat = REGISTRY.strategies.get(strategy)
-    uses = set(strat.uses) if strat else set()
-    if strategy == "greedy" and (int(target or 0) > 0 or float(percent or 0) > 0):
-        uses.discard("threshold")
-    methods = [m for m, obj in REGISTRY.methods.items() if strat is None or strat.supports(obj)]
+    """Show only the settings the strategy reads (``Strategy.reads``, with or without a
+    target) and declares, the units it can remove, and the merge methods it can search with.
+
+    Returns updates for: the common controls (``COMMON`` order), the strategies' controls
+    (``REGISTRY.strategy_params()`` order), the units and the method dropdown.
+    """
+    strat = REGISTRY.strategy(strategy)
+    reads = strat.reads(int(target or 0) > 0 or float(percent or 0) > 0)
+    own = {d.name for d in strat.params}
+    methods = [m for m, obj in REGISTRY.methods.items() if strat.supports(obj)]
     return [
-        *(gr.update(visible=name in uses) for name in SETTINGS),
-        gr.update(visible=strategy == "greedy"),
+        *(gr.update(visible=d.name in reads) for d in COMMON),
+        *(gr.update(visible=n in own) for n in _strategy_names()),
+        gr.update(visible=len(strat.units) > 1, choices=list(strat.units)),
         gr.update(choices=methods, value=method if method in methods else methods[0]),
     ]
 
 
-@gpu
-def check_threshold(
-    engine: Engine,
-    session: Session,
-    prompts_text: str,
-    merge_count: int,
-    low: int,
-    high: int,
-    interval: int,
-    threshold: float,
-    method: str,
-    objective: str,
-    strategy: str,
-    seen: dict,
-):
-    """Measure what the paper strategy accepts at T on the loaded model, and its damage.
-
-    Runs Algorithm 1 at T on the calibration prompts (a plain method stands in for a fitted
-    one), then the what-if preview of the plan it accepts: a warning beside T says how many
-    layers go and the KL it costs. Remembered per setting for the session.
-    """
-    if strategy != "paper":
-        yield (
-            "<small>T stops a greedy search without a target once the best score falls to T.</small>",
-            seen,
-        )
-        return
-    base = base_of(engine, session)
-    prompts = prompts_of(prompts_text)[:8]
-    plain = method if not REGISTRY.method(method).fitted else "drop"
-    key = f"{base.spec}|{plain}|{objective}|{merge_count}|{low}|{high}|{interval}|{threshold:.2f}|{len(prompts)}"
-    if key not in seen:
-        yield (
-            f"<small>Measuring what Algorithm 1 accepts at T = {threshold:.2f} on this model…</small>",
-            seen,
-        )
-        cfg = SearchConfig(
-            merge_count=int(merge_count),
-            low=int(low),
-            high=int(high) or None,
-            interval=int(interval),
-            threshold=float(threshold),
-            method=plain,
-            objective=objective,
-            strategy="paper",
-        )
-        res = run_search(base.model, base.tokenizer, prompts, cfg)
-        plan = [tuple(r) for r in res.plan]
-        est = engine.preview(base, prompts, plan, plain) if plan else None
-        seen = {
-            **seen,
-            key: {"plan": plan, "kl": est["kl"] if est else 0.0, "removed": res.layers_removed},
-        }
-    r = seen[key]
-    yield threshold_md(float(threshold), r["plan"], r["removed"], r["kl"]), seen
-
-
-def threshold_md(threshold: float, plan: list, removed: int, kl: float) -> str:
-    """The warning beside T, from a measured plan and its KL."""
-    if not plan:
-        return (
-            f"<small>At T = {threshold:.2f} Algorithm 1 accepts nothing on these prompts.</small>"
-        )
-    what = f"At T = {threshold:.2f} Algorithm 1 removes **{removed} layers** ({format_plan(plan)})"
-    cost = f"estimated KL(original‖collapsed) **{kl:.2f}** nats/token on the calibration prompts"
-    if kl >= KL_DESTRUCTIVE:
-        return f"<span class='laco-msg-error'>⚠ Destructive on this model.</span> {what}: {cost}. Raise T."
-    if kl >= KL_NOTICEABLE:
-        return f"⚠ Noticeable damage. {what}: {cost}."
-    return f"<span class='laco-msg-ok'>✓</span> {what}: {cost}."
+def _strategy_names() -> list[str]:
+    """Each strategy setting's name once, in the order the controls are made."""
+    return list(dict.fromkeys(d.name for ds in REGISTRY.strategy_params().values() for d in ds))
 
 
 # ---- builders --------------------------------------------------------------------------------
 
 
 def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
-    """The expert search panel (an accordion)."""
+    """The expert search panel (an accordion); its settings are generated from what the
+    strategies, the search and the merge methods declare."""
     with gr.Accordion("Expert search: LaCo Algorithm 1, greedy…", open=False) as acc:
         gr.Markdown(
-            "**paper**: LaCo's Algorithm 1 — try merging C layers starting at l (from H−C down "
-            "to L); accept when the score against the original on the calibration prompts stays "
-            "above T, then jump I layers down. **greedy**: each step removes the range of 2..C "
-            "layers that costs least, until the target (with units *blocks*, single attention "
-            "sub-blocks too). **evo**: evolution of the set of removed layers, seeded by greedy "
-            "(plain drops, needs a target). Settings a strategy does not read are hidden."
+            "  \n".join(f"**{n}**: {x.summary}" for n, x in REGISTRY.strategies.items())
+            + "  \nSettings a strategy does not read are hidden."
         )
         with gr.Row(elem_classes=["laco-row"]):
             strategy = gr.Dropdown(list(REGISTRY.strategies), value="paper", label="Strategy")
@@ -302,24 +209,13 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
                 0, label="or parameters to remove, % (0 = no target)", minimum=0, maximum=95
             )
         with gr.Row(elem_classes=["laco-row"]):
-            c = gr.Number(4, label="C: layers per merge", precision=0, minimum=2)
-            lo = gr.Number(1, label="L: lowest layer", precision=0, minimum=0)
-            hi = gr.Number(0, label="H: highest layer (0 = last)", precision=0, minimum=0)
-            interval = gr.Number(2, label="I: jump after a merge", precision=0, minimum=1)
+            common = params_ui.controls({"": COMMON}, "")
+            units = gr.Radio(UNITS, value="layers", label="Units", visible=False)
+        warning = gr.Markdown("", elem_id="t-warning")
         with gr.Row(elem_classes=["laco-row"]):
-            with gr.Column(scale=2):
-                t = gr.Slider(0.0, 1.0, 0.65, step=0.01, label="T: threshold", elem_id="auto-t")
-                warning = gr.Markdown("", elem_id="t-warning")
-            with gr.Column(scale=1):
-                lazy = gr.Checkbox(False, label="lazy re-scoring", visible=False)
-                early = gr.Checkbox(True, label="early exit")
-                units = gr.Radio(UNITS, value="layers", label="Units", visible=False)
+            own = params_ui.controls(REGISTRY.strategy_params(), "paper")
         with gr.Row(elem_classes=["laco-row"]):
-            gens = gr.Number(20, label="Generations", precision=0, minimum=0, visible=False)
-            pop = gr.Number(
-                8, label="Offspring per generation", precision=0, minimum=1, visible=False
-            )
-            seed = gr.Number(0, label="Seed", precision=0, visible=False)
+            params = params_ui.controls(REGISTRY.method_params(), "official")
         with gr.Row(elem_classes=["laco-row"]):
             run_btn = gr.Button("Run search", variant="primary", elem_id="auto-run", scale=3)
             stop_btn = gr.Button("■ Stop", variant="stop", elem_id="auto-stop", scale=1)
@@ -328,30 +224,28 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         result = gr.Markdown("", elem_id="auto-result")
         strip = gr.Plot(show_label=False, visible=False, elem_id="auto-strip")
     seen = gr.State({})
-
-    controls = [c, lo, hi, interval, t, lazy, early, gens, pop, seed]
+    controls = SearchControls(common, own, params)
+    keys = controls.keys()
     gr.on(
         [strategy.change, target.change, percent.change],
         visibility,
         [strategy, target, percent, method],
-        [*controls, units, method],
+        [*common.values(), *own.values(), units, method],
+        api_visibility="private",
+        queue=False,
+    )
+    method.change(
+        lambda m: params_ui.visibility(REGISTRY.method_params(), list(params), m),
+        [method],
+        list(params.values()),
         api_visibility="private",
         queue=False,
     )
     gr.on(
-        [
-            acc.expand,
-            t.release,
-            strategy.change,
-            objective.change,
-            method.change,
-            c.change,
-            lo.change,
-            hi.change,
-            interval.change,
-        ],
-        partial(check_threshold, engine),
-        [session, prompts, c, lo, hi, interval, t, method, objective, strategy, seen],
+        [acc.expand, strategy.change, objective.change, method.change]
+        + [c.change for c in [*common.values(), *own.values()]],
+        partial(_check, engine, keys),
+        [session, prompts, method, objective, strategy, seen, *controls.inputs()],
         [warning, seen],
         trigger_mode="always_last",
         concurrency_id="threshold-check",
@@ -360,41 +254,49 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         show_progress="minimal",
     )
     ev = run_btn.click(
-        partial(run_auto, engine),
-        [
-            session,
-            prompts,
-            c,
-            lo,
-            hi,
-            interval,
-            t,
-            lazy,
-            early,
-            gens,
-            pop,
-            seed,
-            method,
-            objective,
-            strategy,
-            units,
-            target,
-            percent,
-        ],
+        partial(_run, engine, keys),
+        [session, prompts, method, objective, strategy, units, target, percent, *controls.inputs()],
         [session, bar, log_box, result, strip],
         api_visibility="private",
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
     jobs.wire_stop(stop_btn, "auto", session, bar, [ev])
+    c = common
     scripted = api.endpoint(
         partial(api_auto, engine),
-        [session, prompts, c, lo, hi, interval, t, method, objective, strategy, target],
+        [session, prompts, c["merge_count"], c["low"], c["high"], own["interval"]]
+        + [c["threshold"], method, objective, strategy, target],
         [session, api.hidden(gr.Markdown), api.hidden(gr.Dataframe), api.hidden(gr.Plot)],
         "auto_collapse",
         concurrency_id=LONG_GROUP,
     )
     return {"built": ev, "warning": warning, "scripted": scripted}
+
+
+def _run(engine, keys, session, prompts, method, objective, strategy, units, target, percent, *raw):
+    """The Run button: the generated controls' values into ``run_auto``."""
+    common, own, params = settings_of(keys, raw, strategy, method)
+    yield from run_auto(
+        engine,
+        session,
+        prompts,
+        method,
+        objective,
+        strategy,
+        units,
+        target,
+        percent,
+        common,
+        own,
+        params,
+    )
+
+
+def _check(engine, keys, session, prompts, method, objective, strategy, seen, *raw):
+    yield from check_threshold(
+        engine, session, prompts, method, objective, strategy, seen, keys, *raw
+    )
 
 
 __all__ = ["build_auto", "build_best", "check_threshold", "run_auto", "run_best"]

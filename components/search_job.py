@@ -146,7 +146,7 @@ def follow(
         done: ``(did, entry, plan, seconds, what, model, base) -> markdown``: the result.
     """
     owner = session.token()
-    generations = int(getattr(step.config, "generations", 0) or 0)
+    generations = int(step.config.strategy_params.get("generations", 0) or 0)
     drawn = {"curve": None, "n": 0}  # the latest curve event and how many came
 
     def work(job: jobs.Job):

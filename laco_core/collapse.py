@@ -41,7 +41,7 @@ def merged_layer(
     if hi > lo and any(x != names[0] for x in names) and not method.keeps_lo:
         raise LacoError(
             f"Layers {lo}-{hi} differ in their tensors (some have no attention): merge them "
-            "with a method that keeps layer lo (drop, drop_lsq, drop_linear)."
+            "with a method that keeps layer lo (a drop, plain or fitted)."
         )
     if hi > lo:
         merged = method.merge(

@@ -53,7 +53,7 @@ POINTS: dict[str, Callable[[float, TextSource], list[Step]]] = {
     "laco_best": _best(),
     "laco_greedy_drop": _best(refit=None),
     "laco_best_linear": _best(refit="drop_linear"),
-    "laco_evo": _best(strategy="evo", generations=20, population=8),
+    "laco_evo": _best(strategy="evo", strategy_params={"lazy": True}),
     "laco_best_blocks": _best(units="blocks"),
     "shortgpt": lambda r, cal: [DropStep("shortgpt", r, calibration=cal)],
     "angular": lambda r, cal: [DropStep("angular", r, calibration=cal)],

@@ -74,12 +74,7 @@ def build_layer(model: PreTrainedModel, lo: int, hi: int, method: str = "officia
 
 def search_components(cfg: SearchConfig):
     """The method, objective and strategy a config names (errors name the choices)."""
-    method = REGISTRY.method(cfg.method)
-    cfg.method_params = method.check(cfg.method_params)
-    refit = REGISTRY.method(cfg.refit) if cfg.refit else None
-    if refit is not None and not refit.fitted:
-        raise LacoError(f"--refit {cfg.refit}: choose a fitted method (drop_lsq, drop_linear).")
-    return method, REGISTRY.objective(cfg.objective), REGISTRY.strategy(cfg.strategy), refit
+    return REGISTRY.search_components(cfg)
 
 
 def run_search(

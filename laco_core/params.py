@@ -34,6 +34,7 @@ class ParamDef:
         choices: Allowed values of a ``choice``.
         help: One line for ``--help`` and the app's tooltip.
         cli: False for parameters only code sets (fitted tensors, per-merge values).
+        short: A one-letter CLI alias (``-C``), for the few settings the papers name so.
     """
 
     name: str
@@ -44,6 +45,7 @@ class ParamDef:
     choices: tuple[str, ...] = ()
     help: str = ""
     cli: bool = True
+    short: str = ""
 
     @property
     def flag(self) -> str:
@@ -132,12 +134,19 @@ def defaults(defs: Sequence[ParamDef]) -> dict:
     return {d.name: d.default for d in defs if d.default is not None}
 
 
-def add_arguments(parser: argparse.ArgumentParser, groups: dict[str, Sequence[ParamDef]]) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    groups: dict[str, Sequence[ParamDef]],
+    prefix: str = "param_",
+    typed: bool = False,
+) -> None:
     """Add one ``--flag`` per declared parameter (deduplicated across components).
 
     ``groups`` maps a component name (``drop_lsq``) to its parameters; a parameter several
     components declare gets one flag whose help names them all. Values stay strings here and
-    are converted by ``validate`` once the component is known.
+    are converted by ``validate`` once the component is known (``typed``: numbers converted
+    by argparse already, for settings whose ranges the caller checks).
+    Each value lands in ``args.<prefix><name>`` (None when the flag is not given).
     """
     seen: dict[str, list[str]] = {}
     first: dict[str, ParamDef] = {}
@@ -149,28 +158,35 @@ def add_arguments(parser: argparse.ArgumentParser, groups: dict[str, Sequence[Pa
             first.setdefault(d.name, d)
     for name, owners in seen.items():
         d = first[name]
-        kwargs: dict[str, Any] = {"default": None, "dest": f"param_{name}"}
+        kwargs: dict[str, Any] = {"default": None, "dest": prefix + name}
         if d.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["metavar"] = "|".join(d.choices) if d.type == "choice" else d.type.upper()
+            if typed and d.type in ("int", "float"):
+                kwargs["type"] = _TYPES[d.type]
         default = "" if d.default is None else f"; default {d.default}"
-        kwargs["help"] = f"{d.help} ({', '.join(owners)}: {d.describe_range()}{default})"
-        parser.add_argument(d.flag, **kwargs)
+        whose = f"{', '.join(owners)}: " if owners != [""] else ""
+        kwargs["help"] = f"{d.help} ({whose}{d.describe_range()}{default})"
+        flags = [d.flag, "-" + d.short] if d.short else [d.flag]
+        parser.add_argument(*flags, **kwargs)
 
 
-def collect(args: argparse.Namespace, defs: Sequence[ParamDef]) -> dict:
+def collect(args: argparse.Namespace, defs: Sequence[ParamDef], prefix: str = "param_") -> dict:
     """The values of ``defs`` given on the command line (flags left unset are omitted)."""
     out = {}
     for d in defs:
-        value = getattr(args, f"param_{d.name}", None)
+        value = getattr(args, prefix + d.name, None)
         if value is not None:
             out[d.name] = value
     return out
 
 
 def given_but_unused(
-    args: argparse.Namespace, all_defs: Iterable[ParamDef], used: Sequence[ParamDef]
+    args: argparse.Namespace,
+    all_defs: Iterable[ParamDef],
+    used: Sequence[ParamDef],
+    prefix: str = "param_",
 ) -> list[str]:
     """Flags the user set that the chosen component does not declare."""
     names = {d.name for d in used}
@@ -178,6 +194,6 @@ def given_but_unused(
         {
             d.flag
             for d in all_defs
-            if d.name not in names and getattr(args, f"param_{d.name}", None) is not None
+            if d.name not in names and getattr(args, prefix + d.name, None) is not None
         }
     )

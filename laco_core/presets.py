@@ -59,7 +59,7 @@ def best_collapse(
         objective="kl",
         method="drop",
         merge_count=2,
-        lazy=True,
+        strategy_params={"lazy": True},
         batch_size=2,
         target_ratio=target_ratio,
         target_layers=target_layers,

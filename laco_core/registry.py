@@ -36,6 +36,7 @@ from .prune.importance import (
     Vectorize,
 )
 from .recipe import Step
+from .search.config import SearchConfig
 from .search.strategies.base import Strategy
 from .search.strategies.evolutionary import Evolutionary
 from .search.strategies.greedy import Greedy
@@ -84,6 +85,34 @@ class Registry:
     def method_params(self) -> dict[str, tuple[ParamDef, ...]]:
         """Every method's declared parameters (the CLI and the app generate controls from it)."""
         return {name: m.params for name, m in self.methods.items()}
+
+    def strategy_params(self) -> dict[str, tuple[ParamDef, ...]]:
+        """Every strategy's own settings (CLI flags and app controls are generated from it)."""
+        return {name: s.params for name, s in self.strategies.items()}
+
+    def search_components(self, cfg: SearchConfig) -> tuple:
+        """The method, objective, strategy and refit method a search config names, with the
+        config's method and strategy settings checked (and the strategy's defaults filled
+        in, so a recipe records every value the search used)."""
+        method = self.method(cfg.method)
+        cfg.method_params = method.check(cfg.method_params)
+        strategy = self.strategy(cfg.strategy)
+        cfg.strategy_params = strategy.settings(cfg.strategy_params)
+        if cfg.units not in strategy.units:
+            able = ", ".join(n for n, s in self.strategies.items() if cfg.units in s.units)
+            raise LacoError(
+                f"--units {cfg.units}: the {strategy.name} strategy removes "
+                f"{' or '.join(strategy.units)}; use --strategy {able}."
+            )
+        refit = self.method(cfg.refit) if cfg.refit else None
+        if refit is not None and not refit.fitted:
+            raise LacoError(f"--refit {cfg.refit}: {self.fitted_choice()}.")
+        return method, self.objective(cfg.objective), strategy, refit
+
+    def fitted_choice(self) -> str:
+        """``choose a fitted method: drop_linear or drop_lsq`` from what methods declare."""
+        names = [n for n, m in self.methods.items() if m.fitted]
+        return "choose a fitted method: " + " or ".join(names)
 
 
 def _get(table: Mapping, name: str, what: str):

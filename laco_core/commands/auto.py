@@ -7,14 +7,21 @@ import argparse
 from ..errors import LacoError
 from ..export import check_target
 from ..limits import Limits
-from ..params import add_arguments
+from ..params import add_arguments, collect, given_but_unused
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..plan import format_plan
 from ..presets import best_collapse, refit_source
 from ..recipe import TextSource
 from ..registry import REGISTRY
-from ..search.config import TARGETS, SearchConfig, describe_size, size_report
+from ..search.config import (
+    RUN_PARAMS,
+    SEARCH_PARAMS,
+    TARGETS,
+    SearchConfig,
+    describe_size,
+    size_report,
+)
 from ..search.curve import cliff_line, validation_source
 from ..steps.search import SearchStep
 from .collapse import kv_line, method_params
@@ -48,11 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_args(p)
-    p.add_argument("--merge-count", "-C", type=int, help="layers per merge, C (default 4)")
-    p.add_argument("--low", "-L", type=int, help="lowest layer a merge may start at (default 1)")
-    p.add_argument("--high", "-H", type=int, default=None, help="paper loop starts at H - C")
-    p.add_argument("--interval", "-I", type=int, help="jump after an accepted merge (default 2)")
-    p.add_argument("--threshold", "-T", type=float, help="accept when score > T (default 0.65)")
+    add_arguments(p.add_argument_group("search settings"), {"": SEARCH_PARAMS}, "", True)
     target = p.add_mutually_exclusive_group()
     target.add_argument(
         "--target-ratio",
@@ -81,12 +84,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="quality budget as a mean KL(dense || model) in nats per token on the validation "
         "slice",
     )
-    p.add_argument("--objective", choices=list(REGISTRY.objectives), help="score (default cosine)")
     p.add_argument(
-        "--strategy", choices=list(REGISTRY.strategies), help="search strategy (default paper)"
+        "--objective",
+        choices=list(REGISTRY.objectives),
+        help="score: " + "; ".join(f"{n}: {o.summary}" for n, o in REGISTRY.objectives.items()),
+    )
+    p.add_argument(
+        "--strategy",
+        choices=list(REGISTRY.strategies),
+        help="search strategy: "
+        + "; ".join(f"{n}: {x.summary}" for n, x in REGISTRY.strategies.items()),
     )
     p.add_argument(
         "--method", choices=list(REGISTRY.methods), help="merge method (default official)"
+    )
+    add_arguments(
+        p.add_argument_group("strategy settings"), REGISTRY.strategy_params(), STRATEGY_PREFIX
     )
     add_arguments(p.add_argument_group("method parameters"), REGISTRY.method_params())
     p.add_argument(
@@ -112,20 +125,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="after the search, refit the plan with a fitted method on the paragraphs of both "
         "bundled training texts: drop_lsq (default) or drop_linear",
     )
-    p.add_argument("--lazy", action="store_true", help="greedy: re-score ranges lazily")
     p.add_argument(
         "--units",
         choices=("layers", "blocks"),
-        help="greedy: 'blocks' also removes single layers' attention sub-blocks (BlockPruner / "
-        "LLM-Drop); the export then loads with `from laco_core import load_pruned`",
+        help="'blocks' also removes single layers' attention sub-blocks (BlockPruner / "
+        "LLM-Drop; strategies: "
+        + ", ".join(n for n, x in REGISTRY.strategies.items() if "blocks" in x.units)
+        + "); the export then loads with `from laco_core import load_pruned`",
     )
-    p.add_argument("--generations", type=int, help="evo strategy: generations (default 20)")
-    p.add_argument("--population", type=positive, help="evo strategy: offspring per generation")
     p.add_argument(
         "--early-exit",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="paper strategy: stop scoring a candidate once its decision is certain",
+        help=RUN_PARAMS[0].help,
     )
     p.add_argument("--workers", type=positive, default=None, help="candidates scored at once")
     p.add_argument("--batch-size", type=positive, help="prompts per forward chunk (default 4)")
@@ -135,26 +147,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# search flags: giving any of them runs that search rather than the best pipeline
-SEARCH_FLAGS = {
-    "merge_count": 4,
-    "low": 1,
-    "high": None,
-    "interval": 2,
-    "threshold": 0.65,
-    "objective": "cosine",
-    "strategy": "paper",
-    "method": "official",
-    "batch_size": 4,
-    "lazy": False,
-    "refit": None,
-    "prompts": None,
-    "paragraphs": False,
-    "max_prompts": None,
-    "units": "layers",
-    "generations": 20,
-    "population": 8,
-}
+STRATEGY_PREFIX = "strategy_"
+# flags that describe a search (with the search settings and the strategies' and methods'
+# own): giving any of them runs that search rather than the best pipeline
+SEARCH_FLAGS = (
+    "objective",
+    "strategy",
+    "method",
+    "refit",
+    "prompts",
+    "paragraphs",
+    "max_prompts",
+    "units",
+)
 
 
 def targets_of(args: argparse.Namespace) -> dict:
@@ -166,36 +171,37 @@ def wants_best(args: argparse.Namespace) -> bool:
     """True for a target with no search flag: the best pipeline (``presets.best_collapse``)."""
     target = bool(targets_of(args))
     flags = any(getattr(args, k) not in (None, False) for k in SEARCH_FLAGS)
-    params = any(k.startswith("param_") and v is not None for k, v in vars(args).items())
-    return target and not flags and not params
+    settings = any(getattr(args, d.name) is not None for d in SEARCH_PARAMS)
+    prefixes = ("param_", STRATEGY_PREFIX)
+    params = any(k.startswith(prefixes) and v is not None for k, v in vars(args).items())
+    return target and not flags and not settings and not params
 
 
 def config_of(args: argparse.Namespace) -> SearchConfig:
-    """The search configuration the flags describe (unset flags take the paper's values)."""
-    for k, default in SEARCH_FLAGS.items():
-        if getattr(args, k) is None and default is not None:
-            setattr(args, k, default)
-    params, *refit = method_params(args, args.method, args.refit)
+    """The search configuration the flags describe (unset flags take the declared defaults:
+    LaCo Algorithm 1 as the paper runs it)."""
+    strategy = REGISTRY.strategy(args.strategy or "paper")
+    every = [d for defs in REGISTRY.strategy_params().values() for d in defs]
+    extra = given_but_unused(args, every, strategy.params, STRATEGY_PREFIX)
+    if extra:
+        raise LacoError(f"{', '.join(extra)} does not apply to the {strategy.name} strategy.")
+    method = args.method or "official"
+    params, *refit = method_params(args, method, args.refit)
+    common = {d.name: getattr(args, d.name) for d in SEARCH_PARAMS}
     return SearchConfig(
-        merge_count=args.merge_count,
-        low=args.low,
-        high=args.high,
-        interval=args.interval,
-        threshold=args.threshold,
-        method=args.method,
-        objective=args.objective,
-        strategy=args.strategy,
+        **{k: v for k, v in common.items() if v is not None},
+        method=method,
+        objective=args.objective or "cosine",
+        strategy=strategy.name,
         **targets_of(args),
         method_params=params,
+        strategy_params=collect(args, strategy.params, STRATEGY_PREFIX),
         early_exit=args.early_exit,
         workers=args.workers,
-        batch_size=args.batch_size,
-        lazy=args.lazy,
+        batch_size=args.batch_size or 4,
         refit=args.refit,
         refit_params=refit[0] if refit else {},
-        units=args.units,
-        generations=args.generations,
-        population=args.population,
+        units=args.units or "layers",
     )
 
 
@@ -205,7 +211,7 @@ def steps_of(args: argparse.Namespace) -> list[SearchStep]:
         return best_collapse(**targets_of(args))
     cfg = config_of(args)
     if cfg.refit and not REGISTRY.method(cfg.refit).fitted:
-        raise LacoError(f"--fit-maps {cfg.refit}: choose a fitted method, drop_lsq or drop_linear.")
+        raise LacoError(f"--fit-maps {cfg.refit}: {REGISTRY.fitted_choice()}.")
     texts = read_prompt_file(args.prompts, args.paragraphs)[: args.max_prompts]
     asset = None
     if not args.prompts:

@@ -9,11 +9,50 @@ from transformers import PreTrainedModel
 
 from ..adapters import get_layers
 from ..errors import LacoError
+from ..params import ParamDef
 from ..plan import Range
 from ..sharing import count_params
 
 # what a search may stop at: sizes, then quality budgets (at most one of them is given)
 TARGETS = ("target_layers", "target_ratio", "target_block_ratio", "max_ppl_ratio", "max_kl")
+
+# the settings every strategy may read (``Strategy.uses`` names them); a strategy's own
+# settings are its ``params``, kept in ``SearchConfig.strategy_params``
+SEARCH_PARAMS = (
+    ParamDef("merge_count", "int", 4, 2, 512, short="C", help="C: layers per merge at most"),
+    ParamDef("low", "int", 1, 0, 4096, short="L", help="L: lowest layer a merge may start at"),
+    ParamDef(
+        "high", "int", None, 1, 4096, short="H", help="H: the scan starts at H − C (unset: last)"
+    ),
+    ParamDef(
+        "threshold",
+        "float",
+        0.65,
+        0.0,
+        1.0,
+        short="T",
+        help="T: accept a merge while its score (in (0, 1]) stays above T",
+    ),
+)
+# settings that change how fast a search runs, never what it decides
+RUN_PARAMS = (
+    ParamDef(
+        "early_exit",
+        "bool",
+        True,
+        help="stop scoring a candidate once its decision is certain (decisions unchanged)",
+    ),
+)
+_DEFAULT = {d.name: d.default for d in (*SEARCH_PARAMS, *RUN_PARAMS)}
+# settings of older recipes that are strategies' own now, with the strategies that read them
+_MOVED = {
+    "interval": ("paper",),
+    "lazy": ("greedy", "evo"),
+    "refine_top": ("greedy", "evo"),
+    "generations": ("evo",),
+    "population": ("evo",),
+    "seed": ("evo",),
+}
 
 
 @dataclass
@@ -24,7 +63,6 @@ class SearchConfig:
         merge_count: C, layers merged per step (a range covers up to C layers).
         low: L, lowest layer a merge may start at (original index).
         high: H, the paper loop starts at H − C; None means the number of layers.
-        interval: I, how far the paper loop jumps down after an accepted merge.
         threshold: T, accept a candidate when its score is above T (paper: 0.65 for 7B).
         method: Merge method name (``laco_core.registry``).
         objective: Objective name: ``cosine`` (paper), ``kl`` or ``ppl``; scores are in (0, 1].
@@ -41,11 +79,8 @@ class SearchConfig:
         max_kl: The same budget as a mean KL(dense ‖ model) in nats per token.
         method_params: Parameters of the method (declared by it; e.g. ``{"alpha": 0.3}``);
             for ``rdsc_calibrated`` without ``alpha``, α is chosen per merge.
-        refine_top: Greedy with a method that has a cheap first look (``rdsc_calibrated``):
-            ranges fitted in full after screening.
-        lazy: Greedy: re-score ranges in order of their damage at earlier steps and stop a
-            step once no stale damage can beat the best fresh one (assumes damage only grows
-            as layers go; far fewer forwards, usually the same choices).
+        strategy_params: Settings of the strategy (declared by it in ``params``; e.g.
+            ``{"interval": 2}`` for ``paper``, ``{"lazy": True}`` for ``greedy``).
         batch_size: Prompts packed per forward chunk; also the step of the early exit.
         early_exit: Paper strategy: stop scoring a candidate once the remaining chunks cannot
             change the decision (bounds declared by the objective). Decisions are unchanged;
@@ -56,19 +91,15 @@ class SearchConfig:
         refit: After the search, refit the found plan with this fitted method (e.g.
             ``drop_lsq``) on the refit text, from the dense model bottom-up.
         refit_params: Parameters of the refit method (e.g. ``{"ridge": 0.1}``).
-        units: ``layers`` (merge ranges of whole layers) or ``blocks`` (greedy only: also
-            remove single layers' attention sub-blocks; the target counts parameters, and
-            the result needs the shapes sidecar to be saved).
-        generations: Evolutionary strategy: generations after the greedy seed.
-        population: Evolutionary strategy: offspring per generation.
-        seed: Random seed of stochastic strategies.
+        units: ``layers`` (merge ranges of whole layers) or ``blocks`` (a strategy whose
+            ``units`` include it: also remove single layers' attention sub-blocks; the
+            target counts parameters, and the result needs the shapes sidecar to be saved).
     """
 
-    merge_count: int = 4
-    low: int = 1
-    high: int | None = None
-    interval: int = 2
-    threshold: float = 0.65
+    merge_count: int = _DEFAULT["merge_count"]
+    low: int = _DEFAULT["low"]
+    high: int | None = _DEFAULT["high"]
+    threshold: float = _DEFAULT["threshold"]
     method: str = "official"
     objective: str = "cosine"
     strategy: str = "paper"
@@ -78,16 +109,12 @@ class SearchConfig:
     max_ppl_ratio: float | None = None
     max_kl: float | None = None
     method_params: dict = field(default_factory=dict)
-    refine_top: int = 3
-    lazy: bool = False
+    strategy_params: dict = field(default_factory=dict)
     batch_size: int = 4
-    early_exit: bool = True
+    early_exit: bool = _DEFAULT["early_exit"]
     workers: int | None = None
     refit: str | None = None
     refit_params: dict = field(default_factory=dict)
-    generations: int = 0
-    population: int = 8
-    seed: int = 0
     units: str = "layers"
 
     def validate(self, num_layers: int) -> SearchConfig:
@@ -107,8 +134,6 @@ class SearchConfig:
             raise LacoError(
                 f"Need 0 <= low < high <= {num_layers}; got low={self.low}, high={high}."
             )
-        if self.interval < 1:
-            raise LacoError("--interval must be at least 1.")
         if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)):
             raise LacoError("--threshold must be a number between 0 and 1.")
         if not 0 <= self.threshold <= 1:
@@ -153,16 +178,12 @@ class SearchConfig:
             raise LacoError("--workers must be at least 1.")
         if self.batch_size < 1:
             raise LacoError("--batch-size must be at least 1.")
-        if self.refine_top < 1:
-            raise LacoError("--refine-top must be at least 1.")
-        if self.generations < 0 or self.population < 1:
-            raise LacoError("--generations must be ≥ 0 and --population ≥ 1.")
         if self.units not in ("layers", "blocks"):
             raise LacoError(f"--units is 'layers' or 'blocks', not '{self.units}'.")
-        if self.units == "blocks" and (self.strategy != "greedy" or self.target_ratio is None):
+        if self.units == "blocks" and self.target_ratio is None:
             raise LacoError(
-                "--units blocks (attention sub-blocks too) runs the greedy strategy to a "
-                "--target-ratio: the target counts parameters, not layers."
+                "--units blocks (attention sub-blocks too) runs to a --target-ratio: the "
+                "target counts parameters, not layers."
             )
         return self
 
@@ -179,7 +200,7 @@ class SearchConfig:
     def to_dict(self) -> dict:
         """JSON-safe fields (method parameters that are tensors are left out)."""
         d = asdict(self)
-        for key in ("method_params", "refit_params"):
+        for key in ("method_params", "strategy_params", "refit_params"):
             d[key] = {
                 k: v
                 for k, v in getattr(self, key).items()
@@ -189,6 +210,14 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:
+        d = dict(d)
+        moved = {k: d.pop(k) for k in list(d) if k in _MOVED}
+        if moved and isinstance(d.get("strategy_params", {}), dict):
+            # a recipe from before strategies declared their settings: keep what its
+            # strategy read, drop what no strategy it names reads
+            strategy = d.get("strategy", "paper")
+            own = {k: v for k, v in moved.items() if strategy in _MOVED[k]}
+            d["strategy_params"] = {**own, **d.get("strategy_params", {})}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

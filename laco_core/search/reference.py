@@ -18,6 +18,7 @@ from ..errors import LacoError
 from ..metrics import flat_cosine
 from ..tokens import encode
 from .config import SearchConfig
+from .strategies.paper import Paper
 
 
 def literal_merge(
@@ -113,7 +114,7 @@ def reference_search(
         if ok:
             accepted.append((lay, hi, sim))
             current = tmp
-            lay -= cfg.interval
+            lay -= Paper().settings(cfg.strategy_params)["interval"]
             if lay >= len(get_layers(current)):
                 lay = len(get_layers(current)) - 1 - c
         else:

@@ -121,6 +121,7 @@ def _search(
             model, tokenizer, prompts, batch_size=cfg.batch_size, workers=workers_for(model, cfg)
         )
     search = Search(model, cache, cfg, method, objective, callback, stop)
+    search.settings = strategy.settings(cfg.strategy_params)
     search.prepare()
     if monitor is not None and not strategy.walks_path:
         if cfg.budget:

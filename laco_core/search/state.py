@@ -98,6 +98,7 @@ class Search(FitContext):
         self.order: list[int] | None = None
         self.memo: dict[tuple, float] = {}  # scores a fit already computed (see ``score``)
         self.monitor = None  # a ``curve.Monitor`` scoring each accepted plan (and a budget)
+        self.settings: dict = {}  # the strategy's own settings (``Strategy.settings``)
 
     # ---- the current model -----------------------------------------------------------------
     def n(self) -> int:

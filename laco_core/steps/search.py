@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass, field, replace
 
 from ..adapters import get_layers
-from ..errors import LacoError
 from ..plan import format_plan
 from ..recipe import Step, TextSource
 from ..search.config import Merge, SearchConfig
@@ -69,11 +68,7 @@ class SearchStep(Step):
         if self.merges is not None and complete(self.merges, reg.method):
             return replay(model, self.merges, reg.method), self
         cfg = self.config.validate(len(get_layers(model)))
-        method = reg.method(cfg.method)
-        cfg.method_params = method.check(cfg.method_params)
-        refit = reg.method(cfg.refit) if cfg.refit else None
-        if refit is not None and not refit.fitted:
-            raise LacoError(f"--refit {cfg.refit}: choose a fitted method (drop_lsq, drop_linear).")
+        method, objective, strategy, refit = reg.search_components(cfg)
         prompts = self.calibration.resolve()
         ctx.report(0.02, f"Recording activations on {len(prompts)} calibration texts…")
         cache = ctx.activations(model, prompts, cfg.batch_size, workers_for(model, cfg))
@@ -87,7 +82,7 @@ class SearchStep(Step):
             plain.update(refit=None, refit_params={})
         valid = self.validation.sha1 if self.validation else None
         key = ("search", id(model), json.dumps(plain, sort_keys=True), self.calibration.sha1, valid)
-        components = (cfg, method, reg.objective(cfg.objective), reg.strategy(cfg.strategy))
+        components = (cfg, method, objective, strategy)
         searched = ctx.memo.get(key)
         if searched is None:  # the plain search, kept for another refit of the same search
             searched = run(

@@ -19,7 +19,13 @@ from laco_core.tiny import ByteTokenizer, tiny_model
 
 TOK = ByteTokenizer()
 pytestmark = pytest.mark.usefixtures("one_thread")
-CFG = dict(merge_count=3, strategy="greedy", objective="kl", target_layers=2, lazy=True)
+CFG = dict(
+    merge_count=3,
+    strategy="greedy",
+    objective="kl",
+    target_layers=2,
+    strategy_params={"lazy": True},
+)
 
 
 @pytest.fixture(scope="module")

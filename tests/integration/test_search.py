@@ -316,7 +316,7 @@ def test_lazy_greedy_hits_target_with_fewer_forwards(prompts):
     model = tiny_model("llama", 8)
     cfg = dict(merge_count=2, strategy="greedy", objective="kl", target_layers=3, method="drop")
     full = run_search(model, TOK, prompts, SearchConfig(**cfg))
-    lazy = run_search(model, TOK, prompts, SearchConfig(**cfg, lazy=True))
+    lazy = run_search(model, TOK, prompts, SearchConfig(**cfg, strategy_params={"lazy": True}))
     assert lazy.layers_removed == full.layers_removed == 3
     assert len(lazy.candidates) < len(full.candidates)
     assert lazy.accepted[0] == full.accepted[0]  # the first step scores every range either way

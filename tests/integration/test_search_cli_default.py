@@ -159,7 +159,7 @@ def test_default_model_fast_equals_literal_loop(default_model):
     prompts = read_prompts()[:3]
     # top of the stack only (L=22) keeps the literal loop affordable; on these 3 prompts the
     # scores are 0.70, 0.67, 0.52, 0.71 (accepted at T=0.7), then the loop ends
-    cfg = SearchConfig(merge_count=4, low=22, high=30, interval=2, threshold=0.7)
+    cfg = SearchConfig(merge_count=4, low=22, high=30, threshold=0.7)
     fast = run_search(m, tok, prompts, cfg)
     ref = reference_search(m, tok, prompts, cfg)
     assert [(c["lo"], c["hi"], c["accepted"]) for c in fast.candidates] == [

@@ -17,6 +17,7 @@ from laco_core.objectives import KL
 from laco_core.pipeline import context, export, rebuild, recipe_from_dict
 from laco_core.pipeline import run as run_steps
 from laco_core.recipe import TextSource
+from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
 from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep
@@ -101,7 +102,9 @@ def test_block_search_removes_redundant_attention_first(tmp_path):
     again, _, _ = rebuild(recipe_from_dict(recipe.to_dict()[0]), lambda ref: base)
     torch.testing.assert_close(logits(again), logits(model), atol=1e-5, rtol=0)
     with pytest.raises(LacoError, match="target-ratio"):
-        SearchConfig(strategy="paper", units="blocks", target_ratio=0.2).validate(8)
+        SearchConfig(strategy="greedy", units="blocks", target_layers=2).validate(8)
+    with pytest.raises(LacoError, match="the paper strategy removes layers; use --strategy greedy"):
+        REGISTRY.search_components(SearchConfig(strategy="paper", units="blocks", target_ratio=0.2))
 
 
 def test_evolution_never_ends_worse_than_its_greedy_seed(tmp_path):
@@ -116,7 +119,7 @@ def test_evolution_never_ends_worse_than_its_greedy_seed(tmp_path):
         base.model,
         base.tokenizer,
         PROMPTS,
-        SearchConfig(strategy="evo", generations=4, population=6, **cfg),
+        SearchConfig(strategy="evo", strategy_params={"generations": 4, "population": 6}, **cfg),
         callback=events.append,
     )
     assert sum(1 for e in events if "generation" in e) == 4

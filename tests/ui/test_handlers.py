@@ -12,11 +12,13 @@ import pytest
 
 from components import (
     auto_panel,
-    collapse_tab,
+    baselines_panel,
+    collapse_build,
     compare_tab,
     evaluate_tab,
     export_tab,
     model_tab,
+    plan_editor,
     plots,
     session_panel,
     similarity_tab,
@@ -94,9 +96,9 @@ def test_analyze_needs_prompts(loaded):
 
 
 def test_add_range_merges_sorted_and_rejects_garbage():
-    assert collapse_tab.add_range([4, 2], "0-1") == "0-1, 2-4"
+    assert plan_editor.add_range([4, 2], "0-1") == "0-1, 2-4"
     with pytest.raises(gr.Error, match="LO-HI"):
-        collapse_tab.add_range([1, 2], "x-y")
+        plan_editor.add_range([1, 2], "x-y")
 
 
 def run(gen):
@@ -106,25 +108,23 @@ def run(gen):
 
 def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     engine, session, _ = loaded
-    md, strip, store, fig, chips = collapse_tab.preview(
+    md, strip, store, fig, chips = plan_editor.preview(
         engine, session, {}, "parameters", "1-3", "official", PROMPTS, {}
     )
     assert "| layers | 6 | **4** |" in md and "cosine" in md
     assert len(strip.data) > 6 and len(store) == 2  # the plan and its one range
-    bad, blank, *_ = collapse_tab.preview(
+    bad, blank, *_ = plan_editor.preview(
         engine, session, {}, "parameters", "1-3, 3-4", "official", PROMPTS, {}
     )
     assert "error" in bad and "layers" not in bad  # an invalid plan blanks the preview
-    fitted, *_ = collapse_tab.preview(
+    fitted, *_ = plan_editor.preview(
         engine, session, {}, "parameters", "1-3", "drop_lsq", PROMPTS, {}
     )
-    dropped, *_ = collapse_tab.preview(
-        engine, session, {}, "parameters", "1-3", "drop", PROMPTS, {}
-    )
+    dropped, *_ = plan_editor.preview(engine, session, {}, "parameters", "1-3", "drop", PROMPTS, {})
     assert "plain drop" in fitted and "plain drop" not in dropped
     assert fitted.split("cosine")[1][:12] == dropped.split("cosine")[1][:12]  # same estimate
 
-    steps = run(collapse_tab.build_collapse(engine, session, "1-3", "official", PROMPTS))
+    steps = run(collapse_build.build_collapse(engine, session, "1-3", "official", PROMPTS))
     session, bar, result, info = steps[-1]
     did = info["id"]
     assert "Built" in bar and steps[0][2] == ""  # the stale result was cleared first
@@ -188,22 +188,14 @@ def test_auto_search_streams_log_and_registers(loaded):
             engine,
             session,
             PROMPTS,
-            2,
-            1,
-            0,
-            1,
-            0.0,
-            False,
-            True,
-            0,
-            8,
-            0,
             "official",
             "cosine",
             "paper",
             "layers",
             0,
             0,
+            {"merge_count": 2, "low": 1, "threshold": 0.0},
+            {"interval": 1},
         )
     )
     session, bar, log, md, strip = steps[-1]
@@ -282,7 +274,9 @@ def test_baselines_panel_on_tiny_model(tmp_path):
     tiny_tokenizer().save_pretrained(path)
     engine = Engine()
     session, *_ = model_tab.load_model(engine, str(path), "float32", "cpu", Session(), NoProgress())
-    steps = list(evaluate_tab.run_baselines(engine, session, "30", ["shortgpt", "laco_paper"], 0))
+    steps = list(
+        baselines_panel.run_baselines(engine, session, "30", ["shortgpt", "laco_paper"], 0)
+    )
     session, bar, table, fig, pareto, overview = steps[-1]
     assert {"dense", "shortgpt"} <= set(table["method"])
     assert "params removed %" in table and "time (s)" in table
@@ -290,9 +284,9 @@ def test_baselines_panel_on_tiny_model(tmp_path):
     assert 5 < removed < 60 and removed == round(removed, 1)  # a percentage, rounded
     assert len(fig.data) >= 1 and {d.name for d in pareto.data} >= {"baselines", "original"}
     with pytest.raises(gr.Error, match="between 0 and 100"):
-        list(evaluate_tab.run_baselines(engine, session, "150", ["shortgpt"], 0))
+        list(baselines_panel.run_baselines(engine, session, "150", ["shortgpt"], 0))
     with pytest.raises(gr.Error, match="percentages"):
-        list(evaluate_tab.run_baselines(engine, session, "a, b", ["shortgpt"], 0))
+        list(baselines_panel.run_baselines(engine, session, "a, b", ["shortgpt"], 0))
 
 
 def test_analysis_is_memoised_per_model_and_prompts(loaded):

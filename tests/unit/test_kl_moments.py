@@ -158,7 +158,7 @@ def test_greedy_plans_are_identical_under_both_forms(arch, stride, one_thread):
         objective="kl",
         method="drop",
         merge_count=2,
-        lazy=True,
+        strategy_params={"lazy": True},
         batch_size=2,
         target_layers=3,
     ).validate(8)

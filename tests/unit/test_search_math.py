@@ -64,7 +64,8 @@ def test_calibrated_alpha_is_linear_and_per_group():
         {"merge_count": 1},
         {"low": 5, "high": 3},
         {"high": 99},
-        {"interval": 0},
+        {"strategy_params": {"interval": 0}},
+        {"strategy_params": {"generations": 3}},  # paper has no generations
         {"objective": "bleu"},
         {"strategy": "random"},
         {"target_layers": 2, "target_ratio": 0.1},

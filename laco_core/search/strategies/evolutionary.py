@@ -8,6 +8,7 @@ import random
 
 from ...errors import LacoError
 from ...objectives import Partial
+from ...params import ParamDef
 from ...plan import layer_groups, plan_of
 from .base import Strategy
 from .greedy import Greedy
@@ -27,7 +28,15 @@ class Evolutionary(Strategy):
 
     name = "evo"
     summary = "Evolutionary search over removed layers (EvoPress-style), seeded by greedy."
-    uses = ("merge_count", "low", "high", "lazy", "generations", "population", "seed")
+    params = (
+        *Greedy.params,  # the greedy seed's
+        ParamDef(
+            "generations", "int", 20, low=0, high=10_000, help="generations after the greedy seed"
+        ),
+        ParamDef("population", "int", 8, low=1, high=1_000, help="offspring per generation"),
+        ParamDef("seed", "int", 0, low=0, help="random seed of the mutations"),
+    )
+    uses = ("merge_count", "low", "high", "early_exit")
 
     def supports(self, method) -> bool:
         return method.passthrough is None  # plain layer drops
@@ -44,11 +53,11 @@ class Evolutionary(Strategy):
         n = len(s.dense_layers())
         eligible = [i for i in range(max(s.cfg.low, 1), s.high) if i < n]
         parent = frozenset(i for lo, hi in plan_of(s.cur) for i in range(lo + 1, hi + 1))
-        rng = random.Random(s.cfg.seed)
+        rng = random.Random(s.settings["seed"])
         chunks = list(range(len(s.cache.chunks)))
         stages = [
-            (max(1, len(chunks) // 8), s.cfg.population),
-            (max(1, len(chunks) // 2), max(1, s.cfg.population // 4)),
+            (max(1, len(chunks) // 8), s.settings["population"]),
+            (max(1, len(chunks) // 2), max(1, s.settings["population"] // 4)),
         ]
         memo: dict[tuple[frozenset, int], float] = {}
 
@@ -59,8 +68,10 @@ class Evolutionary(Strategy):
             return memo[key]
 
         best = fitness(parent, len(chunks))
-        for gen in range(s.cfg.generations):
-            offspring = {self.mutate(parent, eligible, rng) for _ in range(s.cfg.population)}
+        for gen in range(s.settings["generations"]):
+            offspring = {
+                self.mutate(parent, eligible, rng) for _ in range(s.settings["population"])
+            }
             offspring.discard(parent)
             pool = list(offspring)
             for budget, keep in stages:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...errors import LacoError
+from ...params import ParamDef
 from ...plan import layer_map
 from ...subblocks import attention_layers, protected
 from .base import Strategy
@@ -25,8 +26,30 @@ class Greedy(Strategy):
 
     name = "greedy"
     summary = "Each step: score every range of 2..C layers, accept the least damage per layer."
-    uses = ("merge_count", "low", "high", "threshold", "lazy", "refine_top")
+    params = (
+        ParamDef(
+            "lazy",
+            "bool",
+            False,
+            help="re-score ranges in order of their earlier damage; stop a step once no stale "
+            "damage can beat the best fresh one",
+        ),
+        ParamDef(
+            "refine_top",
+            "int",
+            3,
+            low=1,
+            high=64,
+            help="with a method that has a cheap first look: ranges fitted in full after screening",
+        ),
+    )
+    uses = ("merge_count", "low", "high", "threshold", "early_exit")
+    units = ("layers", "blocks")
     walks_path = True
+
+    def reads(self, target: bool) -> set[str]:
+        """T stops a search without a target only: with one, the target does."""
+        return set(self.uses) - ({"threshold"} if target else set())
 
     def run(self, s) -> None:
         stale: dict[tuple[int, int], float] = {}  # original span -> last known damage
@@ -48,7 +71,7 @@ class Greedy(Strategy):
             def key(r: tuple, lm: list = lm) -> tuple:
                 return lm[r[0]][0], lm[r[1]][1], r[2]
 
-            if s.cfg.lazy:
+            if s.settings["lazy"]:
                 ranges.sort(key=lambda r: stale.get(key(r), float("-inf")))
             s.inputs_at(max(hi for _, hi, _ in ranges))
             cheap = s.method.cheap(s.params)
@@ -71,7 +94,7 @@ class Greedy(Strategy):
                 stop = False
                 for (lo, hi, att), fut in zip(wave, futs, strict=True):
                     if (
-                        s.cfg.lazy
+                        s.settings["lazy"]
                         and scored
                         and min(x[0] for x in scored)
                         <= stale.get(key((lo, hi, att)), float("-inf"))
@@ -92,7 +115,7 @@ class Greedy(Strategy):
                     break
             scored.sort(key=lambda x: x[0])
             if cheap is not None:  # fit the most promising ranges in full
-                top = scored[: s.cfg.refine_top]
+                top = scored[: s.settings["refine_top"]]
                 futs = [
                     s.submit(s.evaluate, r[1], r[2], r[6] and {} or s.params, None, None, r[6])
                     for r in top
@@ -102,7 +125,7 @@ class Greedy(Strategy):
                     score, params, _ = fut.result()
                     width = s.unit_size(lo, hi, att)
                     refined.append(((1 - score) / width, lo, hi, score, params, None, att))
-                scored = sorted(refined, key=lambda x: x[0]) + scored[s.cfg.refine_top :]
+                scored = sorted(refined, key=lambda x: x[0]) + scored[s.settings["refine_top"] :]
             _, lo, hi, score, params, _, att = scored[0]
             ok = (
                 s.need is not None

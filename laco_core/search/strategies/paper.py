@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from ...errors import LacoError
+from ...params import ParamDef
 from ...plan import layer_map
 from ..speculation import Done
 from .base import Strategy
@@ -25,7 +26,17 @@ class Paper(Strategy):
 
     name = "paper"
     summary = "LaCo Algorithm 1: top-down scan, accept a merge of C layers while score > T."
-    uses = ("merge_count", "low", "high", "interval", "threshold", "early_exit")
+    params = (
+        ParamDef(
+            "interval",
+            "int",
+            2,
+            low=1,
+            help="I: how far the scan jumps down after an accepted merge",
+        ),
+    )
+    uses = ("merge_count", "low", "high", "threshold", "early_exit")
+    scans = True
 
     def run(self, search) -> None:
         threshold = search.cfg.threshold
@@ -42,7 +53,7 @@ class Paper(Strategy):
 
     def scan(self, s, threshold: float) -> None:
         """One top-down pass."""
-        c, interval = s.cfg.merge_count, s.cfg.interval
+        c, interval = s.cfg.merge_count, s.settings["interval"]
         lm = layer_map(s.cur)
         high = sum(1 for r in lm if r[0] < s.high)  # H in the current model's indices
         low = sum(1 for r in lm if r[1] < s.cfg.low)  # L likewise (identity on the first pass)
