@@ -146,7 +146,7 @@ def _gguf_architecture(path: Path) -> str | None:
 
 def needs_loader(recipe: Recipe) -> bool:
     """True for a model whose layers have their own widths (saved with a shapes sidecar)."""
-    return bool(recipe.info.get("pruned")) or any(s.kind == "prune" for s in recipe.steps)
+    return bool(recipe.info.get("pruned")) or any(s.reshapes for s in recipe.steps)
 
 
 def _methods_used(recipe: Recipe) -> list[str]:

@@ -175,9 +175,8 @@ class Limits:
                     self.check_text("".join(texts), "The training text")
                 else:
                     self.check_prompts(tokenizer, texts)
-        if getattr(step, "kind", None) == "heal":
-            self.check("heal_steps", int(getattr(step, "steps", 0) or 0), "Heal steps")
-            self.check("seq_len", int(getattr(step, "seq_len", 0) or 0), "The heal window")
+        for limit, name, what in getattr(step, "bounded", ()):
+            self.check(limit, int(getattr(step, name, 0) or 0), what)
 
     def table(self) -> list[tuple[str, int, str, str]]:
         """(what, value, unit, environment variable) of every limit, for the UI."""

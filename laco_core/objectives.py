@@ -65,6 +65,11 @@ class Objective:
         """The count a full score sums over (prompts or tokens)."""
         raise NotImplementedError
 
+    def damage(self, total: float, count: int) -> float:
+        """A chunk's damage (higher is worse) from its ``stat``: a sum of damages already
+        (KL, NLL) unless the objective sums similarities."""
+        return total
+
     def value(self, cache: ActivationCache, partial: Partial, count: int | None = None) -> float:
         """The score from sums, ``count`` being the denominator (default: what was summed)."""
         raise NotImplementedError
@@ -105,6 +110,9 @@ class Cosine(Objective):
 
     def expected(self, cache):
         return cache.num_prompts
+
+    def damage(self, total, count):
+        return count - total  # one minus each prompt's cosine
 
     def value(self, cache, partial, count=None):
         return partial.total / (count or partial.count)

@@ -24,6 +24,7 @@ from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource
 from .registry import REGISTRY
 from .search.config import Merge, SearchConfig
 from .sharing import count_params, layer_sources
+from .steps.attention import AttentionStep
 from .steps.base import StepContext
 from .steps.collapse import DEFAULT_FIT_TEXT, CollapseStep
 from .steps.drop import DropStep
@@ -126,12 +127,10 @@ def passthrough_of(recipe: Recipe, base, model) -> tuple[list[int] | None, str]:
         for name in names:
             if name and name in REGISTRY.methods and REGISTRY.method(name).passthrough:
                 return None, f"`{name}` {REGISTRY.method(name).passthrough}"
-        if step.kind == "prune":
-            return None, "width pruning removes heads and channels inside layers"
-        if step.kind == "attention" or attention_free(model):
-            return None, "removing an attention sub-block changes a layer, not the layer list"
-        if step.kind == "heal":
-            return None, "a LoRA heal changes the weights of the layers it adapts"
+        if step.not_passthrough:
+            return None, step.not_passthrough
+        if attention_free(model):
+            return None, AttentionStep.not_passthrough
     return None, "some layers are not unchanged copies of the base model's layers"
 
 

@@ -76,10 +76,26 @@ class Step:
 
     ``apply(model, ctx)`` returns the resulting model and the step as completed (with what
     it computed), so applying the completed step again rebuilds the same model.
+
+    Attributes:
+        kind: Registry name (``"kind"`` of the recipe's step).
+        summary: One line for the UI and the docs.
+        reshapes: Layers come out with their own widths (the export needs the shapes
+            sidecar and ``load_pruned``).
+        not_passthrough: Why a model this step changed is never a list of unchanged
+            original layers (a mergekit passthrough), or None when it may be.
+        bounded: ``(limit, field, what)`` per field a ``Limits`` entry bounds.
+        result: What the run computed for its caller (a search's decision log, a heal's
+            losses); set on the completed step by ``apply``, None on a replayed step and
+            never saved.
     """
 
     kind: ClassVar[str]
     summary: ClassVar[str] = ""
+    reshapes: ClassVar[bool] = False
+    not_passthrough: ClassVar[str | None] = None
+    bounded: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    result: Any = None  # not a dataclass field: never serialised
 
     def apply(self, model, ctx) -> tuple[Any, Step]:
         raise NotImplementedError

@@ -269,8 +269,7 @@ class Search(FitContext):
         damage = []
         for c, h in zip(self.cache.chunks, finals, strict=True):
             total, count = self.objective.stat(self.cache, self.dense, c, h)
-            # cosine sums similarities (damage: count − sum); KL and NLL sum damages already
-            damage.append(count - total if self.objective.name == "cosine" else total)
+            damage.append(self.objective.damage(total, count))
         self.order = sorted(range(len(damage)), key=lambda k: -damage[k])
         if cheap is not None:
             return None

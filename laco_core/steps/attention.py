@@ -14,6 +14,7 @@ class AttentionStep(Step):
     the shapes sidecar to be saved and ``load_pruned`` to be loaded (heads 0 in a layer)."""
 
     kind = "attention"
+    not_passthrough = "removing an attention sub-block changes a layer, not the layer list"
     summary = "Remove attention sub-blocks of chosen layers (their MLPs stay)."
 
     layers: list[int] = field(default_factory=list)

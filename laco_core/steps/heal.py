@@ -18,6 +18,8 @@ class HealStep(Step):
     step replays exactly, and ``steps`` becomes the number of steps actually taken."""
 
     kind = "heal"
+    not_passthrough = "a LoRA heal changes the weights of the layers it adapts"
+    bounded = (("heal_steps", "steps", "Heal steps"), ("seq_len", "seq_len", "The heal window"))
     summary = "LoRA recovery (LM loss, or KL distillation from the base model)."
     nested = {"text": TextSource}
 

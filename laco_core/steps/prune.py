@@ -17,6 +17,8 @@ class PruneStep(Step):
     groups removed per layer, so the step replays without gradients."""
 
     kind = "prune"
+    reshapes = True
+    not_passthrough = "width pruning removes heads and channels inside layers"
     summary = "Width pruning: remove KV head groups and MLP channels (LLM-Pruner)."
     nested = {"calibration": TextSource}
 
