@@ -11,6 +11,7 @@ class Average(MergeMethod):
     passthrough = "averages the range's layers into new tensors; passthrough copies layers, it does not combine them"
     summary = "Mean of the layers' parameters, every tensor."
     formula = "θ*_lo = (1/(m+1)) Σ_{k=0..m} θ_{lo+k}"
+    note = "Plain mean of the range's weights, norms included (a common merging baseline)."
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         n = len(layers)

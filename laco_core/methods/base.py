@@ -28,6 +28,8 @@ class MergeMethod:
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for the UI
     formula: ClassVar[str]
+    note: ClassVar[str] = ""
+    """What to know before choosing it (cost, when it works); the app shows it under the summary."""
     params: ClassVar[tuple[ParamDef, ...]] = ()
     # True when ``merge`` needs what ``fit`` computes on calibration activations
     fitted: ClassVar[bool] = False

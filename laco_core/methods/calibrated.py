@@ -34,6 +34,12 @@ class CalibratedRDSC(MergeMethod):
     passthrough = "adds an α-weighted sum of the range's layer differences, α (and an optional rescale) fitted on calibration data: computed tensors, not copied layers"
     summary = "Eq. 1 with step α in [0, 1] (0 = drop, 1 = Eq. 1), α chosen on calibration data."
     formula = "θ*_lo = θ_lo + α Σ_{k=1..m} (θ_{lo+k} − θ_lo)"
+    note = (
+        "Eq. 1 with its step shrunk: α = 0 is a plain drop, α = 1 the paper's formula. A collapse "
+        "by hand uses the α you set (0.5 when blank; per tensor group where set). In a search, "
+        "α is chosen per merge on the calibration prompts, and **correct** also fits a "
+        "per-channel scale of the merged MLP output."
+    )
     params = (
         ParamDef(
             "alpha",

@@ -29,6 +29,11 @@ class DropLinear(FittedDrop):
     passthrough = "folds a linear map fitted on calibration activations into layer LO's MLP down-projection: a fitted tensor, not a copied layer"
     summary = "Drop lo+1..hi and fold a least-squares linear map into lo's MLP output (ReplaceMe)."
     formula = "W_down,lo ← Tᵀ W_down,lo,  T = argmin ‖M T − R‖² + λ‖T − I‖²"
+    note = (
+        "Fitted when you build (seconds per range), on the bundled training text: a linear map "
+        "after layer lo's MLP stands in for the removed layers (ReplaceMe). The preview "
+        "estimates it as a plain drop."
+    )
     params = (
         RIDGE,
         FIT_INFO,

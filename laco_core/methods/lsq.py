@@ -26,6 +26,12 @@ class DropLsq(FittedDrop):
         "Drop lo+1..hi and refit lo's MLP down projection by least squares on calibration data."
     )
     formula = "W_down,lo ← argmin ‖A Wᵀ − R‖² + λ‖W − W_down,lo‖²"
+    note = (
+        "Fitted when you build (seconds per range), on the bundled training text: layer "
+        "lo's MLP down projection is refitted to stand in for the removed layers. It regresses "
+        "on the MLP's inner activations, so it can fit anything drop_linear can. The preview "
+        "estimates it as a plain drop."
+    )
     params = (
         RIDGE,
         FIT_INFO,

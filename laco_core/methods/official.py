@@ -19,6 +19,10 @@ class Official(MergeMethod):
         "Released LaCo code: layer lo's norms with layer hi's attention and MLP (≈ layer drop)."
     )
     formula = "θ*_lo = θ_hi for attention/MLP tensors; layer norms stay θ_lo"
+    note = (
+        "What the released LaCo code actually computes — in effect a layer drop that keeps the "
+        "first layer's norms. Nothing new is allocated."
+    )
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         lo, hi = layers[0], layers[-1]

@@ -22,6 +22,12 @@ class RDSC(MergeMethod):
     passthrough = "computes θ_LO + Σ_k (θ_LO+k − θ_LO) from several layers (Eq. 1): new tensors, which passthrough cannot compute"
     summary = "Paper Eq. 1: add every later layer's difference to layer lo, norms included."
     formula = "θ*_lo = θ_lo + Σ_{k=1..m} (θ_{lo+k} − θ_lo), on every tensor of the layer"
+    note = (
+        "The paper's Eq. 1 (Reserving-Differences-while-Seeking-Common) as printed. Summing the "
+        "differences of m ≥ 2 layers overshoots: on ranges of three or more layers it can "
+        "**destroy** the model (final-state similarity ≈ 0) — shown for honesty; "
+        "rdsc_calibrated scales the step."
+    )
 
     def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
         base, rest = layers[0], layers[1:]
