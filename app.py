@@ -76,18 +76,16 @@ def build_app(engine: Engine) -> gr.Blocks:
                 sim = similarity_tab.build(engine, session, model)
             with gr.Tab("3 · Collapse", id="collapse"):
                 collapse = collapse_tab.build(engine, session, model, sim)
-                # a restored session or a loaded file lists its models wherever builds do
-                collapse["built"] += [restored, work["loaded"]]
+            # a restored session or a loaded file lists its models wherever builds do
+            listed = [*collapse.built, restored, work.loaded]
             with gr.Tab("4 · Compare", id="compare"):
-                compare_tab.build(engine, session, collapse)
+                compare_tab.build(engine, session, listed)
             with gr.Tab("5 · Evaluate", id="evaluate"):
-                evaluate = evaluate_tab.build(engine, session, collapse)
+                evaluate = evaluate_tab.build(engine, session, listed)
             with gr.Tab("6 · Export", id="export"):
-                export_tab.build(engine, session, collapse)
+                export_tab.build(engine, session, listed)
         session_panel.url_on_load(session, model, collapse)
-        session_panel.keep_after(
-            [model["loaded"], *collapse["built"][:-2], *evaluate["changed"]], work, session
-        )
+        session_panel.keep_after([model.loaded, *collapse.built, *evaluate.changed], work, session)
     return demo
 
 

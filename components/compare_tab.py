@@ -18,6 +18,7 @@ from laco_core.generate import DecodeSettings, StreamState, first_divergence, st
 
 from . import api
 from .common import SHORT_GROUP, gpu, model_of
+from .handoff import Event
 from .state import Session
 
 MAX_BUILDS = 3  # beside the original
@@ -249,8 +250,9 @@ def picks_update(session: Session) -> gr.Dropdown:
     )
 
 
-def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
-    """Build the Compare tab; its model pickers follow every new build."""
+def build(engine: Engine, session: gr.State, listed: list[Event]) -> None:
+    """Build the Compare tab; its model pickers follow ``listed``, the events after which
+    the session lists new models."""
     gr.Markdown(
         "Same prompt, same decoding, several models at once: the original beside up to three "
         "of your models, streaming together. Greedy decoding makes differences easy to spot."
@@ -306,7 +308,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
             kl_btn = gr.Button("Colour the tokens", elem_id="kl-run")
     kl_view = gr.HTML("", elem_id="kl-view")
 
-    for ev in collapse["built"]:
+    for ev in listed:
         ev.then(picks_update, session, picks, api_visibility="private").then(
             lambda s: gr.Dropdown(choices=s.choices(), value=s.current),
             session,
@@ -338,4 +340,3 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         api_name="token_kl",
         concurrency_id=SHORT_GROUP,
     )
-    return {"pick": picks, "kl_pick": kl_pick}

@@ -12,6 +12,7 @@ from laco_core.errors import LacoError
 from laco_core.export import push_to_hub
 
 from .common import LONG_GROUP, PROGRESS, build_choices, gpu, model_of, pick_build
+from .handoff import Event
 from .state import Session
 
 
@@ -61,8 +62,9 @@ def push(engine: Engine, session: Session, did: str, repo_id: str, token: str, p
     return f"✓ Pushed to [{url}]({url})", ""  # the second output clears the token box
 
 
-def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
-    """Build the Export tab."""
+def build(engine: Engine, session: gr.State, listed: list[Event]) -> None:
+    """Build the Export tab; its model picker follows ``listed``, the events after which the
+    session lists new models."""
     gr.Markdown(
         "The export holds safetensors weights, config, tokenizer and `laco_recipe.json`; "
         "it loads with `AutoModelForCausalLM.from_pretrained` alone. Before you download, "
@@ -89,7 +91,7 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         push_btn = gr.Button("Push")
         pushed = gr.Markdown("")
 
-    for ev in collapse["built"]:
+    for ev in listed:
         ev.then(build_choices, session, pick, api_visibility="private")
     run_btn.click(
         partial(export, engine),
@@ -106,4 +108,3 @@ def build(engine: Engine, session: gr.State, collapse: dict) -> dict:
         api_visibility="undocumented",
         concurrency_id=LONG_GROUP,
     )
-    return {"pick": pick}

@@ -36,8 +36,7 @@ def limits_md(engine: Engine) -> str:
     )
 
 
-def build(engine: Engine) -> dict:
+def build(engine: Engine) -> None:
     """An accordion with the limits table (mounted by app.py under the Model tab)."""
     with gr.Accordion("Limits of this app", open=False, elem_id="limits"):
-        table = gr.Markdown(limits_md(engine), elem_id="limits-table")
-    return {"table": table}
+        gr.Markdown(limits_md(engine), elem_id="limits-table")

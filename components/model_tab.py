@@ -12,6 +12,7 @@ from laco_core.errors import LacoError
 from laco_core.models import DTYPES, EMBEDDED
 
 from .common import PROGRESS, SHORT_GROUP, fmt_params, gpu
+from .handoff import Fanout, ModelTab
 from .state import Session
 
 log = logging.getLogger("laco.app")
@@ -80,18 +81,8 @@ def load_session_model(engine: Engine, session: Session, progress: gr.Progress =
     )
 
 
-class Fanout:
-    """Several events that later steps chain on alike (``loaded.then(...)``)."""
-
-    def __init__(self, events):
-        self.events = list(events)
-
-    def then(self, fn, *args, **kwargs) -> Fanout:
-        return Fanout(ev.then(fn, *args, **kwargs) for ev in self.events)
-
-
-def build(engine: Engine, session: gr.State, start) -> dict:
-    """Build the Model tab. Returns handles; ``loaded`` is the event later tabs chain on.
+def build(engine: Engine, session: gr.State, start) -> ModelTab:
+    """Build the Model tab; later tabs chain on its ``loaded``.
 
     Args:
         start: The page-load event (after the session was restored) that loads the session's
@@ -136,4 +127,4 @@ def build(engine: Engine, session: gr.State, start) -> dict:
         concurrency_id=SHORT_GROUP,
     )
     loaded = Fanout([on_start, on_click])
-    return {"spec": spec, "summary": summary, "info": info, "loaded": loaded}
+    return ModelTab(loaded)

@@ -17,7 +17,8 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from laco_core.plan import Range, format_plan
+from laco_core.errors import LacoError
+from laco_core.plan import Range, format_plan, parse_ranges, validate_ranges
 
 from .plots import MERGE_COLOURS
 
@@ -206,6 +207,27 @@ def remove(ranges: list[Range], which: str) -> tuple[list[Range], str]:
     return rest, (f"Removed {lo}–{hi}." if len(rest) < len(ranges) else "")
 
 
+def read_plan(plan_text: str, num_layers: int | None) -> tuple[list[Range], str]:
+    """The typed plan as valid ranges and no error, or ``[]`` and the error (one line)."""
+    if not (plan_text or "").strip():
+        return [], ""
+    try:
+        return validate_ranges(parse_ranges(plan_text), num_layers or None), ""
+    except LacoError as e:
+        return [], str(e)
+
+
+def read_full(
+    plan_text: str, attn_text: str, num_layers: int | None
+) -> tuple[list[Range], list[int], str]:
+    """The plan's ranges and attention removals, and the first error (one line)."""
+    ranges, error = read_plan(plan_text, num_layers)
+    if error:
+        return ranges, [], error
+    attention, error = read_attention(attn_text, num_layers or 0, ranges)
+    return ranges, attention, error
+
+
 def read_attention(text: str, num_layers: int, ranges: list[Range]) -> tuple[list[int], str]:
     """Layers whose attention sub-block to remove (``"12, 14"``), or ``[]`` and the error.
 
@@ -257,3 +279,10 @@ def chips_html(
             f"layer {i}' aria-label='keep the attention of layer {i}'>×</button></span>"
         )
     return f"<div class='laco-chips'>{''.join(out)}</div>"
+
+
+def msg_md(text: str, error: bool = False) -> str:
+    """The message line under the plan: a note, or an error marked as one."""
+    if not text:
+        return ""
+    return f"<span class='laco-msg-error'>⚠ {text}</span>" if error else text

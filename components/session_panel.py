@@ -30,6 +30,7 @@ from laco_core.registry import REGISTRY
 
 from . import api
 from .common import LONG_GROUP, PROGRESS, gpu, remember, user_errors
+from .handoff import CollapseTab, Event, ModelTab, Workspace
 from .state import SESSION_FORMAT, Session
 
 log = logging.getLogger("laco.app")
@@ -200,7 +201,7 @@ def _merge_session(engine: Engine, session: Session, d: dict):
     return session, md, summary_md(session)
 
 
-def build(engine: Engine, session: gr.State) -> dict:
+def build(engine: Engine, session: gr.State) -> Workspace:
     """The "Your work" bar above the tabs: what the session holds, save, load, share."""
     browser = browser_state()
     summary = gr.Markdown(summary_md(Session()), elem_id="work-summary")
@@ -242,12 +243,7 @@ def build(engine: Engine, session: gr.State) -> dict:
         "load_recipe",
         concurrency_id=LONG_GROUP,
     )
-    return {
-        "browser": browser,
-        "summary": summary,
-        "loaded": loaded,
-        "scripted": scripted,
-    }
+    return Workspace(browser, summary, loaded, scripted)
 
 
 def saved(session: Session) -> tuple[dict, str]:
@@ -255,34 +251,34 @@ def saved(session: Session) -> tuple[dict, str]:
     return snapshot(session), summary_md(session)
 
 
-def restore_on_load(demo: gr.Blocks, work: dict, session: gr.State):
+def restore_on_load(demo: gr.Blocks, work: Workspace, session: gr.State):
     """Page load restores the session this browser kept; returns the event (the model tab
     loads the session's base model after it)."""
     return demo.load(
         restore,
-        [work["browser"], session],
-        [session, work["summary"]],
+        [work.browser, session],
+        [session, work.summary],
         api_visibility="private",
         queue=False,
     )
 
 
-def keep_after(events: list, work: dict, session: gr.State) -> None:
+def keep_after(events: list[Event], work: Workspace, session: gr.State) -> None:
     """Every event in ``events`` (and a load from this panel) saves the session afterwards."""
-    for ev in [*events, work["loaded"], work["scripted"]]:
+    for ev in [*events, work.loaded, work.scripted]:
         ev.then(
             saved,
             session,
-            [work["browser"], work["summary"]],
+            [work.browser, work.summary],
             api_visibility="private",
             queue=False,
         )
 
 
-def url_on_load(session: gr.State, model: dict, collapse: dict) -> None:
+def url_on_load(session: gr.State, model: ModelTab, collapse: CollapseTab) -> None:
     """A page opened with ``?plan=`` fills the plan once its model is loaded."""
-    plan, method, attn = collapse["plan"], collapse["method"], collapse["attn"]
-    model["loaded"].then(
+    plan, method, attn = collapse.plan, collapse.method, collapse.attn
+    model.loaded.then(
         url_plan,
         [session, plan, method, attn],
         [session, plan, method, attn],

@@ -19,6 +19,7 @@ from laco_core.errors import LacoError
 
 from . import plots
 from .common import PROGRESS, SHORT_GROUP, base_of, gpu, user_errors
+from .handoff import ModelTab, SimilarityTab
 from .plan_map import block_matrix
 from .state import Session
 from .widgets import ClickBridge
@@ -142,7 +143,7 @@ def replot_rep(analysis: dict, metric: str):
     return rep_figure(analysis, metric) if analysis else gr.skip()
 
 
-def build(engine: Engine, session: gr.State, model: dict) -> dict:
+def build(engine: Engine, session: gr.State, model: ModelTab) -> SimilarityTab:
     """Build the Similarity tab; the base model's load event triggers the analysis."""
     gr.Markdown(
         "Which layers are alike? **Parameter similarity** compares the weights of two layers "
@@ -177,7 +178,7 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
 
     outputs = [analysis, module, param_plot, rep_plot, adj_plot, csv]
     run = partial(analyze, engine)
-    on_load = model["loaded"].then(
+    on_load = model.loaded.then(
         run,
         [session, prompts, module, metric],
         outputs,
@@ -193,12 +194,4 @@ def build(engine: Engine, session: gr.State, model: dict) -> dict:
     )
     module.input(replot_param, [analysis, module], param_plot, api_visibility="private")
     metric.input(replot_rep, [analysis, metric], rep_plot, api_visibility="private")
-    return {
-        "bridge": bridge,
-        "hint": hint,
-        "prompts": prompts,
-        "analysis": analysis,
-        "param_plot": param_plot,
-        "rep_plot": rep_plot,
-        "analyzed": [on_load, on_click],
-    }
+    return SimilarityTab(bridge, hint, prompts, analysis, analyzed=[on_load, on_click])

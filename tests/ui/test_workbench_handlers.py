@@ -17,12 +17,15 @@ import pytest
 
 from components import (
     auto_panel,
-    collapse_tab,
+    collapse_build,
     compare_tab,
     evaluate_tab,
     jobs,
+    lmeval_panel,
     logs,
+    method_picker,
     model_tab,
+    plan_editor,
     plan_map,
     plots,
     search_job,
@@ -32,6 +35,9 @@ from components.common import model_of
 from components.state import Entry, Session
 from laco_core.engine import Engine
 from laco_core.errors import Cancelled
+from laco_core.evaluate import reference_metrics
+from laco_core.methods.calibrated import MANUAL_ALPHA
+from laco_core.ops import build_collapsed
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
@@ -67,7 +73,7 @@ def analysis_of(n: int = 6) -> dict:
 
 
 def built(engine, session, plan="1-3", method="official") -> str:
-    steps = list(collapse_tab.build_collapse(engine, session, plan, method, PROMPTS))
+    steps = list(collapse_build.build_collapse(engine, session, plan, method, PROMPTS))
     return steps[-1][3]["id"]
 
 
@@ -118,21 +124,21 @@ def test_plan_figure_draws_a_square_per_range_with_its_estimate():
 def test_click_map_updates_plan_figure_chips_and_message(loaded):
     engine, session = loaded
     view = (session, analysis_of(), "parameters", "", "official", PROMPTS, {})
-    text, fig, chips, msg, md, strip = collapse_tab.click_map(
+    text, fig, chips, msg, md, strip = plan_editor.click_map(
         *view, select([3, 1, 3, 1], plot="plan-map")
     )
     assert text == "1-3" and "Added" in msg and "data-range='1-3'" in chips
     assert "Estimating" in md and strip.layout.title.text == "6 layers → 4 layers"
     assert sum(d.type == "scatter" for d in fig.data) == 1
     view = (session, analysis_of(), "parameters", text, "official", PROMPTS, {})
-    text, *_ = collapse_tab.click_map(*view, select([2, 2, 2, 2]))
+    text, *_ = plan_editor.click_map(*view, select([2, 2, 2, 2]))
     assert text == ""
-    text, *_ = collapse_tab.remove_chip(
+    text, *_ = plan_editor.remove_chip(
         session, analysis_of(), "parameters", "1-3, 4-5", "official", PROMPTS, {}, select(0, "1-3")
     )
     assert text == "4-5"
     # a typed plan with an error is not overwritten by a click
-    out = collapse_tab.click_map(
+    out = plan_editor.click_map(
         session, analysis_of(), "parameters", "abc", "official", PROMPTS, {}, select([1, 1, 1, 1])
     )
     assert "Fix the typed plan" in out[3]
@@ -144,11 +150,11 @@ def test_click_map_updates_plan_figure_chips_and_message(loaded):
 def test_invalid_plan_error_inline_and_preview_blank(loaded, plan, needle):
     engine, session = loaded
     session.num_layers = 10  # the overlap check needs a model at least that deep
-    fig, chips, msg, md, strip = collapse_tab.draw(
+    fig, chips, msg, md, strip = plan_editor.draw(
         session, analysis_of(), "parameters", plan, "official", PROMPTS, {}
     )
     assert needle in msg and "laco-msg-error" in msg and "No preview" in md
-    md, strip, *_ = collapse_tab.preview(
+    md, strip, *_ = plan_editor.preview(
         engine, session, analysis_of(), "parameters", plan, "official", PROMPTS, {}
     )
     assert "No preview" in md and "layers" not in md and strip.data == ()
@@ -156,11 +162,43 @@ def test_invalid_plan_error_inline_and_preview_blank(loaded, plan, needle):
 
 def test_preview_estimates_each_range_once(loaded):
     engine, session = loaded
-    _, _, store, fig, chips = collapse_tab.preview(
+    _, _, store, fig, chips = plan_editor.preview(
         engine, session, analysis_of(), "parameters", "0-1, 3-4", "official", PROMPTS, {}
     )
     assert len(store) == 3 and "KL" in chips  # the plan and each of its two ranges
     assert all("KL" in d.text for d in fig.data if d.type == "scatter")
+
+
+def test_preview_merges_with_the_method_parameters(loaded):
+    """The preview reads the parameter controls the build reads: another α, another estimate,
+    each the KL of the model collapsed with that α; a bad value is refused with the build's
+    message, inline."""
+    engine, session = loaded
+    base = engine.load(session.spec, session.dtype, session.device)
+    plan = (session, {}, "parameters", "1-3", "rdsc_calibrated", PROMPTS, {}, "")
+
+    def controls(alpha: str) -> list:
+        return [alpha if name == "alpha" else "" for name in method_picker.PARAM_NAMES]
+
+    kls = {}
+    for alpha, used in (("0.2", 0.2), ("0.9", 0.9), ("", MANUAL_ALPHA)):
+        store = plan_editor.preview(engine, *plan, *controls(alpha))[2]
+        (est,) = [e for e in store.values() if "seconds" in e]  # the plan's own estimate
+        cut = build_collapsed(base.model, "1-3", "rdsc_calibrated", alpha=used)
+        direct = reference_metrics(cut, base.model, base.tokenizer, PROMPTS.splitlines())
+        assert est["kl"] == pytest.approx(direct["kl"], rel=1e-3), alpha
+        kls[alpha] = est["kl"]
+    assert len({round(k, 6) for k in kls.values()}) == 3  # each α its own estimate
+
+    bad = controls("5")
+    with pytest.raises(gr.Error) as info:
+        build = collapse_build.build_collapse
+        list(build(engine, session, "1-3", "rdsc_calibrated", PROMPTS, "", *bad))
+    message = "rdsc_calibrated: alpha must be a number in [0, 1], not '5'."
+    assert info.value.message == message
+    _, _, msg, md, _ = plan_editor.draw(*plan, "", *bad)
+    assert msg == plan_map.msg_md(message, True) and "No preview" in md
+    assert plan_editor.preview(engine, *plan, *bad)[2] == {}  # nothing estimated
 
 
 def test_attention_sub_blocks_in_a_manual_plan(loaded):
@@ -169,24 +207,24 @@ def test_attention_sub_blocks_in_a_manual_plan(loaded):
     assert "in the merged range" in plan_map.read_attention("4", 6, [(3, 5)])[1]
     assert "Cannot read" in plan_map.read_attention("x", 6, [])[1]
     view = (session, analysis_of(), "parameters", "3-4", "drop", PROMPTS, {}, "2")
-    md, strip, store, fig, chips = collapse_tab.preview(engine, *view[:2], *view[2:])
+    md, strip, store, fig, chips = plan_editor.preview(engine, *view[:2], *view[2:])
     assert "attention" in chips and "KV cache keeps 4 of 6" in md
     assert any(d.name == "attention removed" for d in fig.data)
     assert "without attention" in strip.layout.title.text
-    _, attn, *_ = collapse_tab.remove_chip(*view[:7], select(0, "a2"), "2")
+    _, attn, *_ = plan_editor.remove_chip(*view[:7], select(0, "a2"), "2")
     assert attn == ""
-    steps = list(collapse_tab.build_collapse(engine, session, "3-4", "drop", PROMPTS, "2"))
+    steps = list(collapse_build.build_collapse(engine, session, "3-4", "drop", PROMPTS, "2"))
     _, bar, result, built = steps[-1]
     assert "KV cache keeps 4 of 6" in result
     assert built["recipe"]["info"]["attention_removed"] == [2]
     # the protected first layer is refused with its reason, inline
-    steps = list(collapse_tab.build_collapse(engine, session, "", "drop", PROMPTS, "0"))
+    steps = list(collapse_build.build_collapse(engine, session, "", "drop", PROMPTS, "0"))
     assert "must stay" in steps[-1][2]
 
 
 def test_sim_click_adds_to_the_plan(loaded):
     _, session = loaded
-    text, hint = collapse_tab.sim_click(session, "0-1", select([4, 2], 0.9, plot="sim-param"))
+    text, hint = plan_editor.sim_click(session, "0-1", select([4, 2], 0.9, plot="sim-param"))
     assert text == "0-1, 2-4" and "Collapse" in hint
 
 
@@ -368,10 +406,10 @@ def test_lmeval_panel_runs_offline_task_and_names_missing_ones(loaded):
     pytest.importorskip("lm_eval")
     engine, session = loaded
     did = built(engine, session)
-    steps = list(evaluate_tab.run_lmeval(engine, session, "laco_mc", 3, [did]))
+    steps = list(lmeval_panel.run_lmeval(engine, session, "laco_mc", 3, [did]))
     bar, md = steps[-1]
     assert "Done" in bar and "% of dense" in md and did in md and "original" in md
-    steps = list(evaluate_tab.run_lmeval(engine, session, "no_such_task_xyz", 2, []))
+    steps = list(lmeval_panel.run_lmeval(engine, session, "no_such_task_xyz", 2, []))
     assert "laco-msg-error" in steps[-1][1]
 
 

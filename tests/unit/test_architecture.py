@@ -34,20 +34,7 @@ def long_files(folder: str) -> list[str]:
     return long
 
 
-def test_no_long_engine_files_without_a_reason():
-    long = long_files("laco_core")
+@pytest.mark.parametrize("folder", ["laco_core", "components"])
+def test_no_long_files_without_a_reason(folder):
+    long = long_files(folder)
     assert not long, f"files over {MAX_LINES} lines without a reason at the top: {long}"
-
-
-# Over the limit when this test was written (issue 19 splits them); the set may only shrink.
-UI_OVER_LIMIT = {"components/collapse_tab.py", "components/evaluate_tab.py"}
-
-
-def test_no_long_ui_files_without_a_reason():
-    long = set(long_files("components"))
-    assert long <= UI_OVER_LIMIT, (
-        f"files over {MAX_LINES} lines without a reason at the top: {sorted(long - UI_OVER_LIMIT)}"
-    )
-    assert long == UI_OVER_LIMIT, (
-        f"now under the limit, drop from UI_OVER_LIMIT: {UI_OVER_LIMIT - long}"
-    )

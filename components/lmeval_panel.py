@@ -1,0 +1,112 @@
+"""The Evaluate tab's lm-evaluation-harness panel: zero-shot tasks on the original and the
+chosen builds, laid out as the papers' accuracy table."""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import partial
+
+import gradio as gr
+
+from laco_core.engine import Engine
+from laco_core.errors import LacoError
+from laco_core.lmeval import paper_table, run_tasks, table_markdown
+
+from . import jobs
+from .common import LONG_GROUP, base_of, gpu, model_of, public_message
+from .state import Session
+
+log = logging.getLogger("laco.app")
+
+
+def task_list(text: str) -> list[str]:
+    tasks = [t for t in re.split(r"[,\s]+", text or "") if t]
+    if not tasks:
+        raise LacoError("Name at least one lm-eval task, e.g. laco_mc.")
+    return tasks
+
+
+@gpu
+def run_lmeval(engine: Engine, session: Session, tasks_text: str, limit: int, picks: list[str]):
+    """lm-evaluation-harness tasks on the original and the chosen builds: the papers' table
+    (accuracy per task, average, % of the original's average)."""
+    tasks = task_list(tasks_text)
+    limit = int(limit or 0) or None
+    chosen = [model_of(engine, session, d) for d in (picks or [])]
+    base = chosen[0][2] if chosen else base_of(engine, session)
+    for did, _, b in chosen:
+        if b is not base:
+            raise LacoError(f"'{did}' was built on `{b.spec}`: score models of one base at a time.")
+    models = [("original", base.model), *((did, m) for did, m, _ in chosen)]
+
+    def work(job: jobs.Job) -> dict:
+        results = {}
+        for i, (label, model) in enumerate(models):
+
+            def prog(done: int, total: int, what: str, i: int = i, label: str = label) -> None:
+                job.progress(
+                    (i + done / max(total, 1)) / len(models), f"{label}: {what} {done}/{total}"
+                )
+
+            results[label] = run_tasks(model, base.tokenizer, tasks, limit=limit, progress=prog)
+            job.event({"model": label})
+        return results
+
+    job = jobs.start(session.token(), "lmeval", work)
+    try:
+        yield jobs.bar_html(job), ""
+        for _ in job.ticks():
+            yield jobs.bar_html(job), gr.skip()
+    finally:
+        job.close()
+    try:
+        results = job.outcome()
+    except LacoError as e:
+        log.info("user error in run_lmeval: %s", e)
+        text = public_message(str(e))
+        yield jobs.bar_html(job, "failed", text), f"<span class='laco-msg-error'>⚠ {text}</span>"
+        return
+    md = table_markdown(paper_table(results, "original"))
+    limit_note = f"the first {limit} questions of each task" if limit else "every question"
+    yield (
+        jobs.bar_html(job, "done", "Done."),
+        f"{md}\n<small>Accuracy in %, on {limit_note}.</small>",
+    )
+
+
+def build(engine: Engine, session: gr.State) -> gr.Dropdown:
+    """The lm-eval accordion. Returns its model picker (the tab keeps its choices current)."""
+    with gr.Accordion("lm-evaluation-harness: the papers' accuracy table", open=False):
+        gr.Markdown(
+            "Zero-shot tasks scored by lm-evaluation-harness on the original and your models, "
+            "laid out like the LaCo and LLM-Pruner tables (accuracy in %, average, % of the "
+            "original's average). `laco_mc` is our own offline task (52 questions); standard "
+            "tasks (piqa, hellaswag, arc_easy…) need their datasets from the Hub."
+        )
+        with gr.Row(elem_classes=["laco-row"]):
+            tasks = gr.Textbox("laco_mc", label="Tasks (comma-separated)", elem_id="lmeval-tasks")
+            limit = gr.Number(0, label="Questions per task (0 = all)", precision=0, minimum=0)
+            picks = gr.Dropdown(
+                [],
+                multiselect=True,
+                allow_custom_value=True,
+                label="Your models (beside the original)",
+                elem_id="lmeval-models",
+            )
+        with gr.Row():
+            run_btn = gr.Button("Run tasks", elem_id="lmeval-run")
+            stop_btn = gr.Button("■ Stop", variant="stop", min_width=80)
+        bar = gr.HTML(jobs.bar_html(), elem_id="lmeval-bar")
+        table = gr.Markdown("", elem_id="lmeval-table")
+
+    run = run_btn.click(
+        partial(run_lmeval, engine),
+        [session, tasks, limit, picks],
+        [bar, table],
+        api_name="lm_eval",
+        concurrency_id=LONG_GROUP,
+        show_progress="hidden",
+    )
+    jobs.wire_stop(stop_btn, "lmeval", session, bar, [run])
+    return picks
