@@ -259,13 +259,3 @@ def stream_pair(
     yield from (
         tuple(pair) for pair in stream_many([model_a, model_b], tokenizer, prompt, settings)
     )
-
-
-def generate_text(
-    model: PreTrainedModel, tokenizer, prompt: str, settings: DecodeSettings | None = None
-) -> StreamState:
-    """Run :func:`stream` to the end and return the final state."""
-    final = StreamState(done=True)
-    for state in stream(model, tokenizer, prompt, settings):
-        final = state
-    return final

@@ -13,7 +13,7 @@ import torch
 
 from laco_core.assets import read_text
 from laco_core.evaluate import perplexity, reference_metrics
-from laco_core.generate import DecodeSettings, generate_text
+from laco_core.generate import DecodeSettings, stream
 from laco_core.ops import build_collapsed
 
 pytestmark = pytest.mark.slow
@@ -66,10 +66,10 @@ def test_collapsed_follows_the_dense_model(default_model):
 
 
 def test_chat_answer_knows_paris(default_model):
-    st = generate_text(
+    *_, st = stream(
         default_model.model,
         default_model.tokenizer,
         "What is the capital of France?",
         DecodeSettings(max_new_tokens=12),
     )
-    assert "Paris" in st.text
+    assert st.done and "Paris" in st.text
