@@ -9,9 +9,9 @@ CLI and the app) sits above it, and steps receive it through their context.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from .baselines import angular_block, shortgpt_layers
 from .errors import LacoError
@@ -49,8 +49,27 @@ from .steps.prune import PruneStep
 from .steps.search import SearchStep
 
 
-def _table(items, key=lambda x: x.name) -> Mapping:
-    return MappingProxyType({key(x): x for x in items})
+class Table(Mapping):
+    """A read-only name -> component table; only this module fills it."""
+
+    def __init__(self, items: dict):
+        self._items = dict(items)
+
+    def __getitem__(self, name: str):
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Table({list(self._items)})"
+
+
+def _table(items, key=lambda x: x.name) -> Table:
+    return Table({key(x): x for x in items})
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,24 @@ class Registry:
     importances: Mapping[str, Importance]
     selectors: Mapping[str, Callable]
     steps: Mapping[str, type[Step]]
+
+    @contextmanager
+    def registered(self, **extra: Mapping[str, object]) -> Iterator[Registry]:
+        """For tests: ``extra`` components (table name -> {name: component}) registered for
+        the duration of the block, then removed; a name already taken is refused."""
+        added: list[tuple[Table, str]] = []
+        try:
+            for table, items in extra.items():
+                target = getattr(self, table)
+                for name, component in items.items():
+                    if name in target:
+                        raise LacoError(f"'{name}' is registered already in {table}.")
+                    target._items[name] = component
+                    added.append((target, name))
+            yield self
+        finally:
+            for target, name in added:
+                del target._items[name]
 
     def method(self, name: str) -> MergeMethod:
         return _get(self.methods, name, "merge method")
@@ -130,7 +167,7 @@ REGISTRY = Registry(
     importances=_table(
         [TaylorFirst(), Vectorize(), TaylorSecond(), TaylorMix(), L1(), L2(), Random()]
     ),
-    selectors=MappingProxyType({"shortgpt": shortgpt_layers, "angular": angular_block}),
+    selectors=Table({"shortgpt": shortgpt_layers, "angular": angular_block}),
     steps=_table(
         [CollapseStep, SearchStep, PruneStep, DropStep, AttentionStep, HealStep],
         key=lambda s: s.kind,
