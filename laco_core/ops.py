@@ -8,14 +8,13 @@ the benchmarks use this module; the engine and the CLI use it or ``pipeline``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from transformers import PreTrainedModel
 
 from .activations import ActivationCache
 from .adapters import get_layers
-from .baselines import drop_layers, layers_for_ratio
-from .collapse import collapse_model, merged_layer
+from .collapse import collapse_model
 from .errors import LacoError
 from .methods.base import MergeMethod
 from .plan import Range, parse_ranges, validate_ranges
@@ -64,12 +63,6 @@ def build_collapsed(
             "which fits it."
         )
     return collapse_model(model, _ranges(model, ranges), m, checked)
-
-
-def build_layer(model: PreTrainedModel, lo: int, hi: int, method: str = "official", **params):
-    """The one decoder layer that merging ``model``'s layers lo..hi produces, on its own."""
-    m = get_method(method)
-    return merged_layer(model, lo, hi, m, m.check(params))
 
 
 def search_components(cfg: SearchConfig):
@@ -192,18 +185,3 @@ def prune_llm_pruner(
         seed,
         grad_cache,
     )
-
-
-def baseline_layers(
-    method: str, model: PreTrainedModel, tokenizer, prompts: Sequence[str], n: int
-) -> list[int]:
-    """Layer indices a layer-drop baseline (``shortgpt``, ``angular``) removes."""
-    return REGISTRY.selector(method)(model, tokenizer, prompts, n)
-
-
-def prune_baseline(
-    method: str, model: PreTrainedModel, tokenizer, prompts: Sequence[str], ratio: float
-) -> tuple[PreTrainedModel, list[int]]:
-    """Remove about ``ratio`` of all parameters with a layer-drop baseline."""
-    idx = baseline_layers(method, model, tokenizer, prompts, layers_for_ratio(model, ratio))
-    return drop_layers(model, idx), idx

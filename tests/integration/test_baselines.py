@@ -8,8 +8,8 @@ import torch
 from laco_core.adapters import get_adapter, get_layers
 from laco_core.baselines import angular_block, drop_layers, layers_for_ratio, shortgpt_layers
 from laco_core.errors import LacoError
-from laco_core.ops import prune_baseline
 from laco_core.plan import plan_of
+from laco_core.registry import REGISTRY
 from laco_core.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = ["The river ran past the old mill.", "Seven stones lay in a row near the gate."]
@@ -61,12 +61,12 @@ def test_drop_as_ranges_has_a_collapse_plan():
     assert plan_of(d) == [(2, 4), (5, 6)]
 
 
-def test_layers_for_ratio_and_prune_baseline():
+def test_layers_for_ratio_and_a_selectors_drop():
     m = tiny_model("llama", layers=8)
     n = layers_for_ratio(m, 0.2)
-    model, dropped = prune_baseline("shortgpt", m, tiny_tokenizer(), PROMPTS, 0.2)
-    assert len(dropped) == n and len(get_layers(model)) == 8 - n
+    dropped = REGISTRY.selector("shortgpt")(m, tiny_tokenizer(), PROMPTS, n)
+    assert len(dropped) == n and len(get_layers(drop_layers(m, dropped))) == 8 - n
     with pytest.raises(LacoError):
-        prune_baseline("magic", m, tiny_tokenizer(), PROMPTS, 0.2)
+        REGISTRY.selector("magic")
     with pytest.raises(LacoError):
         drop_layers(m, list(range(8)))

@@ -69,24 +69,6 @@ def test_packed_chunks_match_prompts_alone(tiny, prompts):
         assert not valid[s - 1]
 
 
-def test_build_layer_is_the_collapsed_models_layer(arch):
-    from laco_core.ops import build_layer
-    from laco_core.tiny import tiny_model
-
-    model = tiny_model(arch, 6)
-    for method in ("official", "rdsc", "average"):
-        layer = build_layer(model, 1, 3, method)
-        ref = get_layers(build_collapsed(model, [(1, 3)], method))[1]
-        got, want = dict(layer.named_parameters()), dict(ref.named_parameters())
-        assert got.keys() == want.keys()
-        for n, p in want.items():
-            assert torch.equal(got[n], p), n
-        assert type(layer) is type(ref)
-    src = dict(get_layers(model)[3].named_parameters())
-    shared = dict(build_layer(model, 1, 3, "official").named_parameters())
-    assert shared["mlp.down_proj.weight"].data_ptr() == src["mlp.down_proj.weight"].data_ptr()
-
-
 def _decisions(log):
     return [(c["lo"], c["hi"], c["accepted"]) for c in log]
 
