@@ -27,7 +27,7 @@ from . import api, jobs, params_ui
 from .best_panel import build_best, run_best
 from .common import LONG_GROUP, base_of, gpu, user_errors
 from .search_job import follow, prompts_of, search_columns
-from .settings import COMMON, SearchControls, settings_of
+from .settings import COMMON, SearchControls, declared, settings_of
 from .state import Session
 from .threshold_check import check_threshold
 
@@ -49,13 +49,15 @@ def run_auto(
     common: dict | None = None,
     strategy_params: dict | None = None,
     method_params: dict | None = None,
+    objective_params: dict | None = None,
     inline_errors: bool = True,
     out: dict | None = None,
 ):
     """An expert collapse search (LaCo Algorithm 1, greedy, evolutionary…) with a live log.
 
     The target is a number of layers or a share of the parameters (at most one);
-    ``common`` holds ``SEARCH_PARAMS`` / ``RUN_PARAMS`` values (unset: their defaults).
+    ``common`` holds ``SEARCH_PARAMS`` / ``RUN_PARAMS`` values (unset: their defaults), the
+    other dicts the chosen strategy's, method's and objective's own settings.
     """
     base = base_of(engine, session)
     prompts = prompts_of(prompts_text)
@@ -73,6 +75,7 @@ def run_auto(
         target_ratio=float(target_percent or 0) / 100 or None,
         method_params=dict(method_params or {}),
         strategy_params=dict(strategy_params or {}),
+        objective_params=dict(objective_params or {}),
         units=units or "layers",
     ).validate(base.num_layers)
     REGISTRY.search_components(cfg)  # a bad setting is refused before any work
@@ -208,14 +211,12 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
             percent = gr.Number(
                 0, label="or parameters to remove, % (0 = no target)", minimum=0, maximum=95
             )
-        with gr.Row(elem_classes=["laco-row"]):
-            common = params_ui.controls({"": COMMON}, "")
-            units = gr.Radio(UNITS, value="layers", label="Units", visible=False)
+        units = gr.Radio(UNITS, value="layers", label="Units", visible=False)
         warning = gr.Markdown("", elem_id="t-warning")
-        with gr.Row(elem_classes=["laco-row"]):
-            own = params_ui.controls(REGISTRY.strategy_params(), "paper")
-        with gr.Row(elem_classes=["laco-row"]):
-            params = params_ui.controls(REGISTRY.method_params(), "official")
+        controls = SearchControls.make(
+            {"strategy": "paper", "objective": "cosine", "method": "official"}
+        )
+        common, own = controls.common, controls.strategy
         with gr.Row(elem_classes=["laco-row"]):
             run_btn = gr.Button("Run search", variant="primary", elem_id="auto-run", scale=3)
             stop_btn = gr.Button("■ Stop", variant="stop", elem_id="auto-stop", scale=1)
@@ -224,7 +225,6 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         result = gr.Markdown("", elem_id="auto-result")
         strip = gr.Plot(show_label=False, visible=False, elem_id="auto-strip")
     seen = gr.State({})
-    controls = SearchControls(common, own, params)
     keys = controls.keys()
     gr.on(
         [strategy.change, target.change, percent.change],
@@ -234,13 +234,15 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         api_visibility="private",
         queue=False,
     )
-    method.change(
-        lambda m: params_ui.visibility(REGISTRY.method_params(), list(params), m),
-        [method],
-        list(params.values()),
-        api_visibility="private",
-        queue=False,
-    )
+    for group, picker in (("method", method), ("objective", objective)):
+        shown = getattr(controls, group)
+        picker.change(
+            partial(params_ui.visibility, declared(group), list(shown)),
+            [picker],
+            list(shown.values()),
+            api_visibility="private",
+            queue=False,
+        )
     gr.on(
         [acc.expand, strategy.change, objective.change, method.change]
         + [c.change for c in [*common.values(), *own.values()]],
@@ -276,7 +278,7 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
 
 def _run(engine, keys, session, prompts, method, objective, strategy, units, target, percent, *raw):
     """The Run button: the generated controls' values into ``run_auto``."""
-    common, own, params = settings_of(keys, raw, strategy, method)
+    got = settings_of(keys, raw, {"strategy": strategy, "objective": objective, "method": method})
     yield from run_auto(
         engine,
         session,
@@ -287,9 +289,10 @@ def _run(engine, keys, session, prompts, method, objective, strategy, units, tar
         units,
         target,
         percent,
-        common,
-        own,
-        params,
+        got.common,
+        got.strategy,
+        got.method,
+        got.objective,
     )
 
 

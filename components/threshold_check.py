@@ -42,7 +42,9 @@ def check_threshold(
     and the KL it costs. Remembered per setting for the session.
     """
     strat = REGISTRY.strategy(strategy)
-    common, own, _ = settings_of(list(keys), raw, strategy, method)
+    chosen = {"strategy": strategy, "objective": objective, "method": method}
+    got = settings_of(list(keys), raw, chosen)
+    common = got.common
     threshold = float(common.get("threshold", SearchConfig.threshold))
     if not strat.scans:
         yield (
@@ -55,7 +57,12 @@ def check_threshold(
     prompts = prompts_of(prompts_text)[:8]
     plain = method if not REGISTRY.method(method).fitted else "drop"
     cfg = SearchConfig(
-        **common, method=plain, objective=objective, strategy=strategy, strategy_params=own
+        **common,
+        method=plain,
+        objective=objective,
+        strategy=strategy,
+        strategy_params=got.strategy,
+        objective_params=got.objective,
     )
     key = f"{base.spec}|{json.dumps(cfg.to_dict(), sort_keys=True)}|{len(prompts)}"
     if key not in seen:

@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="laco", description="Explore layer collapse in causal LMs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.endswith(f"commands.{name}"):
-                continue  # command not built yet in this checkout
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     return parser
 
 

@@ -52,6 +52,12 @@ class Objective:
     label: ClassVar[str]  # what the score column holds, for tables ("exp(−KL)")
     params: ClassVar[tuple[ParamDef, ...]] = ()  # settings its constructor accepts
 
+    def configured(self, settings: dict | None) -> Objective:
+        """This objective with ``settings`` (checked against ``params``; none: itself)."""
+        if not settings:
+            return self
+        return type(self)(**validate(self.params, settings, f"{self.name} objective"))
+
     def prepare(self, cache: ActivationCache, dense: PreTrainedModel) -> None:
         """Fill the dense caches this objective reads, before workers share them."""
 

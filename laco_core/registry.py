@@ -144,7 +144,12 @@ class Registry:
         refit = self.method(cfg.refit) if cfg.refit else None
         if refit is not None and not refit.fitted:
             raise LacoError(f"--refit {cfg.refit}: {self.fitted_choice()}.")
-        return method, self.objective(cfg.objective), strategy, refit
+        objective = self.objective(cfg.objective).configured(cfg.objective_params)
+        return method, objective, strategy, refit
+
+    def objective_params(self) -> dict[str, tuple[ParamDef, ...]]:
+        """Every objective's settings (CLI flags and app controls are generated from it)."""
+        return {name: o.params for name, o in self.objectives.items()}
 
     def fitted_choice(self) -> str:
         """``choose a fitted method: drop_linear or drop_lsq`` from what methods declare."""

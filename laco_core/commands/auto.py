@@ -7,7 +7,7 @@ import argparse
 from ..errors import LacoError
 from ..export import check_target
 from ..limits import Limits
-from ..params import add_arguments, collect, given_but_unused
+from ..params import add_arguments, collect, given_but_unused, validate
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..plan import format_plan
@@ -101,6 +101,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_arguments(
         p.add_argument_group("strategy settings"), REGISTRY.strategy_params(), STRATEGY_PREFIX
     )
+    add_arguments(
+        p.add_argument_group("objective settings"), REGISTRY.objective_params(), OBJECTIVE_PREFIX
+    )
     add_arguments(p.add_argument_group("method parameters"), REGISTRY.method_params())
     p.add_argument(
         "--prompts", help="UTF-8 file, one calibration prompt per line (default: bundled prompts)"
@@ -147,7 +150,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-STRATEGY_PREFIX = "strategy_"
+STRATEGY_PREFIX, OBJECTIVE_PREFIX = "strategy_", "objective_"
 # flags that describe a search (with the search settings and the strategies' and methods'
 # own): giving any of them runs that search rather than the best pipeline
 SEARCH_FLAGS = (
@@ -172,7 +175,7 @@ def wants_best(args: argparse.Namespace) -> bool:
     target = bool(targets_of(args))
     flags = any(getattr(args, k) not in (None, False) for k in SEARCH_FLAGS)
     settings = any(getattr(args, d.name) is not None for d in SEARCH_PARAMS)
-    prefixes = ("param_", STRATEGY_PREFIX)
+    prefixes = ("param_", STRATEGY_PREFIX, OBJECTIVE_PREFIX)
     params = any(k.startswith(prefixes) and v is not None for k, v in vars(args).items())
     return target and not flags and not settings and not params
 
@@ -181,21 +184,31 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
     """The search configuration the flags describe (unset flags take the declared defaults:
     LaCo Algorithm 1 as the paper runs it)."""
     strategy = REGISTRY.strategy(args.strategy or "paper")
-    every = [d for defs in REGISTRY.strategy_params().values() for d in defs]
-    extra = given_but_unused(args, every, strategy.params, STRATEGY_PREFIX)
-    if extra:
-        raise LacoError(f"{', '.join(extra)} does not apply to the {strategy.name} strategy.")
+    objective = REGISTRY.objective(args.objective or "cosine")
+    for chosen, table, prefix in (
+        (strategy, REGISTRY.strategy_params(), STRATEGY_PREFIX),
+        (objective, REGISTRY.objective_params(), OBJECTIVE_PREFIX),
+    ):
+        every = [d for defs in table.values() for d in defs]
+        extra = given_but_unused(args, every, chosen.params, prefix)
+        if extra:
+            raise LacoError(f"{', '.join(extra)} does not apply to {chosen.name}.")
     method = args.method or "official"
     params, *refit = method_params(args, method, args.refit)
     common = {d.name: getattr(args, d.name) for d in SEARCH_PARAMS}
     return SearchConfig(
         **{k: v for k, v in common.items() if v is not None},
         method=method,
-        objective=args.objective or "cosine",
+        objective=objective.name,
         strategy=strategy.name,
         **targets_of(args),
         method_params=params,
-        strategy_params=collect(args, strategy.params, STRATEGY_PREFIX),
+        strategy_params=validate(
+            strategy.params, collect(args, strategy.params, STRATEGY_PREFIX), strategy.name
+        ),
+        objective_params=validate(
+            objective.params, collect(args, objective.params, OBJECTIVE_PREFIX), objective.name
+        ),
         early_exit=args.early_exit,
         workers=args.workers,
         batch_size=args.batch_size or 4,

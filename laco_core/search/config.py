@@ -79,6 +79,8 @@ class SearchConfig:
         max_kl: The same budget as a mean KL(dense ‖ model) in nats per token.
         method_params: Parameters of the method (declared by it; e.g. ``{"alpha": 0.3}``);
             for ``rdsc_calibrated`` without ``alpha``, α is chosen per merge.
+        objective_params: Settings of the objective (declared by it; e.g. ``{"stride": 1}``
+            for ``kl``).
         strategy_params: Settings of the strategy (declared by it in ``params``; e.g.
             ``{"interval": 2}`` for ``paper``, ``{"lazy": True}`` for ``greedy``).
         batch_size: Prompts packed per forward chunk; also the step of the early exit.
@@ -110,6 +112,7 @@ class SearchConfig:
     max_kl: float | None = None
     method_params: dict = field(default_factory=dict)
     strategy_params: dict = field(default_factory=dict)
+    objective_params: dict = field(default_factory=dict)
     batch_size: int = 4
     early_exit: bool = _DEFAULT["early_exit"]
     workers: int | None = None
@@ -200,7 +203,7 @@ class SearchConfig:
     def to_dict(self) -> dict:
         """JSON-safe fields (method parameters that are tensors are left out)."""
         d = asdict(self)
-        for key in ("method_params", "strategy_params", "refit_params"):
+        for key in ("method_params", "strategy_params", "objective_params", "refit_params"):
             d[key] = {
                 k: v
                 for k, v in getattr(self, key).items()

@@ -17,8 +17,10 @@ import app
 from components import auto_panel, model_tab
 from components.common import base_of
 from components.state import Session
-from laco_core.cli import main
+from laco_core.cli import build_parser, main
+from laco_core.commands.auto import config_of
 from laco_core.engine import Engine
+from laco_core.errors import LacoError
 from laco_core.methods.base import LayerParams, MergeMethod
 from laco_core.params import ParamDef
 from laco_core.pipeline import context, rebuild, recipe_from_dict
@@ -92,6 +94,17 @@ def test_settings_reach_the_command_line(toys):
     assert "--toy-offset" in auto and "layers above L the merge starts (toy_fixed" in auto
     assert "--toy-gain" in auto and "toy_fixed" in auto.split("--strategy")[1]
     assert "--toy-gain" in help_of("collapse")
+
+
+def test_flags_land_checked_in_the_search_config(toys):
+    argv = ["auto", "--strategy", "toy_fixed", "--toy-offset", "2", "--objective", "kl"]
+    cfg = config_of(build_parser().parse_args([*argv, "--stride", "1", "-C", "3"]))
+    assert cfg.strategy_params == {"toy_offset": 2} and cfg.objective_params == {"stride": 1}
+    assert cfg.merge_count == 3
+    with pytest.raises(LacoError, match="--toy-offset does not apply to greedy"):
+        config_of(build_parser().parse_args(["auto", "--strategy", "greedy", "--toy-offset", "1"]))
+    with pytest.raises(LacoError, match="toy_offset must be a number in"):
+        config_of(build_parser().parse_args([*argv[:4], "99"]))
 
 
 def test_settings_reach_the_app_controls(toys):
