@@ -30,8 +30,10 @@ from components import (
     plots,
     search_job,
     session_panel,
+    threshold_check,
 )
 from components.common import model_of
+from components.settings import COMMON
 from components.state import Entry, Session
 from laco_core.engine import Engine
 from laco_core.errors import Cancelled
@@ -277,22 +279,13 @@ def test_closing_a_search_generator_stops_the_search(loaded):
         engine,
         session,
         PROMPTS * 20,
-        2,
-        1,
-        0,
-        1,
-        0.99,
-        False,
-        False,
-        0,
-        8,
-        0,
         "official",
         "cosine",
         "greedy",
         "layers",
         0,
         0,
+        {"merge_count": 2, "low": 1, "threshold": 0.99, "early_exit": False},
     )
     next(gen)  # the search is running on its worker
     job = next(iter(jobs._RUNNING[(session.token(), "auto")]))
@@ -418,27 +411,31 @@ def test_lmeval_panel_runs_offline_task_and_names_missing_ones(loaded):
 
 def test_threshold_check_measures_the_plan_and_its_damage(loaded):
     engine, session = loaded
+    keys = [("common", "merge_count"), ("common", "low"), ("common", "threshold")]
+    keys += [("strategy", "interval"), ("strategy", "lazy"), ("method", "alpha")]
+    raw = [2, 1, 0.0, 1, True, ""]  # greedy's lazy and a method's alpha: not paper's, ignored
     first, (md, seen) = list(
         auto_panel.check_threshold(
-            engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", {}
+            engine, session, PROMPTS, "official", "cosine", "paper", {}, keys, *raw
         )
     )
     assert "Measuring" in first[0]
     assert "Algorithm 1 removes" in md and "KL" in md and len(seen) == 1
     ((again, seen2),) = list(
         auto_panel.check_threshold(
-            engine, session, PROMPTS, 2, 1, 0, 1, 0.0, "official", "cosine", "paper", seen
+            engine, session, PROMPTS, "official", "cosine", "paper", seen, keys, *raw
         )
     )
     assert again == md and seen2 is seen  # remembered, not searched again
-    assert "Destructive" in auto_panel.threshold_md(0.65, [(1, 4)], 3, 2.5)
-    assert "✓" in auto_panel.threshold_md(0.95, [(1, 2)], 1, 0.05)
+    assert "Destructive" in threshold_check.threshold_md(0.65, [(1, 4)], 3, 2.5)
+    assert "✓" in threshold_check.threshold_md(0.95, [(1, 2)], 1, 0.05)
 
 
 def test_strategy_controls_follow_declared_uses():
     def shown(strategy, target=0, percent=0, method="official"):
         *settings, units, methods = auto_panel.visibility(strategy, target, percent, method)
-        vis = {n: u["visible"] for n, u in zip(auto_panel.SETTINGS, settings, strict=True)}
+        names = [d.name for d in COMMON] + auto_panel._strategy_names()
+        vis = {n: u["visible"] for n, u in zip(names, settings, strict=True)}
         return vis, units["visible"], methods
 
     paper, units, methods = shown("paper")
