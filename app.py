@@ -24,7 +24,7 @@ from components import (
 from components.common import LONG_GROUP, SHORT_GROUP
 from components.state import Session
 from components.widgets import PlotResizer
-from laco_core.engine import Engine
+from laco_core.runtime.engine import Engine
 
 TITLE = "LaCo Explorer"
 INTRO = """

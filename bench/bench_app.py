@@ -146,12 +146,12 @@ def main() -> None:
         shutil.rmtree(cold_dir, ignore_errors=True)
 
     common.section("the same analysis computed fresh (no memo), in this process")
-    from laco_core.engine import Engine
+    from laco_core.runtime.engine import Engine
 
     engine = Engine()
     plist = prompts.splitlines()
     base = engine.load("default")
-    from laco_core.similarity import param_similarity, representation_similarity
+    from laco_core.analysis.similarity import param_similarity, representation_similarity
 
     def analysis() -> None:  # what the engine memoises, computed fresh each time
         param_similarity(base.model)

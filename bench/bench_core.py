@@ -19,17 +19,17 @@ import os
 import torch
 import torch.nn.functional as F
 
-from laco_core.adapters import decoder, get_layers
-from laco_core.assets import read_prompts
-from laco_core.ops import build_collapsed
-from laco_core.plan import parse_ranges
-from laco_core.sharing import model_bytes, shared_fraction
-from laco_core.similarity import (
+from laco_core.analysis.similarity import (
     _pad_batch,
     adjacent_param_similarity,
     param_similarity,
     representation_similarity,
 )
+from laco_core.arch.adapters import decoder, get_layers
+from laco_core.arch.plan import parse_ranges
+from laco_core.arch.sharing import model_bytes, shared_fraction
+from laco_core.assets import read_prompts
+from laco_core.ops import build_collapsed
 
 from .common import at_least, at_most, report, section, skipped, timeit
 
@@ -224,7 +224,7 @@ def llama2_7b_shaped(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, 
 
 
 def main() -> None:
-    from laco_core.models import load_model
+    from laco_core.loading.models import load_model
 
     prompts = read_prompts()
     section("core: embedded default model (CPU, fp32)")
@@ -242,7 +242,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         skipped("7B-shaped bf16 suite", "no CUDA")
         return
-    from laco_core.tiny import tiny_tokenizer
+    from laco_core.arch.tiny import tiny_tokenizer
 
     model = llama2_7b_shaped("cuda", torch.bfloat16)
     print(

@@ -46,16 +46,16 @@ def main() -> None:
     if not torch.cuda.is_available():
         skipped("7B-shaped end-to-end run", "no CUDA")
         return
+    from laco_core.analysis.evaluate import evaluate
+    from laco_core.analysis.generate import DecodeSettings, stream_pair
+    from laco_core.analysis.similarity import param_similarity, representation_similarity
+    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.assets import read_prompts, read_text
-    from laco_core.engine import Engine
-    from laco_core.evaluate import evaluate
-    from laco_core.generate import DecodeSettings, stream_pair
-    from laco_core.limits import Limits
+    from laco_core.loading.limits import Limits
     from laco_core.recipe import TextSource
+    from laco_core.runtime.engine import Engine
     from laco_core.search.config import SearchConfig
-    from laco_core.similarity import param_similarity, representation_similarity
     from laco_core.steps.search import SearchStep
-    from laco_core.tiny import tiny_tokenizer
 
     from .bench_core import llama2_7b_shaped
 

@@ -26,14 +26,14 @@ import time
 
 import torch
 
-from laco_core.activations import ActivationCache
+from laco_core.analysis.activations import ActivationCache
+from laco_core.analysis.evaluate import perplexity
 from laco_core.assets import read_asset, read_text
-from laco_core.evaluate import perplexity
-from laco_core.models import load_model
-from laco_core.objectives import KL, head_stride
+from laco_core.loading.models import load_model
 from laco_core.presets import SEARCH_TEXT, SEARCH_TEXTS, best_collapse
 from laco_core.registry import REGISTRY
 from laco_core.search.config import SearchConfig
+from laco_core.search.objectives import KL, head_stride
 from laco_core.search.run import run as run_search
 from laco_core.search.state import Search
 

@@ -167,11 +167,11 @@ def _logits(model, ids) -> str:
 
 
 def memory_with_50_builds() -> None:
-    from laco_core.budget import rss_bytes
-    from laco_core.engine import Engine
-    from laco_core.limits import Limits
-    from laco_core.models import load_model
-    from laco_core.sharing import model_bytes
+    from laco_core.arch.sharing import model_bytes
+    from laco_core.loading.limits import Limits
+    from laco_core.loading.models import load_model
+    from laco_core.runtime.budget import rss_bytes
+    from laco_core.runtime.engine import Engine
     from laco_core.steps.collapse import CollapseStep
 
     section("memory: 50 builds across 8 sessions on the default model")

@@ -23,10 +23,10 @@ import os
 import time
 from pathlib import Path
 
+from laco_core.analysis.baselines import angular_block, drop_layers, shortgpt_layers
+from laco_core.analysis.evaluate import perplexity
 from laco_core.assets import STORY_TEXT, read_prompts, read_text
-from laco_core.baselines import angular_block, drop_layers, shortgpt_layers
-from laco_core.evaluate import perplexity
-from laco_core.models import load_model
+from laco_core.loading.models import load_model
 from laco_core.pipeline import context
 from laco_core.pipeline import run as run_steps
 from laco_core.presets import best_collapse

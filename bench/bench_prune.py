@@ -17,9 +17,9 @@ import time
 import torch
 
 from laco_core.assets import TRAIN_TEXT, read_prompts, read_text
-from laco_core.comparison import compare_all, markdown_table
-from laco_core.models import load_model
+from laco_core.loading.models import load_model
 from laco_core.ops import prune_llm_pruner
+from laco_core.runtime.comparison import compare_all, markdown_table
 
 from .common import report, section, timeit
 

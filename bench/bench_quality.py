@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from laco_core.assets import STORY_TEXT, read_prompts, read_text
-from laco_core.comparison import compare_all
-from laco_core.models import load_model
+from laco_core.loading.models import load_model
+from laco_core.runtime.comparison import compare_all
 
 from .common import at_most, report, section
 

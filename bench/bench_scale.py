@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
+from laco_core.analysis.similarity import param_similarity, representation_similarity
 from laco_core.assets import read_prompts
-from laco_core.budget import rss_bytes
-from laco_core.engine import Engine
-from laco_core.limits import Limits
+from laco_core.loading.limits import Limits
 from laco_core.recipe import TextSource
+from laco_core.runtime.budget import rss_bytes
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig
-from laco_core.similarity import param_similarity, representation_similarity
 from laco_core.steps.collapse import CollapseStep
 from laco_core.steps.search import SearchStep
 
@@ -168,7 +168,7 @@ def steps(spec: str, prompts: list[str]) -> dict[str, tuple[float, int, dict]]:
 
 
 def main() -> None:
-    from laco_core.models import load_model
+    from laco_core.loading.models import load_model
 
     section("scale: Llama-3.2-1B-shaped random bf16 model vs the 135M default (CPU)")
     print(

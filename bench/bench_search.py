@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from laco_core.activations import ActivationCache
+from laco_core.analysis.activations import ActivationCache
+from laco_core.analysis.evaluate import perplexity
 from laco_core.assets import read_prompts, read_text
-from laco_core.evaluate import perplexity
-from laco_core.models import load_model
+from laco_core.loading.models import load_model
 from laco_core.ops import preview, reference_search, run_search
 from laco_core.search import SearchConfig
 from laco_core.search.state import workers_for

@@ -16,10 +16,10 @@ from functools import partial
 import gradio as gr
 import pandas as pd
 
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
 from laco_core.recipe import TextSource
 from laco_core.registry import REGISTRY
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig, target_layers_of
 from laco_core.steps.search import SearchStep
 

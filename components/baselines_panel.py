@@ -11,10 +11,10 @@ from functools import partial
 import gradio as gr
 import pandas as pd
 
-from laco_core import comparison
 from laco_core.assets import read_prompts, read_text
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
+from laco_core.runtime import comparison
+from laco_core.runtime.engine import Engine
 
 from . import api, jobs, plots
 from .common import LONG_GROUP, base_of, gpu, public_message

@@ -15,10 +15,10 @@ from functools import partial
 
 import gradio as gr
 
-from laco_core.engine import Engine
+from laco_core.arch.plan import format_plan
 from laco_core.errors import LacoError
-from laco_core.plan import format_plan
 from laco_core.presets import best_collapse
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import size_report, target_layers_of
 from laco_core.search.curve import CLIFF, QualityCurve, cliff_line
 

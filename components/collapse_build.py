@@ -7,10 +7,10 @@ import logging
 
 import gradio as gr
 
-from laco_core.engine import Engine
+from laco_core.analysis.evaluate import quick_metrics
+from laco_core.arch.plan import validate_ranges
 from laco_core.errors import LacoError
-from laco_core.evaluate import quick_metrics
-from laco_core.plan import validate_ranges
+from laco_core.runtime.engine import Engine
 from laco_core.search.curve import cliff_line, validation
 from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep

@@ -16,7 +16,7 @@ from functools import partial
 
 import gradio as gr
 
-from laco_core.engine import Engine
+from laco_core.runtime.engine import Engine
 
 from . import api, auto_panel, jobs, method_picker, plan_map, session_panel
 from .collapse_build import api_collapse, build_collapse

@@ -17,12 +17,12 @@ from collections.abc import Callable
 import gradio as gr
 import spaces
 
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.limits import hosted
-from laco_core.models import LoadedModel
+from laco_core.loading.limits import hosted
+from laco_core.loading.models import LoadedModel
 from laco_core.pipeline import recipe_from_dict
 from laco_core.recipe import Recipe
+from laco_core.runtime.engine import Engine
 
 from .state import Entry, Session
 

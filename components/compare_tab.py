@@ -10,11 +10,11 @@ from functools import partial
 
 import gradio as gr
 
+from laco_core.analysis.evaluate import TokenDivergence, token_divergence
+from laco_core.analysis.generate import DecodeSettings, StreamState, first_divergence, stream_many
 from laco_core.assets import read_text
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.evaluate import TokenDivergence, token_divergence
-from laco_core.generate import DecodeSettings, StreamState, first_divergence, stream_many
+from laco_core.runtime.engine import Engine
 
 from . import api
 from .common import SHORT_GROUP, gpu, model_of

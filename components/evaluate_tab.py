@@ -16,10 +16,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from laco_core.analysis.evaluate import evaluate as evaluate_model
 from laco_core.assets import read_text
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.evaluate import evaluate as evaluate_model
+from laco_core.runtime.engine import Engine
 
 from . import api, baselines_panel, jobs, lmeval_panel, plots
 from .common import LONG_GROUP, SHORT_GROUP, gpu, model_of, public_message, user_errors

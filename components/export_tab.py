@@ -7,9 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.export import push_to_hub
+from laco_core.exchange.export import push_to_hub
+from laco_core.runtime.engine import Engine
 
 from .common import LONG_GROUP, PROGRESS, build_choices, gpu, model_of, pick_build
 from .handoff import Event

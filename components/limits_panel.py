@@ -1,10 +1,10 @@
-"""The app's limits, shown to users: one table built from ``laco_core.limits`` (no logic here)."""
+"""The app's limits, shown to users: one table built from ``laco_core.loading.limits`` (no logic here)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from laco_core.engine import Engine
+from laco_core.runtime.engine import Engine
 
 
 def _value(value: int, unit: str) -> str:

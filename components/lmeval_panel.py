@@ -9,9 +9,9 @@ from functools import partial
 
 import gradio as gr
 
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.lmeval import paper_table, run_tasks, table_markdown
+from laco_core.exchange.lmeval import paper_table, run_tasks, table_markdown
+from laco_core.runtime.engine import Engine
 
 from . import jobs
 from .common import LONG_GROUP, base_of, gpu, model_of, public_message

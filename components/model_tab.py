@@ -7,9 +7,9 @@ from functools import partial
 
 import gradio as gr
 
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.models import DTYPES, EMBEDDED
+from laco_core.loading.models import DTYPES, EMBEDDED
+from laco_core.runtime.engine import Engine
 
 from .common import PROGRESS, SHORT_GROUP, fmt_params, gpu
 from .handoff import Fanout, ModelTab

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from laco_core.engine import Engine
-from laco_core.plan import format_plan, parse_ranges
+from laco_core.arch.plan import format_plan, parse_ranges
+from laco_core.runtime.engine import Engine
 
 from . import plan_map
 from .common import user_errors

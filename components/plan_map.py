@@ -17,8 +17,8 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
+from laco_core.arch.plan import Range, format_plan, parse_ranges, validate_ranges
 from laco_core.errors import LacoError
-from laco_core.plan import Range, format_plan, parse_ranges, validate_ranges
 
 from .plots import MERGE_COLOURS
 

@@ -12,9 +12,9 @@ import json
 
 import gradio as gr
 
-from laco_core.engine import Engine
+from laco_core.arch.plan import format_plan, layer_groups
 from laco_core.errors import LacoError
-from laco_core.plan import format_plan, layer_groups
+from laco_core.runtime.engine import Engine
 
 from . import plan_map, plots
 from .common import base_of, fmt_params, gpu

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from laco_core.engine import Engine
+from laco_core.analysis.evaluate import quick_metrics
+from laco_core.arch.plan import format_plan, layer_groups
+from laco_core.arch.subblocks import ATTENTION
 from laco_core.errors import LacoError
-from laco_core.evaluate import quick_metrics
-from laco_core.plan import format_plan, layer_groups
 from laco_core.registry import REGISTRY
-from laco_core.subblocks import ATTENTION
+from laco_core.runtime.engine import Engine
 
 from . import jobs, plots
 from .common import public_message, remember

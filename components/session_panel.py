@@ -21,12 +21,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from laco_core.engine import Engine
+from laco_core.arch.plan import format_plan, parse_ranges
 from laco_core.errors import LacoError
 from laco_core.pipeline import read_recipe
-from laco_core.plan import format_plan, parse_ranges
 from laco_core.recipe import RECIPE_FILE, TENSORS_FILE
 from laco_core.registry import REGISTRY
+from laco_core.runtime.engine import Engine
 
 from . import api
 from .common import LONG_GROUP, PROGRESS, gpu, remember, user_errors

@@ -12,10 +12,10 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from laco_core import similarity
+from laco_core.analysis import similarity
 from laco_core.assets import read_prompts
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
+from laco_core.runtime.engine import Engine
 
 from . import plots
 from .common import PROGRESS, SHORT_GROUP, base_of, gpu, user_errors

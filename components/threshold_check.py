@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-from laco_core.engine import Engine
+from laco_core.arch.plan import format_plan
 from laco_core.ops import run_search
-from laco_core.plan import format_plan
 from laco_core.registry import REGISTRY
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig
 
 from .common import base_of, gpu

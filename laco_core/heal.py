@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from .adapters import get_adapter
+from .analysis.metrics import kl_per_token, log_probs
+from .arch.adapters import get_adapter
+from .arch.tokens import body_ids, encode, start_ids, with_start
 from .errors import Cancelled, LacoError
-from .metrics import kl_per_token, log_probs
-from .tokens import body_ids, encode, start_ids, with_start
 
 Callback = Callable[[int, int, float], None]
 

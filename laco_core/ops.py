@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 from transformers import PreTrainedModel
 
-from .activations import ActivationCache
-from .adapters import get_layers
-from .collapse import collapse_model
+from .analysis.activations import ActivationCache
+from .arch.adapters import get_layers
+from .arch.plan import Range, parse_ranges, validate_ranges
 from .errors import LacoError
 from .methods.base import MergeMethod
-from .plan import Range, parse_ranges, validate_ranges
+from .methods.collapse import collapse_model
 from .prune.llm_pruner import PrunedResult
 from .prune.llm_pruner import prune_llm_pruner as _prune
 from .registry import REGISTRY

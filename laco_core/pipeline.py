@@ -11,25 +11,25 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .adapters import num_layers
+from .arch.adapters import num_layers
+from .arch.plan import plan_of
+from .arch.sharing import count_params, layer_sources
+from .arch.subblocks import attention_free, attention_layers
 from .assets import read_asset
-from .card import base_info_for, model_card
 from .errors import LacoError
-from .export import ExportResult, export_model
-from .interop_mergekit import MERGEKIT_FILE, kept_to_yaml, yaml_to_kept
-from .models import EMBEDDED, LoadedModel, hub_id_for
-from .plan import plan_of
+from .exchange.card import base_info_for, model_card
+from .exchange.export import ExportResult, export_model
+from .exchange.interop_mergekit import MERGEKIT_FILE, kept_to_yaml, yaml_to_kept
+from .loading.models import EMBEDDED, LoadedModel, hub_id_for
 from .prune.geometry import is_pruned
 from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource
 from .registry import REGISTRY
 from .search.config import Merge, SearchConfig
-from .sharing import count_params, layer_sources
 from .steps.attention import AttentionStep
 from .steps.base import StepContext
 from .steps.collapse import DEFAULT_FIT_TEXT, CollapseStep
 from .steps.drop import DropStep
 from .steps.search import SearchStep
-from .subblocks import attention_free, attention_layers
 
 
 def context(

@@ -2,7 +2,7 @@
 
 ``best_collapse`` is what ``laco auto --target-ratio R`` (no other flag) and the app's "Best
 collapse" button run: the best training-free pipeline this project has measured on held-out
-text (see the README's findings). The expert flags stay available; they build their own
+text (see docs/findings.md). The expert flags stay available; they build their own
 ``SearchStep``.
 """
 
@@ -20,7 +20,7 @@ from .steps.search import SearchStep
 SEARCH_TEXT = "train_paragraphs"
 SEARCH_TEXTS = 16  # the search scores the first 16 paragraphs
 # the refit's least squares are data-limited: it fits on both training texts (9.2 k tokens;
-# 2.15x -> 2.03x held-out perplexity at 20 % against the training text alone, see the README)
+# 2.15x -> 2.03x held-out perplexity at 20 % against the training text alone, see docs/findings.md)
 REFIT_TEXT = "fit_paragraphs"
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .baselines import angular_block, shortgpt_layers
+from .analysis.baselines import angular_block, shortgpt_layers
 from .errors import LacoError
 from .methods.average import Average
 from .methods.base import MergeMethod
@@ -23,7 +23,6 @@ from .methods.linear import DropLinear
 from .methods.lsq import DropLsq
 from .methods.official import Official
 from .methods.rdsc import RDSC
-from .objectives import KL, Cosine, Objective, Perplexity
 from .params import ParamDef
 from .prune.importance import (
     L1,
@@ -37,6 +36,7 @@ from .prune.importance import (
 )
 from .recipe import Step
 from .search.config import SearchConfig
+from .search.objectives import KL, Cosine, Objective, Perplexity
 from .search.strategies.base import Strategy
 from .search.strategies.evolutionary import Evolutionary
 from .search.strategies.greedy import Greedy

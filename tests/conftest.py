@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from laco_core.tiny import ARCHITECTURES, tiny_model  # noqa: E402
+from laco_core.arch.tiny import ARCHITECTURES, tiny_model  # noqa: E402
 
 
 @pytest.fixture(params=ARCHITECTURES)
@@ -28,7 +28,7 @@ def tiny(arch):
 @pytest.fixture(scope="session")
 def default_model():
     """The embedded SmolLM2-135M-Instruct, loaded once per test session (LoadedModel)."""
-    from laco_core.models import load_model
+    from laco_core.loading.models import load_model
 
     return load_model("default", dtype="float32", device="cpu")
 
@@ -39,7 +39,7 @@ def gemma_model():
 
     Its package is installed by ``make test``: when it is missing this errors, it never skips.
     """
-    from laco_core.models import load_model
+    from laco_core.loading.models import load_model
 
     return load_model("gemma3-270m", dtype="float32", device="cpu")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..limits import Limits
-from ..models import SPEC_HELP, load_model
+from ..loading.limits import Limits
+from ..loading.models import SPEC_HELP, load_model
 from .common import check_output_file, read_prompt_file, write_json
 
 
@@ -30,7 +30,7 @@ def _list(t) -> list:
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from ..similarity import param_similarity, representation_similarity
+    from ..analysis.similarity import param_similarity, representation_similarity
 
     hf_logging.disable_progress_bar()
     prompts = read_prompt_file(args.prompts)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..arch.plan import format_plan
 from ..errors import LacoError
-from ..export import check_target
-from ..limits import Limits
+from ..exchange.export import check_target
+from ..loading.limits import Limits
 from ..params import add_arguments, collect, given_but_unused, validate
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
-from ..plan import format_plan
 from ..presets import best_collapse, refit_source
 from ..recipe import TextSource
 from ..registry import REGISTRY

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..arch.plan import format_plan, parse_ranges, validate_ranges
 from ..errors import LacoError
-from ..export import check_target
+from ..exchange.export import check_target
 from ..params import add_arguments, collect, given_but_unused
 from ..pipeline import export
 from ..pipeline import run as run_steps
-from ..plan import format_plan, parse_ranges, validate_ranges
 from ..prune.io import SHAPES_SIDECAR
 from ..registry import REGISTRY
 from ..steps.attention import AttentionStep

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..assets import read_paragraphs, read_prompts
 from ..errors import LacoError
-from ..models import SPEC_HELP
+from ..loading.models import SPEC_HELP
 
 
 def add_model_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
@@ -35,7 +35,7 @@ def load(args: argparse.Namespace, spec: str | None = None):
     """The model ``--model`` (or ``spec``) names, quietly."""
     from transformers.utils import logging as hf_logging
 
-    from ..models import load_model
+    from ..loading.models import load_model
 
     hf_logging.disable_progress_bar()
     return load_model(spec or args.model, dtype=args.dtype, device=args.device)

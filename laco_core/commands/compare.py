@@ -6,12 +6,12 @@ import argparse
 import sys
 
 from ..errors import LacoError
-from ..models import SPEC_HELP
+from ..loading.models import SPEC_HELP
 from .common import check_output_file, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..comparison import DEFAULT_METHODS, METHODS
+    from ..runtime.comparison import DEFAULT_METHODS, METHODS
 
     p = sub.add_parser(
         "compare", help="Compare LaCo, ShortGPT, angular and LLM-Pruner at target ratios."
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from ..assets import read_prompts, read_text
-    from ..comparison import compare_all, markdown_table
-    from ..models import load_model
+    from ..loading.models import load_model
+    from ..runtime.comparison import compare_all, markdown_table
 
     hf_logging.disable_progress_bar()
     ratios = _ratios(args.ratios)

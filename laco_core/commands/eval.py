@@ -11,11 +11,11 @@ import gc
 import json
 import sys
 
+from ..analysis.evaluate import evaluate
 from ..assets import EVAL_TEXT
 from ..errors import LacoError
-from ..evaluate import evaluate
-from ..limits import Limits
-from ..models import load_model
+from ..loading.limits import Limits
+from ..loading.models import load_model
 from .common import check_output_file, read_user_text, write_json
 
 
@@ -143,7 +143,7 @@ def _quiet_lm_eval() -> None:
 
 def run_tasks_command(args: argparse.Namespace, models: list[str]) -> int:
     """``laco eval --tasks``: every model (reference first) through lm-eval, then the table."""
-    from ..lmeval import load_tasks, paper_table, run_tasks, table_markdown
+    from ..exchange.lmeval import load_tasks, paper_table, run_tasks, table_markdown
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..analysis.generate import DecodeSettings, first_divergence, stream, stream_pair
 from ..errors import LacoError
-from ..generate import DecodeSettings, first_divergence, stream, stream_pair
-from ..limits import Limits
-from ..models import load_model
+from ..loading.limits import Limits
+from ..loading.models import load_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

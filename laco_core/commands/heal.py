@@ -6,15 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..analysis.evaluate import perplexity
+from ..arch.sharing import count_params
 from ..assets import read_text
 from ..errors import LacoError
-from ..evaluate import perplexity
-from ..export import check_target
+from ..exchange.export import check_target
 from ..heal import check_hyperparameters
-from ..limits import Limits
+from ..loading.limits import Limits
 from ..pipeline import base_ref, context, export, read_recipe
 from ..recipe import RECIPE_FILE, Recipe, TextSource
-from ..sharing import count_params
 from ..steps.heal import HealStep
 from .common import add_model_args, add_out_args, load, positive, read_user_text, source_dirs
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LacoError
-from ..export import check_target
-from ..limits import Limits
+from ..exchange.export import check_target
+from ..loading.limits import Limits
 from ..pipeline import export
 from ..pipeline import run as run_steps
 from ..prune.importance import AGGREGATIONS

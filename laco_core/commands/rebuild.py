@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..export import check_target
-from ..models import load_model
+from ..exchange.export import check_target
+from ..loading.models import load_model
 from ..pipeline import export, read_recipe, rebuild
 from .common import add_out_args, measure_validation, quality_lines
 

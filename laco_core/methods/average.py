@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..adapters import Adapter
+from ..arch.adapters import Adapter
 from .base import LayerParams, MergeMethod, fp32_sum
 
 

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 
-from ..adapters import Adapter
+from ..arch.adapters import Adapter
 from ..errors import LacoError
 from ..params import ParamDef, validate
 
@@ -53,7 +53,7 @@ class MergeMethod:
         """``params`` completed with what this method fits on calibration data.
 
         Args:
-            ctx: A ``laco_core.fitting.FitContext`` (the search, or a fixed-plan fitter).
+            ctx: A ``laco_core.methods.fitting.FitContext`` (the search, or a fixed-plan fitter).
             lo, hi: The range, in the indices of ``ctx.cur``.
             params: Checked parameters; the result must make ``merge`` deterministic.
         """

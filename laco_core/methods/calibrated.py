@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import torch
 
-from ..activations import layer_types, run_layers
-from ..adapters import Adapter, get_adapter, get_layers
-from ..collapse import merged_layer
+from ..analysis.activations import layer_types, run_layers
+from ..arch.adapters import Adapter, get_adapter, get_layers
 from ..params import ParamDef
 from .base import LayerParams, MergeMethod
+from .collapse import merged_layer
 from .rdsc import rdsc_tensor
 
 MANUAL_ALPHA = 0.5  # α of a collapse outside a search, where nothing scores candidates

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..fitting import fit_down
 from ..params import ParamDef
 from .base import MergeMethod
+from .fitting import fit_down
 
 RIDGE = ParamDef(
     "ridge",
@@ -21,7 +21,7 @@ FIT_INFO = ParamDef("fit", "json", cli=False, help="what the fit found (ridge, t
 
 class FittedDrop(MergeMethod):
     """Keep layer lo, delete lo+1..hi, and fit a correction of lo's MLP output on calibration
-    activations (``laco_core.fitting.fit_down``). Subclasses say what is fitted (``basis``),
+    activations (``laco_core.methods.fitting.fit_down``). Subclasses say what is fitted (``basis``),
     under which parameter name the tensor is kept (``tensor``), and how ``merge`` applies it.
     """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..adapters import Adapter
+from ..arch.adapters import Adapter
 from ..params import ParamDef
 from .base import LayerParams, fitted_tensor
 from .fitted_drop import FIT_INFO, RIDGE, FittedDrop
@@ -21,7 +21,7 @@ class DropLinear(FittedDrop):
 
     T (hidden × hidden) is fitted by ridge least squares on calibration activations so the
     kept layer's output approximates the dense model's state after the removed block
-    (Shopkhoev et al. 2025, arXiv 2505.02819; ``laco_core.fitting``).
+    (Shopkhoev et al. 2025, arXiv 2505.02819; ``laco_core.methods.fitting``).
     """
 
     name = "drop_linear"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..adapters import Adapter
+from ..arch.adapters import Adapter
 from ..errors import LacoError
 from ..params import ParamDef
 from .base import LayerParams, fitted_tensor
@@ -14,7 +14,7 @@ class DropLsq(FittedDrop):
 
     The new W_down (hidden × intermediate) is the ridge least-squares solution, shrunk
     towards the original, that makes the kept layer's output match the dense model's state
-    after the removed block (``laco_core.fitting``). It regresses on the MLP's inner
+    after the removed block (``laco_core.methods.fitting``). It regresses on the MLP's inner
     activations, a richer basis than ``drop_linear``'s map on the MLP output, whose every
     solution W_downᵀ T it contains.
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..adapters import Adapter
+from ..arch.adapters import Adapter
 from .base import LayerParams, MergeMethod, fp32_sum
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..adapters import Adapter, get_adapter, get_layers
+from ..arch.adapters import Adapter, get_adapter, get_layers
 
 
 @dataclass

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..adapters import get_adapter, get_layers
+from ..arch.adapters import get_adapter, get_layers
+from ..arch.sharing import layers_prefix, shared_copy
+from ..arch.tokens import body_ids, start_ids, with_start
 from ..errors import LacoError
-from ..sharing import layers_prefix, shared_copy
-from ..tokens import body_ids, start_ids, with_start
 from .geometry import attn_slices, layer_geometry, mlp_slices
 
 AGGREGATIONS = ("sum", "prod", "max", "last", "mean")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from ..adapters import get_layers
+from ..arch.adapters import get_layers
+from ..arch.sharing import count_params, shared_copy
 from ..errors import LacoError
-from ..sharing import count_params, shared_copy
 from .geometry import Geometry, attention_has_bias, is_pruned, layer_geometry, model_shapes
 from .importance import (
     AGGREGATIONS,

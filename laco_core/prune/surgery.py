@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..adapters import get_adapter, get_layers
+from ..arch.adapters import get_adapter, get_layers
+from ..arch.subblocks import remove_attention
 from ..errors import LacoError
-from ..subblocks import remove_attention
 from .geometry import LayerShape, attn_slices, bias_of, layer_geometry, module_path
 
 

@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 from transformers import PreTrainedModel
 
-from ..adapters import get_layers
+from ..arch.adapters import get_layers
+from ..arch.plan import Range
+from ..arch.sharing import count_params
 from ..errors import LacoError
 from ..params import ParamDef
-from ..plan import Range
-from ..sharing import count_params
 
 # what a search may stop at: sizes, then quality budgets (at most one of them is given)
 TARGETS = ("target_layers", "target_ratio", "target_block_ratio", "max_ppl_ratio", "max_kl")

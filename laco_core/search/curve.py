@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import PreTrainedModel
 
+from ..analysis.evaluate import reference_metrics
+from ..arch.plan import plan_of
+from ..arch.sharing import count_params
 from ..assets import read_asset
 from ..errors import LacoError
-from ..evaluate import reference_metrics
-from ..plan import plan_of
 from ..recipe import TextSource
-from ..sharing import count_params
 from .config import SearchConfig, block_params
 
 # a build whose validation perplexity passes this many times the dense model's is called out

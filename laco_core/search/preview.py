@@ -6,13 +6,13 @@ import time
 
 from transformers import PreTrainedModel
 
-from ..activations import ActivationCache
-from ..adapters import get_layers
-from ..collapse import collapse_model
-from ..objectives import KL, Cosine, Partial
-from ..plan import Range, validate_ranges
-from ..sharing import count_params
-from ..subblocks import drop_attention
+from ..analysis.activations import ActivationCache
+from ..arch.adapters import get_layers
+from ..arch.plan import Range, validate_ranges
+from ..arch.sharing import count_params
+from ..arch.subblocks import drop_attention
+from ..methods.collapse import collapse_model
+from .objectives import KL, Cosine, Partial
 
 
 def preview(

@@ -13,10 +13,10 @@ import time
 import torch
 from transformers import PreTrainedModel
 
-from ..adapters import get_adapter, get_layers
+from ..analysis.metrics import flat_cosine
+from ..arch.adapters import get_adapter, get_layers
+from ..arch.tokens import encode
 from ..errors import LacoError
-from ..metrics import flat_cosine
-from ..tokens import encode
 from .config import SearchConfig
 from .strategies.paper import Paper
 

@@ -7,14 +7,14 @@ import time
 
 from transformers import PreTrainedModel
 
-from ..activations import ActivationCache
-from ..collapse import collapse_model
+from ..analysis.activations import ActivationCache
+from ..analysis.parallel import worker_pool
+from ..arch.plan import plan_of
+from ..arch.sharing import count_params, shared_copy
+from ..arch.subblocks import ATTENTION, attention_free, drop_attention
 from ..errors import LacoError
-from ..fitting import PlanFitter
-from ..parallel import worker_pool
-from ..plan import plan_of
-from ..sharing import count_params, shared_copy
-from ..subblocks import ATTENTION, attention_free, drop_attention
+from ..methods.collapse import collapse_model
+from ..methods.fitting import PlanFitter
 from .config import Merge, SearchConfig, SearchResult
 from .state import Callback, Search, workers_for
 

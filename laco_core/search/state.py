@@ -18,22 +18,22 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..activations import ActivationCache, layer_types, run_layers
-from ..adapters import final_norm, get_layers
-from ..collapse import collapse_model, merged_layer
-from ..errors import Cancelled
-from ..fitting import FitContext
-from ..objectives import Objective, Partial
-from ..parallel import default_workers
-from ..plan import layer_map
-from ..sharing import count_params
-from ..subblocks import (
+from ..analysis.activations import ActivationCache, layer_types, run_layers
+from ..analysis.parallel import default_workers
+from ..arch.adapters import final_norm, get_layers
+from ..arch.plan import layer_map
+from ..arch.sharing import count_params
+from ..arch.subblocks import (
     ATTENTION,
     attention_params,
     drop_attention,
     without_attention,
 )
+from ..errors import Cancelled
+from ..methods.collapse import collapse_model, merged_layer
+from ..methods.fitting import FitContext
 from .config import Merge, SearchConfig, layer_params, target_layers_of
+from .objectives import Objective, Partial
 from .speculation import Lazy, Speculation
 
 Callback = Callable[[dict], None]

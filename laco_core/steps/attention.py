@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..arch.subblocks import drop_attention
 from ..recipe import Step
-from ..subblocks import drop_attention
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..activations import ActivationCache
+from ..analysis.activations import ActivationCache
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..adapters import get_layers
+from ..arch.adapters import get_layers
+from ..arch.plan import format_plan, validate_ranges
 from ..assets import read_asset
-from ..collapse import collapse_model
 from ..errors import Cancelled
-from ..plan import format_plan, validate_ranges
+from ..methods.collapse import collapse_model
 from ..recipe import Step, TextSource
 from ..search.config import Merge
 from ..search.run import complete, fit_plan, replay

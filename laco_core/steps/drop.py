@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..adapters import get_layers
+from ..analysis.baselines import drop_layers, layers_for_ratio
+from ..arch.adapters import get_layers
 from ..assets import read_asset
-from ..baselines import drop_layers, layers_for_ratio
 from ..errors import LacoError
 from ..recipe import Step, TextSource
 

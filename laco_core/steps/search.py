@@ -6,8 +6,8 @@ import copy
 import json
 from dataclasses import dataclass, field, replace
 
-from ..adapters import get_layers
-from ..plan import format_plan
+from ..arch.adapters import get_layers
+from ..arch.plan import format_plan
 from ..recipe import Step, TextSource
 from ..search.config import Merge, SearchConfig
 from ..search.curve import Monitor, validation_source

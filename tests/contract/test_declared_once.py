@@ -17,9 +17,9 @@ import app
 from components import auto_panel, model_tab
 from components.common import base_of
 from components.state import Session
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.cli import build_parser, main
 from laco_core.commands.auto import config_of
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
 from laco_core.methods.base import LayerParams, MergeMethod
 from laco_core.params import ParamDef
@@ -27,11 +27,11 @@ from laco_core.pipeline import context, rebuild, recipe_from_dict
 from laco_core.pipeline import run as run_steps
 from laco_core.recipe import TextSource
 from laco_core.registry import REGISTRY
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig
 from laco_core.search.strategies.base import Strategy
 from laco_core.steps.collapse import CollapseStep
 from laco_core.steps.search import SearchStep
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = ["The cat sat on the mat.", "A river runs through the old town."]
 

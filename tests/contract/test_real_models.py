@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laco_core.activations import ActivationCache
-from laco_core.adapters import get_layers
-from laco_core.baselines import drop_layers
-from laco_core.objectives import Partial
+from laco_core.analysis.activations import ActivationCache
+from laco_core.analysis.baselines import drop_layers
+from laco_core.arch.adapters import get_layers
 from laco_core.pipeline import run as run_steps
 from laco_core.registry import REGISTRY
+from laco_core.search.objectives import Partial
 from laco_core.steps.collapse import CollapseStep
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@
 
 The cases come from the registry itself: each table of ``REGISTRY`` (merge methods,
 objectives, strategies, importances, selectors, step kinds) has one contract, run for each of
-its components on each architecture of ``laco_core.tiny``, so adding a component adds its
+its components on each architecture of ``laco_core.arch.tiny``, so adding a component adds its
 cases without an edit (and a new table fails until it has a contract). Every component's
 declared defaults must pass its own declarations. Then every method × strategy × objective
 runs as a search, rebuilds from its recipe (with and without its tensors) to equal logits and
@@ -18,12 +18,12 @@ import json
 import pytest
 import torch
 
-from laco_core.activations import ActivationCache
-from laco_core.adapters import get_layers
-from laco_core.baselines import drop_layers
+from laco_core.analysis.activations import ActivationCache
+from laco_core.analysis.baselines import drop_layers
+from laco_core.arch.adapters import get_layers
+from laco_core.arch.tiny import ARCHITECTURES, tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.models import load_model
-from laco_core.objectives import Partial
+from laco_core.loading.models import load_model
 from laco_core.params import defaults, validate
 from laco_core.pipeline import rebuild, recipe_from_dict
 from laco_core.pipeline import run as run_steps
@@ -33,9 +33,9 @@ from laco_core.prune.llm_pruner import prune_llm_pruner
 from laco_core.recipe import Recipe, TextSource
 from laco_core.registry import REGISTRY, Registry
 from laco_core.search import SearchConfig
+from laco_core.search.objectives import Partial
 from laco_core.steps.collapse import CollapseStep
 from laco_core.steps.search import SearchStep
-from laco_core.tiny import ARCHITECTURES, tiny_model, tiny_tokenizer
 
 LAYERS = 4
 PROMPTS = [

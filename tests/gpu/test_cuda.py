@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laco_core.engine import Engine
-from laco_core.evaluate import perplexity, reference_metrics
-from laco_core.generate import DecodeSettings, stream_pair
-from laco_core.limits import Limits
-from laco_core.models import load_model
+from laco_core.analysis.evaluate import perplexity, reference_metrics
+from laco_core.analysis.generate import DecodeSettings, stream_pair
+from laco_core.analysis.similarity import param_similarity, representation_similarity
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.loading.limits import Limits
+from laco_core.loading.models import load_model
 from laco_core.ops import build_collapsed
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig
-from laco_core.similarity import param_similarity, representation_similarity
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.gpu
 

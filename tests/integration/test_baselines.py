@@ -5,12 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laco_core.adapters import get_adapter, get_layers
-from laco_core.baselines import angular_block, drop_layers, layers_for_ratio, shortgpt_layers
+from laco_core.analysis.baselines import (
+    angular_block,
+    drop_layers,
+    layers_for_ratio,
+    shortgpt_layers,
+)
+from laco_core.arch.adapters import get_adapter, get_layers
+from laco_core.arch.plan import plan_of
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.plan import plan_of
 from laco_core.registry import REGISTRY
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = ["The river ran past the old mill.", "Seven stones lay in a row near the gate."]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.cli import main
-from laco_core.export import RECIPE_FILE
-from laco_core.tiny import tiny_model, tiny_tokenizer
+from laco_core.exchange.export import RECIPE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laco_core.adapters import get_layers
+from laco_core.arch.adapters import get_layers
+from laco_core.arch.plan import layer_map, plan_of
+from laco_core.arch.sharing import count_params, shared_fraction
 from laco_core.ops import build_collapsed
-from laco_core.plan import layer_map, plan_of
 from laco_core.registry import REGISTRY
-from laco_core.sharing import count_params, shared_fraction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,7 +109,7 @@ def test_collapse_every_arch_and_method(tiny, arch, method):
 
 def test_drop_equals_deleting_layers(arch):
     """``drop`` must be exactly a model whose layers 2..3 were removed (logits equal)."""
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     m = tiny_model(arch, layers=6)
     c = build_collapsed(m, "1-3", "drop")
@@ -129,7 +129,7 @@ def test_drop_equals_deleting_layers(arch):
 
 
 def test_collapse_of_collapse_reports_original_indices():
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     m = tiny_model("llama", layers=8)
     c1 = build_collapsed(m, "5-6", "average")  # 8 -> 7 layers; old 7 is now 6

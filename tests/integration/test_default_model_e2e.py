@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from laco_core.analysis.evaluate import perplexity, reference_metrics
+from laco_core.analysis.generate import DecodeSettings, stream
 from laco_core.assets import read_text
-from laco_core.evaluate import perplexity, reference_metrics
-from laco_core.generate import DecodeSettings, stream
 from laco_core.ops import build_collapsed
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from laco_core.errors import LacoError
-from laco_core.evaluate import evaluate, perplexity, quick_metrics, reference_metrics
-from laco_core.generate import (
+from laco_core.analysis.evaluate import evaluate, perplexity, quick_metrics, reference_metrics
+from laco_core.analysis.generate import (
     DecodeSettings,
     StreamState,
     build_inputs,
@@ -17,8 +16,9 @@ from laco_core.generate import (
     stream,
     stream_pair,
 )
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.errors import LacoError
 from laco_core.ops import build_collapsed
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

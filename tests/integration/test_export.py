@@ -10,16 +10,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from laco_core.arch.sharing import count_params
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.export import export_model, push_to_hub, verify_reload
-from laco_core.models import load_model
+from laco_core.exchange.export import export_model, push_to_hub, verify_reload
+from laco_core.loading.models import load_model
 from laco_core.ops import build_collapsed, prune_llm_pruner
 from laco_core.pipeline import base_ref, read_recipe
 from laco_core.pipeline import run as run_steps
 from laco_core.recipe import RECIPE_FILE, Recipe
-from laco_core.sharing import count_params
 from laco_core.steps.collapse import CollapseStep
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

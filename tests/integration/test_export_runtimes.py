@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from laco_core.adapters import get_layers
-from laco_core.export import export_model
+from laco_core.arch.adapters import get_layers
+from laco_core.arch.plan import layer_groups
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.exchange.export import export_model
 from laco_core.ops import build_collapsed
-from laco_core.plan import layer_groups
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 TEXT = "Layer collapse keeps the tokenizer: ids, spaces  and punctuation!"
 PLANS = {"drop": [(1, 2), (4, 5)], "official": [(0, 2)]}

@@ -22,13 +22,15 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from laco_core import tokens
+from laco_core.analysis.evaluate import perplexity
+from laco_core.analysis.generate import DecodeSettings, stream_many
+from laco_core.analysis.similarity import param_similarity, representation_similarity
+from laco_core.arch import tokens
+from laco_core.arch.plan import layer_map
 from laco_core.assets import read_prompts, read_text
-from laco_core.card import base_info_for, license_from_readme, model_card
 from laco_core.errors import LacoError
-from laco_core.evaluate import perplexity
-from laco_core.generate import DecodeSettings, stream_many
-from laco_core.models import (
+from laco_core.exchange.card import base_info_for, license_from_readme, model_card
+from laco_core.loading.models import (
     EMBEDDED,
     GEMMA_LICENSE,
     SPEC_HELP,
@@ -39,11 +41,9 @@ from laco_core.models import (
 from laco_core.ops import build_collapsed, run_search
 from laco_core.pipeline import export
 from laco_core.pipeline import run as run_steps
-from laco_core.plan import layer_map
 from laco_core.recipe import BaseRef, Recipe, TextSource
 from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
-from laco_core.similarity import param_similarity, representation_similarity
 from laco_core.steps.collapse import CollapseStep
 
 ALIAS = "gemma3-270m"
@@ -82,7 +82,7 @@ def test_the_package_is_installed_and_the_alias_declared():
 
 
 def test_a_missing_package_is_one_error_naming_it(monkeypatch):
-    from laco_core import models
+    from laco_core.loading import models
 
     absent = dataclasses.replace(ROW, module="gemma3_270m_not_installed")
     assert absent.gguf_path() is None
@@ -262,7 +262,7 @@ def test_lm_eval_laco_mc_with_bos(gemma_model):
     ``add_bos_token`` is None, so Gemma's tokenizer puts BOS in front of each request."""
     from lm_eval.models.huggingface import HFLM
 
-    from laco_core.lmeval import run_tasks
+    from laco_core.exchange.lmeval import run_tasks
     from tests.integration.test_lmeval import direct_accuracy, read_items
 
     model, tok = gemma_model.model, gemma_model.tokenizer

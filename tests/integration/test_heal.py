@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
 from laco_core.heal import apply_lora, heal, lora_targets
 from laco_core.ops import prune_llm_pruner
 from laco_core.prune import load_pruned, save_pruned
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 TEXT = "abcabc the cat sat on the mat. " * 80
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from laco_core.assets import read_asset
-from laco_core.objectives import KL
 from laco_core.presets import SEARCH_TEXT, best_collapse
 from laco_core.registry import REGISTRY
 from laco_core.search.config import SearchConfig
+from laco_core.search.objectives import KL
 from laco_core.search.run import run as run_search
 
 

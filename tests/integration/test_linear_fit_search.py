@@ -7,15 +7,15 @@ import json
 import pytest
 import torch
 
-from laco_core.activations import ActivationCache, layer_types, run_layers
-from laco_core.adapters import get_layers
+from laco_core.analysis.activations import ActivationCache, layer_types, run_layers
+from laco_core.arch.adapters import get_layers
+from laco_core.arch.tiny import ByteTokenizer, tiny_model
 from laco_core.assets import read_prompts
 from laco_core.ops import build_collapsed, run_search
 from laco_core.recipe import Recipe
 from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
 from laco_core.search.run import replay
-from laco_core.tiny import ByteTokenizer, tiny_model
 
 TOK = ByteTokenizer()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,8 +85,8 @@ def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, method, prom
 def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
+    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.cli import main
-    from laco_core.tiny import tiny_tokenizer
 
     d = tmp_path / "tiny"
     tiny_model("llama", layers=6).save_pretrained(d)
@@ -109,8 +109,8 @@ def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
 
 @pytest.mark.parametrize("method", ["drop_linear", "drop_lsq"])
 def test_engine_collapse_fits_and_rebuilds_after_eviction(tmp_path, method):
-    from laco_core.engine import Engine
-    from laco_core.tiny import tiny_tokenizer
+    from laco_core.arch.tiny import tiny_tokenizer
+    from laco_core.runtime.engine import Engine
 
     d = tmp_path / "tiny"
     tiny_model("llama", layers=6).save_pretrained(d)
@@ -127,7 +127,7 @@ def test_engine_collapse_fits_and_rebuilds_after_eviction(tmp_path, method):
     x = torch.randint(3, 250, (1, 12))
     with torch.no_grad():
         torch.testing.assert_close(again(x).logits, first(x).logits, atol=0, rtol=0)
-    from laco_core.engine import _without_tensors
+    from laco_core.runtime.engine import _without_tensors
 
     engine.build(did).recipe = _without_tensors(engine.build(did).recipe)
     engine.build(did).model = None  # evicted and its tensors squeezed out: fitted again
@@ -141,8 +141,8 @@ def test_engine_collapse_fits_and_rebuilds_after_eviction(tmp_path, method):
 
 
 def test_cli_auto_drop_with_fit_maps_exports_fitted_weights(tmp_path):
+    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.cli import main
-    from laco_core.tiny import tiny_tokenizer
 
     d = tmp_path / "tiny"
     tiny_model("llama", layers=6).save_pretrained(d)
@@ -183,8 +183,8 @@ def test_lsq_on_the_inner_activations_fits_the_block_at_least_as_well_as_the_map
 def test_cli_collapse_fits_drop_lsq_on_the_training_text(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
+    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.cli import main
-    from laco_core.tiny import tiny_tokenizer
 
     d = tmp_path / "tiny"
     tiny_model("llama", layers=6).save_pretrained(d)

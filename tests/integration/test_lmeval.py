@@ -12,10 +12,10 @@ import torch
 
 pytest.importorskip("lm_eval", reason="the eval extra (lm-eval) is not installed")
 
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer  # noqa: E402
 from laco_core.cli import main  # noqa: E402
 from laco_core.errors import LacoError  # noqa: E402
-from laco_core.lmeval import BUNDLED_TASKS, run_tasks  # noqa: E402
-from laco_core.tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from laco_core.exchange.lmeval import BUNDLED_TASKS, run_tasks  # noqa: E402
 
 TASK_FILE = BUNDLED_TASKS / "laco_mc.jsonl"
 
@@ -137,7 +137,7 @@ def test_private_task_folder_with_relative_data_path(tmp_path, monkeypatch, one_
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     """A saved tiny llama and a collapsed copy of it (two layers fewer)."""
-    from laco_core.export import export_model
+    from laco_core.exchange.export import export_model
     from laco_core.ops import build_collapsed
 
     root = tmp_path_factory.mktemp("lmeval_cli")

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 
 pytest.importorskip("mergekit", reason="the interop extra (mergekit) is not installed")
 
-from laco_core.export import export_model  # noqa: E402
-from laco_core.interop_mergekit import plan_to_yaml, yaml_to_plan  # noqa: E402
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from laco_core.exchange.export import export_model  # noqa: E402
+from laco_core.exchange.interop_mergekit import plan_to_yaml, yaml_to_plan  # noqa: E402
 from laco_core.ops import build_collapsed  # noqa: E402
 from laco_core.registry import REGISTRY  # noqa: E402
-from laco_core.tiny import tiny_model, tiny_tokenizer  # noqa: E402
 
 # mergekit 0.1.5 sets num_hidden_layers for a passthrough but leaves the config's per-layer
 # `layer_types` list at the source's length; transformers 5 refuses to save such a config.

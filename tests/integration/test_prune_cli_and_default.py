@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
+from laco_core.analysis.evaluate import perplexity
+from laco_core.arch.sharing import count_params
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.cli import main
-from laco_core.evaluate import perplexity
-from laco_core.models import SHAPES_SIDECAR, load_model
+from laco_core.loading.models import SHAPES_SIDECAR, load_model
 from laco_core.ops import prune_llm_pruner
 from laco_core.prune import load_pruned, save_pruned
-from laco_core.sharing import count_params
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank. " * 40
 
@@ -192,8 +192,8 @@ def test_llm_pruner_20_percent_on_default_model(default_model, tmp_path):
 
 
 def test_engine_rebuilds_an_evicted_pruned_model(tiny_dir):
-    from laco_core.engine import Engine
     from laco_core.recipe import TextSource
+    from laco_core.runtime.engine import Engine
     from laco_core.steps.prune import PruneStep
 
     engine = Engine()

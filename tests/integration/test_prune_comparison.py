@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from laco_core.baselines import drop_layers
-from laco_core.comparison import _Scorer, compare_all, markdown_table
+from laco_core.analysis.baselines import drop_layers
+from laco_core.analysis.evaluate import perplexity, reference_metrics
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.evaluate import perplexity, reference_metrics
-from laco_core.tiny import tiny_model, tiny_tokenizer
+from laco_core.runtime.comparison import _Scorer, compare_all, markdown_table
 
 TEXT = "Rain fell on the quiet harbour while the boats waited for the morning tide. " * 30
 

@@ -7,9 +7,11 @@ import copy
 import pytest
 import torch
 
-from laco_core.adapters import get_adapter, get_layers
+from laco_core.arch.adapters import get_adapter, get_layers
+from laco_core.arch.sharing import count_params, shared_copy
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.models import load_model
+from laco_core.loading.models import load_model
 from laco_core.ops import prune_llm_pruner
 from laco_core.prune import (
     AGGREGATIONS,
@@ -21,8 +23,6 @@ from laco_core.prune import (
     save_pruned,
 )
 from laco_core.registry import REGISTRY
-from laco_core.sharing import count_params, shared_copy
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 TEXT = " ".join(
     f"Sentence number {i} talks about rivers, stones and the weather." for i in range(60)

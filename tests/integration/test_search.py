@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 
-from laco_core.activations import ActivationCache, suffix_final
-from laco_core.adapters import get_layers
+from laco_core.analysis.activations import ActivationCache, suffix_final
+from laco_core.arch.adapters import get_layers
+from laco_core.arch.sharing import count_params, shared_fraction
+from laco_core.arch.tiny import ByteTokenizer
 from laco_core.assets import read_prompts
 from laco_core.ops import build_collapsed, preview, reference_search, run_search
 from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
 from laco_core.search.reference import literal_merge
 from laco_core.search.run import replay
-from laco_core.sharing import count_params, shared_fraction
-from laco_core.tiny import ByteTokenizer
 
 TOK = ByteTokenizer()
 
@@ -75,7 +75,7 @@ def _decisions(log):
 
 @pytest.mark.parametrize("method", ["official", "rdsc"])
 def test_fast_search_makes_the_reference_decisions(arch, prompts, method):
-    model = __import__("laco_core.tiny", fromlist=["tiny_model"]).tiny_model(arch, 8)
+    model = __import__("laco_core.arch.tiny", fromlist=["tiny_model"]).tiny_model(arch, 8)
     ref0 = reference_search(
         model, TOK, prompts, SearchConfig(merge_count=3, threshold=0.0, method=method)
     )
@@ -102,7 +102,7 @@ def test_fast_search_makes_the_reference_decisions(arch, prompts, method):
 
 
 def test_some_thresholds_accept_and_reject(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("llama", 8)
     res = run_search(model, TOK, prompts, SearchConfig(merge_count=3, threshold=0.9))
@@ -113,7 +113,7 @@ def test_some_thresholds_accept_and_reject(prompts):
 
 @pytest.mark.parametrize("objective", ["cosine", "kl"])
 def test_early_exit_keeps_decisions(prompts, objective):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("qwen2", 8)
     early_seen = False
@@ -145,7 +145,7 @@ def test_early_exit_keeps_decisions(prompts, objective):
 
 
 def test_literal_merge_official_is_layer_hi_blocks():
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("llama", 6)
     merged = literal_merge(model, 1, 2)
@@ -160,7 +160,7 @@ def test_literal_merge_official_is_layer_hi_blocks():
 @pytest.mark.parametrize("strategy", ["paper", "greedy"])
 @pytest.mark.parametrize("objective", ["cosine", "kl", "ppl"])
 def test_target_layers_is_hit_exactly(prompts, strategy, objective):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("llama", 8)
     cfg = SearchConfig(
@@ -175,7 +175,7 @@ def test_target_layers_is_hit_exactly(prompts, strategy, objective):
 
 
 def test_target_ratio_removes_at_least_the_ratio(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("mistral", 8)
     res = run_search(
@@ -187,7 +187,7 @@ def test_target_ratio_removes_at_least_the_ratio(prompts):
 
 
 def test_greedy_picks_the_best_scored_range(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("phi3", 6)
     res = run_search(
@@ -205,7 +205,7 @@ def test_greedy_picks_the_best_scored_range(prompts):
 
 
 def test_calibrated_search_records_alpha_and_rebuilds(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("qwen3", 8)
     cfg = SearchConfig(
@@ -237,7 +237,7 @@ def test_calibrated_search_records_alpha_and_rebuilds(prompts):
 
 
 def test_result_shares_untouched_tensors_and_recipe_rebuilds_official(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("gemma3_text", 8)
     res = run_search(
@@ -254,7 +254,7 @@ def test_result_shares_untouched_tensors_and_recipe_rebuilds_official(prompts):
 
 
 def test_callback_sees_every_candidate_and_can_cancel(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("llama", 8)
     events = []
@@ -273,8 +273,8 @@ def test_callback_sees_every_candidate_and_can_cancel(prompts):
 
 
 def test_preview_matches_a_full_forward(prompts):
-    from laco_core.objectives import Cosine
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
+    from laco_core.search.objectives import Cosine
 
     model = tiny_model("gemma2", 8)
     cache = ActivationCache(model, TOK, prompts)
@@ -293,7 +293,7 @@ def test_preview_matches_a_full_forward(prompts):
 
 
 def test_lazy_greedy_hits_target_with_fewer_forwards(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("llama", 8)
     cfg = dict(merge_count=2, strategy="greedy", objective="kl", target_layers=3, method="drop")
@@ -305,7 +305,7 @@ def test_lazy_greedy_hits_target_with_fewer_forwards(prompts):
 
 
 def test_mlp_correction_is_recorded_and_replayed(prompts):
-    from laco_core.tiny import tiny_model
+    from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("mistral", 8)
     cfg = SearchConfig(

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.assets import read_prompts
 from laco_core.cli import main
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laco_core import similarity as S
-from laco_core.adapters import get_adapter, get_layers, kind_group, module_kind
+from laco_core.analysis import similarity as S
+from laco_core.arch.adapters import get_adapter, get_layers, kind_group, module_kind
+from laco_core.arch.tiny import tiny_tokenizer
 from laco_core.assets import read_prompts
 from laco_core.ops import build_collapsed
-from laco_core.tiny import tiny_tokenizer
 
 PROMPTS = ["The river carried sand to the sea.", "def f(x): return x * 2", "Bonjour, ça va ?"]
 

@@ -9,21 +9,21 @@ import pytest
 import torch
 
 from laco_core import load_pruned
+from laco_core.arch.subblocks import attention_free, attention_layers, protected
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.assets import read_prompts
 from laco_core.cli import main
 from laco_core.errors import LacoError
-from laco_core.models import load_model
-from laco_core.objectives import KL
+from laco_core.loading.models import load_model
 from laco_core.pipeline import context, export, rebuild, recipe_from_dict
 from laco_core.pipeline import run as run_steps
 from laco_core.recipe import TextSource
 from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
+from laco_core.search.objectives import KL
 from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep
 from laco_core.steps.search import SearchStep
-from laco_core.subblocks import attention_free, attention_layers, protected
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = read_prompts()[:6]
@@ -108,7 +108,7 @@ def test_block_search_removes_redundant_attention_first(tmp_path):
 
 
 def test_evolution_never_ends_worse_than_its_greedy_seed(tmp_path):
-    from laco_core.activations import ActivationCache
+    from laco_core.analysis.activations import ActivationCache
     from laco_core.ops import run_search
 
     base = saved(tmp_path, "qwen2", layers=10)

@@ -7,12 +7,12 @@ import math
 
 import pytest
 
+from laco_core.analysis.evaluate import reference_metrics
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.cli import main
 from laco_core.errors import LacoError
-from laco_core.evaluate import reference_metrics
 from laco_core.search.config import SearchConfig, block_params, size_report, target_layers_of
 from laco_core.search.curve import CLIFF, CurvePoint, QualityCurve, cliff_line
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

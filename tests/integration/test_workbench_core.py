@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from laco_core.analysis.evaluate import token_divergence
+from laco_core.analysis.generate import DecodeSettings, stream_many, stream_pair
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.evaluate import token_divergence
-from laco_core.generate import DecodeSettings, stream_many, stream_pair
 from laco_core.ops import build_collapsed
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from laco_core.tiny import tiny_model, tiny_tokenizer
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)

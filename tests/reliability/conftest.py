@@ -16,8 +16,8 @@ ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from laco_core.engine import Engine  # noqa: E402
-from laco_core.limits import Limits  # noqa: E402
+from laco_core.loading.limits import Limits  # noqa: E402
+from laco_core.runtime.engine import Engine  # noqa: E402
 from tests.reliability.common import APP_LIMITS, PROMPTS, TEXT, save_tiny  # noqa: E402
 
 

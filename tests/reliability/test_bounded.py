@@ -9,18 +9,18 @@ import time
 import pytest
 import torch
 
-from laco_core import evaluate as ev
-from laco_core.budget import rss_bytes
-from laco_core.engine import Engine
+from laco_core.analysis import evaluate as ev
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LimitExceeded
-from laco_core.limits import Limits
+from laco_core.loading.limits import Limits
 from laco_core.pipeline import recipe_from_dict
 from laco_core.recipe import TextSource
+from laco_core.runtime.budget import rss_bytes
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig
 from laco_core.steps.collapse import CollapseStep
 from laco_core.steps.heal import HealStep
 from laco_core.steps.search import SearchStep
-from laco_core.tiny import tiny_model, tiny_tokenizer
 from tests.reliability.common import save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")

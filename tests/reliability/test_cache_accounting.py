@@ -8,12 +8,12 @@ import gc
 
 import pytest
 
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.assets import read_asset
-from laco_core.budget import rss_bytes
-from laco_core.engine import Engine
-from laco_core.limits import Limits
-from laco_core.objectives import KL, Perplexity
-from laco_core.tiny import tiny_model, tiny_tokenizer
+from laco_core.loading.limits import Limits
+from laco_core.runtime.budget import rss_bytes
+from laco_core.runtime.engine import Engine
+from laco_core.search.objectives import KL, Perplexity
 
 MiB = 2**20
 PROMPTS = ["One short calibration text.", "Another one, a little longer than the first."]

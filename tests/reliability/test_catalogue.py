@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from laco_core.adapters import supported
+from laco_core.arch.adapters import supported
 from laco_core.cli import main
-from laco_core.comparison import POINTS
+from laco_core.runtime.comparison import POINTS
 from tests.reliability.common import PROMPTS, TEXT, build, load_tiny
 
 LIMIT = "over the limit of"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from laco_core.engine import Engine
 from laco_core.errors import LacoError
-from laco_core.limits import Limits
+from laco_core.loading.limits import Limits
+from laco_core.runtime.engine import Engine
 from tests.reliability.common import build, load_tiny, save_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,9 +102,9 @@ def test_hub_models_that_need_remote_code_or_are_too_big(tmp_path):
         snap.mkdir(parents=True)
         (snap / "config.json").write_text(json.dumps(cfg))
     code = (
-        "from laco_core.engine import Engine\n"
+        "from laco_core.runtime.engine import Engine\n"
         "from laco_core.errors import LacoError\n"
-        "from laco_core.limits import Limits\n"
+        "from laco_core.loading.limits import Limits\n"
         "e = Engine(memory_budget_gb=1, limits=Limits.current(True))\n"
         "for spec in ('acme/custom', 'acme/huge'):\n"
         "    try:\n"
@@ -140,7 +140,7 @@ def test_messages_hide_server_paths_when_hosted(monkeypatch):
 
 @pytest.mark.slow
 def test_hosted_default_model_names_no_server_path():
-    from laco_core.models import load_model
+    from laco_core.loading.models import load_model
 
     lm = load_model("default", "float32", "cpu", hosted=True)
     assert not lm.describe()["source"].startswith("/")
@@ -167,7 +167,7 @@ def _files_since(roots, start: float):
 def test_the_push_token_never_reaches_a_log_or_a_file(app, files, capfd):
     from gradio_client.exceptions import AppError
 
-    from laco_core.models import cache_root
+    from laco_core.loading.models import cache_root
 
     client = app.client()
     load_tiny(client, files.tiny)

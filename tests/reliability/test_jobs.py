@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from laco_core.engine import Engine
 from laco_core.errors import Cancelled, LimitExceeded
-from laco_core.limits import Limits
+from laco_core.loading.limits import Limits
 from laco_core.recipe import TextSource
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig
 from laco_core.steps.collapse import CollapseStep
 from laco_core.steps.search import SearchStep

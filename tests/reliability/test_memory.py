@@ -8,13 +8,13 @@ import itertools
 
 import torch
 
-from laco_core.budget import rss_bytes
-from laco_core.engine import Engine
-from laco_core.limits import Limits
-from laco_core.models import load_model
-from laco_core.sharing import model_bytes
+from laco_core.arch.sharing import model_bytes
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.loading.limits import Limits
+from laco_core.loading.models import load_model
+from laco_core.runtime.budget import rss_bytes
+from laco_core.runtime.engine import Engine
 from laco_core.steps.collapse import CollapseStep
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 BUILDS, SESSIONS = 50, 8
 METHODS = ("rdsc", "average", "official", "drop")  # the first two make new layer tensors

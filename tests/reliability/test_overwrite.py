@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from laco_core import export as export_module
 from laco_core.cli import main
-from laco_core.engine import Engine
-from laco_core.limits import Limits
-from laco_core.store import ExportStore
+from laco_core.exchange import export as export_module
+from laco_core.loading.limits import Limits
+from laco_core.runtime.engine import Engine
+from laco_core.runtime.store import ExportStore
 from tests.reliability.common import save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")

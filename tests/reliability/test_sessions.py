@@ -13,9 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from components.compare_tab import panel_html
+from laco_core.analysis.generate import DecodeSettings, first_divergence, stream_pair
 from laco_core.errors import LacoError
-from laco_core.generate import DecodeSettings, first_divergence, stream_pair
-from laco_core.models import load_model
+from laco_core.loading.models import load_model
 from laco_core.ops import build_collapsed
 from tests.reliability.common import TEXT, build, load_tiny
 

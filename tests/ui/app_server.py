@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from laco_core.engine import Engine
+from laco_core.runtime.engine import Engine
 
 
 def free_port() -> int:

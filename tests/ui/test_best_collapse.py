@@ -13,11 +13,11 @@ import pytest
 
 from components import best_panel, curve_plot, model_tab
 from components.state import Session
-from laco_core.engine import Engine
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
 from laco_core.presets import best_collapse
+from laco_core.runtime.engine import Engine
 from laco_core.search.config import target_layers_of
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 SIZE, BUDGET = best_panel.SIZE, best_panel.BUDGET

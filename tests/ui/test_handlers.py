@@ -25,8 +25,8 @@ from components import (
 )
 from components.state import Entry, Session
 from components.widgets import RangeSlider
-from laco_core.engine import Engine
-from laco_core.tiny import tiny_model, tiny_tokenizer
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.runtime.engine import Engine
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)

@@ -35,12 +35,12 @@ from components import (
 from components.common import model_of
 from components.settings import COMMON
 from components.state import Entry, Session
-from laco_core.engine import Engine
+from laco_core.analysis.evaluate import reference_metrics
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import Cancelled
-from laco_core.evaluate import reference_metrics
 from laco_core.methods.calibrated import MANUAL_ALPHA
 from laco_core.ops import build_collapsed
-from laco_core.tiny import tiny_model, tiny_tokenizer
+from laco_core.runtime.engine import Engine
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)

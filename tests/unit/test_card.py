@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import yaml
 
-from laco_core.card import (
+from laco_core.exchange.card import (
     LOADER_IMPORT,
     base_info_for,
     license_from_readme,
     model_card,
 )
-from laco_core.interop_mergekit import expressible
+from laco_core.exchange.interop_mergekit import expressible
 from laco_core.recipe import BaseRef, Recipe
 from laco_core.registry import REGISTRY
 from laco_core.steps.collapse import CollapseStep

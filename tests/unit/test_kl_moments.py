@@ -9,14 +9,14 @@ import math
 import pytest
 import torch
 
-from laco_core import metrics
-from laco_core.activations import ActivationCache, linear_head, logits_of
+from laco_core.analysis import metrics
+from laco_core.analysis.activations import ActivationCache, linear_head, logits_of
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.objectives import KL, Partial, chunk_kl, head_stride
 from laco_core.registry import REGISTRY
 from laco_core.search.config import SearchConfig
+from laco_core.search.objectives import KL, Partial, chunk_kl, head_stride
 from laco_core.search.run import run as run_search
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 PROMPTS = [
     "The river rose after the storm and the bridge was closed for a week.",

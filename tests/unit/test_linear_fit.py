@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from laco_core.adapters import ADAPTERS
+from laco_core.arch.adapters import ADAPTERS
 from laco_core.errors import LacoError
-from laco_core.fitting import fit_info, solve
+from laco_core.methods.fitting import fit_info, solve
 from laco_core.methods.linear import fold_into_down
 from laco_core.registry import REGISTRY
 
@@ -63,7 +63,7 @@ def test_drop_linear_needs_a_fit():
 
 
 def test_moments_error_matches_the_residual_and_ridge_is_cross_validated():
-    from laco_core.fitting import Moments, choose_ridge
+    from laco_core.methods.fitting import Moments, choose_ridge
 
     m, t0 = _normal(600, 8), _normal(8, 8, seed=5)
     acc = Moments()
@@ -107,7 +107,7 @@ def test_drop_lsq_replaces_down_proj_and_checks_its_shape():
 
 
 def test_through_norm_gives_the_closest_output_an_rms_norm_can_give():
-    from laco_core.fitting import through_norm
+    from laco_core.methods.fitting import through_norm
 
     torch.manual_seed(0)
     gain = torch.cat([torch.rand(15, dtype=torch.float64) * 3, torch.zeros(1, dtype=torch.float64)])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.models import check, load_model, resolve
+from laco_core.loading.models import check, load_model, resolve
 from laco_core.prune.io import load_pruned, save_pruned
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

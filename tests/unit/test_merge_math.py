@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laco_core.adapters import ADAPTERS
+from laco_core.arch.adapters import ADAPTERS
 from laco_core.methods.base import fp32_sum
 from laco_core.methods.rdsc import rdsc_tensor
 from laco_core.registry import REGISTRY

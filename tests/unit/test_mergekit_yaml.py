@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from laco_core.errors import LacoError
-from laco_core.interop_mergekit import expressible, kept_layers, plan_to_yaml, yaml_to_plan
+from laco_core.exchange.interop_mergekit import expressible, kept_layers, plan_to_yaml, yaml_to_plan
 from laco_core.registry import REGISTRY
 
 DROP = REGISTRY.method("drop")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from laco_core.errors import LacoError
-from laco_core.lmeval import paper_table, resolve_local_files, table_markdown, task_metrics
+from laco_core.exchange.lmeval import paper_table, resolve_local_files, table_markdown, task_metrics
 
 DENSE = {
     "piqa": {"acc": 0.70, "acc_norm": 0.72, "samples": 10},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from laco_core.baselines import drop_plan
+from laco_core.analysis.baselines import drop_plan
 from laco_core.errors import LacoError
 from laco_core.prune.geometry import Geometry as _Geometry
 from laco_core.prune.importance import aggregate as _aggregate

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from laco_core.arch.plan import layer_groups, parse_ranges, validate_ranges
 from laco_core.errors import LacoError
 from laco_core.ops import get_method
-from laco_core.plan import layer_groups, parse_ranges, validate_ranges
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from laco_core.adapters import ADAPTERS
+from laco_core.arch.adapters import ADAPTERS
+from laco_core.arch.tiny import tiny_model
 from laco_core.errors import LacoError
 from laco_core.methods.calibrated import golden_section_max
 from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig, target_layers_of
-from laco_core.tiny import tiny_model
 
 
 def test_golden_section_finds_the_peak():

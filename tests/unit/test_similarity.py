@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from laco_core import similarity as S
-from laco_core.adapters import get_layers, module_kind
+from laco_core.analysis import similarity as S
+from laco_core.arch.adapters import get_layers, module_kind
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.tiny import tiny_model, tiny_tokenizer
 
 
 def _flat(layer, names) -> torch.Tensor:

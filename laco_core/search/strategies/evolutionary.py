@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import random
 
+from ...arch.plan import layer_groups, plan_of
 from ...errors import LacoError
-from ...objectives import Partial
 from ...params import ParamDef
-from ...plan import layer_groups, plan_of
+from ..objectives import Partial
 from .base import Strategy
 from .greedy import Greedy
 

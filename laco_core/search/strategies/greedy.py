@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ...arch.plan import layer_map
+from ...arch.subblocks import attention_layers, protected
 from ...errors import LacoError
 from ...params import ParamDef
-from ...plan import layer_map
-from ...subblocks import attention_layers, protected
 from .base import Strategy
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 
+from ...arch.plan import layer_map
 from ...errors import LacoError
 from ...params import ParamDef
-from ...plan import layer_map
 from ..speculation import Done
 from .base import Strategy
 

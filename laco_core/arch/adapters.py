@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from torch import nn
 
-from .errors import LacoError
+from ..errors import LacoError
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedModel
 
-from .adapters import get_layers
-from .errors import LacoError
-from .plan import Range
-from .sharing import count_params, derive, share_layer
+from ..arch.adapters import get_layers
+from ..arch.plan import Range
+from ..arch.sharing import count_params, derive, share_layer
+from ..errors import LacoError
 from .similarity import representation_similarity
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ..errors import LacoError
 from .adapters import get_layers
-from .errors import LacoError
 
 Range = tuple[int, int]
 

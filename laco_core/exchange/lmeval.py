@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .errors import LacoError
+from ..errors import LacoError
 from .lmeval_table import paper_table, table_markdown
 from .lmeval_tasks import (
     BUNDLED_TASKS,

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .adapters import get_adapter, get_layers
-from .errors import LacoError
-from .plan import Range, layer_groups, validate_ranges
-from .sharing import derive, share_layer
+from ..arch.adapters import get_adapter, get_layers
+from ..arch.plan import Range, layer_groups, validate_ranges
+from ..arch.sharing import derive, share_layer
+from ..errors import LacoError
 
 
 @torch.no_grad()

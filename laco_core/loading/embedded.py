@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from .errors import LacoError
+from ..errors import LacoError
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
+from ..arch.adapters import decoder
+from ..arch.sharing import count_params
+from ..arch.tokens import encode, encode_many, start_ids, windows
+from ..errors import LacoError
 from .activations import logits_of
-from .adapters import decoder
-from .errors import LacoError
 from .metrics import (
     cosine_sum,
     kl_per_token,
@@ -31,8 +33,6 @@ from .metrics import (
     token_nll,
     top1_agreement,
 )
-from .sharing import count_params
-from .tokens import encode, encode_many, start_ids, windows
 
 BATCH_TOKENS = 4096  # tokens per decoder forward (batch × window)
 LOGIT_ELEMENTS = 2**23  # positions × vocabulary per LM-head chunk: 32 MiB of float32 logits

@@ -15,10 +15,8 @@ from typing import ClassVar
 import torch
 from transformers import PreTrainedModel
 
-from .activations import ActivationCache, Chunk, linear_head, logits_of
-from .adapters import get_layers
-from .errors import LacoError
-from .metrics import (
+from ..analysis.activations import ActivationCache, Chunk, linear_head, logits_of
+from ..analysis.metrics import (
     Moments,
     flat_cosine,
     kl_from_moments,
@@ -27,7 +25,9 @@ from .metrics import (
     moments,
     next_token_nll,
 )
-from .params import ParamDef, validate
+from ..arch.adapters import get_layers
+from ..errors import LacoError
+from ..params import ParamDef, validate
 
 
 @dataclass

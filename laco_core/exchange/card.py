@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from .errors import LacoError
+from ..errors import LacoError
+from ..loading.models import DEFAULT_SPEC, EMBEDDED, GEMMA_LICENSE
+from ..prune.io import SHAPES_SIDECAR
+from ..recipe import RECIPE_FILE, Recipe
+from ..search.curve import card_lines, validation_lines
 from .interop_mergekit import MERGEKIT_FILE
-from .models import DEFAULT_SPEC, EMBEDDED, GEMMA_LICENSE
-from .prune.io import SHAPES_SIDECAR
-from .recipe import RECIPE_FILE, Recipe
-from .search.curve import card_lines, validation_lines
 
 LOADER_IMPORT = "from laco_core import load_pruned"
 PAPER = "LaCo: Large Language Model Pruning via Layer Collapse (Yang, Cao & Zhao 2024, arXiv 2402.11187)"
@@ -285,7 +285,7 @@ def model_card(
             before and after, ``pruned`` for per-layer widths).
         metrics: ``evaluate.evaluate`` output (``ppl``, ``kl``…; optional ``seq_len`` and
             ``text`` naming the evaluation text), or None when nothing was measured.
-        lmeval_table_md: The paper-style table of :func:`laco_core.lmeval.table_markdown`,
+        lmeval_table_md: The paper-style table of :func:`laco_core.exchange.lmeval.table_markdown`,
             or None when lm-eval was not run.
         base_info: ``id`` (Hub id of the base model, or None), ``license`` (and optionally
             ``license_name`` / ``license_link`` for ``license: other``), ``name``,

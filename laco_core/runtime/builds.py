@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel
 
-from .recipe import Recipe
+from ..recipe import Recipe
 
 BaseKey = tuple[str, str, str]  # (spec, resolved dtype name, resolved device)
 

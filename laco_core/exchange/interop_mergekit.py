@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from .errors import LacoError
-from .plan import Range, layer_groups, validate_ranges
-from .version import __version__
+from ..arch.plan import Range, layer_groups, validate_ranges
+from ..errors import LacoError
+from ..version import __version__
 
 MERGEKIT_FILE = "mergekit_config.yml"
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import decoder, final_norm, get_adapter, get_layers, kind_group, module_kind
-from .errors import LacoError
-from .plan import layer_map
-from .tokens import encode_many
+from ..arch.adapters import decoder, final_norm, get_adapter, get_layers, kind_group, module_kind
+from ..arch.plan import layer_map
+from ..arch.tokens import encode_many
+from ..errors import LacoError
 
 GROUPS = ("attention", "mlp", "norms")
 ALL = "all"

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from .adapters import num_layers
-from .errors import LacoError
-from .plan import format_plan, plan_of
-from .prune.geometry import is_pruned
-from .prune.io import SHAPES_SIDECAR, load_pruned, save_pruned
-from .recipe import RECIPE_FILE, Recipe
-from .sharing import count_params, shared_copy
+from ..arch.adapters import num_layers
+from ..arch.plan import format_plan, plan_of
+from ..arch.sharing import count_params, shared_copy
+from ..errors import LacoError
+from ..prune.geometry import is_pruned
+from ..prune.io import SHAPES_SIDECAR, load_pruned, save_pruned
+from ..recipe import RECIPE_FILE, Recipe
 
 # A fixed check sentence: tokenized, it exercises embeddings, every layer and the head.
 CHECK_TEXT = "Layer collapse export check: the quick brown fox jumps over the lazy dog, 1 2 3."

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from ..errors import LacoError
 from .adapters import get_adapter, get_layers
-from .errors import LacoError
 from .plan import layer_map
 from .sharing import derive, share_layer
 

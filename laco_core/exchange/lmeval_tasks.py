@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .assets import ASSETS
-from .errors import LacoError
+from ..assets import ASSETS
+from ..errors import LacoError
 
 BUNDLED_TASKS = ASSETS / "tasks"
 Progress = Callable[[int, int, str], None]  # (done, total, what) -> None

@@ -14,20 +14,20 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import torch
 
-from .errors import LacoError
-from .evaluate import _batches, _pad_id, _windows
-from .metrics import kl_sum, log_probs, next_token_nll
-from .models import LoadedModel
-from .pipeline import context
-from .pipeline import run as run_steps
-from .presets import best_collapse
-from .recipe import Step, TextSource
-from .search.config import SearchConfig
-from .sharing import count_params
-from .steps.drop import DropStep
-from .steps.heal import HealStep
-from .steps.prune import PruneStep
-from .steps.search import SearchStep
+from ..analysis.evaluate import _batches, _pad_id, _windows
+from ..analysis.metrics import kl_sum, log_probs, next_token_nll
+from ..arch.sharing import count_params
+from ..errors import LacoError
+from ..loading.models import LoadedModel
+from ..pipeline import context
+from ..pipeline import run as run_steps
+from ..presets import best_collapse
+from ..recipe import Step, TextSource
+from ..search.config import SearchConfig
+from ..steps.drop import DropStep
+from ..steps.heal import HealStep
+from ..steps.prune import PruneStep
+from ..steps.search import SearchStep
 
 
 def _paper(ratio: float, cal: TextSource) -> list[Step]:
@@ -95,7 +95,7 @@ class _Scorer:
 
     The dense model's next-token log-probabilities on the evaluation windows are computed once
     and kept (float32, or float16 above ~1 GB), instead of re-running the dense model for every
-    point. Windows are those of :func:`laco_core.evaluate.perplexity`, so the perplexities match.
+    point. Windows are those of :func:`laco_core.analysis.evaluate.perplexity`, so the perplexities match.
     """
 
     def __init__(self, reference, tokenizer, text: str, seq_len: int, windows: int | None):

@@ -13,7 +13,7 @@ import functools
 import os
 from pathlib import Path
 
-from .errors import LacoError
+from ..errors import LacoError
 
 DEFAULT_SHARE = 0.6
 _CGROUP_FILES = (

@@ -30,10 +30,10 @@ import math
 import torch
 from transformers import PreTrainedModel
 
-from .activations import ActivationCache, layer_types, run_layers
-from .adapters import get_adapter, get_layers
-from .plan import layer_map
-from .sharing import private_copy
+from ..analysis.activations import ActivationCache, layer_types, run_layers
+from ..arch.adapters import get_adapter, get_layers
+from ..arch.plan import layer_map
+from ..arch.sharing import private_copy
 
 RIDGES = (1e-3, 1e-2, 1e-1, 0.3, 1.0, 3.0, 10.0, 30.0)
 START_RIDGE = 1.0  # where the cross-validation's downhill walk starts

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .errors import LacoError
+from ..errors import LacoError
 
 
 @dataclass

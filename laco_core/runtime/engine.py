@@ -27,22 +27,22 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedModel
 
-from . import pipeline
-from .activations import ActivationCache
-from .assets import is_bundled
+from .. import pipeline
+from ..analysis.activations import ActivationCache
+from ..analysis.similarity import param_similarity, representation_similarity
+from ..arch.plan import Range
+from ..arch.sharing import model_bytes, new_bytes
+from ..assets import is_bundled
+from ..errors import LacoError
+from ..exchange.export import ExportResult
+from ..loading.limits import Limits
+from ..loading.models import LoadedModel, load_model, resolve_device, resolve_dtype
+from ..ops import preview as ops_preview
+from ..recipe import BaseRef, Recipe, Step
+from ..steps.collapse import CollapseStep
 from .budget import default_budget_bytes, trim
 from .builds import BaseKey, Build
-from .errors import LacoError
-from .export import ExportResult
 from .jobs import JobSlots
-from .limits import Limits
-from .models import LoadedModel, load_model, resolve_device, resolve_dtype
-from .ops import preview as ops_preview
-from .plan import Range
-from .recipe import BaseRef, Recipe, Step
-from .sharing import model_bytes, new_bytes
-from .similarity import param_similarity, representation_similarity
-from .steps.collapse import CollapseStep
 from .store import ExportStore, zip_stored
 
 ANALYSES_KEPT = 8

@@ -1,7 +1,7 @@
 """Loading a model spec: one pipeline, each step visited once.
 
 A *spec* names a model: an embedded model's alias (``default``, ``gemma3-270m``; the table is
-``laco_core.embedded``), a Hub id, a folder written by ``save_pretrained`` (our exports and
+``laco_core.loading.embedded``), a Hub id, a folder written by ``save_pretrained`` (our exports and
 pruned models included) or a ``.gguf`` file. :func:`load_model` runs it through
 
 1. :func:`resolve`: which source the spec names (``gguf``: an embedded model's or a given
@@ -38,19 +38,19 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .adapters import get_adapter, num_layers, supported
+from ..arch.adapters import get_adapter, num_layers, supported
+from ..arch.sharing import count_params
+from ..errors import LacoError
+from ..prune.io import SHAPES_SIDECAR, read_pruned
 from .devices import DTYPES as DTYPES  # "X as X": callers read these through here too
 from .devices import needs_sharding, resolve_device, resolve_dtype
 from .embedded import DEFAULT_HUB_ID, DEFAULT_SPEC, EMBEDDED, EmbeddedModel
 from .embedded import GEMMA_LICENSE as GEMMA_LICENSE
 from .embedded import SPEC_HELP as SPEC_HELP
 from .embedded import hub_id_for as hub_id_for
-from .errors import LacoError
 from .gguf_cache import cache_root as cache_root
 from .gguf_cache import read_gguf
 from .limits import hosted as hosted_default
-from .prune.io import SHAPES_SIDECAR, read_pruned
-from .sharing import count_params
 
 # owner/name as the Hub spells repo ids (no "..", no leading "/" or "~")
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")

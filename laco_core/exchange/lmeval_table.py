@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import LacoError
+from ..errors import LacoError
 
 PERPLEXITY_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity")
 

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .adapters import decoder, final_norm, get_layers
-from .errors import LacoError
+from ..arch.adapters import decoder, final_norm, get_layers
+from ..arch.tokens import encode_many
+from ..errors import LacoError
 from .metrics import Moments, log_probs, moments
 from .parallel import default_workers, pmap
-from .tokens import encode_many
 
 # type key used for models whose config has no per-layer ``layer_types``
 _ALL = "__all__"

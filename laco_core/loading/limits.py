@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, fields
 
-from .errors import LacoError, LimitExceeded
+from ..errors import LacoError, LimitExceeded
 
 
 @dataclass(frozen=True)
