@@ -23,6 +23,7 @@ COMMANDS = (
     "heal",
     "compare",
     "rebuild",
+    "lens",
 )
 
 
