@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install install-dev browser run test test-fast bench lint format clean
+.PHONY: install install-dev browser run test test-fast bench lint format clean spaces-check
 
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
@@ -48,6 +48,11 @@ test: install-dev browser
 
 test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow and not browser"
+
+# the app built as Hugging Face Spaces builds it (requirements.txt alone, hosted mode), driven
+# in Chromium and through gradio_client; a few minutes, so not part of `make test`
+spaces-check: install-dev browser
+	$(PY) tools/spaces_check.py
 
 bench: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m bench
