@@ -16,7 +16,7 @@ from laco_core.assets import read_text
 from laco_core.errors import LacoError
 from laco_core.runtime.engine import Engine
 
-from . import api
+from . import api, lens_panel
 from .common import SHORT_GROUP, gpu, model_of
 from .handoff import Event
 from .state import Session
@@ -340,3 +340,4 @@ def build(engine: Engine, session: gr.State, listed: list[Event]) -> None:
         api_name="token_kl",
         concurrency_id=SHORT_GROUP,
     )
+    lens_panel.build(engine, session, listed)

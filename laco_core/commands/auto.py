@@ -12,7 +12,7 @@ from ..params import add_arguments, collect, given_but_unused, validate
 from ..pipeline import context, export
 from ..pipeline import run as run_steps
 from ..presets import best_collapse, refit_source
-from ..recipe import TextSource
+from ..recipe import Step, TextSource
 from ..registry import REGISTRY
 from ..search.config import (
     RUN_PARAMS,
@@ -23,6 +23,7 @@ from ..search.config import (
     size_report,
 )
 from ..search.curve import cliff_line, validation_source
+from ..steps.heal import default_heal
 from ..steps.search import SearchStep
 from .collapse import kv_line, method_params
 from .common import (
@@ -145,6 +146,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive, default=None, help="candidates scored at once")
     p.add_argument("--batch-size", type=positive, help="prompts per forward chunk (default 4)")
     p.add_argument("--json", dest="json_log", metavar="LOG", help="write the decision log as JSON")
+    p.add_argument(
+        "--heal-seconds",
+        type=float,
+        metavar="S",
+        help="then heal for S seconds (the default heal: distilled from the dense model on the "
+        "training text and its own samples, validation stop); recorded in the recipe",
+    )
     add_out_args(p, required=False)
     p.add_argument("--quiet", "-q", action="store_true", help="do not print every candidate")
     p.set_defaults(func=run)
@@ -152,7 +160,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 STRATEGY_PREFIX, OBJECTIVE_PREFIX = "strategy_", "objective_"
 # flags that describe a search (with the search settings and the strategies' and methods'
-# own): giving any of them runs that search rather than the best pipeline
+# own): giving any of them runs that search rather than the best pipeline (--units does not:
+# with a bare target it widens the best pipeline's units)
 SEARCH_FLAGS = (
     "objective",
     "strategy",
@@ -161,7 +170,7 @@ SEARCH_FLAGS = (
     "prompts",
     "paragraphs",
     "max_prompts",
-    "units",
+    "batch_size",
 )
 
 
@@ -218,10 +227,14 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
     )
 
 
-def steps_of(args: argparse.Namespace) -> list[SearchStep]:
-    """The best pipeline for a bare target, else the search the flags describe."""
-    if wants_best(args):
-        return best_collapse(**targets_of(args))
+def steps_of(args: argparse.Namespace) -> list[Step]:
+    """The best pipeline for a bare target, else the search the flags describe; then the
+    default heal with ``--heal-seconds``."""
+    if wants_best(args):  # --units blocks: the same pipeline, attention sub-blocks as units too
+        steps = best_collapse(**targets_of(args), heal_seconds=args.heal_seconds)
+        steps[0].config.units = args.units or "layers"
+        return steps
+    heal = [default_heal(args.heal_seconds)] if args.heal_seconds is not None else []
     cfg = config_of(args)
     if cfg.refit and not REGISTRY.method(cfg.refit).fitted:
         raise LacoError(f"--fit-maps {cfg.refit}: {REGISTRY.fitted_choice()}.")
@@ -231,12 +244,12 @@ def steps_of(args: argparse.Namespace) -> list[SearchStep]:
         asset = "train_paragraphs" if args.paragraphs else "calibration_prompts"
     refit_cal = refit_source() if cfg.refit else None
     valid = validation_source() if cfg.budget else None
-    return [SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal, valid)]
+    return [SearchStep(cfg, TextSource.of(texts, asset, args.max_prompts), refit_cal, valid), *heal]
 
 
 def run(args: argparse.Namespace) -> int:
     best = wants_best(args)
-    (step,) = steps_of(args)
+    step, *healing = steps_of(args)
     cfg = step.config
     cfg.early_exit, cfg.workers = args.early_exit, args.workers
     log_file = check_output_file(args.json_log, "--json")
@@ -265,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
             "(the best pipeline; --strategy paper runs LaCo Algorithm 1 to the same target)",
             flush=True,
         )
-    model, recipe = run_steps(lm, [step], context(lm, events=show))
-    res = recipe.steps[-1].result
+    model, recipe = run_steps(lm, [step, *healing], context(lm, events=show))
+    res = recipe.steps[0].result
     plan = format_plan(res.plan) or "(none)"
     info = recipe.info
     print(
@@ -278,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
     quality = report_curve(res.curve, cfg)
     if cfg.refit and res.plan:
         print(f"Refitted each kept layer with {cfg.refit} on both training texts' paragraphs.")
+    if healing:
+        print(heal_line(recipe.steps[-1]))
     print(f"Recipe: {recipe.describe()}")
     print(kv_line(info))
     write_json(log_file, res.log())
@@ -304,6 +319,16 @@ def run(args: argparse.Namespace) -> int:
     if res.curve is not None and (loud := cliff_line(res.curve.points[-1].ratio)):
         print(loud, flush=True)
     return 0
+
+
+def heal_line(done) -> str:
+    """The heal step's validation curve and the step it kept, on one line."""
+    res = done.result
+    curve = ", ".join(f"{s}: {p:.3f}" for s, p in res.curve)
+    return (
+        f"Healed {len(res.losses)} LoRA steps in {res.seconds:.0f} s; validation perplexity by "
+        f"step {curve}; kept step {res.best_step}."
+    )
 
 
 def report_curve(curve, cfg: SearchConfig) -> str:

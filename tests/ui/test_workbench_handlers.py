@@ -241,7 +241,7 @@ def test_job_reports_progress_eta_and_log():
             time.sleep(0.3)
         return "ok"
 
-    job = jobs.start("owner-a", "test", work)
+    job = jobs.start(Engine(), "owner-a", "test", work)
     bars = [jobs.bar_html(job) for _ in job.ticks(every=0.1)]
     assert job.outcome() == "ok" and len(job.events) == 4
     assert any("ETA" in b and "elapsed" in b for b in bars)
@@ -260,7 +260,7 @@ def test_stop_sets_the_engine_stop_event_and_cancels():
             pass
         job.progress(0.5)  # a report after a stop raises Cancelled
 
-    job = jobs.start("owner-b", "test", work)
+    job = jobs.start(Engine(), "owner-b", "test", work)
     started.wait(5)
     assert jobs.running("owner-b", "test")
     html = jobs.stop_panel("test", SimpleNamespace(token=lambda: "owner-b"))
@@ -506,3 +506,28 @@ def test_user_errors_do_not_print_a_traceback():
 def test_entry_params_removed():
     e = Entry("x", "x", {"info": {"params_before": 200, "params_after": 150}})
     assert e.params_removed == 25.0
+
+
+# ---- the logit lens ------------------------------------------------------------------------------
+
+
+def test_logit_lens_panel_sets_a_build_beside_the_original(loaded):
+    from components import lens_panel
+    from laco_core.analysis.lens import logit_lens
+
+    engine, session = loaded
+    did = built(engine, session, "1-3", "drop")
+    md, fig = lens_panel.run_lens(engine, session, did, "the cat sat on the mat")
+    data = fig.data
+    assert [t.type for t in data] == ["heatmap", "heatmap", "bar"]
+    rows = [row for row in data[1].z if not np.isnan(row).all()]  # merged-away rows are empty
+    assert len(rows) == 4  # 6 layers, 1-3 merged into one
+    base = engine.load(session.spec, session.dtype, session.device)
+    _, model, _ = lens_panel.model_of(engine, session, did)
+    view = logit_lens(base.model, base.tokenizer, "the cat sat on the mat", model)
+    assert list(data[2].x) == pytest.approx([k or 0 for k in view.kl])
+    assert view.kl[0] == pytest.approx(0, abs=1e-6) and view.kl[1] is None and view.kl[3] > 0
+    assert f"final-layer KL {view.kl[-1]:.3f}" in md
+    assert "<" not in md  # tokens such as </s> are escaped before they reach the Markdown
+    with pytest.raises(gr.Error, match="at least one word"):
+        lens_panel.run_lens(engine, session, did, "  ")
