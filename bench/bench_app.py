@@ -7,69 +7,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from . import common
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start_app(cache_dir: str, timeout: float = 240.0):
-    """``python app.py`` in a subprocess; returns (process, url, seconds to interactive).
+    """``python app.py`` in a subprocess; returns (process, url, seconds to interactive, client).
 
     Interactive = the page is served and the ``load_model`` endpoint answered for the default
     model (app.py preloads it before serving, so this is the first visitor's experience).
     """
-    from gradio_client import Client
-
-    port = _free_port()
-    env = {
-        **os.environ,
-        "LACO_CACHE": cache_dir,
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
     log = open(Path(cache_dir) / "app.log", "w")  # noqa: SIM115 - closed with the process
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/"
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited early; see {log.name}")
-        if time.perf_counter() - t0 > timeout:
-            proc.kill()
-            raise RuntimeError("app did not become interactive in time")
-        try:
-            client = Client(url, verbose=False)
-            break
-        except Exception:
-            time.sleep(0.2)
+    proc, url, client, _ = common.serve_app({"LACO_CACHE": cache_dir}, log, timeout)
     _, info = client.predict("default", "auto", "auto", api_name="/load_model")
     assert info["layers"] == 30
     return proc, url, time.perf_counter() - t0, client
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def browser_heatmaps(url: str) -> float | None:
@@ -81,18 +37,10 @@ def browser_heatmaps(url: str) -> float | None:
         return None
     if chromium is None:
         return None
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
+    from tests.ui.app_server import CHROMIUM_ARGS
+
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=args)
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         page.wait_for_function(
@@ -118,7 +66,7 @@ def main() -> None:
     cold_dir = tempfile.mkdtemp(prefix="laco-bench-cold-")
     try:
         proc, _, cold, _ = start_app(cold_dir)
-        stop(proc)
+        common.stop(proc)
         common.at_most("cold start (empty LACO_CACHE) s", cold, 30.0)
         proc, url, warm, client = start_app(cold_dir)  # the same cache, now filled
         common.at_most("warm start s", warm, 30.0)
@@ -141,7 +89,7 @@ def main() -> None:
                 2.0,
                 note="includes the page's automatic analysis after load",
             )
-        stop(proc)
+        common.stop(proc)
     finally:
         shutil.rmtree(cold_dir, ignore_errors=True)
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,58 +25,19 @@ from pathlib import Path
 
 import torch
 
-from .common import at_most, report, section
+from .common import at_most, report, section, serve_app, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 8
 SAMPLES = 5
 MiB = 2**20
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_app(timeout: float = 300.0):
     """``python app.py`` on the user's GGUF cache (warm after the first run)."""
-    from gradio_client import Client
-
-    port = _free_port()
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
     log = tempfile.NamedTemporaryFile("w", prefix="laco-bench-load-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url, t0 = f"http://127.0.0.1:{port}/", time.perf_counter()
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited early; see {log.name}")
-        if time.perf_counter() - t0 > timeout:
-            proc.kill()
-            raise RuntimeError("app did not start in time")
-        try:
-            client = Client(url, verbose=False)
-            break
-        except Exception:
-            time.sleep(0.3)
+    proc, url, client, _ = serve_app({}, log, timeout)
     client.predict("default", "auto", "auto", api_name="/load_model")
     return proc, url, log.name
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 class Short:

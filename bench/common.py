@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: best-of-N wall time and a one-line ratio printer.
+"""Shared helpers for the benchmarks: best-of-N wall time, a one-line ratio printer, the app in a
+subprocess.
 
 Benchmarks print ratios measured in one run on one machine, never timed asserts: a ratio
 against a floor measured beside it (one read of the weights, one plain forward) stays
@@ -7,11 +8,19 @@ meaningful on a busy 2-core box where absolute times do not.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -106,3 +115,53 @@ def at_least(name: str, value: float, limit: float, note: str = "") -> Result:
 def skipped(name: str, why: str) -> Result:
     """Report a figure that could not be measured here (e.g. ``no CUDA``)."""
     return report(name, None, note=why)
+
+
+def serve_app(env: dict[str, str], log: IO[str], timeout: float):
+    """``python app.py`` in a subprocess on a free local port, once gradio_client connects.
+
+    Args:
+        env: Variables set over this process's environment (``LACO_CACHE``, ...).
+        log: Where the app's stdout and stderr go.
+        timeout: Seconds from the start until a client must have connected.
+
+    Returns:
+        (process, url, client, seconds from the start until the client connected).
+    """
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        **env,
+    }
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited early; see {log.name}")
+        if time.perf_counter() - t0 > timeout:
+            proc.kill()
+            raise RuntimeError(f"app did not start within {timeout:.0f} s; see {log.name}")
+        try:
+            return proc, url, Client(url, verbose=False), time.perf_counter() - t0
+        except Exception:
+            time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End an app started by :func:`serve_app` (killed if it does not exit within 10 s)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

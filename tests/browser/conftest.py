@@ -10,17 +10,6 @@ ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture(scope="session")
 def app_url():
@@ -40,6 +29,8 @@ def chromium():
     if exe is None:
         pytest.skip("Chromium is not installed (make browser)")
     with playwright.sync_playwright() as pw:
+        from tests.ui.app_server import CHROMIUM_ARGS
+
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         yield browser
         browser.close()

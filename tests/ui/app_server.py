@@ -1,10 +1,22 @@
-"""Start the real app on 127.0.0.1 for gradio_client and browser tests."""
+"""Start the real app on 127.0.0.1 for gradio_client and browser tests (and the app benches)."""
 
 from __future__ import annotations
 
 import socket
 
 from laco_core.runtime.engine import Engine
+
+# Debian Chromium, headless in a container: no sandbox, GPU or background traffic.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
