@@ -41,8 +41,8 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
     store = gr.State({})
     with gr.Row(elem_classes=["laco-row"]):
         with gr.Column(scale=3, min_width=300):
-            kind = gr.Radio(
-                plan_map.MAPS, value=plan_map.MAPS[0], label="Similarity map", elem_id="plan-kind"
+            kind = gr.Radio(  # opens on what the layers do: the map that informs a plan
+                plan_map.MAPS, value=plan_map.PLAN_MAP, label="Similarity map", elem_id="plan-kind"
             )
             fig = gr.Plot(show_label=False, elem_id=plan_map.MAP_ID)
             bridge = PlanBridge(plan_map.MAP_ID)

@@ -23,6 +23,10 @@ from laco_core.errors import LacoError
 from .plots import MERGE_COLOURS
 
 MAPS = ["parameters", "representations"]
+# the map the Collapse tab opens on: a merge's damage follows how alike the states entering
+# and leaving a range are; the weights of different layers are near-orthogonal on the real
+# models (``analysis.reading``) and say little about it
+PLAN_MAP = MAPS[1]
 MAP_ID = "plan-map"
 PREVIEWS_KEPT = 200  # per-range estimates kept per session (a few numbers each)
 

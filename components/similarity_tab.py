@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from laco_core.analysis import similarity
+from laco_core.analysis import reading, similarity
 from laco_core.assets import read_prompts
 from laco_core.errors import LacoError
 from laco_core.runtime.engine import Engine
@@ -101,7 +101,8 @@ def analyze(
     progress(0.1, desc=f"Similarity on {len(prompts)} prompts…")
     analysis = compute(engine, session, prompts)
     keys = sorted(analysis["param"], key=lambda k: (MODULE_ORDER + [k]).index(k))
-    module = module if module in analysis["param"] else "all"
+    if module not in analysis["param"] or not module:  # first look: the map that shows most
+        module = reading.most_structured(analysis["param"])
     files = write_csvs(analysis, engine.exports.new("similarity-csv"))
     return (
         analysis,
@@ -134,6 +135,11 @@ def write_csvs(analysis: dict, out: Path | None = None) -> list[str]:
 
 
 @user_errors
+def read_maps(analysis: dict) -> str:
+    """The one line a researcher should read from the parameter maps."""
+    return reading.param_reading(analysis["param"]) if analysis.get("param") else ""
+
+
 def replot_param(analysis: dict, module: str):
     return param_figure(analysis, module) if analysis else gr.skip()
 
@@ -156,10 +162,11 @@ def build(engine: Engine, session: gr.State, model: ModelTab) -> SimilarityTab:
     )
     analysis = gr.State({})
     with gr.Row(elem_classes=["laco-row"]):
-        module = gr.Dropdown(MODULE_ORDER, value="all", label="Parameters of", scale=1)
+        module = gr.Dropdown(MODULE_ORDER, value=None, label="Parameters of", scale=1)
         metric = gr.Radio(METRICS, value="cosine", label="Representation metric", scale=2)
         analyze_btn = gr.Button("Analyze", variant="primary", scale=1, min_width=100)
     hint = gr.Markdown("", elem_id="sim-hint")
+    read_line = gr.Markdown("", elem_id="sim-reading")
     with gr.Row(equal_height=True, elem_classes=["laco-row"]):
         param_plot = gr.Plot(show_label=False, elem_id=PARAM_PLOT)
         rep_plot = gr.Plot(show_label=False, elem_id=REP_PLOT)
@@ -192,6 +199,8 @@ def build(engine: Engine, session: gr.State, model: ModelTab) -> SimilarityTab:
         api_name="analyze",
         concurrency_id=SHORT_GROUP,
     )
+    for ev in (on_load, on_click):
+        ev.then(read_maps, analysis, read_line, api_visibility="private", queue=False)
     module.input(replot_param, [analysis, module], param_plot, api_visibility="private")
     metric.input(replot_rep, [analysis, metric], rep_plot, api_visibility="private")
     return SimilarityTab(bridge, hint, prompts, analysis, analyzed=[on_load, on_click])

@@ -259,3 +259,18 @@ def test_frames_are_labelled():
         S.matrix_frame(m, ["a", "b"])
     v = S.vector_frame(torch.tensor([0.1, 0.2]), ["L0", "L1"], "bi")
     assert list(v.columns) == ["layer", "bi"] and v["bi"].tolist() == pytest.approx([0.1, 0.2])
+
+
+def test_the_parameter_maps_read_by_their_spread():
+    from laco_core.analysis.reading import most_structured, off_diagonal, param_reading
+
+    n = 6
+    flat = torch.eye(n) + 0.002 * (1 - torch.eye(n))  # near-orthogonal weights
+    norms = torch.eye(n) + torch.linspace(0.1, 0.9, n)[None, :] * (1 - torch.eye(n))
+    maps = {"all": flat, "mlp": flat, "input_layernorm": norms}
+    assert off_diagonal(norms) == pytest.approx((0.1, 0.9))
+    assert most_structured(maps) == "input_layernorm"
+    line = param_reading(maps)
+    assert "nearly orthogonal (cosine +0.002…+0.002" in line and "input_layernorm" in line
+    alike = {"all": norms, "mlp": flat}
+    assert param_reading(alike).startswith("The weights of different layers are alike to a")
