@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from laco_core.arch.plan import Range, format_plan, parse_ranges, validate_ranges
 from laco_core.errors import LacoError
 
-from .plots import MERGE_COLOURS
+from .plots import range_colour
 
 MAPS = ["parameters", "representations"]
 # the map the Collapse tab opens on: a merge's damage follows how alike the states entering
@@ -40,11 +40,6 @@ def block_matrix(states: np.ndarray) -> np.ndarray:
     n = states.shape[0] - 1
     i = np.arange(n)
     return states[np.minimum.outer(i, i), np.maximum.outer(i, i) + 1]
-
-
-def colour_of(k: int) -> str:
-    """The colour of the k-th range of a sorted plan (the strip diagram uses the same)."""
-    return MERGE_COLOURS[k % len(MERGE_COLOURS)]
 
 
 def range_key(spec: str, method: str, prompts: list[str], r: Range) -> str:
@@ -112,7 +107,7 @@ def plan_figure(
             hovertemplate=hover,
         )
     )
-    for k, (lo, hi) in enumerate(sorted(ranges)):
+    for lo, hi in sorted(ranges):
         a, b = lo - 0.5, hi + 0.5
         fig.add_trace(
             go.Scatter(
@@ -121,7 +116,7 @@ def plan_figure(
                 mode="lines",
                 fill="toself",
                 fillcolor="rgba(255,255,255,0.08)",
-                line=dict(color=colour_of(k), width=3),
+                line=dict(color=range_colour(lo), width=3),
                 hoveron="fills",
                 hoverinfo="text",
                 text=f"planned {lo}–{hi}: {range_summary(estimates.get((lo, hi)))}<br>"
@@ -269,10 +264,10 @@ def chips_html(
         )
     estimates = estimates or {}
     out = []
-    for k, (lo, hi) in enumerate(sorted(ranges)):
+    for lo, hi in sorted(ranges):
         est = html.escape(range_summary(estimates.get((lo, hi))))
         out.append(
-            f"<span class='laco-chip' style='--chip-colour:{colour_of(k)}'><b>{lo}–{hi}</b>"
+            f"<span class='laco-chip' style='--chip-colour:{range_colour(lo)}'><b>{lo}–{hi}</b>"
             f"<small>{est}</small><button data-range='{lo}-{hi}' title='remove {lo}–{hi}' "
             f"aria-label='remove {lo}–{hi}'>×</button></span>"
         )

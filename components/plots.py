@@ -14,7 +14,13 @@ _LAYOUT = dict(
     font=dict(size=12),
     height=460,
 )
-MERGE_COLOURS = ["#e4572e", "#17bebb", "#ffc914", "#76b041", "#6a4c93", "#f28482", "#2e86ab"]
+# a merged range's colour: warm hues and white, far from viridis (the maps' blue-green-yellow)
+MERGE_COLOURS = ["#ff1f5b", "#ffffff", "#ff8c00", "#e040fb", "#ffb3c6", "#c1121f"]
+
+
+def range_colour(lo: int) -> str:
+    """A range's colour, fixed by its first layer: it stays when others come and go."""
+    return MERGE_COLOURS[lo % len(MERGE_COLOURS)]
 
 
 def _array(matrix) -> np.ndarray:
@@ -156,12 +162,8 @@ def strip_diagram(
     """
     fig = go.Figure()
     colour_of: dict[int, str] = {}
-    k = 0
     for new, (lo, hi) in enumerate(groups):
-        colour = "#b8c4d6"
-        if hi > lo:
-            colour = MERGE_COLOURS[k % len(MERGE_COLOURS)]
-            k += 1
+        colour = range_colour(lo) if hi > lo else "#b8c4d6"
         for old in range(lo, hi + 1):
             colour_of[old] = colour
             fig.add_trace(
