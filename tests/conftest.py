@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from laco_core.arch.tiny import ARCHITECTURES, tiny_model  # noqa: E402
+from laco_core.arch.tiny import ARCHITECTURES, tiny_model, tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(params=ARCHITECTURES)
@@ -23,6 +23,18 @@ def arch(request) -> str:
 def tiny(arch):
     """A 6-layer random model of ``arch``."""
     return tiny_model(arch, layers=6)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The byte-level tokenizer of the tiny models."""
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llama():
+    """A 6-layer random Llama, one per test module."""
+    return tiny_model("llama", layers=6)
 
 
 @pytest.fixture(scope="session")

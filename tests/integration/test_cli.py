@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.cli import main
 from laco_core.exchange.export import RECIPE_FILE
+from tests.helpers import save_tiny
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,10 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
     """A 6-layer tiny Llama with a byte tokenizer saved like any Hub model."""
-    d = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", layers=6).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return str(d)
+    return str(save_tiny(tmp_path_factory.mktemp("tiny-llama")))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from laco_core.analysis.generate import (
     stream,
     stream_pair,
 )
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.arch.tiny import tiny_model
 from laco_core.errors import LacoError
 from laco_core.ops import build_collapsed
 
@@ -28,16 +28,6 @@ TEXT = (
     "In spring the melt swells them; in late summer some dwindle to a trickle between stones. "
 ) * 3
 PROMPTS = ["Tell me about rivers.", "Why is the sky blue on a clear day?", "Hi"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return tiny_model("llama", layers=6)
 
 
 # ---- perplexity ----------------------------------------------------------------------------

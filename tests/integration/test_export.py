@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from laco_core.arch.sharing import count_params
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.arch.tiny import tiny_model
 from laco_core.errors import LacoError
 from laco_core.exchange.export import export_model, push_to_hub, verify_reload
 from laco_core.loading.models import load_model
@@ -20,20 +20,14 @@ from laco_core.pipeline import base_ref, read_recipe
 from laco_core.pipeline import run as run_steps
 from laco_core.recipe import RECIPE_FILE, Recipe
 from laco_core.steps.collapse import CollapseStep
+from tests.helpers import save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
 def saved(arch: str, folder, layers: int = 6):
     """A tiny model saved to ``folder`` and loaded like any model spec."""
-    tiny_model(arch, layers=layers).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return load_model(str(folder), "float32", "cpu")
+    return load_model(str(save_tiny(folder, arch, layers)), "float32", "cpu")
 
 
 @pytest.mark.parametrize("method", ["official", "rdsc"])

@@ -7,19 +7,16 @@ import json
 import pytest
 import torch
 
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.assets import read_prompts
 from laco_core.cli import main
+from tests.helpers import save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("tiny-qwen2")
-    tiny_model("qwen2", layers=8).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
-    return str(d)
+    return str(save_tiny(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2", layers=8))
 
 
 @pytest.fixture(scope="module")

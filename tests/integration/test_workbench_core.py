@@ -7,23 +7,12 @@ import torch
 
 from laco_core.analysis.evaluate import token_divergence
 from laco_core.analysis.generate import DecodeSettings, stream_many, stream_pair
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
 from laco_core.ops import build_collapsed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXT = "Rivers carve valleys over thousands of years, carrying sand and silt toward the sea."
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama():
-    return tiny_model("llama", layers=6)
 
 
 def test_stream_many_matches_pairs_and_single_streams(llama, tok):

@@ -11,32 +11,20 @@ import time
 
 import pytest
 
-from components import best_panel, curve_plot, model_tab
-from components.state import Session
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from components import best_panel, curve_plot
+from laco_core.arch.tiny import tiny_model
 from laco_core.errors import LacoError
 from laco_core.presets import best_collapse
-from laco_core.runtime.engine import Engine
 from laco_core.search.config import target_layers_of
+from tests.ui.helpers import tiny_session
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 SIZE, BUDGET = best_panel.SIZE, best_panel.BUDGET
 
 
-class NoProgress:
-    def __call__(self, *args, **kwargs):
-        return None
-
-
 @pytest.fixture
 def loaded(tmp_path):
-    path = tmp_path / "llama"
-    tiny_model("llama", layers=6).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine()
-    session, _, _ = model_tab.load_model(
-        engine, str(path), "float32", "cpu", Session(), progress=NoProgress()
-    )
+    engine, session, _ = tiny_session(tmp_path / "llama")
     return engine, session
 
 

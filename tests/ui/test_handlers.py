@@ -25,32 +25,18 @@ from components import (
 )
 from components.state import Entry, Session
 from components.widgets import RangeSlider
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.runtime.engine import Engine
+from tests.ui.helpers import NoProgress, tiny_session
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)
 ARCHS = ["llama", "qwen2", "gemma2"]
 
 
-class NoProgress:
-    """Stands in for gr.Progress outside an event."""
-
-    def __call__(self, *args, **kwargs):
-        return None
-
-
 @pytest.fixture(params=ARCHS)
 def loaded(request, tmp_path):
     """An engine, a session whose base is a 6-layer tiny model of ``arch`` saved to disk."""
-    path = tmp_path / request.param
-    tiny_model(request.param, layers=6).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine()
-    session, md, info = model_tab.load_model(
-        engine, str(path), "float32", "cpu", Session(), progress=NoProgress()
-    )
-    return engine, session, info
+    return tiny_session(tmp_path / request.param, request.param)
 
 
 def test_load_model_describes_and_sets_session(loaded):
@@ -269,11 +255,7 @@ def test_range_slider_value_and_schema():
 
 
 def test_baselines_panel_on_tiny_model(tmp_path):
-    path = tmp_path / "llama"
-    tiny_model("llama", layers=6).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine()
-    session, *_ = model_tab.load_model(engine, str(path), "float32", "cpu", Session(), NoProgress())
+    engine, session, _ = tiny_session(tmp_path / "llama")
     steps = list(
         baselines_panel.run_baselines(engine, session, "30", ["shortgpt", "laco_paper"], 0)
     )

@@ -24,7 +24,6 @@ from components import (
     lmeval_panel,
     logs,
     method_picker,
-    model_tab,
     plan_editor,
     plan_map,
     plots,
@@ -36,19 +35,14 @@ from components.common import model_of
 from components.settings import COMMON
 from components.state import Entry, Session
 from laco_core.analysis.evaluate import reference_metrics
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import Cancelled
 from laco_core.methods.calibrated import MANUAL_ALPHA
 from laco_core.ops import build_collapsed
 from laco_core.runtime.engine import Engine
+from tests.ui.helpers import NoProgress, tiny_session
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)
-
-
-class NoProgress:
-    def __call__(self, *args, **kwargs):
-        return None
 
 
 def select(index, value=0, **extra) -> gr.SelectData:
@@ -57,13 +51,7 @@ def select(index, value=0, **extra) -> gr.SelectData:
 
 @pytest.fixture
 def loaded(tmp_path):
-    path = tmp_path / "llama"
-    tiny_model("llama", layers=6).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine()
-    session, _, _ = model_tab.load_model(
-        engine, str(path), "float32", "cpu", Session(), progress=NoProgress()
-    )
+    engine, session, _ = tiny_session(tmp_path / "llama")
     return engine, session
 
 
@@ -531,3 +519,15 @@ def test_logit_lens_panel_sets_a_build_beside_the_original(loaded):
     assert "<" not in md  # tokens such as </s> are escaped before they reach the Markdown
     with pytest.raises(gr.Error, match="at least one word"):
         lens_panel.run_lens(engine, session, did, "  ")
+
+
+def test_a_range_keeps_its_colour_when_others_come_and_go():
+    def outline(plan, r):
+        fig = plan_map.plan_figure(analysis_of(), "parameters", plan)
+        (trace,) = [t for t in fig.data if t.text and t.text.startswith(f"planned {r[0]}–{r[1]}")]
+        return trace.line.color
+
+    alone = outline([(3, 4)], (3, 4))
+    assert outline([(0, 1), (3, 4)], (3, 4)) == alone  # a range added before it
+    assert outline([(0, 2), (3, 4)], (0, 2)) != alone  # neighbours differ
+    assert alone in plots.MERGE_COLOURS and "#ffc914" not in plots.MERGE_COLOURS  # no viridis yellow
