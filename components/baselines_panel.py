@@ -88,9 +88,12 @@ def run_baselines(
             heal_steps=int(heal_steps),
             methods=list(methods),
             callback=report,
+            stop=job.stop,
+            activations_of=engine.activations_of(base),
+            hold=engine.holding,
         )
 
-    job = jobs.start(session.token(), "baselines", work)
+    job = jobs.start(engine, session.token(), "baselines", work)
     try:
         yield session, jobs.bar_html(job), None, None, gr.skip(), gr.skip()
         for _ in job.ticks():

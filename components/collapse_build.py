@@ -72,7 +72,7 @@ def build_collapse(
         out = calibration_metrics(m) if m else {}
         return did, {**out, "valid_ratio": valid["ppl_ratio"], "valid_text": valid["text"]}
 
-    job = jobs.start(owner, "build", work)
+    job = jobs.start(engine, owner, "build", work)
     try:
         yield session, jobs.bar_html(job), "", None
         for _ in job.ticks():

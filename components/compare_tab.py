@@ -122,13 +122,16 @@ def _streams(
     engine.limits.check_prompts(tok, [prompt or ""], "Compare")
     labels = ["Original", *(f"`{did}`" for did, _, _ in picked)]
     models = [base.model, *(m for _, m, _ in picked)]
-    for states in stream_many(models, tok, prompt or "", settings):
-        ks = [first_divergence(states[0].token_ids, st.token_ids) for st in states[1:]]
-        prefixes = [
-            tok.decode(st.token_ids[:k], skip_special_tokens=True) if k is not None else None
-            for st, k in zip(states[1:], ks, strict=True)
-        ]
-        yield labels, states, ks, prefixes
+    # a long job: in the session's slot while streaming; closing the stream ends it (and the
+    # slot) before the next token
+    with engine.job(session.token()):
+        for states in stream_many(models, tok, prompt or "", settings):
+            ks = [first_divergence(states[0].token_ids, st.token_ids) for st in states[1:]]
+            prefixes = [
+                tok.decode(st.token_ids[:k], skip_special_tokens=True) if k is not None else None
+                for st, k in zip(states[1:], ks, strict=True)
+            ]
+            yield labels, states, ks, prefixes
 
 
 @gpu

@@ -67,9 +67,11 @@ def metrics_md(did: str, m: dict) -> str:
     )
 
 
-def _score(engine: Engine, session: Session, did: str, text: str, seq_len: int, desc: str):
+def _score(engine: Engine, session: Session, did: str, text: str, seq_len: int, desc: str, stop):
     did, model, base = model_of(engine, session, did)
-    m = evaluate_model(model, base.tokenizer, text, reference=base.model, seq_len=int(seq_len))
+    m = evaluate_model(
+        model, base.tokenizer, text, reference=base.model, seq_len=int(seq_len), stop=stop
+    )
     m = {k: float(v) for k, v in m.items() if v is not None}
     entry = session.get(did)
     entry.metrics.update(heldout_metrics(m))
@@ -97,9 +99,9 @@ def evaluate(
 
     def work(job: jobs.Job):
         job.progress(None, "Scoring the model and its original…")
-        return _score(engine, session, did, text, seq_len, desc)
+        return _score(engine, session, did, text, seq_len, desc, job.stop)
 
-    job = jobs.start(session.token(), "evalall", work)
+    job = jobs.start(engine, session.token(), "evalall", work)
     try:
         yield session, jobs.bar_html(job), "", None, gr.skip(), gr.skip(), gr.skip()
         for _ in job.ticks():
@@ -144,10 +146,10 @@ def evaluate_all(
     def work(job: jobs.Job) -> None:
         for i, did in enumerate(ids):
             job.progress(i / len(ids), f"Scoring {did} ({i + 1} of {len(ids)})…")
-            _score(engine, session, did, text, seq_len, desc)
+            _score(engine, session, did, text, seq_len, desc, job.stop)
             job.event({"model": did})
 
-    job = jobs.start(session.token(), "evalall", work)
+    job = jobs.start(engine, session.token(), "evalall", work)
     seen = 0
     try:
         yield (session, jobs.bar_html(job), *show(session))

@@ -2,7 +2,9 @@
 and a Stop button that stops the engine's work.
 
 A handler starts a :class:`Job` with the work as a function of the job (which it reports to)
-and iterates :meth:`Job.ticks`: it wakes at least every ``TICK`` seconds, so the elapsed time
+and iterates :meth:`Job.ticks`. Every job holds one of its session's long-job slots from
+``start`` to its end (``Engine.job``, keyed by the job's stop Event: a second long job of the
+session is refused before it starts, and the engine's work inside the job nests in its slot): it wakes at least every ``TICK`` seconds, so the elapsed time
 stays live and a closed generator (Stop, a closed tab) is noticed at once; Gradio can only
 close a generator between two yields. Closing the handler's generator, or a Stop click
 (:func:`stop`), sets the job's stop Event, which the engine checks (``engine.run(stop=…)``).
@@ -23,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from laco_core.errors import Cancelled
+from laco_core.runtime.engine import Engine
 
 TICK = 0.5  # seconds between two updates of a job that reports nothing
 _RUNNING: dict[tuple[str, str], set[Job]] = {}
@@ -113,9 +116,16 @@ class Job:
         return self.result
 
 
-def start(owner: str, panel: str, work: Callable[[Job], Any]) -> Job:
-    """Run ``work(job)`` on a daemon thread; the caller iterates ``job.ticks()``."""
+def start(engine: Engine, owner: str, panel: str, work: Callable[[Job], Any]) -> Job:
+    """Run ``work(job)`` on a daemon thread in one of ``owner``'s long-job slots of
+    ``engine`` (``Engine.job``, held until the work ends); the caller iterates ``job.ticks()``
+    and passes ``job.stop`` to the engine's work.
+
+    Raises:
+        LimitExceeded: when the session already runs its long jobs (nothing started).
+    """
     job = Job(owner, panel)
+    slot = engine.job(owner, job.stop)
     with _LOCK:
         _RUNNING.setdefault((owner, panel), set()).add(job)
 
@@ -125,6 +135,7 @@ def start(owner: str, panel: str, work: Callable[[Job], Any]) -> Job:
         except BaseException as e:  # handed to the handler thread by ``outcome``
             job.error = e
         finally:
+            slot.release()
             job.ended = time.monotonic()
             job.done = True
             job._wake.put(1)

@@ -53,7 +53,7 @@ def run_lmeval(engine: Engine, session: Session, tasks_text: str, limit: int, pi
             job.event({"model": label})
         return results
 
-    job = jobs.start(session.token(), "lmeval", work)
+    job = jobs.start(engine, session.token(), "lmeval", work)
     try:
         yield jobs.bar_html(job), ""
         for _ in job.ticks():

@@ -184,7 +184,7 @@ def follow(
     def plot(figure=None):
         return () if curve is None else (gr.skip() if figure is None else figure,)
 
-    job = jobs.start(owner, panel, work)
+    job = jobs.start(engine, owner, panel, work)
     empty = jobs.log_html([], columns, "Candidates appear here as they are scored.")
     shown = 0
     try:  # stale results cleared at once

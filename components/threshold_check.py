@@ -1,17 +1,21 @@
 """What T accepts: beside the expert search's threshold, the plan a strategy that T alone
 decides (``Strategy.scans``: LaCo's Algorithm 1) accepts on the loaded model, and its damage
-as the what-if preview measures it."""
+as the what-if preview measures it. The measurement is a long job like any other: in the
+session's slot, on the engine's (limited, counted) activation cache, stopped by its job's
+stop Event; a session that runs another long job is told so beside T."""
 
 from __future__ import annotations
 
 import json
 
 from laco_core.arch.plan import format_plan
+from laco_core.errors import LimitExceeded
 from laco_core.ops import run_search
 from laco_core.registry import REGISTRY
 from laco_core.runtime.engine import Engine
 from laco_core.search.config import SearchConfig
 
+from . import jobs
 from .common import base_of, gpu
 from .search_job import prompts_of
 from .settings import settings_of
@@ -71,13 +75,25 @@ def check_threshold(
             "model…</small>",
             seen,
         )
-        res = run_search(base.model, base.tokenizer, prompts, cfg)
-        plan = [tuple(r) for r in res.plan]
-        est = engine.preview(base, prompts, plan, plain) if plan else None
-        seen = {
-            **seen,
-            key: {"plan": plan, "kl": est["kl"] if est else 0.0, "removed": res.layers_removed},
-        }
+
+        def work(job: jobs.Job) -> dict:
+            cache = engine.activations(base, prompts)  # the preview's: limits checked, counted
+            res = run_search(base.model, base.tokenizer, prompts, cfg, cache=cache, stop=job.stop)
+            plan = [tuple(r) for r in res.plan]
+            est = engine.preview(base, prompts, plan, plain) if plan else None
+            return {"plan": plan, "kl": est["kl"] if est else 0.0, "removed": res.layers_removed}
+
+        try:
+            job = jobs.start(engine, session.token(), "threshold", work)
+        except LimitExceeded as e:
+            yield f"<small class='laco-msg-error'>⚠ {e}</small>", seen
+            return
+        try:
+            for _ in job.ticks():
+                pass
+        finally:
+            job.close()
+        seen = {**seen, key: job.outcome()}
     r = seen[key]
     yield threshold_md(threshold, r["plan"], r["removed"], r["kl"]), seen
 

@@ -10,6 +10,7 @@ forward of its layers from ``l`` on.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -230,6 +231,14 @@ class ActivationCache:
         ):
             c.inputs, c.kwargs, c.final = ins, kw, final
         self.dense_nll: float | None = None  # filled by the ppl objective
+        # told after the cache grows (dense log-probs or moments kept): the engine's memory
+        # budget counts the bytes then, not only when the cache was made
+        self.on_grow: Callable[[], None] | None = None
+
+    def grew(self) -> None:
+        """Tell ``on_grow`` (if any) that this cache now holds more bytes."""
+        if self.on_grow is not None:
+            self.on_grow()
 
     @property
     def num_prompts(self) -> int:
@@ -256,6 +265,7 @@ class ActivationCache:
         """Dense next-token log-probabilities (B, T, V), computed on first use."""
         if chunk.logp is None:
             chunk.logp = log_probs(logits_of(self.model, chunk.final))
+            self.grew()
         return chunk.logp
 
     def dense_moments(self, chunk: Chunk) -> Moments:
@@ -270,6 +280,7 @@ class ActivationCache:
             if head is None:
                 raise ValueError("this model's logits are not W h + b: use dense_logp")
             chunk.moments = moments(chunk.final[0], *head)
+            self.grew()
         return chunk.moments
 
     def finals(

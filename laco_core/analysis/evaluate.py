@@ -14,6 +14,7 @@ vocabulary would otherwise hold several (B, 1024, 49152) float tensors at once.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from transformers import PreTrainedModel
 from ..arch.adapters import decoder
 from ..arch.sharing import count_params
 from ..arch.tokens import encode, encode_many, start_ids, windows
-from ..errors import LacoError
+from ..errors import Cancelled, LacoError
 from .activations import logits_of
 from .metrics import (
     cosine_sum,
@@ -40,6 +41,12 @@ LOGIT_ELEMENTS = 2**23  # positions × vocabulary per LM-head chunk: 32 MiB of f
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def check_stop(stop: threading.Event | None) -> None:
+    """Raise ``Cancelled`` once ``stop`` is set (checked between evaluation windows)."""
+    if stop is not None and stop.is_set():
+        raise Cancelled("Stopped.")
 
 
 def _check_text(text: str) -> None:
@@ -122,6 +129,7 @@ def perplexity(
     seq_len: int = 256,
     batch_size: int = 4,
     max_windows: int | None = None,
+    stop: threading.Event | None = None,
 ) -> float:
     """Perplexity of ``model`` on ``text`` over non-overlapping windows.
 
@@ -132,6 +140,7 @@ def perplexity(
         seq_len: Window length in tokens (each window is scored without earlier context).
         batch_size: Windows per forward pass (capped so a batch holds ``BATCH_TOKENS``).
         max_windows: Score only the first this many windows (quick checks).
+        stop: Set from another thread to cancel between batches (raises ``Cancelled``).
 
     Returns:
         exp(mean NLL per predicted token); log-probabilities are taken in float32.
@@ -140,6 +149,7 @@ def perplexity(
     chunk = _chunk_len(model)
     nll, count = 0.0, 0
     for ids, mask in _batches(wins, batch_for(seq_len, batch_size), _pad_id(tokenizer)):
+        check_stop(stop)
         h = _final_states(model, ids, mask)  # (B, T, H)
         real, nxt, has_next = _targets(ids, mask)
         flat = h.reshape(-1, h.shape[-1])[real.to(h.device)]  # (N, H)
@@ -170,6 +180,7 @@ def reference_metrics(
     seq_len: int = 256,
     max_windows: int | None = None,
     batch_size: int = 4,
+    stop: threading.Event | None = None,
 ) -> dict:
     """How closely ``model`` follows ``reference`` token by token.
 
@@ -181,6 +192,7 @@ def reference_metrics(
         seq_len: Window length / prompt truncation.
         max_windows: Use at most this many windows or prompts.
         batch_size: Sequences per forward pass (capped so a batch holds ``BATCH_TOKENS``).
+        stop: Set from another thread to cancel between batches (raises ``Cancelled``).
 
     Returns:
         ``kl``: mean KL(reference ‖ model) of next-token distributions in nats per token;
@@ -198,6 +210,7 @@ def reference_metrics(
     count = predicted = 0
     cos_ok = True
     for ids, mask in _batches(seqs, batch_for(seq_len, batch_size), _pad_id(tokenizer)):
+        check_stop(stop)
         h_r = _final_states(reference, ids, mask)  # (B, T, H)
         h_m = _final_states(model, ids, mask)  # (B, T, H')
         real, nxt, has_next = _targets(ids, mask)
@@ -250,17 +263,20 @@ def evaluate(
     text: str,
     reference: PreTrainedModel | None = None,
     seq_len: int = 256,
+    stop: threading.Event | None = None,
 ) -> dict:
-    """Perplexity and parameter count, plus agreement with ``reference`` when given.
+    """Perplexity and parameter count, plus agreement with ``reference`` when given
+    (``stop``: cancels between evaluation windows).
 
     Returns:
         ``ppl`` and ``params``; with a reference also ``ref_ppl``, ``ref_params``,
         ``params_ratio`` (model ÷ reference), ``kl``, ``top1_agreement``, ``final_cosine``.
     """
     if reference is None:
-        return {"ppl": perplexity(model, tokenizer, text, seq_len), "params": count_params(model)}
+        ppl = perplexity(model, tokenizer, text, seq_len, stop=stop)
+        return {"ppl": ppl, "params": count_params(model)}
     # one pass over the text gives both perplexities and the agreement metrics
-    m = reference_metrics(model, reference, tokenizer, text, seq_len)
+    m = reference_metrics(model, reference, tokenizer, text, seq_len, stop=stop)
     params, ref_params = count_params(model), count_params(reference)
     return {
         "ppl": m["ppl"],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel
 
+from .. import pipeline
 from ..recipe import Recipe
 
 BaseKey = tuple[str, str, str]  # (spec, resolved dtype name, resolved device)
@@ -44,3 +45,13 @@ class Build:
     @property
     def params(self) -> int | None:
         return self.recipe.info.get("params_after")
+
+
+def without_tensors(recipe: Recipe) -> Recipe:
+    """The recipe as its JSON holds it: fitted steps will recompute their tensors."""
+    return pipeline.recipe_from_dict(recipe.to_dict()[0])
+
+
+def dtype_name(dtype) -> str:
+    """``float32`` for ``torch.float32`` (or the name itself)."""
+    return str(dtype).replace("torch.", "")

@@ -8,13 +8,15 @@ or heals on. Adding a method to the comparison is one entry in ``POINTS``.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import pandas as pd
 import torch
 
-from ..analysis.evaluate import _batches, _pad_id, _windows
+from ..analysis.evaluate import _batches, _pad_id, _windows, check_stop
 from ..analysis.metrics import kl_sum, log_probs, next_token_nll
 from ..arch.sharing import count_params
 from ..errors import LacoError
@@ -115,11 +117,18 @@ class _Scorer:
         logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
         return log_probs(logits)  # (B, T, V)
 
-    def score(self, model=None) -> tuple[float, float]:
-        """``(perplexity, mean KL(dense ‖ model) per token in nats)``; None: the dense model."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the dense log-probabilities kept (B × T × vocabulary per batch)."""
+        return sum(r.numel() * r.element_size() for r in self.ref)
+
+    def score(self, model=None, stop: threading.Event | None = None) -> tuple[float, float]:
+        """``(perplexity, mean KL(dense ‖ model) per token in nats)``; None: the dense model.
+        ``stop``: cancels between evaluation windows."""
         nll = kl = 0.0
         n_pred = n_tok = 0
         for (ids, mask), ref in zip(self.batches, self.ref, strict=True):
+            check_stop(stop)
             logp = ref.float() if model is None else self._logp(model, ids, mask).cpu()  # (B, T, V)
             valid = mask.bool()  # (B, T)
             part, n = next_token_nll(logp, ids, valid[:, 1:])
@@ -152,6 +161,9 @@ def compare_all(
     extra_texts: dict[str, str] | None = None,
     on_point: Callable[[str, float, bool, object, object], None] | None = None,
     method_ratios: dict[str, Sequence[float]] | None = None,
+    stop: threading.Event | None = None,
+    activations_of: Callable | None = None,
+    hold: Callable[[object, Callable[[object], int]], AbstractContextManager] | None = None,
 ) -> pd.DataFrame:
     """Compress ``model`` with every method at every ratio and measure each result.
 
@@ -174,6 +186,12 @@ def compare_all(
         on_point: ``on_point(method, ratio, healed, model, recipe)`` for every point built.
         method_ratios: Some methods' own ratios instead of ``ratios`` (a costly method at
             fewer sizes).
+        stop: The job's stop Event, passed to every point's steps and checked between
+            evaluation windows (raises ``Cancelled``).
+        activations_of: The engine's memo of dense activations (``Engine.activations_of``),
+            so the points' searches and fits share and count them.
+        hold: ``hold(value, size)`` counts the dense reference log-probs against a memory
+            budget while the comparison runs (``Engine.holding``).
 
     Returns:
         One row per (method, ratio, healed) with ``COLUMNS``; a ``dense`` row at ratio 0.
@@ -198,59 +216,72 @@ def compare_all(
             callback(done, total, message)
 
     base = as_base(model, tokenizer)
-    ctx = context(base)
+    ctx = context(base, stop=stop, activations_of=activations_of)
     cal = TextSource.of(list(calib_prompts), "calibration_prompts")
-    params0, n0 = count_params(model), model.config.num_hidden_layers
     t0 = time.perf_counter()
     scorers = {"": _Scorer(model, tokenizer, eval_text, eval_seq_len, eval_windows)}
     for name, text in (extra_texts or {}).items():
         scorers[f"_{name}"] = _Scorer(model, tokenizer, text, eval_seq_len, eval_windows)
+    params0, n0 = count_params(model), model.config.num_hidden_layers
+    with (hold or _unheld)(scorers, _scorers_bytes):  # the reference log-probs counted
 
-    def measured(m) -> dict:
-        out = {}
-        for suffix, scorer in scorers.items():
-            out[f"ppl{suffix}"], out[f"kl{suffix}"] = scorer.score(m)
-        return out
+        def measured(m) -> dict:
+            out = {}
+            for suffix, scorer in scorers.items():
+                out[f"ppl{suffix}"], out[f"kl{suffix}"] = scorer.score(m, stop)
+            return out
 
-    dense = measured(None)
-    rows = [{**_row("dense", 0.0, 0.0, n0, 0, 0, False, time.perf_counter() - t0), **dense}]
-    tick("dense")
-    for method in methods:
-        for ratio in ratios_of[method]:
-            t0 = time.perf_counter()
-            try:
-                pruned, recipe = run_steps(base, POINTS[method](ratio, cal), ctx)
-            except (LacoError, ImportError) as e:
-                for healed in (False, True) if ratio in healed_at else (False,):
-                    nan = math.nan
-                    rows.append(_row(method, ratio, nan, None, nan, nan, healed, 0.0, str(e)))
-                    tick(f"{method} {ratio:.0%} skipped")
-                continue
-            build_s = time.perf_counter() - t0
-            removed = 1 - count_params(pruned) / params0
-            layers = pruned.config.num_hidden_layers
-            rows.append(
-                {**_row(method, ratio, removed, layers, 0, 0, False, build_s), **measured(pruned)}
-            )
-            if on_point is not None:
-                on_point(method, ratio, False, pruned, recipe)
-            tick(f"{method} {ratio:.0%}")
-            if ratio in healed_at:
-                t1 = time.perf_counter()
-                text = TextSource.of([heal_text]) if heal_text else None
-                kwargs = heal_kwargs(method, ratio) if callable(heal_kwargs) else heal_kwargs
-                step = HealStep(steps=heal_steps, text=text, **(kwargs or {}))
-                healed, hrecipe = run_steps(base, [step], ctx, recipe)
-                seconds = build_s + time.perf_counter() - t1
-                row = _row(method, ratio, removed, layers, 0, 0, True, seconds)
-                rows.append({**row, **measured(healed)})
+        dense = measured(None)
+        rows = [{**_row("dense", 0.0, 0.0, n0, 0, 0, False, time.perf_counter() - t0), **dense}]
+        tick("dense")
+        for method in methods:
+            for ratio in ratios_of[method]:
+                check_stop(stop)  # between points; the point's steps check it inside too
+                t0 = time.perf_counter()
+                try:
+                    pruned, recipe = run_steps(base, POINTS[method](ratio, cal), ctx)
+                except (LacoError, ImportError) as e:
+                    for healed in (False, True) if ratio in healed_at else (False,):
+                        nan = math.nan
+                        rows.append(_row(method, ratio, nan, None, nan, nan, healed, 0.0, str(e)))
+                        tick(f"{method} {ratio:.0%} skipped")
+                    continue
+                build_s = time.perf_counter() - t0
+                removed = 1 - count_params(pruned) / params0
+                layers = pruned.config.num_hidden_layers
+                rows.append(
+                    {
+                        **_row(method, ratio, removed, layers, 0, 0, False, build_s),
+                        **measured(pruned),
+                    }
+                )
                 if on_point is not None:
-                    on_point(method, ratio, True, healed, hrecipe)
-                del healed
-                tick(f"{method} {ratio:.0%} healed")
-            del pruned
-    extra = [c for c in rows[0] if c not in COLUMNS]
-    return pd.DataFrame(rows, columns=COLUMNS + extra)
+                    on_point(method, ratio, False, pruned, recipe)
+                tick(f"{method} {ratio:.0%}")
+                if ratio in healed_at:
+                    t1 = time.perf_counter()
+                    text = TextSource.of([heal_text]) if heal_text else None
+                    kwargs = heal_kwargs(method, ratio) if callable(heal_kwargs) else heal_kwargs
+                    step = HealStep(steps=heal_steps, text=text, **(kwargs or {}))
+                    healed, hrecipe = run_steps(base, [step], ctx, recipe)
+                    seconds = build_s + time.perf_counter() - t1
+                    row = _row(method, ratio, removed, layers, 0, 0, True, seconds)
+                    rows.append({**row, **measured(healed)})
+                    if on_point is not None:
+                        on_point(method, ratio, True, healed, hrecipe)
+                    del healed
+                    tick(f"{method} {ratio:.0%} healed")
+                del pruned
+        extra = [c for c in rows[0] if c not in COLUMNS]
+        return pd.DataFrame(rows, columns=COLUMNS + extra)
+
+
+def _unheld(value, size) -> AbstractContextManager:
+    return nullcontext()
+
+
+def _scorers_bytes(scorers: dict) -> int:
+    return sum(s.nbytes for s in scorers.values())
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from transformers import PreTrainedModel
 
 from .. import pipeline
 from ..analysis.activations import ActivationCache
-from ..analysis.similarity import param_similarity, representation_similarity
 from ..arch.plan import Range
 from ..arch.sharing import model_bytes, new_bytes
 from ..assets import is_bundled
@@ -41,12 +41,11 @@ from ..ops import preview as ops_preview
 from ..recipe import BaseRef, Recipe, Step
 from ..steps.collapse import CollapseStep
 from .budget import default_budget_bytes, trim
-from .builds import BaseKey, Build
-from .jobs import JobSlots
+from .builds import BaseKey, Build, dtype_name
+from .builds import without_tensors as _without_tensors
+from .caches import arrays_bytes, cache_bytes, over_cap, similarity_arrays
+from .jobs import JobSlots, Slot
 from .store import ExportStore, zip_stored
-
-ANALYSES_KEPT = 8
-ACTIVATIONS_KEPT = 4
 
 
 class Engine:
@@ -84,7 +83,7 @@ class Engine:
     # ---- base models ------------------------------------------------------------------------
     def key(self, spec: str, dtype: str = "auto", device: str = "auto") -> BaseKey:
         dev = resolve_device(device)
-        return (spec or "default", _name(resolve_dtype(dtype, dev)), str(dev))
+        return (spec or "default", dtype_name(resolve_dtype(dtype, dev)), str(dev))
 
     def load(self, spec: str = "default", dtype: str = "auto", device: str = "auto") -> LoadedModel:
         """Load (or fetch from cache) a base model."""
@@ -129,16 +128,17 @@ class Engine:
 
         Raises:
             LimitExceeded: before any work, for inputs over a limit, a session at its
-                number of builds, or a session that already runs a long job.
+                number of builds, or a session that already runs a long job (one whose
+                slot ``stop`` does not hold already).
         """
         self._check_room(owner)
         for step in steps:
             self.limits.check_step(step, base.tokenizer)
-        with self.job(owner):
+        with self.job(owner, stop):
             prior = self.recipe(parent, owner) if parent else None
             if prior is not None:
                 base = self.base_of(prior.base)
-            ctx = pipeline.context(base, events, progress, stop, self._activations_of(base))
+            ctx = pipeline.context(base, events, progress, stop, self.activations_of(base))
             model, recipe = pipeline.run(base, steps, ctx, prior)
             return self._register(base, recipe, model, owner, label)
 
@@ -150,17 +150,22 @@ class Engine:
             self.limits.check_step(step, base.tokenizer)
         return self._register(base, recipe, None, owner, label)
 
-    def job(self, owner: str | None):
-        """Context manager holding one of ``owner``'s long-job slots (``limits.long_jobs``):
-        a session starts a second search, build, heal or export only once its first one
-        finished or was cancelled; the CLI (owner None) is not limited."""
-        return self._jobs.hold(owner)
+    def job(self, owner: str | None, stop: threading.Event | None = None) -> Slot:
+        """The one entry of every long job: one of ``owner``'s ``limits.long_jobs`` slots, taken
+        now, released by ``Slot.release`` or a ``with`` block. Work inside a job passes its
+        ``stop`` (the key of the slot it holds) down to every loop. CLI (owner None): no limit."""
+        return self._jobs.hold(owner, stop)
 
     def _register(self, base, recipe, model, owner, label) -> str:
         kind = recipe.steps[-1].kind if recipe.steps else "base"
         did = f"{kind}-{next(self._counter)}"
         build = Build(
-            did, owner, self.key(base.spec, _name(base.dtype), str(base.device)), recipe, "", model
+            did,
+            owner,
+            self.key(base.spec, dtype_name(base.dtype), str(base.device)),
+            recipe,
+            "",
+            model,
         )
         build.label = label or f"{did} · {recipe.describe()}"
         with self._lock:
@@ -192,7 +197,7 @@ class Engine:
         with b.lock:  # one rebuild per build at a time
             model = b.model
             if model is None:
-                ctx = pipeline.context(base, activations_of=self._activations_of(base))
+                ctx = pipeline.context(base, activations_of=self.activations_of(base))
                 model, _, completed = pipeline.rebuild(b.recipe, lambda ref: base, ctx)
                 b.recipe = completed
                 b.model = model
@@ -242,10 +247,7 @@ class Engine:
             value = make()
             with self._lock:
                 self._caches[key] = (value, size)
-                kind = key[0]
-                same = [k for k in self._caches if k[0] == kind]
-                cap = ANALYSES_KEPT if kind == "analysis" else ACTIVATIONS_KEPT
-                for old in same[: max(0, len(same) - cap)]:
+                for old in over_cap(list(self._caches), key[0]):
                     self._caches.pop(old, None)
                 self._evict(keep={key})
         return value
@@ -256,37 +258,47 @@ class Engine:
         if not is_bundled(prompts):
             self.limits.check_prompts(base.tokenizer, prompts)
         key = ("activations", self._key_of(base), tuple(prompts), batch_size)
-        return self._cached(
-            key,
-            lambda: ActivationCache(base.model, base.tokenizer, prompts, batch_size=batch_size),
-            lambda c: c.nbytes,
-        )
 
-    def _activations_of(self, base: LoadedModel):
+        def make() -> ActivationCache:
+            cache = ActivationCache(base.model, base.tokenizer, prompts, batch_size=batch_size)
+            ref = weakref.ref(cache)  # no cycle: the cache's tensors go with its last user
+            cache.on_grow = lambda: self._grew(key, ref())
+            return cache
+
+        return self._cached(key, make, cache_bytes)
+
+    def activations_of(self, base: LoadedModel) -> Callable[..., ActivationCache]:
+        """``activations`` of ``base`` as a step context's memo: ``(texts, batch_size)``."""
         return lambda texts, batch_size=4: self.activations(base, list(texts), batch_size)
+
+    def _grew(self, key: tuple, value) -> None:
+        """A cache holds more bytes: count them (in the table again if evicted while in use)."""
+        with self._lock:
+            if value is not None and key not in self._caches:
+                self._caches[key] = (value, cache_bytes)
+            self._evict(keep={key})
+
+    @contextmanager
+    def holding(self, value, size: Callable[[object], int]) -> Iterator[None]:
+        """Count a job's working data (e.g. reference log-probs) for the block; never evicted."""
+        key = ("held", id(value))
+        with self._lock:
+            self._caches[key] = (value, size)
+            self._evict(keep={key})
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._caches.pop(key, None)
 
     def analysis(self, base: LoadedModel, prompts: list[str]) -> dict:
         """Parameter and representation similarity of ``base`` (numpy matrices, cached)."""
         self.limits.check_prompts(base.tokenizer, prompts)
         key = ("analysis", self._key_of(base), tuple(prompts))
 
-        def make() -> dict:
-            param = param_similarity(base.model)
-            rep = representation_similarity(base.model, base.tokenizer, prompts)
-            return {
-                "param": {k: _numpy(v) for k, v in param.items()},
-                "rep": {
-                    "cosine": _numpy(rep.cosine),
-                    "angular": _numpy(rep.angular),
-                    "block_influence": _numpy(rep.block_influence),
-                },
-            }
-
-        def size(a: dict) -> int:
-            arrays = [*a["param"].values(), *a["rep"].values()]
-            return sum(x.nbytes for x in arrays)
-
-        return self._cached(key, make, size)
+        return self._cached(
+            key, lambda: similarity_arrays(base.model, base.tokenizer, prompts), arrays_bytes
+        )
 
     def preview(
         self,
@@ -360,7 +372,7 @@ class Engine:
 
     def _evict_one(self, keep: set) -> bool:
         for key in list(self._caches):
-            if key not in keep:
+            if key not in keep and key[0] != "held":
                 self._caches.pop(key)
                 return True
         for did, b in self._builds.items():
@@ -381,20 +393,7 @@ class Engine:
         return False
 
     def _key_of(self, base: LoadedModel) -> BaseKey:
-        return self.key(base.spec, _name(base.dtype), str(base.device))
-
-
-def _without_tensors(recipe: Recipe) -> Recipe:
-    """The recipe as its JSON holds it: fitted steps will recompute their tensors."""
-    return pipeline.recipe_from_dict(recipe.to_dict()[0])
-
-
-def _numpy(t) -> np.ndarray:
-    return t.detach().float().cpu().numpy()
-
-
-def _name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
+        return self.key(base.spec, dtype_name(base.dtype), str(base.device))
 
 
 __all__ = ["Build", "Engine"]

@@ -265,6 +265,7 @@ def dense_moments(cache: ActivationCache, chunk: Chunk, stride: int) -> Moments:
     if have is None or stride % have.stride:
         step = stride if have is None else math.gcd(stride, have.stride)
         chunk.moments = moments(chunk.final[0], *linear_head(cache.model), stride=step)
+        cache.grew()
     return chunk.moments.every(stride // chunk.moments.stride)
 
 

@@ -18,9 +18,9 @@ from laco_core.steps.search import SearchStep
 from tests.reliability.common import PROMPTS, load_tiny, save_tiny
 
 BUSY = (
-    "One of your long jobs (a search, build, heal or export) is still running: wait for it or "
-    "stop it first. Long jobs at once per session: 1 (LACO_MAX_LONG_JOBS raises it on a "
-    "self-hosted instance)."
+    "One of your long jobs (a search, build, heal, export, evaluation, comparison, lm-eval run "
+    "or threshold check) is still running: wait for it or stop it first. Long jobs at once per "
+    "session: 1 (LACO_MAX_LONG_JOBS raises it on a self-hosted instance)."
 )
 
 
