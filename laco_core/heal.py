@@ -46,6 +46,8 @@ class HealResult:
         adapters: The trained LoRA factors (``<module>.lora_A`` / ``.lora_B``), which
             ``apply_lora`` folds into the input model again to rebuild ``model`` exactly.
         scaling: LoRA's α / r.
+        curve: ``(step, validation perplexity)`` of every validation (step 0: unhealed).
+        best_step: The step whose adapter ``model`` carries (None: no validation).
     """
 
     model: PreTrainedModel
@@ -54,6 +56,8 @@ class HealResult:
     trainable_params: int = 0
     adapters: dict[str, torch.Tensor] = field(default_factory=dict)
     scaling: float = 2.0
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
 
 
 def lora_targets(model: PreTrainedModel) -> list[str]:
@@ -180,6 +184,11 @@ def heal(
     self_text: int = 0,
     stop: threading.Event | None = None,
     max_seconds: float | None = None,
+    validation: list[str] | None = None,
+    eval_every: int = 10,
+    patience: int = 3,
+    started: float | None = None,
+    on_eval: Callable[[int, float, bool], None] | None = None,
 ) -> HealResult:
     """Train LoRA adapters on ``text`` for ``steps`` steps and merge them back.
 
@@ -202,6 +211,13 @@ def heal(
         stop: Set from another thread to cancel between steps (raises ``Cancelled``).
         max_seconds: A time budget: training stops after the step that crosses it (at most
             ``steps`` steps). The steps taken are in ``len(result.losses)``.
+        validation: Texts to score every ``eval_every`` steps (never the held-out ones);
+            the adapter of the best score is the one merged.
+        eval_every: Steps between validations.
+        patience: Stop after this many validations in a row without a new best.
+        started: ``time.perf_counter()`` the budget runs from (default: now), so work done
+            before the call (sampling training text) counts in it.
+        on_eval: ``on_eval(step, perplexity, is_best)`` after each validation.
 
     Returns:
         HealResult with the merged model, the loss curve and the LoRA factors.
@@ -211,12 +227,12 @@ def heal(
     """
     from peft import LoraConfig, get_peft_model
 
+    t0 = time.perf_counter() if started is None else started
     check_hyperparameters(steps, rank, lr, seq_len, batch_size, self_text)
-    if (
-        teacher is not None
-        and teacher.get_output_embeddings().weight.shape[0]
-        != (model.get_output_embeddings().weight.shape[0])
-    ):
+    if eval_every < 1 or patience < 1:
+        raise LacoError("eval_every and patience must be >= 1.")
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if teacher is not None and teacher.get_output_embeddings().weight.shape[0] != vocab:
         raise LacoError("The teacher must share the model's tokenizer (its vocabulary differs).")
     text = load_training_text(text, dataset)
     if self_text:
@@ -231,7 +247,6 @@ def heal(
         raise LacoError(
             f"Training text has {ids.numel()} tokens; give more than seq_len={seq_len}."
         )
-    t0 = time.perf_counter()
     targets = lora_targets(model)
     work = detached_copy(model, targets)
     device = next(work.parameters()).device
@@ -244,6 +259,22 @@ def heal(
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     losses: list[float] = []
+    curve: list[tuple[int, float]] = []
+    best: dict[str, torch.Tensor] = {}
+    best_at = 0  # index in ``curve`` of the best validation
+
+    def validate(step: int) -> bool:
+        """Score the validation texts; True when ``patience`` scores passed without a best."""
+        nonlocal best, best_at
+        curve.append((step, validation_ppl(peft_model, tokenizer, validation or [])))
+        if curve[-1][1] < curve[best_at][1] or len(curve) == 1:
+            best, best_at = lora_factors(peft_model), len(curve) - 1
+        if on_eval is not None:
+            on_eval(step, curve[-1][1], best_at == len(curve) - 1)
+        return len(curve) - 1 - best_at >= patience
+
+    if validation:
+        validate(0)
     peft_model.train()
     for step in range(steps):
         if stop is not None and stop.is_set():
@@ -263,18 +294,38 @@ def heal(
         losses.append(float(loss.detach()))
         if callback is not None:
             callback(step + 1, steps, losses[-1])
-    adapters = lora_factors(peft_model)
-    merged = peft_model.merge_and_unload()
+        if validation and (step + 1) % eval_every == 0 and validate(step + 1):
+            break
+    if validation and curve[-1][0] != len(losses):
+        validate(len(losses))
+    best_step = curve[best_at][0] if curve else None
+    if best_step is not None and best_step != len(losses):
+        adapters = best
+        merged = apply_lora(model, adapters, 2.0)
+    else:
+        adapters = lora_factors(peft_model)
+        merged = peft_model.merge_and_unload()
     merged.eval()
     merged.requires_grad_(False)
-    return HealResult(
-        merged,
-        losses,
-        time.perf_counter() - t0,
-        sum(p.numel() for p in trainable),
-        adapters,
-        2.0,
-    )
+    trained, seconds = sum(p.numel() for p in trainable), time.perf_counter() - t0
+    return HealResult(merged, losses, seconds, trained, adapters, 2.0, curve, best_step)
+
+
+@torch.no_grad()
+def validation_ppl(model, tokenizer, texts: list[str], max_len: int = 512) -> float:
+    """Perplexity over ``texts``, each scored whole from its start (as the tokenizer starts
+    a text), up to ``max_len`` tokens."""
+    was_training = model.training
+    model.eval()
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = encode(tokenizer, text, max_len)
+        batch = torch.tensor([ids], device=next(model.parameters()).device)  # (1, T)
+        logits = model(input_ids=batch, use_cache=False).logits[0, :-1].float()  # (T-1, V)
+        nll += float(torch.nn.functional.cross_entropy(logits, batch[0, 1:], reduction="sum"))
+        count += batch.shape[1] - 1
+    model.train(was_training)
+    return math.exp(nll / max(count, 1))
 
 
 def check_hyperparameters(
@@ -342,4 +393,5 @@ __all__ = [
     "heal",
     "load_training_text",
     "lora_targets",
+    "validation_ppl",
 ]

@@ -13,6 +13,7 @@ from .errors import LacoError
 from .recipe import Step, TextSource
 from .search.config import SearchConfig
 from .search.curve import validation_source
+from .steps.heal import default_heal
 from .steps.search import SearchStep
 
 # calibration of the default pipeline: the training text's paragraphs (more tokens than the
@@ -35,6 +36,7 @@ def best_collapse(
     target_block_ratio: float | None = None,
     max_ppl_ratio: float | None = None,
     max_kl: float | None = None,
+    heal_seconds: float | None = None,
 ) -> list[Step]:
     """The default automatic collapse to a target size or within a quality budget.
 
@@ -43,7 +45,9 @@ def best_collapse(
     least squares on both bundled training texts (``drop_lsq``). Each step of the walk is
     scored on the training texts' validation slice (the size–quality curve); a budget keeps
     the last plan whose refitted model stays within it. The result is an ordinary checkpoint
-    (whole layers removed, kept weights changed).
+    (whole layers removed, kept weights changed). With ``heal_seconds``, the default heal
+    follows (``steps.heal.default_heal``: distilled from the dense model on the training text
+    and its own samples, validation stop) within that budget.
 
     Raises:
         LacoError: without exactly one target or budget.
@@ -70,7 +74,8 @@ def best_collapse(
     )
     texts = read_asset(SEARCH_TEXT)
     search = TextSource.of(texts[:SEARCH_TEXTS], SEARCH_TEXT, SEARCH_TEXTS)
-    return [SearchStep(cfg, search, refit_source(), validation_source())]
+    healing = [default_heal(heal_seconds)] if heal_seconds is not None else []
+    return [SearchStep(cfg, search, refit_source(), validation_source()), *healing]
 
 
 PRESETS = {"best": best_collapse}

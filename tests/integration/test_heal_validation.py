@@ -1,0 +1,86 @@
+"""The default heal on tiny models: validation stop keeps the best adapter, a longer budget never
+ends worse on the validation slice, sampled text is cached per base model, and the recipe
+records what a rebuild replays."""
+
+from __future__ import annotations
+
+import torch
+
+from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.heal import apply_lora, heal, validation_ppl
+from laco_core.pipeline import context
+from laco_core.presets import best_collapse
+from laco_core.recipe import TextSource
+from laco_core.runtime.comparison import as_base
+from laco_core.steps.heal import HealStep, default_heal
+
+TEXT = "abcabc the cat sat on the mat. " * 80
+VALID = ["the dog ran to the park and back home again.", "a bird sang on the old oak tree."]
+
+
+def _heal(m, steps):
+    kw = dict(rank=4, lr=3e-2, seq_len=32, batch_size=2, validation=VALID, eval_every=2)
+    return heal(m, tiny_tokenizer(), TEXT, steps=steps, patience=2, **kw)
+
+
+def test_validation_stop_keeps_the_best_adapter_and_longer_never_ends_worse():
+    m = tiny_model("llama", layers=3)
+    short, long = _heal(m, 4), _heal(m, 40)
+    assert short.curve[0][0] == 0 and [s for s, _ in short.curve] == [0, 2, 4]
+    for res in (short, long):
+        best = min(p for _, p in res.curve)
+        assert dict(res.curve)[res.best_step] == best
+        assert abs(validation_ppl(res.model, tiny_tokenizer(), VALID) - best) < 1e-3 * best
+        again = apply_lora(m, res.adapters, res.scaling)  # the recorded adapter is the kept one
+        x = torch.randint(3, 250, (1, 16))
+        with torch.no_grad():
+            torch.testing.assert_close(again(x).logits, res.model(x).logits)
+    # the same seed walks the same path: the longer heal's best is at least the shorter's
+    assert min(p for _, p in long.curve) <= min(p for _, p in short.curve)
+    # patience: it stops two scores after its best (or at the last step)
+    last = long.curve[-1][0]
+    assert last == len(long.losses)
+    assert (
+        last < 40
+        or long.best_step == 40
+        or len(long.curve) - 1 - [s for s, _ in long.curve].index(long.best_step) <= 2
+    )
+
+
+def test_default_heal_distils_on_cached_samples_and_replays(tmp_path, monkeypatch):
+    monkeypatch.setenv("LACO_CACHE", str(tmp_path))
+    tok = tiny_tokenizer()
+    dense = tiny_model("llama", layers=4)
+    dense.requires_grad_(False)
+    student = tiny_model("llama", layers=2)
+    student.requires_grad_(False)
+    ctx = context(as_base(dense, tok))
+    events = []
+    ctx.events = events.append
+    step = default_heal(60, max_steps=4, self_text=4, seq_len=32, batch_size=2, eval_every=2)
+    step.text = TextSource.of([TEXT])
+    step.validation = TextSource.of(VALID)
+    assert step.teacher and step.self_text == 4
+    model, done = step.apply(student, ctx)
+    assert [e["cached"] for e in events if "samples" in e] == [False]
+    assert list((tmp_path / "heal-samples").glob("*.json"))
+    assert done.steps == 4 and done.best_step is not None and done.validation_curve[0][0] == 0
+    assert done.self_text == 4 and done.seed == 0 and done.seconds is None
+    events.clear()
+    _, again = step.apply(student, ctx)  # the second heal reads the samples back
+    assert [e["cached"] for e in events if "samples" in e] == [True]
+    assert again.losses == done.losses
+    # a recipe round trip replays the adapters exactly
+    back = HealStep.from_dict(done.to_dict())
+    back.adapters = done.adapters
+    replayed, _ = back.apply(student, ctx)
+    x = torch.randint(3, 250, (1, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(replayed(x).logits, model(x).logits)
+
+
+def test_best_collapse_appends_a_heal_step():
+    steps = best_collapse(target_ratio=0.2, heal_seconds=120)
+    assert [s.kind for s in steps] == ["search", "heal"]
+    assert steps[1].seconds == 120 and steps[1].teacher and steps[1].validation is not None
+    assert [s.kind for s in best_collapse(target_ratio=0.2)] == ["search"]
