@@ -90,7 +90,7 @@ def run_baselines(
             callback=report,
             stop=job.stop,
             activations_of=engine.activations_of(base),
-            hold=engine.holding,
+            count=engine.count,
         )
 
     job = jobs.start(engine, session.token(), "baselines", work)

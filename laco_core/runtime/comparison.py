@@ -11,7 +11,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import pandas as pd
 import torch
@@ -163,7 +162,7 @@ def compare_all(
     method_ratios: dict[str, Sequence[float]] | None = None,
     stop: threading.Event | None = None,
     activations_of: Callable | None = None,
-    hold: Callable[[object, Callable[[object], int]], AbstractContextManager] | None = None,
+    count: Callable[[object, Callable[[object], int]], None] | None = None,
 ) -> pd.DataFrame:
     """Compress ``model`` with every method at every ratio and measure each result.
 
@@ -190,8 +189,8 @@ def compare_all(
             evaluation windows (raises ``Cancelled``).
         activations_of: The engine's memo of dense activations (``Engine.activations_of``),
             so the points' searches and fits share and count them.
-        hold: ``hold(value, size)`` counts the dense reference log-probs against a memory
-            budget while the comparison runs (``Engine.holding``).
+        count: ``count(value, size)`` counts the dense reference log-probs (and the points'
+            own caches) against a memory budget while they live (``Engine.count``).
 
     Returns:
         One row per (method, ratio, healed) with ``COLUMNS``; a ``dense`` row at ratio 0.
@@ -217,71 +216,65 @@ def compare_all(
 
     base = as_base(model, tokenizer)
     ctx = context(base, stop=stop, activations_of=activations_of)
+    ctx.counted = count
     cal = TextSource.of(list(calib_prompts), "calibration_prompts")
     t0 = time.perf_counter()
     scorers = {"": _Scorer(model, tokenizer, eval_text, eval_seq_len, eval_windows)}
     for name, text in (extra_texts or {}).items():
         scorers[f"_{name}"] = _Scorer(model, tokenizer, text, eval_seq_len, eval_windows)
     params0, n0 = count_params(model), model.config.num_hidden_layers
-    with (hold or _unheld)(scorers, _scorers_bytes):  # the reference log-probs counted
+    for scorer in scorers.values() if count is not None else ():
+        count(scorer, _Scorer.nbytes.fget)  # while it lives: until the comparison returns
 
-        def measured(m) -> dict:
-            out = {}
-            for suffix, scorer in scorers.items():
-                out[f"ppl{suffix}"], out[f"kl{suffix}"] = scorer.score(m, stop)
-            return out
+    def measured(m) -> dict:
+        out = {}
+        for suffix, scorer in scorers.items():
+            out[f"ppl{suffix}"], out[f"kl{suffix}"] = scorer.score(m, stop)
+        return out
 
-        dense = measured(None)
-        rows = [{**_row("dense", 0.0, 0.0, n0, 0, 0, False, time.perf_counter() - t0), **dense}]
-        tick("dense")
-        for method in methods:
-            for ratio in ratios_of[method]:
-                check_stop(stop)  # between points; the point's steps check it inside too
-                t0 = time.perf_counter()
-                try:
-                    pruned, recipe = run_steps(base, POINTS[method](ratio, cal), ctx)
-                except (LacoError, ImportError) as e:
-                    for healed in (False, True) if ratio in healed_at else (False,):
-                        nan = math.nan
-                        rows.append(_row(method, ratio, nan, None, nan, nan, healed, 0.0, str(e)))
-                        tick(f"{method} {ratio:.0%} skipped")
-                    continue
-                build_s = time.perf_counter() - t0
-                removed = 1 - count_params(pruned) / params0
-                layers = pruned.config.num_hidden_layers
-                rows.append(
-                    {
-                        **_row(method, ratio, removed, layers, 0, 0, False, build_s),
-                        **measured(pruned),
-                    }
-                )
+    dense = measured(None)
+    rows = [{**_row("dense", 0.0, 0.0, n0, 0, 0, False, time.perf_counter() - t0), **dense}]
+    tick("dense")
+    for method in methods:
+        for ratio in ratios_of[method]:
+            check_stop(stop)  # between points; the point's steps check it inside too
+            t0 = time.perf_counter()
+            try:
+                pruned, recipe = run_steps(base, POINTS[method](ratio, cal), ctx)
+            except (LacoError, ImportError) as e:
+                for healed in (False, True) if ratio in healed_at else (False,):
+                    nan = math.nan
+                    rows.append(_row(method, ratio, nan, None, nan, nan, healed, 0.0, str(e)))
+                    tick(f"{method} {ratio:.0%} skipped")
+                continue
+            build_s = time.perf_counter() - t0
+            removed = 1 - count_params(pruned) / params0
+            layers = pruned.config.num_hidden_layers
+            rows.append(
+                {
+                    **_row(method, ratio, removed, layers, 0, 0, False, build_s),
+                    **measured(pruned),
+                }
+            )
+            if on_point is not None:
+                on_point(method, ratio, False, pruned, recipe)
+            tick(f"{method} {ratio:.0%}")
+            if ratio in healed_at:
+                t1 = time.perf_counter()
+                text = TextSource.of([heal_text]) if heal_text else None
+                kwargs = heal_kwargs(method, ratio) if callable(heal_kwargs) else heal_kwargs
+                step = HealStep(steps=heal_steps, text=text, **(kwargs or {}))
+                healed, hrecipe = run_steps(base, [step], ctx, recipe)
+                seconds = build_s + time.perf_counter() - t1
+                row = _row(method, ratio, removed, layers, 0, 0, True, seconds)
+                rows.append({**row, **measured(healed)})
                 if on_point is not None:
-                    on_point(method, ratio, False, pruned, recipe)
-                tick(f"{method} {ratio:.0%}")
-                if ratio in healed_at:
-                    t1 = time.perf_counter()
-                    text = TextSource.of([heal_text]) if heal_text else None
-                    kwargs = heal_kwargs(method, ratio) if callable(heal_kwargs) else heal_kwargs
-                    step = HealStep(steps=heal_steps, text=text, **(kwargs or {}))
-                    healed, hrecipe = run_steps(base, [step], ctx, recipe)
-                    seconds = build_s + time.perf_counter() - t1
-                    row = _row(method, ratio, removed, layers, 0, 0, True, seconds)
-                    rows.append({**row, **measured(healed)})
-                    if on_point is not None:
-                        on_point(method, ratio, True, healed, hrecipe)
-                    del healed
-                    tick(f"{method} {ratio:.0%} healed")
-                del pruned
-        extra = [c for c in rows[0] if c not in COLUMNS]
-        return pd.DataFrame(rows, columns=COLUMNS + extra)
-
-
-def _unheld(value, size) -> AbstractContextManager:
-    return nullcontext()
-
-
-def _scorers_bytes(scorers: dict) -> int:
-    return sum(s.nbytes for s in scorers.values())
+                    on_point(method, ratio, True, healed, hrecipe)
+                del healed
+                tick(f"{method} {ratio:.0%} healed")
+            del pruned
+    extra = [c for c in rows[0] if c not in COLUMNS]
+    return pd.DataFrame(rows, columns=COLUMNS + extra)
 
 
 def markdown_table(df: pd.DataFrame) -> str:

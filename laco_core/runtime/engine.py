@@ -22,8 +22,7 @@ import itertools
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import PreTrainedModel
@@ -139,6 +138,7 @@ class Engine:
             if prior is not None:
                 base = self.base_of(prior.base)
             ctx = pipeline.context(base, events, progress, stop, self.activations_of(base))
+            ctx.counted = self.count
             model, recipe = pipeline.run(base, steps, ctx, prior)
             return self._register(base, recipe, model, owner, label)
 
@@ -198,6 +198,7 @@ class Engine:
             model = b.model
             if model is None:
                 ctx = pipeline.context(base, activations_of=self.activations_of(base))
+                ctx.counted = self.count
                 model, _, completed = pipeline.rebuild(b.recipe, lambda ref: base, ctx)
                 b.recipe = completed
                 b.model = model
@@ -271,25 +272,25 @@ class Engine:
         """``activations`` of ``base`` as a step context's memo: ``(texts, batch_size)``."""
         return lambda texts, batch_size=4: self.activations(base, list(texts), batch_size)
 
-    def _grew(self, key: tuple, value) -> None:
-        """A cache holds more bytes: count them (in the table again if evicted while in use)."""
+    def _grew(self, key: tuple, value) -> None:  # counted again if evicted while in use
         with self._lock:
             if value is not None and key not in self._caches:
                 self._caches[key] = (value, cache_bytes)
             self._evict(keep={key})
 
-    @contextmanager
-    def holding(self, value, size: Callable[[object], int]) -> Iterator[None]:
-        """Count a job's working data (e.g. reference log-probs) for the block; never evicted."""
-        key = ("held", id(value))
+    def count(self, value, size: Callable[[object], int] = cache_bytes) -> None:
+        """Count a job's own data (a cache, reference log-probs) while it lives; never evicted."""
+        key, ref = ("held", id(value)), weakref.ref(value)
         with self._lock:
-            self._caches[key] = (value, size)
+            self._caches[key] = (ref, lambda r: size(r()) if r() is not None else 0)
             self._evict(keep={key})
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._caches.pop(key, None)
+        weakref.finalize(value, self._forget, key)
+        if isinstance(value, ActivationCache):
+            value.on_grow = lambda: self._grew(key, None)
+
+    def _forget(self, key: tuple) -> None:
+        with self._lock:
+            self._caches.pop(key, None)
 
     def analysis(self, base: LoadedModel, prompts: list[str]) -> dict:
         """Parameter and representation similarity of ``base`` (numpy matrices, cached)."""
@@ -357,7 +358,7 @@ class Engine:
                 if b.model is not None and b.base_key in bases
             )
             out["recipes"] = sum(b.recipe.size_bytes() for b in self._builds.values())
-            out["caches"] = sum(size(value) for value, size in self._caches.values())
+            out["caches"] = sum(size(value) for value, size in list(self._caches.values()))
         return out
 
     def _evict(self, keep: set) -> None:

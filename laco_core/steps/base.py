@@ -33,6 +33,8 @@ class StepContext:
     activations_of: Callable[[list[str], int], Any] | None = None
     # results a step may reuse within one run (e.g. one search refitted two ways)
     memo: dict = field(default_factory=dict)
+    # the engine's count of a cache made here (another model's), held while it lives
+    counted: Callable[[Any], None] | None = None
 
     @property
     def tokenizer(self):
@@ -43,7 +45,12 @@ class StepContext:
         else computed here."""
         if self.activations_of is not None and model is self.base.model:
             return self.activations_of(texts, batch_size)
-        return ActivationCache(model, self.tokenizer, texts, batch_size=batch_size, workers=workers)
+        cache = ActivationCache(
+            model, self.tokenizer, texts, batch_size=batch_size, workers=workers
+        )
+        if self.counted is not None:
+            self.counted(cache)
+        return cache
 
     def event(self, event: dict) -> None:
         if self.events is not None:

@@ -13,10 +13,14 @@ import pytest
 from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.assets import read_asset
 from laco_core.loading.limits import Limits
+from laco_core.recipe import TextSource
 from laco_core.runtime import comparison
 from laco_core.runtime.budget import rss_bytes
 from laco_core.runtime.engine import Engine
+from laco_core.search.config import SearchConfig
 from laco_core.search.objectives import KL, Perplexity
+from laco_core.steps.collapse import CollapseStep
+from laco_core.steps.search import SearchStep
 
 MiB = 2**20
 PROMPTS = ["One short calibration text.", "Another one, a little longer than the first."]
@@ -93,7 +97,7 @@ def test_comparison_reference_log_probs_are_counted_while_held(tmp_path, one_thr
         eval_seq_len=32,
         on_point=point,
         activations_of=engine.activations_of(base),
-        hold=engine.holding,
+        count=engine.count,
     )
     vocab = base.model.get_output_embeddings().weight.shape[0]
     tokens = len(base.tokenizer(text)["input_ids"])
@@ -141,3 +145,23 @@ def test_resident_memory_within_budget_on_the_default_model(one_thread):
     margin = 384 * MiB + 2 * chunk * vocab * 4
     assert rss_bytes() - rss0 <= budget + margin, (rss_bytes() - rss0, usage)
     assert peak <= budget + margin, (peak, margin)
+
+
+def test_a_search_on_a_build_counts_its_own_cache_while_it_runs(tmp_path, one_thread):
+    path = tmp_path / "tiny"
+    tiny_model("llama", layers=6).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
+    base = engine.load(str(path), "float32", "cpu")
+    parent = engine.run(base, [CollapseStep([[1, 2]], "drop")], "alice")
+    held: list[int] = []
+
+    def event(_row: dict) -> None:  # the build's model is not the base: its cache is the job's
+        held.append(sum(size(v) for k, (v, size) in engine._caches.items() if k[0] == "held"))
+
+    cfg = SearchConfig(strategy="greedy", objective="kl", method="drop", target_layers=1)
+    search = SearchStep(cfg, TextSource.of(PROMPTS))
+    engine.run(base, [search], "alice", parent=parent, events=event)
+    assert held and min(held) > 0
+    gc.collect()
+    assert not [k for k in engine._caches if k[0] == "held"]  # given back with the cache
