@@ -16,11 +16,13 @@ import os
 import shutil
 import tempfile
 import urllib.parse
+import uuid
 from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
+from laco_core import schema
 from laco_core.arch.plan import format_plan, parse_ranges
 from laco_core.errors import LacoError
 from laco_core.pipeline import read_recipe
@@ -80,12 +82,19 @@ def url_plan(session: Session, plan: str, method: str, attn: str, request: gr.Re
         return skip
     session.url_applied = True
     try:
-        text = format_plan(parse_ranges(params.get("plan", "")))
+        ranges = parse_ranges(params.get("plan", ""))
+        for lo, hi in ranges:
+            schema.check_layer_range(lo, hi + 1, "The link's plan")
+        text = format_plan(ranges)
     except LacoError as e:
         log.info("user error in url_plan: %s", e)
         return skip
     chosen = params.get("method", "")
-    layers = [t for t in params.get("attn", "").split(",") if t.strip().isdigit()]
+    layers = [
+        t.strip()
+        for t in params.get("attn", "").split(",")
+        if t.strip().isdigit() and int(t) < schema.MAX_LAYERS
+    ]
     return (
         session,
         text,
@@ -122,6 +131,12 @@ def download(session: Session) -> str:
     return str(out)
 
 
+@user_errors
+def offer(session: Session):
+    """The session file in its box, shown once there is one."""
+    return gr.File(download(session), visible=True)
+
+
 def _paths(files) -> list[Path]:
     if not files:
         return []
@@ -150,9 +165,10 @@ def load_files(engine: Engine, session: Session, files, progress: gr.Progress = 
     if main.suffix.lower() == ".json":
         try:
             d = json.loads(main.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             d = None  # the recipe reader says what is wrong with it
         if isinstance(d, dict) and d.get("format") == SESSION_FORMAT:
+            schema.check_session(d, REGISTRY.steps, engine.limits)
             return _merge_session(engine, session, d)
     if main.suffix.lower() == ".json":
         with tempfile.TemporaryDirectory(prefix="laco-recipe-") as tmp:  # read, then removed
@@ -161,18 +177,23 @@ def load_files(engine: Engine, session: Session, files, progress: gr.Progress = 
             for p in paths:
                 if p.suffix.lower() == ".safetensors":
                     shutil.copy(p, folder / TENSORS_FILE)
-            recipe = read_recipe(folder)
+            recipe = read_recipe(folder, engine.limits)
     else:
-        recipe = read_recipe(main)
+        recipe = read_recipe(main, engine.limits)
     progress(0.2, desc=f"Rebuilding {recipe.describe()}…")
     did = engine.add_recipe(recipe, session.token())
-    engine.model(did, session.token())
+    try:
+        engine.model(did, session.token())
+    except BaseException:
+        engine.forget(did, session.token())  # a refused or failed rebuild leaves no build
+        raise
     entry = remember(engine, session, did)
     info = entry.info
     md = (
-        f"### ✓ Loaded `{did}` — {recipe.describe()}  \n"
+        f"### ✓ Loaded `{did}` — {schema.md_escape(recipe.describe())}  \n"
         f"{info.get('layers_before', '?')} → {info.get('layers_after', '?')} layers on "
-        f"`{recipe.base.spec}`; it is now selected in Compare, Evaluate and Export."
+        f"{schema.md_escape(recipe.base.spec)}; it is now selected in Compare, Evaluate and "
+        "Export."
     )
     return session, md, summary_md(session)
 
@@ -186,16 +207,17 @@ def api_load_recipe(engine: Engine, session: Session, files, progress: gr.Progre
 
 def _merge_session(engine: Engine, session: Session, d: dict):
     other = Session.from_dict({**d, "owner": None})
-    known = {b.id for b in session.builds}
-    added = 0
-    for b in other.builds:
-        if b.id in known:
-            continue
-        engine.limits.check("builds", len(session.builds) + 1)
-        session.builds.append(b)  # registered with the engine when first used
-        added += 1
-    if other.current and session.get(other.current):
-        session.current = other.current
+    known = {json.dumps(b.recipe, sort_keys=True) for b in session.builds}
+    fresh = [b for b in other.builds if json.dumps(b.recipe, sort_keys=True) not in known]
+    engine.limits.check("builds", len(session.builds) + len(fresh))
+    renamed = {}
+    for b in fresh:
+        # a file names no engine build: each is registered from its own recipe when first used
+        renamed[b.id] = b.id = f"saved-{uuid.uuid4().hex[:8]}"
+        session.builds.append(b)
+    added = len(fresh)
+    if renamed.get(other.current):
+        session.current = renamed[other.current]
     session.baselines = session.baselines or other.baselines
     md = f"### ✓ Loaded a session: {added} model{'s' if added != 1 else ''} added (rebuilt when you use them)."
     return session, md, summary_md(session)
@@ -209,14 +231,18 @@ def build(engine: Engine, session: gr.State) -> Workspace:
         with gr.Row(elem_classes=["laco-row"]):
             with gr.Column():
                 save_btn = gr.Button("⬇ Download session", size="sm", elem_id="work-download")
-                saved = gr.File(label="Session file", interactive=False, height=80)
+                saved = gr.File(label="Session file", interactive=False, height=80, visible=False)
             with gr.Column():
                 files = gr.File(
-                    label="Load session or recipe (.json, laco_recipe.safetensors, mergekit .yaml)",
+                    label="Load a session or a recipe",
                     file_count="multiple",
                     file_types=sorted(RECIPE_SUFFIXES),
-                    height=80,
+                    height=132,
                     elem_id="work-files",
+                )
+                gr.Markdown(
+                    "<small>.json (session or recipe), laco_recipe.safetensors, mergekit "
+                    ".yaml</small>"
                 )
                 load_btn = gr.Button("Load", size="sm", elem_id="load-recipe")
         loaded_md = gr.Markdown("", elem_id="load-result")
@@ -226,7 +252,7 @@ def build(engine: Engine, session: gr.State) -> Workspace:
             "file or an exported `laco_recipe.json`.</small>"
         )
 
-    save_btn.click(download, session, saved, api_visibility="private")
+    save_btn.click(offer, session, saved, api_visibility="private")
     loaded = load_btn.click(
         partial(load_files, engine),
         [session, files],

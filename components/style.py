@@ -54,6 +54,17 @@ CSS = """
 .laco-legend span.sw { display: inline-block; width: 60px; height: 10px; border-radius: 3px;
   background: linear-gradient(90deg, rgb(255,255,255), rgb(255,200,120), rgb(230,60,60)); }
 
+/* ---- tables: headers break between words only; a wide table scrolls, its edge shaded ------- */
+#eval-table th, #eval-table th * { word-break: keep-all !important; overflow-wrap: normal !important;
+  hyphens: none !important; }
+#eval-table .table-wrap, #eval-table [class*="table-wrap"] { overflow-x: auto !important;
+  background: linear-gradient(to left, rgba(0,0,0,.12), rgba(0,0,0,0) 14px) right / 14px 100%
+  no-repeat scroll; }
+
+/* ---- the session uploader: its label and drop text both in view ------------------------------ */
+#work-files { min-height: 132px; }
+#work-files .wrap { padding-top: 1.6em; }
+
 /* ---- compare: the answers of up to four models ----------------------------------------------- */
 .laco-answer-stats { min-height: 2.6em; }
 
