@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..assets import read_asset
 from ..errors import LacoError
@@ -112,7 +112,7 @@ class HealStep(Step):
     adapters: dict | None = None
     scaling: float | None = None
     losses: list[float] | None = None
-    validation: TextSource | None = None
+    validation: TextSource | None = field(default_factory=validation_source)
     eval_every: int = DEFAULTS["eval_every"]
     patience: int = DEFAULTS["patience"]
     validation_curve: list | None = None
@@ -193,7 +193,7 @@ def default_heal(seconds: float, max_steps: int | None = None, **fields) -> Heal
     ``max_steps`` steps; default: as many as the limits allow, the budget decides)."""
     check_budget(seconds)
     steps = max_steps or Limits.current().heal_steps
-    return HealStep(steps, seconds=seconds, validation=validation_source(), **fields)
+    return HealStep(steps, seconds=seconds, **fields)
 
 
 def check_budget(seconds: float | None) -> None:

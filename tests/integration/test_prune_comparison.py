@@ -44,7 +44,7 @@ def test_compare_all_rows_and_markdown():
         methods=("shortgpt", "llm_pruner"),
         eval_seq_len=64,
         eval_windows=2,
-        heal_kwargs={"seq_len": 32, "batch_size": 1},
+        heal_kwargs={"seq_len": 32, "batch_size": 1, "self_text": 0},
         callback=lambda d, n, msg: seen.append((d, n)),
     )
     assert seen[-1] == (5, 5)
@@ -67,7 +67,8 @@ def test_compare_all_method_ratios_and_heal_per_point():
 
     def heal_of(method, ratio):
         asked.append((method, ratio))
-        return {"seq_len": 32, "batch_size": 1, "rank": 2 if method == "shortgpt" else 4}
+        rank = 2 if method == "shortgpt" else 4
+        return {"seq_len": 32, "batch_size": 1, "rank": rank, "self_text": 0}
 
     df = compare_all(
         m,
