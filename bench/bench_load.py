@@ -10,6 +10,18 @@ request one after another; the median of their latencies ÷ the idle median, tar
 Memory: an engine with a budget of the default model + 256 MiB takes 50 builds (four methods,
 two of them making new layer tensors) from 8 owners; RSS above the loaded base must stay
 within the budget's room plus 64 MiB, and every build, evicted or not, must rebuild equal.
+
+Mixed load, on both real models (``BENCH_LOAD_MODELS``, default ``default,gemma3-270m``):
+an engine with a budget of the model + 512 MiB serves 4 owners in turn, each asking for
+activations on new calibration texts, a what-if preview, the KL objective's dense log-probs
+(the ``logp`` form: 4 bytes × the vocabulary per token, the largest thing a cache keeps) and
+its moments, and a build. A thread samples RSS every 10 ms; the worst RSS above the loaded
+base is reported against the budget's room. The stated margin, as in
+tests/reliability/test_cache_accounting.py: one chunk's logits and log-probs while they are
+computed (2 × tokens × vocabulary × 4 bytes, not yet held) + 384 MiB of torch/transformers
+workspaces and allocator slack. ``BENCH_LOAD_ROUNDS`` (default 12) sets the rounds.
+
+``BENCH_LOAD_PARTS`` selects parts (default ``latency,builds,mixed``).
 """
 
 from __future__ import annotations
@@ -184,8 +196,90 @@ def memory_with_50_builds() -> None:
     at_most("builds that did not rebuild equal", 50 - equal, 0)
 
 
+class PeakRSS:
+    """The highest RSS seen by a thread sampling every ``every`` seconds (transients too)."""
+
+    def __init__(self, every: float = 0.01):
+        import threading
+
+        from laco_core.runtime.budget import rss_bytes
+
+        self.peak, self._rss, self._stop = rss_bytes(), rss_bytes, threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.peak = max(self.peak, self._rss())
+
+    def close(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, self._rss())
+
+
+def memory_mixed_load(spec: str) -> None:
+    from laco_core.arch.sharing import model_bytes
+    from laco_core.assets import read_asset
+    from laco_core.loading.limits import Limits
+    from laco_core.runtime.budget import rss_bytes
+    from laco_core.runtime.engine import Engine
+    from laco_core.search.objectives import KL
+    from laco_core.steps.collapse import CollapseStep
+
+    section(f"memory: mixed load of 4 sessions on {spec} (caches, previews, log-probs, builds)")
+    engine = Engine(memory_budget_gb=1024, limits=Limits.current(False))
+    base = engine.load(spec, "float32", "cpu")
+    for p in base.model.parameters():  # resident, not file-backed
+        p.sum()
+    base_bytes = model_bytes(base.model)
+    engine.budget = budget = base_bytes + 512 * MiB
+    vocab = base.model.get_output_embeddings().weight.shape[0]
+    texts = read_asset("train_paragraphs")
+    n = base.num_layers
+    gc.collect()
+    rss0 = rss_bytes()
+    sampler, t0, worst_chunk, over = PeakRSS(), time.perf_counter(), 0, 0
+    for i in range(int(os.environ.get("BENCH_LOAD_ROUNDS", "12"))):
+        owner = f"session-{i % 4}"
+        prompts = texts[3 * i : 3 * i + 6]
+        cache = engine.activations(base, prompts, batch_size=2)
+        worst_chunk = max(worst_chunk, *(c.input_ids.shape[1] for c in cache.chunks))
+        lo = 2 + (3 * i) % (n - 5)
+        engine.preview(base, prompts, [(lo, lo + 2)], "drop")
+        KL("logp").prepare(cache, base.model)
+        KL("moments").prepare(cache, base.model)
+        engine.run(base, [CollapseStep([[lo, lo + 1]], ("drop", "average")[i % 2])], owner)
+        over += sum(engine.usage().values()) > budget
+        del cache
+    seconds = time.perf_counter() - t0
+    peak = sampler.close()
+    gc.collect()
+    room = budget - base_bytes
+    margin = 2 * worst_chunk * vocab * 4 + 384 * MiB
+    growth = peak - rss0
+    report(f"{spec}: RSS with the model loaded GiB", rss0 / 2**30)
+    report(
+        f"{spec}: worst RSS under the mixed load GiB",
+        peak / 2**30,
+        note=f"budget {budget / 2**30:.2f} GiB (model {base_bytes / 2**30:.2f} + room "
+        f"{room / MiB:.0f} MiB), growth {growth / MiB:.0f} MiB, margin {margin / MiB:.0f} MiB "
+        f"(chunks up to {worst_chunk} tokens × {vocab} vocabulary), {seconds:.0f} s",
+    )
+    report(f"{spec}: counted bytes at the end MiB", sum(engine.usage().values()) / MiB)
+    at_most(f"{spec}: times counted usage was over the budget", over, 0)
+    at_most(f"{spec}: RSS growth ÷ (budget room + margin)", growth / (room + margin), 1.0)
+
+
 def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    latency_under_load()
-    memory_with_50_builds()
+    parts = os.environ.get("BENCH_LOAD_PARTS", "latency,builds,mixed").split(",")
+    if "latency" in parts:
+        latency_under_load()
+    if "builds" in parts:
+        memory_with_50_builds()
+    if "mixed" in parts:
+        for spec in os.environ.get("BENCH_LOAD_MODELS", "default,gemma3-270m").split(","):
+            memory_mixed_load(spec)
+            gc.collect()
     report("load average (1 min) at the end", os.getloadavg()[0], note="2 cores shared")
