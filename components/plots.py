@@ -110,6 +110,18 @@ def influence_bar(values, title: str = "Block Influence (1 − cos(h_in, h_out))
     return fig
 
 
+def _per_layer(values: np.ndarray, name: str, hover: str, **extra) -> go.Scatter:
+    """One line with a marker per layer: ``values[i]`` at x = i."""
+    return go.Scatter(
+        x=list(range(len(values))),
+        y=values,
+        mode="lines+markers",
+        name=name,
+        hovertemplate=hover,
+        **extra,
+    )
+
+
 def adjacent_chart(param_matrix, rep_matrix=None) -> go.Figure:
     """Similarity of layer i and i+1, read off the superdiagonals of the all-pairs matrices:
     parameters (cosine of layers i and i+1's weights) and representations (cosine of the
@@ -117,12 +129,10 @@ def adjacent_chart(param_matrix, rep_matrix=None) -> go.Figure:
     fig = go.Figure()
     p = np.diag(_array(param_matrix), 1)
     fig.add_trace(
-        go.Scatter(
-            x=list(range(len(p))),
-            y=p,
-            mode="lines+markers",
-            name="parameters (layer i vs i+1)",
-            hovertemplate="layers %{x}–%{customdata}<br>%{y:.4f}<extra></extra>",
+        _per_layer(
+            p,
+            "parameters (layer i vs i+1)",
+            "layers %{x}–%{customdata}<br>%{y:.4f}<extra></extra>",
             customdata=[i + 1 for i in range(len(p))],
             yaxis="y2",  # weight cosines are ~0.01–0.1, hidden-state ones ~0.9: own scales
         )
@@ -130,12 +140,8 @@ def adjacent_chart(param_matrix, rep_matrix=None) -> go.Figure:
     if rep_matrix is not None:
         r = np.diag(_array(rep_matrix), 1)  # cos(h_i, h_{i+1}): across layer i
         fig.add_trace(
-            go.Scatter(
-                x=list(range(len(r))),
-                y=r,
-                mode="lines+markers",
-                name="representations (in vs out of layer i)",
-                hovertemplate="layer %{x}<br>%{y:.4f}<extra></extra>",
+            _per_layer(
+                r, "representations (in vs out of layer i)", "layer %{x}<br>%{y:.4f}<extra></extra>"
             )
         )
     fig.update_layout(

@@ -107,6 +107,11 @@ hook();
 """
 
 
+def _invisible(html_template: str, js: str) -> dict:
+    """``gr.HTML`` settings of an element that only runs ``js`` (``laco-hidden`` hides it)."""
+    return dict(value="", html_template=html_template, js_on_load=js, elem_classes=["laco-hidden"])
+
+
 class ClickBridge(gr.HTML):
     """Invisible element that turns clicks on Plotly figures into its ``select`` event.
 
@@ -119,13 +124,8 @@ class ClickBridge(gr.HTML):
     def __init__(self, targets: list[str], **kwargs):
         import json
 
-        super().__init__(
-            value="",
-            html_template=f"<div class='laco-bridge' data-targets='{json.dumps(targets)}'></div>",
-            js_on_load=_BRIDGE_JS,
-            elem_classes=["laco-hidden"],
-            **kwargs,
-        )
+        template = f"<div class='laco-bridge' data-targets='{json.dumps(targets)}'></div>"
+        super().__init__(**_invisible(template, _BRIDGE_JS), **kwargs)
 
 
 # Clicks and drags on one Plotly heatmap, in data coordinates: a press and a release each give
@@ -193,13 +193,8 @@ class PlanBridge(gr.HTML):
     """
 
     def __init__(self, target: str, **kwargs):
-        super().__init__(
-            value="",
-            html_template=f"<div class='laco-plan-bridge' data-target='{target}'></div>",
-            js_on_load=_PLAN_JS,
-            elem_classes=["laco-hidden"],
-            **kwargs,
-        )
+        template = f"<div class='laco-plan-bridge' data-target='{target}'></div>"
+        super().__init__(**_invisible(template, _PLAN_JS), **kwargs)
 
 
 _CHIPS_JS = """
@@ -244,10 +239,4 @@ class PlotResizer(gr.HTML):
     """Invisible element that keeps every Plotly figure sized to its container."""
 
     def __init__(self, **kwargs):
-        super().__init__(
-            value="",
-            html_template="<div></div>",
-            js_on_load=_RESIZE_JS,
-            elem_classes=["laco-hidden"],
-            **kwargs,
-        )
+        super().__init__(**_invisible("<div></div>", _RESIZE_JS), **kwargs)
