@@ -28,14 +28,20 @@ def kl_per_token(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
 
 
+def _sum_valid(values: torch.Tensor, valid: torch.Tensor | None) -> tuple[float, int]:
+    """Sum of ``values`` in float64 where ``valid`` (same shape; None: everywhere), and the
+    number of positions summed."""
+    if valid is None:
+        return float(values.double().sum()), values.numel()
+    valid = valid.to(values.device)
+    return float(values[valid].double().sum()), int(valid.sum())
+
+
 def kl_sum(
     ref_logp: torch.Tensor, logp: torch.Tensor, valid: torch.Tensor | None = None
 ) -> tuple[float, int]:
     """Sum over valid positions of KL(p_ref ‖ p), and how many positions counted."""
-    kl = kl_per_token(ref_logp, logp)  # (B, T)
-    if valid is None:
-        return float(kl.double().sum()), kl.numel()
-    return float(kl[valid].double().sum()), int(valid.sum())
+    return _sum_valid(kl_per_token(ref_logp, logp), valid)  # over (B, T)
 
 
 def next_token_nll(
@@ -51,10 +57,7 @@ def next_token_nll(
     """
     target = input_ids[:, 1:].to(logp.device)  # (B, T-1)
     nll = -logp[:, :-1].gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-    if next_valid is None:
-        return float(nll.double().sum()), nll.numel()
-    next_valid = next_valid.to(logp.device)
-    return float(nll[next_valid].double().sum()), int(next_valid.sum())
+    return _sum_valid(nll, next_valid)
 
 
 def token_nll(
@@ -63,10 +66,7 @@ def token_nll(
     """Sum of −log p(target) over positions given flat: log-probs (N, V), targets (N,), and
     the count; ``valid`` (N,) marks positions that have a target."""
     nll = -logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1)  # (N,)
-    if valid is None:
-        return float(nll.double().sum()), nll.numel()
-    valid = valid.to(logp.device)
-    return float(nll[valid].double().sum()), int(valid.sum())
+    return _sum_valid(nll, valid)
 
 
 def top1_agreement(

@@ -195,13 +195,7 @@ def shared_fraction(original: nn.Module, derived: nn.Module) -> float:
 def new_bytes(base: nn.Module, derived: nn.Module) -> int:
     """Bytes of the derived model's tensors that the base does not hold (its own cost)."""
     have = {t.untyped_storage().data_ptr() for t in [*base.parameters(), *base.buffers()]}
-    total = 0
-    for t in [*derived.parameters(), *derived.buffers()]:
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in have:
-            have.add(ptr)
-            total += t.untyped_storage().nbytes()
-    return total
+    return model_bytes(derived, exclude=have)
 
 
 def model_bytes(model: nn.Module, exclude: set[int] | None = None) -> int:

@@ -84,56 +84,36 @@ def prune_layer(
         idx = [offset + h * per_group + r for h in groups for r in range(per_group)]
         return torch.tensor(idx, dtype=torch.long)
 
+    def keep_outputs(name: str, idx: torch.Tensor) -> None:  # rows of W and of the bias
+        w, b = layer.get_parameter(name), bias_of(layer, name)
+        set_module(
+            layer, module_path(name), new_linear(w[idx], None if b is None else b[idx], empty)
+        )
+
+    def keep_inputs(name: str, idx: torch.Tensor) -> None:  # columns of W; the bias stays whole
+        w = layer.get_parameter(name)
+        set_module(layer, module_path(name), new_linear(w[:, idx], bias_of(layer, name), empty))
+
     if drop_heads:
         sl = attn_slices(a, g)
         q_idx = rows(sl["q"][1], sl["q"][2], keep_kv)
         k_idx = rows(sl["k"][1], sl["k"][2], keep_kv)
         v_idx = rows(sl["v"][1], sl["v"][2], keep_kv)
         if a.qkv is not None:
-            idx = torch.cat([q_idx, k_idx, v_idx])
-            w, b = layer.get_parameter(a.qkv), bias_of(layer, a.qkv)
-            set_module(
-                layer,
-                module_path(a.qkv),
-                new_linear(w[idx], None if b is None else b[idx], empty),
-            )
+            keep_outputs(a.qkv, torch.cat([q_idx, k_idx, v_idx]))
         else:
             for name, idx in ((a.q, q_idx), (a.k, k_idx), (a.v, v_idx)):
-                w, b = layer.get_parameter(name), bias_of(layer, name)
-                set_module(
-                    layer,
-                    module_path(name),
-                    new_linear(w[idx], None if b is None else b[idx], empty),
-                )
-        w_o = layer.get_parameter(a.o)
-        set_module(
-            layer,
-            module_path(a.o),
-            new_linear(w_o[:, rows(0, sl["q"][2], keep_kv)], bias_of(layer, a.o), empty),
-        )
+                keep_outputs(name, idx)
+        keep_inputs(a.o, rows(0, sl["q"][2], keep_kv))
         set_head_counts(model, layer, len(keep_kv) * g.n_rep, len(keep_kv))
 
     if len(drop_channels):
         if a.gate_up is not None:
-            idx = torch.cat([keep_ch, keep_ch + g.inter])
-            w, b = layer.get_parameter(a.gate_up), bias_of(layer, a.gate_up)
-            set_module(
-                layer,
-                module_path(a.gate_up),
-                new_linear(w[idx], None if b is None else b[idx], empty),
-            )
+            keep_outputs(a.gate_up, torch.cat([keep_ch, keep_ch + g.inter]))
         else:
             for name in (a.gate, a.up):
-                w, b = layer.get_parameter(name), bias_of(layer, name)
-                set_module(
-                    layer,
-                    module_path(name),
-                    new_linear(w[keep_ch], None if b is None else b[keep_ch], empty),
-                )
-        w_d = layer.get_parameter(a.down)
-        set_module(
-            layer, module_path(a.down), new_linear(w_d[:, keep_ch], bias_of(layer, a.down), empty)
-        )
+                keep_outputs(name, keep_ch)
+        keep_inputs(a.down, keep_ch)
         mlp = layer.get_submodule(a.mlp_prefix)
         if hasattr(mlp, "intermediate_size"):
             mlp.intermediate_size = int(keep_ch.numel())
