@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 import urllib.parse
-import uuid
 from functools import partial
 from pathlib import Path
 
@@ -206,18 +205,19 @@ def api_load_recipe(engine: Engine, session: Session, files, progress: gr.Progre
 
 
 def _merge_session(engine: Engine, session: Session, d: dict):
+    # a build id of the file reaches only this session's own engine builds (the engine keys
+    # builds by owner); any other is registered again from the file's recipe when first used
     other = Session.from_dict({**d, "owner": None})
-    known = {json.dumps(b.recipe, sort_keys=True) for b in session.builds}
-    fresh = [b for b in other.builds if json.dumps(b.recipe, sort_keys=True) not in known]
-    engine.limits.check("builds", len(session.builds) + len(fresh))
-    renamed = {}
-    for b in fresh:
-        # a file names no engine build: each is registered from its own recipe when first used
-        renamed[b.id] = b.id = f"saved-{uuid.uuid4().hex[:8]}"
-        session.builds.append(b)
-    added = len(fresh)
-    if renamed.get(other.current):
-        session.current = renamed[other.current]
+    known = {b.id for b in session.builds}
+    added = 0
+    for b in other.builds:
+        if b.id in known:
+            continue
+        engine.limits.check("builds", len(session.builds) + 1)
+        session.builds.append(b)  # registered with the engine when first used
+        added += 1
+    if other.current and session.get(other.current):
+        session.current = other.current
     session.baselines = session.baselines or other.baselines
     md = f"### ✓ Loaded a session: {added} model{'s' if added != 1 else ''} added (rebuilt when you use them)."
     return session, md, summary_md(session)

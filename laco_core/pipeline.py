@@ -6,11 +6,11 @@ Everything that turns a name into a component goes through ``registry.REGISTRY``
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from . import schema
 from .arch.adapters import num_layers
 from .arch.plan import plan_of
 from .arch.sharing import count_params, layer_sources
@@ -20,9 +20,10 @@ from .errors import LacoError
 from .exchange.card import base_info_for, model_card
 from .exchange.export import ExportResult, export_model
 from .exchange.interop_mergekit import MERGEKIT_FILE, kept_to_yaml, yaml_to_kept
+from .loading.limits import Limits
 from .loading.models import EMBEDDED, LoadedModel, hub_id_for
 from .prune.geometry import is_pruned
-from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource
+from .recipe import RECIPE_FILE, BaseRef, Recipe, Step, TextSource, read_files
 from .registry import REGISTRY
 from .search.config import Merge, SearchConfig
 from .steps.attention import AttentionStep
@@ -104,6 +105,7 @@ def rebuild(recipe: Recipe, load: Callable[[BaseRef], LoadedModel], ctx: StepCon
             f"The recipe was made on a {recipe.base.num_layers}-layer model; "
             f"'{recipe.base.spec}' has {base.num_layers} layers."
         )
+    schema.check_layers(recipe, base.num_layers)
     model, done = apply_steps(base.model, recipe.steps, ctx or context(base))
     # an imported recipe (a mergekit YAML, an older format) learns its sizes here
     info = {**sizes(base, model), **recipe.info}
@@ -163,21 +165,21 @@ def export(
     return export_model(model, base.tokenizer, out_dir, recipe, overwrite, protect, extra, files)
 
 
-def read_recipe(path: str | Path) -> Recipe:
-    """A recipe from ``laco_recipe.json`` (or its folder), older formats converted."""
+def read_recipe(path: str | Path, limits: Limits | None = None) -> Recipe:
+    """A recipe from ``laco_recipe.json`` (or its folder, with its tensors) or a mergekit
+    YAML, older formats converted; checked (``schema``) before anything is built."""
     path = Path(path).expanduser()
     file = path / RECIPE_FILE if path.is_dir() else path
     if not file.is_file():
         raise LacoError(f"No recipe at '{path}': give a laco_recipe.json or its folder.")
     if file.suffix in (".yml", ".yaml"):
         return from_mergekit(file.read_text(encoding="utf-8", errors="replace"))
-    try:
-        d = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LacoError(f"'{file.name}' is not a JSON recipe ({type(e).__name__}).") from None
+    d, tensors = read_files(file)
     if _is_v1(d):
+        schema.check_depth(d, "The recipe")
         return from_v1(d)
-    return Recipe.load(file, REGISTRY.steps)
+    schema.check_recipe(d, REGISTRY.steps, tensors, limits)
+    return Recipe.from_dict(d, REGISTRY.steps, tensors)
 
 
 def from_mergekit(text: str) -> Recipe:
@@ -188,9 +190,13 @@ def from_mergekit(text: str) -> Recipe:
     return Recipe(BaseRef(spec), [DropStep("mergekit", keep=kept)], {"imported_from": "mergekit"})
 
 
-def recipe_from_dict(d: dict) -> Recipe:
-    """A recipe from its JSON content (no tensors: fitted steps recompute)."""
-    return from_v1(d) if _is_v1(d) else Recipe.from_dict(d, REGISTRY.steps)
+def recipe_from_dict(d: dict, limits: Limits | None = None) -> Recipe:
+    """A recipe from its JSON content (no tensors: fitted steps recompute), checked first."""
+    if _is_v1(d):
+        schema.check_depth(d, "The recipe")
+        return from_v1(d)
+    schema.check_recipe(d, REGISTRY.steps, None, limits)
+    return Recipe.from_dict(d, REGISTRY.steps)
 
 
 def _is_v1(d) -> bool:

@@ -252,29 +252,43 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path, kinds: dict[str, type[Step]]) -> Recipe:
         """Read ``laco_recipe.json`` (a file, or a folder holding it) and its tensors."""
-        path = Path(path).expanduser()
-        file = path / RECIPE_FILE if path.is_dir() else path
-        if not file.is_file():
-            raise LacoError(f"No recipe at '{path}': give a laco_recipe.json or its folder.")
-        try:
-            d = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LacoError(f"'{file.name}' is not a JSON recipe ({type(e).__name__}).") from None
-        tensors = {}
-        tfile = file.parent / TENSORS_FILE
-        if tfile.is_file() and file.name == RECIPE_FILE:
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-
-            try:
-                tensors = load_file(str(tfile))
-            except (SafetensorError, OSError) as e:
-                raise LacoError(f"'{tfile.name}' is unreadable ({type(e).__name__}).") from None
+        d, tensors = read_files(path)
         return cls.from_dict(d, kinds, tensors)
 
     def size_bytes(self) -> int:
         """Bytes of the tensors the recipe holds."""
         return sum(t.numel() * t.element_size() for t in self.to_dict()[1].values())
+
+
+def read_json(file: Path):
+    """A JSON file's content, or a one-line ``LacoError`` saying why it is none."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LacoError(f"'{file.name}' is not a JSON recipe ({type(e).__name__}).") from None
+    except RecursionError:
+        raise LacoError(f"'{file.name}' nests too deeply to be a recipe.") from None
+
+
+def read_files(path: str | Path) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """The JSON content of ``laco_recipe.json`` (a file, or a folder holding it) and the
+    tensors of the ``laco_recipe.safetensors`` beside it (None: no sidecar), unchecked."""
+    path = Path(path).expanduser()
+    file = path / RECIPE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise LacoError(f"No recipe at '{path}': give a laco_recipe.json or its folder.")
+    d = read_json(file)
+    tensors = None
+    tfile = file.parent / TENSORS_FILE
+    if tfile.is_file() and file.name == RECIPE_FILE:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(tfile))
+        except (SafetensorError, OSError) as e:
+            raise LacoError(f"'{tfile.name}' is unreadable ({type(e).__name__}).") from None
+    return d, tensors
 
 
 def _split(obj, prefix: str, tensors: dict[str, torch.Tensor]):

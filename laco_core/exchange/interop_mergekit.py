@@ -17,6 +17,7 @@ import yaml
 
 from ..arch.plan import Range, layer_groups, validate_ranges
 from ..errors import LacoError
+from ..schema import MAX_DEPTH, MAX_LAYERS, check_depth, check_layer_range
 from ..version import __version__
 
 MERGEKIT_FILE = "mergekit_config.yml"
@@ -179,6 +180,9 @@ def yaml_to_kept(text: str) -> tuple[str, list[int]]:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise LacoError(f"Not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise LacoError(f"The config nests deeper than {MAX_DEPTH} levels.") from None
+    check_depth(cfg, "The config")
     return _kept(cfg)
 
 
@@ -225,7 +229,12 @@ def _kept(cfg) -> tuple[str, list[int]]:
         a, b = lr
         if a < 0 or b < a:
             raise LacoError(f"{where}: layer_range [{a}, {b}) is not a valid half-open range.")
+        check_layer_range(a, b, where)
         layers += range(a, b)
+        if len(layers) > MAX_LAYERS:
+            raise LacoError(
+                f"The slices keep more than {MAX_LAYERS} layers, more than any model has."
+            )
     if cfg.get("base_model") is not None:
         models.add(_model_string(cfg["base_model"], "base_model"))
     if len(models) != 1:
