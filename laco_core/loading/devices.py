@@ -21,6 +21,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         dev = torch.device(device)
     except RuntimeError as e:
         raise LacoError(f"Unknown device '{device}'; use auto, cpu, cuda or mps.") from e
+    if dev.type not in ("cpu", "cuda", "mps"):  # meta holds no weights: nothing would run
+        raise LacoError(f"Unknown device '{device}'; use auto, cpu, cuda or mps.")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LacoError("CUDA was requested but no CUDA device is available; use device 'cpu'.")
     return dev

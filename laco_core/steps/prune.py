@@ -20,6 +20,10 @@ class PruneStep(Step):
     reshapes = True
     not_passthrough = "width pruning removes heads and channels inside layers"
     summary = "Width pruning: remove KV head groups and MLP channels (LLM-Pruner)."
+    bounded = (
+        ("prompts", "num_samples", "Pruning calibration samples"),
+        ("seq_len", "seq_len", "The pruning window"),
+    )
     nested = {"calibration": TextSource}
 
     ratio: float = 0.2

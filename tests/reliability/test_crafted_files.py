@@ -165,6 +165,12 @@ CASES = [
         "(LACO_MAX_HEAL_STEPS raises it on a self-hosted instance).",
     ),
     Case(
+        "huge pruning window",
+        lambda s: recipe(s, [{"kind": "prune", "seq_len": 10_000_000}]),
+        "Step 1 (prune): The pruning window: 10,000,000 tokens, over the limit of 4,096 "
+        "(LACO_MAX_SEQ_LEN raises it on a self-hosted instance).",
+    ),
+    Case(
         "adapter naming a server path",
         lambda s: recipe(s, [heal(adapters={A: "/etc/passwd", B: "/etc/passwd"})]),
         f"Step 1 (heal): adapter '{A}' must be a tensor in {TENSORS_FILE}, not '/etc/passwd'.",
@@ -242,6 +248,16 @@ def test_cli_refuses_crafted_recipe_before_loading(case, tiny, tmp_path, capsys,
     assert err.strip().splitlines()[-1] == f"laco: error: {case.message}"
     assert not loads and not out.exists()  # refused before any model work, nothing written
     assert time.perf_counter() - started < 5
+
+
+def test_cli_device_meta_is_refused(tiny, tmp_path, capsys):
+    path = write(CASES[0], tmp_path / "in", tiny)
+    path.write_text(json.dumps(recipe(tiny, [collapse()])))
+    out = tmp_path / "out"
+    assert main(["rebuild", str(path), "--device", "meta", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "laco: error: Unknown device 'meta'; use auto, cpu, cuda or mps."
+    assert not out.exists()
 
 
 def test_good_recipe_passes_the_check(tiny):
