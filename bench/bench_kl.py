@@ -30,11 +30,11 @@ from laco_core.analysis.activations import ActivationCache
 from laco_core.analysis.evaluate import perplexity
 from laco_core.assets import read_asset, read_text
 from laco_core.loading.models import load_model
+from laco_core.ops import run_search
 from laco_core.presets import SEARCH_TEXT, SEARCH_TEXTS, best_collapse
 from laco_core.registry import REGISTRY
 from laco_core.search.config import SearchConfig
 from laco_core.search.objectives import KL, head_stride
-from laco_core.search.run import run as run_search
 from laco_core.search.state import Search
 
 from .common import at_most, report, section
@@ -48,11 +48,12 @@ def _load() -> str:
     return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
-def _cfg(lm, target: dict) -> SearchConfig:
-    """The default pipeline's search settings (``best_collapse``) without its refit."""
+def _cfg(lm, target: dict, **kl) -> SearchConfig:
+    """The default pipeline's search settings (``best_collapse``) without its refit, with the
+    KL objective's settings ``kl`` (form, stride)."""
     step = best_collapse(**target)[0]
     fields = {**step.config.__dict__, "refit": None, "max_ppl_ratio": None, "max_kl": None}
-    return SearchConfig(**fields).validate(lm.num_layers)
+    return SearchConfig(**{**fields, "objective_params": kl}).validate(lm.num_layers)
 
 
 def candidate_cost(name: str, lm, texts: list[str]) -> None:
@@ -86,20 +87,11 @@ def candidate_cost(name: str, lm, texts: list[str]) -> None:
 
 
 def searches(name: str, lm, texts: list[str]) -> None:
-    cfg = _cfg(lm, TARGETS[name])
     forms = KL.FORMS if os.environ.get("BENCH_KL_REFERENCE", "1") != "0" else ("moments",)
     runs = {}
     for form in forms:
         t0 = time.perf_counter()
-        runs[form] = run_search(
-            lm.model,
-            lm.tokenizer,
-            texts,
-            cfg,
-            REGISTRY.method("drop"),
-            KL(form),
-            REGISTRY.strategy("greedy"),
-        )
+        runs[form] = run_search(lm.model, lm.tokenizer, texts, _cfg(lm, TARGETS[name], form=form))
         report(
             f"{name}: default search, {form} form, seconds",
             time.perf_counter() - t0,
@@ -124,27 +116,11 @@ def searches(name: str, lm, texts: list[str]) -> None:
 
 
 def stride_step(name: str, lm, texts: list[str]) -> None:
-    cfg = SearchConfig(
-        strategy="greedy",
-        objective="kl",
-        method="drop",
-        merge_count=2,
-        strategy_params={"lazy": True},
-        batch_size=2,
-        target_layers=1,
-    ).validate(lm.num_layers)
     runs = {}
     for stride in ("auto", 1):
         t0 = time.perf_counter()
-        runs[stride] = run_search(
-            lm.model,
-            lm.tokenizer,
-            texts,
-            cfg,
-            REGISTRY.method("drop"),
-            KL(stride=stride),
-            REGISTRY.strategy("greedy"),
-        )
+        cfg = _cfg(lm, {"target_layers": 1}, stride=stride)
+        runs[stride] = run_search(lm.model, lm.tokenizer, texts, cfg)
         r = runs[stride]
         report(
             f"{name}: one greedy step, KL stride {stride}, seconds",

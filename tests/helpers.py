@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from laco_core.presets import best_collapse
+from laco_core.search.config import SearchConfig
 
 
 def save_tiny(
@@ -35,6 +40,12 @@ def save_tiny(
     return Path(folder)
 
 
+def assert_same_parameters(a: nn.Module, b: nn.Module) -> None:
+    """Every parameter of ``a`` equals ``b``'s bit for bit, in order (its name on failure)."""
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
 def compare_args(
     did: str | None,
     prompt: str = "hi",
@@ -47,3 +58,11 @@ def compare_args(
 ) -> tuple:
     """The ``/compare`` endpoint's inputs in order (seed 0, chat template on)."""
     return (did, prompt, new, sample, temp, top_p, top_k, 0, True, rep)
+
+
+def default_search_config(num_layers: int, target: dict, **overrides) -> SearchConfig:
+    """The default pipeline's search (``best_collapse(**target)``) without its refit or quality
+    budget: the plain greedy walk of layer drops scored by KL, with ``overrides`` on top."""
+    step = best_collapse(**target)[0]
+    fields = {**step.config.__dict__, "refit": None, "max_ppl_ratio": None, "max_kl": None}
+    return SearchConfig(**{**fields, **overrides}).validate(num_layers)

@@ -7,30 +7,25 @@ from __future__ import annotations
 import pytest
 
 from laco_core.assets import read_asset
-from laco_core.presets import SEARCH_TEXT, best_collapse
-from laco_core.registry import REGISTRY
-from laco_core.search.config import SearchConfig
+from laco_core.ops import run_search
+from laco_core.presets import SEARCH_TEXT
 from laco_core.search.objectives import KL
-from laco_core.search.run import run as run_search
+from tests.helpers import default_search_config
 
 
 @pytest.mark.slow
 def test_default_model_greedy_plan_identical_under_both_kl_forms(default_model):
     lm = default_model
-    step = best_collapse(target_layers=2)[0]
-    fields = {**step.config.__dict__, "refit": None, "max_ppl_ratio": None, "max_kl": None}
-    fields["low"] = 16  # the upper half, where the pipeline's removals fall: a test's time
-    cfg = SearchConfig(**fields).validate(lm.num_layers)
     texts = read_asset(SEARCH_TEXT)[:6]  # fewer paragraphs than the pipeline's: a test's time
     runs = [
         run_search(
             lm.model,
             lm.tokenizer,
             texts,
-            cfg,
-            REGISTRY.method("drop"),
-            KL(form),
-            REGISTRY.strategy("greedy"),
+            # over the upper half, where the pipeline's removals fall: a test's time
+            default_search_config(
+                lm.num_layers, {"target_layers": 2}, low=16, objective_params={"form": form}
+            ),
         )
         for form in KL.FORMS
     ]

@@ -16,6 +16,7 @@ from laco_core.recipe import Recipe
 from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
 from laco_core.search.run import replay
+from tests.helpers import assert_same_parameters, save_tiny
 
 TOK = ByteTokenizer()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,10 +71,7 @@ def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, method, prom
     assert len(json.dumps(text)) < 20_000 and len(tensors) == 2
     assert all(m.params["fit"]["sha1"] in json.dumps(text) for m in res.merges)
     rebuilt = replay(model, res.merges, REGISTRY.method)
-    for (n, p), (_, q) in zip(
-        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
-    ):
-        assert torch.equal(p, q), n
+    assert_same_parameters(res.model, rebuilt)
     # the first step's map fits the dense block at least as well as the plain drop
     lo, hi = res.merges[0].lo, res.merges[0].hi
     cache = ActivationCache(model, TOK, prompts)
@@ -85,12 +83,9 @@ def test_fit_is_recorded_replayed_and_beats_drop_on_the_block(arch, method, prom
 def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.cli import main
 
-    d = tmp_path / "tiny"
-    tiny_model("llama", layers=6).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
+    d = save_tiny(tmp_path / "tiny")
     text = tmp_path / "text.txt"
     text.write_text(
         "\n\n".join(f"Paragraph {i}: " + "the cat sat on a mat. " * 8 for i in range(6))
@@ -109,12 +104,9 @@ def test_cli_auto_drop_linear_exports_a_plain_checkpoint(tmp_path, capsys):
 
 @pytest.mark.parametrize("method", ["drop_linear", "drop_lsq"])
 def test_engine_collapse_fits_and_rebuilds_after_eviction(tmp_path, method):
-    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.runtime.engine import Engine
 
-    d = tmp_path / "tiny"
-    tiny_model("llama", layers=6).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
+    d = save_tiny(tmp_path / "tiny")
     engine = Engine()
     base = engine.load(str(d), "float32", "cpu")
     did = engine.collapse(base, [(1, 2), (3, 4)], method, ridge=0.1)
@@ -141,12 +133,9 @@ def test_engine_collapse_fits_and_rebuilds_after_eviction(tmp_path, method):
 
 
 def test_cli_auto_drop_with_fit_maps_exports_fitted_weights(tmp_path):
-    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.cli import main
 
-    d = tmp_path / "tiny"
-    tiny_model("llama", layers=6).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
+    d = save_tiny(tmp_path / "tiny")
     out = tmp_path / "out"
     argv = ["auto", "--model", str(d), "--dtype", "float32", "--device", "cpu", "-C", "2"]
     argv += ["--strategy", "greedy", "--objective", "kl", "--target-layers", "2", "--method"]
@@ -183,12 +172,9 @@ def test_lsq_on_the_inner_activations_fits_the_block_at_least_as_well_as_the_map
 def test_cli_collapse_fits_drop_lsq_on_the_training_text(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from laco_core.arch.tiny import tiny_tokenizer
     from laco_core.cli import main
 
-    d = tmp_path / "tiny"
-    tiny_model("llama", layers=6).save_pretrained(d)
-    tiny_tokenizer().save_pretrained(d)
+    d = save_tiny(tmp_path / "tiny")
     out = tmp_path / "out"
     argv = ["collapse", "--model", str(d), "--merge", "1-3", "--method", "drop_lsq"]
     assert main([*argv, "--dtype", "float32", "--device", "cpu", "--out", str(out)]) == 0

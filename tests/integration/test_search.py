@@ -17,6 +17,7 @@ from laco_core.registry import REGISTRY
 from laco_core.search import SearchConfig
 from laco_core.search.reference import literal_merge
 from laco_core.search.run import replay
+from tests.helpers import assert_same_parameters
 
 TOK = ByteTokenizer()
 
@@ -186,18 +187,23 @@ def test_target_ratio_removes_at_least_the_ratio(prompts):
     assert 1 - one_less / res.params_before < 0.3  # and not a layer more than needed
 
 
+def _greedy_kl(model, prompts, method: str, merge_count: int, target_layers: int, **params):
+    """A greedy search scored by KL to the dense model, merging with ``method`` (``params``)."""
+    cfg = SearchConfig(
+        merge_count=merge_count,
+        strategy="greedy",
+        objective="kl",
+        target_layers=target_layers,
+        method=method,
+        method_params=params,
+    )
+    return run_search(model, TOK, prompts, cfg)
+
+
 def test_greedy_picks_the_best_scored_range(prompts):
     from laco_core.arch.tiny import tiny_model
 
-    model = tiny_model("phi3", 6)
-    res = run_search(
-        model,
-        TOK,
-        prompts,
-        SearchConfig(
-            merge_count=2, strategy="greedy", objective="kl", target_layers=1, method="drop"
-        ),
-    )
+    res = _greedy_kl(tiny_model("phi3", 6), prompts, "drop", 2, 1)
     first = res.candidates
     best = max(first, key=lambda c: c["score"])
     assert res.accepted[0][:2] == (best["lo"], best["hi"])
@@ -208,32 +214,14 @@ def test_calibrated_search_records_alpha_and_rebuilds(prompts):
     from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("qwen3", 8)
-    cfg = SearchConfig(
-        merge_count=3,
-        strategy="greedy",
-        objective="kl",
-        target_layers=3,
-        method="rdsc_calibrated",
-        method_params={"alpha_evals": 4},
-    )
-    res = run_search(model, TOK, prompts, cfg)
-    drop = run_search(
-        model,
-        TOK,
-        prompts,
-        SearchConfig(
-            merge_count=3, strategy="greedy", objective="kl", target_layers=3, method="drop"
-        ),
-    )
+    res = _greedy_kl(model, prompts, "rdsc_calibrated", 3, 3, alpha_evals=4)
+    drop = _greedy_kl(model, prompts, "drop", 3, 3)
     assert all("alpha" in m.params for m in res.merges)
     assert json.loads(json.dumps([m.params for m in res.merges]))
     # α = 0 (drop) is always among the choices, so the first step is never worse than drop's
     assert res.accepted[0][2] >= drop.accepted[0][2] - 1e-9
     rebuilt = replay(model, res.merges, REGISTRY.method)
-    for (n, p), (_, q) in zip(
-        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
-    ):
-        assert torch.equal(p, q), n
+    assert_same_parameters(res.model, rebuilt)
 
 
 def test_result_shares_untouched_tensors_and_recipe_rebuilds_official(prompts):
@@ -248,8 +236,7 @@ def test_result_shares_untouched_tensors_and_recipe_rebuilds_official(prompts):
 
     # official nested merges are one merge of the original ranges: the plain rebuilder agrees
     plain = build_collapsed(model, res.plan, "official")
-    for (n, p), (_, q) in zip(res.model.named_parameters(), plain.named_parameters(), strict=True):
-        assert torch.equal(p, q), n
+    assert_same_parameters(res.model, plain)
     assert plain.config.layer_types == res.model.config.layer_types
 
 
@@ -308,22 +295,11 @@ def test_mlp_correction_is_recorded_and_replayed(prompts):
     from laco_core.arch.tiny import tiny_model
 
     model = tiny_model("mistral", 8)
-    cfg = SearchConfig(
-        merge_count=3,
-        strategy="greedy",
-        objective="kl",
-        target_layers=2,
-        method="rdsc_calibrated",
-        method_params={"correct": True, "alpha_evals": 3},
-    )
-    res = run_search(model, TOK, prompts, cfg)
+    res = _greedy_kl(model, prompts, "rdsc_calibrated", 3, 2, correct=True, alpha_evals=3)
     hidden = model.config.hidden_size
     assert all(len(m.params["down_scale"]) == hidden for m in res.merges)
     rebuilt = replay(model, res.merges, REGISTRY.method)
-    for (n, p), (_, q) in zip(
-        res.model.named_parameters(), rebuilt.named_parameters(), strict=True
-    ):
-        assert torch.equal(p, q), n
+    assert_same_parameters(res.model, rebuilt)
 
 
 def test_parallel_workers_record_and_score_like_one(tiny, prompts):

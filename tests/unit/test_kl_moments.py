@@ -13,10 +13,9 @@ from laco_core.analysis import metrics
 from laco_core.analysis.activations import ActivationCache, linear_head, logits_of
 from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.registry import REGISTRY
-from laco_core.search.config import SearchConfig
+from laco_core.ops import run_search
 from laco_core.search.objectives import KL, Partial, chunk_kl, head_stride
-from laco_core.search.run import run as run_search
+from tests.helpers import default_search_config
 
 PROMPTS = [
     "The river rose after the storm and the bridge was closed for a week.",
@@ -153,26 +152,11 @@ def test_auto_stride_follows_the_head_to_layers_cost_ratio():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_greedy_plans_are_identical_under_both_forms(arch, stride, one_thread):
     model = tiny_model(arch, layers=8)
-    cfg = SearchConfig(
-        strategy="greedy",
-        objective="kl",
-        method="drop",
-        merge_count=2,
-        strategy_params={"lazy": True},
-        batch_size=2,
-        target_layers=3,
-    ).validate(8)
     runs = {}
     for form in KL.FORMS:
-        runs[form] = run_search(
-            model,
-            tiny_tokenizer(),
-            PROMPTS,
-            cfg,
-            REGISTRY.method("drop"),
-            KL(form, stride=stride),
-            REGISTRY.strategy("greedy"),
-        )
+        kl = {"form": form, "stride": stride}
+        cfg = default_search_config(8, {"target_layers": 3}, objective_params=kl)
+        runs[form] = run_search(model, tiny_tokenizer(), PROMPTS, cfg)
     fast, ref = runs["moments"], runs["logp"]
     assert fast.plan == ref.plan
     assert [a[:2] for a in fast.accepted] == [a[:2] for a in ref.accepted]
