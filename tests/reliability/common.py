@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
+from tests.helpers import save_tiny as save_tiny  # re-exported for the reliability tests
 
 PROMPTS = "The cat sat on the mat.\nA short sentence about rivers and hills.\nNumbers: 1 2 3 4."
 TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)
 # limits of the test app: the local column, with a smaller text cap so refusals are cheap
 APP_LIMITS = {"text_chars": 50_000, "builds": 40}
-
-
-def save_tiny(path: Path, arch: str = "llama", layers: int = 6, marker: str | None = None) -> Path:
-    """A tiny random model with its tokenizer; ``marker`` adds a special token to the
-    tokenizer so a test can tell which base's tokenizer an export carries."""
-    tiny_model(arch, layers=layers).save_pretrained(path)
-    tok = tiny_tokenizer()
-    if marker:
-        tok.add_special_tokens({"additional_special_tokens": [marker]})
-    tok.save_pretrained(path)
-    return path
 
 
 def load_tiny(client, path) -> dict:

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.helpers import compare_args
+
 pytestmark = pytest.mark.slow
 
 
@@ -23,18 +25,7 @@ def default_app():
 
 
 def _compare(did: str, new: int):
-    return (
-        did,
-        "Write a long story about a lighthouse keeper.",
-        new,
-        False,
-        0.7,
-        0.9,
-        50,
-        0,
-        True,
-        1.0,
-    )
+    return compare_args(did, "Write a long story about a lighthouse keeper.", new)
 
 
 def test_cancelled_compare_then_search_completes(default_app):

@@ -16,14 +16,49 @@ import pytest
 from laco_core.arch.adapters import supported
 from laco_core.cli import main
 from laco_core.runtime.comparison import POINTS
+from tests.helpers import compare_args
 from tests.reliability.common import PROMPTS, TEXT, build, load_tiny
 
-LIMIT = "over the limit of"
 SUPPORTED = supported()
+# model files that cannot be read: what is wrong, after "Cannot read the model '<path>': "
+UNREADABLE = {
+    "corrupt": "its safetensors weights are corrupt or truncated; export or download it again.",
+    "trunc": "its safetensors weights are corrupt or truncated; export or download it again.",
+    "garbage_gguf": "it is not a GGUF file (no GGUF magic bytes at its start).",
+    "v99_gguf": "it is GGUF version 99, which is not supported (versions 2 and 3 are).",
+    "badcfg": "its config.json is not valid JSON.",
+}
 
 
-def hint(env: str) -> str:
-    return f"({env} raises it on a self-hosted instance)."
+def unreadable(name: str):
+    """The message for the session file ``f.<name>`` given as a model (one of ``UNREADABLE``)."""
+    return lambda f: f"Cannot read the model '{getattr(f, name)}': {UNREADABLE[name]}"
+
+
+def remote_code(f) -> str:
+    return (
+        f"'{f.remote}' needs its own Python code (auto_map in its config): remote code "
+        f"is not run here. Supported architectures: {SUPPORTED}."
+    )
+
+
+def in_missing_folder(flag: str, name: str):
+    """The message for ``flag`` naming a file ``name`` in the missing folder ``<root>/no``."""
+    return lambda f: (
+        f"{flag} '{f.root / 'no' / name}': the folder '{f.root / 'no'}' does not exist."
+    )
+
+
+def onto_folder(flag: str):
+    """The message for ``flag`` naming the folder ``<root>`` where a file is wanted."""
+    return lambda f: f"{flag} '{f.root}' is a folder; give a file name."
+
+
+def over(what: str, amount: str, limit: str, env: str):
+    """The message for a value over a limit (``{env}`` raises it)."""
+    return lambda f: (
+        f"{what}: {amount}, over the limit of {limit} ({env} raises it on a self-hosted instance)."
+    )
 
 
 # ---- CLI -------------------------------------------------------------------------------------
@@ -42,52 +77,58 @@ def _out(f, name: str = "out") -> str:
     return str(f.root / "outs" / name)
 
 
+def _laco(f, command: str, *flags: str, out: bool = False) -> list[str]:
+    """``laco COMMAND --model <the tiny model> FLAGS``, with ``--out`` a fresh folder if ``out``."""
+    return [command, "--model", str(f.tiny), *flags, *(("--out", _out(f)) if out else ())]
+
+
+def _prune(f, *flags: str) -> list[str]:
+    return _laco(f, "prune", "--ratio", "0.2", *flags, out=True)
+
+
+def _collapse(f, *flags: str) -> list[str]:
+    return _laco(f, "collapse", "--merge", "1-2", *flags, out=True)
+
+
+def _compare(f, *flags: str) -> list[str]:
+    return _laco(f, "compare", "--ratios", "0.2", "--methods", "shortgpt", *flags)
+
+
+def _sample(f, *flags: str) -> list[str]:
+    return _laco(f, "generate", "--prompt", "hi", "--sample", *flags)
+
+
 CLI_CASES = [
     # unreadable or unusable models
     Cli(
         "corrupt safetensors",
         lambda f: ["eval", "--model", str(f.corrupt)],
-        lambda f: (
-            f"Cannot read the model '{f.corrupt}': its safetensors weights are corrupt or "
-            "truncated; export or download it again."
-        ),
+        unreadable("corrupt"),
     ),
     Cli(
         "truncated safetensors",
         lambda f: ["eval", "--model", str(f.trunc)],
-        lambda f: (
-            f"Cannot read the model '{f.trunc}': its safetensors weights are corrupt or "
-            "truncated; export or download it again."
-        ),
+        unreadable("trunc"),
     ),
     Cli(
         "not a GGUF file",
         lambda f: ["eval", "--model", str(f.garbage_gguf)],
-        lambda f: (
-            f"Cannot read the model '{f.garbage_gguf}': it is not a GGUF file (no GGUF "
-            "magic bytes at its start)."
-        ),
+        unreadable("garbage_gguf"),
     ),
     Cli(
         "unknown GGUF version",
         lambda f: ["generate", "--model", str(f.v99_gguf), "--prompt", "hi"],
-        lambda f: (
-            f"Cannot read the model '{f.v99_gguf}': it is GGUF version 99, which is not "
-            "supported (versions 2 and 3 are)."
-        ),
+        unreadable("v99_gguf"),
     ),
     Cli(
         "remote code config",
         lambda f: ["analyze", "--model", str(f.remote), "--json", _out(f, "a.json")],
-        lambda f: (
-            f"'{f.remote}' needs its own Python code (auto_map in its config): remote code "
-            f"is not run here. Supported architectures: {SUPPORTED}."
-        ),
+        remote_code,
     ),
     Cli(
         "invalid config.json",
         lambda f: ["eval", "--model", str(f.badcfg)],
-        lambda f: f"Cannot read the model '{f.badcfg}': its config.json is not valid JSON.",
+        unreadable("badcfg"),
     ),
     Cli(
         "folder without config",
@@ -106,172 +147,99 @@ CLI_CASES = [
     ),
     Cli(
         "unknown dtype",
-        lambda f: ["eval", "--model", str(f.tiny), "--dtype", "int8"],
+        lambda f: _laco(f, "eval", "--dtype", "int8"),
         lambda f: "Unknown dtype 'int8'; use auto, float32, bfloat16, float16.",
     ),
     Cli(
         "unknown device",
-        lambda f: ["eval", "--model", str(f.tiny), "--device", "tpu"],
+        lambda f: _laco(f, "eval", "--device", "tpu"),
         lambda f: "Unknown device 'tpu'; use auto, cpu, cuda or mps.",
     ),
     # output paths
     Cli(
         "--out under a file",
-        lambda f: [
-            "collapse",
-            "--model",
-            str(f.tiny),
-            "--merge",
-            "1-2",
-            "--out",
-            str(f.afile / "sub"),
-        ],
+        lambda f: _laco(f, "collapse", "--merge", "1-2", "--out", str(f.afile / "sub")),
         lambda f: f"Cannot create '{f.afile / 'sub'}': '{f.afile}' is a file.",
     ),
     Cli(
         "--out not writable",
-        lambda f: ["collapse", "--model", str(f.tiny), "--merge", "1-2", "--out", "/proc/laco-out"],
+        lambda f: _laco(f, "collapse", "--merge", "1-2", "--out", "/proc/laco-out"),
         lambda f: "Cannot write '/proc/laco-out': '/proc' is not writable.",
     ),
     Cli(
         "--out onto a file",
-        lambda f: ["prune", "--model", str(f.tiny), "--ratio", "0.2", "--out", str(f.afile)],
+        lambda f: _laco(f, "prune", "--ratio", "0.2", "--out", str(f.afile)),
         lambda f: f"'{f.afile}' is a file; give a folder to export to.",
     ),
     Cli(
         "--out onto a non-empty folder",
-        lambda f: ["collapse", "--model", str(f.tiny), "--merge", "1-2", "--out", str(f.full)],
+        lambda f: _laco(f, "collapse", "--merge", "1-2", "--out", str(f.full)),
         lambda f: f"'{f.full}' exists and is not empty; choose another folder or --overwrite.",
     ),
     Cli(
         "--out onto the source model",
-        lambda f: [
-            "collapse",
-            "--model",
-            str(f.tiny),
-            "--merge",
-            "1-2",
-            "--out",
-            str(f.tiny),
-            "--overwrite",
-        ],
+        lambda f: _laco(f, "collapse", "--merge", "1-2", "--out", str(f.tiny), "--overwrite"),
         lambda f: f"'{f.tiny}' is the source model's own folder; export somewhere else.",
     ),
     Cli(
         "analyze --json into a missing folder",
-        lambda f: ["analyze", "--model", str(f.tiny), "--json", str(f.root / "no" / "a.json")],
-        lambda f: (
-            f"--json '{f.root / 'no' / 'a.json'}': the folder '{f.root / 'no'}' does not exist."
-        ),
+        lambda f: _laco(f, "analyze", "--json", str(f.root / "no" / "a.json")),
+        in_missing_folder("--json", "a.json"),
     ),
     Cli(
         "analyze --json onto a folder",
-        lambda f: ["analyze", "--model", str(f.tiny), "--json", str(f.root)],
-        lambda f: f"--json '{f.root}' is a folder; give a file name.",
+        lambda f: _laco(f, "analyze", "--json", str(f.root)),
+        onto_folder("--json"),
     ),
     Cli(
         "eval --json into a missing folder",
-        lambda f: ["eval", "--model", str(f.tiny), "--json", str(f.root / "no" / "m.json")],
-        lambda f: (
-            f"--json '{f.root / 'no' / 'm.json'}': the folder '{f.root / 'no'}' does not exist."
-        ),
+        lambda f: _laco(f, "eval", "--json", str(f.root / "no" / "m.json")),
+        in_missing_folder("--json", "m.json"),
     ),
     Cli(
         "auto --json onto a folder",
-        lambda f: ["auto", "--model", str(f.tiny), "--json", str(f.root)],
-        lambda f: f"--json '{f.root}' is a folder; give a file name.",
+        lambda f: _laco(f, "auto", "--json", str(f.root)),
+        onto_folder("--json"),
     ),
     Cli(
         "compare --csv onto a folder",
-        lambda f: [
-            "compare",
-            "--model",
-            str(f.tiny),
-            "--ratios",
-            "0.2",
-            "--methods",
-            "shortgpt",
-            "--csv",
-            str(f.root),
-        ],
-        lambda f: f"--csv '{f.root}' is a folder; give a file name.",
+        lambda f: _compare(f, "--csv", str(f.root)),
+        onto_folder("--csv"),
     ),
     Cli(
         "compare --json into a missing folder",
-        lambda f: [
-            "compare",
-            "--model",
-            str(f.tiny),
-            "--ratios",
-            "0.2",
-            "--methods",
-            "shortgpt",
-            "--json",
-            str(f.root / "no" / "c.json"),
-        ],
-        lambda f: (
-            f"--json '{f.root / 'no' / 'c.json'}': the folder '{f.root / 'no'}' does not exist."
-        ),
+        lambda f: _compare(f, "--json", str(f.root / "no" / "c.json")),
+        in_missing_folder("--json", "c.json"),
     ),
     # input files
     Cli(
         "prune --prompts missing",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--ratio",
-            "0.2",
-            "--prompts",
-            str(f.root / "none.txt"),
-            "--out",
-            _out(f),
-        ],
+        lambda f: _prune(f, "--prompts", str(f.root / "none.txt")),
         lambda f: f"Prompts file not found: {f.root / 'none.txt'}",
     ),
     Cli(
         "prune --prompts binary",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--ratio",
-            "0.2",
-            "--prompts",
-            str(f.binary),
-            "--out",
-            _out(f),
-        ],
+        lambda f: _prune(f, "--prompts", str(f.binary)),
         lambda f: f"Prompts file '{f.binary}' is not UTF-8 text.",
     ),
     Cli(
         "prune --prompts without prompts",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--ratio",
-            "0.2",
-            "--prompts",
-            str(f.empty),
-            "--out",
-            _out(f),
-        ],
+        lambda f: _prune(f, "--prompts", str(f.empty)),
         lambda f: f"No prompts in '{f.empty}': write one prompt per line.",
     ),
     Cli(
         "heal --text binary",
-        lambda f: ["heal", "--model", str(f.tiny), "--text", str(f.binary), "--out", _out(f)],
+        lambda f: _laco(f, "heal", "--text", str(f.binary), "--out", _out(f)),
         lambda f: f"Training text '{f.binary}' is not UTF-8 text.",
     ),
     Cli(
         "heal --text latin-1",
-        lambda f: ["heal", "--model", str(f.tiny), "--text", str(f.latin1), "--out", _out(f)],
+        lambda f: _laco(f, "heal", "--text", str(f.latin1), "--out", _out(f)),
         lambda f: f"Training text '{f.latin1}' is not UTF-8 text.",
     ),
     Cli(
         "eval --text binary",
-        lambda f: ["eval", "--model", str(f.tiny), "--text", str(f.binary)],
+        lambda f: _laco(f, "eval", "--text", str(f.binary)),
         lambda f: f"Text file '{f.binary}' is not UTF-8 text.",
     ),
     Cli(
@@ -282,273 +250,144 @@ CLI_CASES = [
     # sampling and numbers
     Cli(
         "--top-p 0",
-        lambda f: [
-            "generate",
-            "--model",
-            str(f.tiny),
-            "--prompt",
-            "hi",
-            "--sample",
-            "--top-p",
-            "0",
-        ],
+        lambda f: _sample(f, "--top-p", "0"),
         lambda f: "The top-p must be in (0, 1], not 0.",
     ),
     Cli(
         "--top-k -3",
-        lambda f: [
-            "generate",
-            "--model",
-            str(f.tiny),
-            "--prompt",
-            "hi",
-            "--sample",
-            "--top-k",
-            "-3",
-        ],
+        lambda f: _sample(f, "--top-k", "-3"),
         lambda f: "top-k must be 0 (off) or a positive number, not -3.",
     ),
     Cli(
         "--temperature -1",
-        lambda f: [
-            "generate",
-            "--model",
-            str(f.tiny),
-            "--prompt",
-            "hi",
-            "--sample",
-            "--temperature",
-            "-1",
-        ],
+        lambda f: _sample(f, "--temperature", "-1"),
         lambda f: "The temperature must be in (0, 10], not -1.",
     ),
     Cli(
         "prune --seq-len 0",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--ratio",
-            "0.2",
-            "--seq-len",
-            "0",
-            "--out",
-            _out(f),
-        ],
+        lambda f: _prune(f, "--seq-len", "0"),
         lambda f: "argument --seq-len: 0 must be at least 1",
     ),
     Cli(
         "eval --seq-len 0",
-        lambda f: ["eval", "--model", str(f.tiny), "--seq-len", "0"],
+        lambda f: _laco(f, "eval", "--seq-len", "0"),
         lambda f: "--seq-len must be at least 2 (got 0).",
     ),
     Cli(
         "heal --lr nan",
-        lambda f: ["heal", "--model", str(f.tiny), "--lr", "nan", "--out", _out(f)],
+        lambda f: _laco(f, "heal", "--lr", "nan", "--out", _out(f)),
         lambda f: "--lr nan must be a learning rate in (0, 1], e.g. 2e-3.",
     ),
     Cli(
         "prune --ratio 1.5",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--method",
-            "shortgpt",
-            "--ratio",
-            "1.5",
-            "--out",
-            _out(f),
-        ],
+        lambda f: _laco(f, "prune", "--method", "shortgpt", "--ratio", "1.5", out=True),
         lambda f: "argument --ratio: 1.5 must be between 0 and 1 (exclusive)",
     ),
     Cli(
         "prune --ratio 0",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--method",
-            "shortgpt",
-            "--ratio",
-            "0",
-            "--out",
-            _out(f),
-        ],
+        lambda f: _laco(f, "prune", "--method", "shortgpt", "--ratio", "0", out=True),
         lambda f: "argument --ratio: 0 must be between 0 and 1 (exclusive)",
     ),
     Cli(
         "prune angular --ratio -1",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--method",
-            "angular",
-            "--ratio",
-            "-1",
-            "--out",
-            _out(f),
-        ],
+        lambda f: _laco(f, "prune", "--method", "angular", "--ratio", "-1", out=True),
         lambda f: "argument --ratio: -1 must be between 0 and 1 (exclusive)",
     ),
     Cli(
         "prune --layers 5-2",
-        lambda f: [
-            "prune",
-            "--model",
-            str(f.tiny),
-            "--ratio",
-            "0.2",
-            "--layers",
-            "5-2",
-            "--out",
-            _out(f),
-        ],
+        lambda f: _prune(f, "--layers", "5-2"),
         lambda f: "Layer range 5-2 is outside 0-6 (half-open LO-HI, LO < HI).",
     ),
     Cli(
         "auto -T 5",
-        lambda f: ["auto", "--model", str(f.tiny), "-T", "5"],
+        lambda f: _laco(f, "auto", "-T", "5"),
         lambda f: "--threshold 5.0 is outside [0, 1]: every score lies in (0, 1].",
     ),
     Cli(
         "auto -T nan with a target",
-        lambda f: ["auto", "--model", str(f.tiny), "-T", "nan", "--target-layers", "2"],
+        lambda f: _laco(f, "auto", "-T", "nan", "--target-layers", "2"),
         lambda f: "--threshold must be a number between 0 and 1.",
     ),
     Cli(
         "auto -C 99",
-        lambda f: ["auto", "--model", str(f.tiny), "-C", "99"],
+        lambda f: _laco(f, "auto", "-C", "99"),
         lambda f: "--merge-count must be between 2 and 6 (the model's layers).",
     ),
     Cli(
         "auto --target-ratio 2",
-        lambda f: ["auto", "--model", str(f.tiny), "--target-ratio", "2"],
+        lambda f: _laco(f, "auto", "--target-ratio", "2"),
         lambda f: "--target-ratio is a fraction of parameters removed: use 0 < R < 1, e.g. 0.2.",
     ),
     Cli(
         "auto --workers 0",
-        lambda f: ["auto", "--model", str(f.tiny), "--workers", "0"],
+        lambda f: _laco(f, "auto", "--workers", "0"),
         lambda f: "argument --workers: 0 must be at least 1",
     ),
     Cli(
         "collapse --alpha 5",
-        lambda f: [
-            "collapse",
-            "--model",
-            str(f.tiny),
-            "--merge",
-            "1-2",
-            "--method",
-            "rdsc_calibrated",
-            "--alpha",
-            "5",
-            "--out",
-            _out(f),
-        ],
+        lambda f: _collapse(f, "--method", "rdsc_calibrated", "--alpha", "5"),
         lambda f: "rdsc_calibrated: alpha must be a number in [0, 1], not '5'.",
     ),
     Cli(
         "collapse --ridge -1",
-        lambda f: [
-            "collapse",
-            "--model",
-            str(f.tiny),
-            "--merge",
-            "1-2",
-            "--method",
-            "drop_lsq",
-            "--ridge",
-            "-1",
-            "--out",
-            _out(f),
-        ],
+        lambda f: _collapse(f, "--method", "drop_lsq", "--ridge", "-1"),
         lambda f: "drop_lsq: ridge must be a number in [0, 1e+06] or auto, not '-1'.",
     ),
     Cli(
         "collapse --merge=-1-2",
-        lambda f: ["collapse", "--model", str(f.tiny), "--merge=-1-2", "--out", _out(f)],
+        lambda f: _laco(f, "collapse", "--merge=-1-2", "--out", _out(f)),
         lambda f: "Cannot read range '-1-2': write LO-HI with layer numbers ≥ 0, e.g. 20-23.",
     ),
     Cli(
         "collapse --merge 3-1",
-        lambda f: ["collapse", "--model", str(f.tiny), "--merge", "3-1", "--out", _out(f)],
+        lambda f: _laco(f, "collapse", "--merge", "3-1", "--out", _out(f)),
         lambda f: "Range 3-1 has LO > HI.",
     ),
     Cli(
         "collapse --merge 4-99",
-        lambda f: ["collapse", "--model", str(f.tiny), "--merge", "4-99", "--out", _out(f)],
+        lambda f: _laco(f, "collapse", "--merge", "4-99", "--out", _out(f)),
         lambda f: "Range 4-99 is outside the model's layers 0-5.",
     ),
     Cli(
         "compare --eval-windows -1",
-        lambda f: [
-            "compare",
-            "--model",
-            str(f.tiny),
-            "--eval-windows",
-            "-1",
-            "--ratios",
-            "0.2",
-            "--methods",
-            "shortgpt",
-        ],
+        lambda f: _compare(f, "--eval-windows", "-1"),
         lambda f: "--eval-windows must be 0 (all) or more (got -1).",
     ),
     Cli(
         "compare --ratios 2",
-        lambda f: ["compare", "--model", str(f.tiny), "--ratios", "2", "--methods", "shortgpt"],
+        lambda f: _laco(f, "compare", "--ratios", "2", "--methods", "shortgpt"),
         lambda f: "Ratios must be fractions between 0 and 1, e.g. 0.1,0.2,0.3.",
     ),
     Cli(
         "compare --methods foo",
-        lambda f: ["compare", "--model", str(f.tiny), "--ratios", "0.2", "--methods", "foo"],
+        lambda f: _laco(f, "compare", "--ratios", "0.2", "--methods", "foo"),
         lambda f: f"Unknown method(s) ['foo']; choose from: {', '.join(POINTS)}.",
     ),
     # limits
     Cli(
         "auto with a 1 MB prompt line",
-        lambda f: ["auto", "--model", str(f.tiny), "--prompts", str(f.huge_line)],
-        lambda f: (
-            "A calibration prompt (at least): 32,812 tokens, over the limit of 4,096 "
-            + hint("LACO_MAX_PROMPT_TOKENS")
-        ),
+        lambda f: _laco(f, "auto", "--prompts", str(f.huge_line)),
+        over("A calibration prompt (at least)", "32,812 tokens", "4,096", "LACO_MAX_PROMPT_TOKENS"),
     ),
     Cli(
         "generate with a 100k-character prompt",
-        lambda f: ["generate", "--model", str(f.tiny), "--prompt", "x" * 100_000],
-        lambda f: (
-            "--prompt: 100,000 tokens, over the limit of 4,096 " + hint("LACO_MAX_PROMPT_TOKENS")
-        ),
+        lambda f: _laco(f, "generate", "--prompt", "x" * 100_000),
+        over("--prompt", "100,000 tokens", "4,096", "LACO_MAX_PROMPT_TOKENS"),
     ),
     Cli(
         "generate --max-new-tokens 10^8",
-        lambda f: [
-            "generate",
-            "--model",
-            str(f.tiny),
-            "--prompt",
-            "hi",
-            "--max-new-tokens",
-            "100000000",
-        ],
-        lambda f: (
-            "--max-new-tokens: 100,000,000 tokens, over the limit of 1,024 "
-            + hint("LACO_MAX_NEW_TOKENS")
-        ),
+        lambda f: _laco(f, "generate", "--prompt", "hi", "--max-new-tokens", "100000000"),
+        over("--max-new-tokens", "100,000,000 tokens", "1,024", "LACO_MAX_NEW_TOKENS"),
     ),
     Cli(
         "heal --steps 10^8",
-        lambda f: ["heal", "--model", str(f.tiny), "--steps", "100000000", "--out", _out(f)],
-        lambda f: (
-            "--steps: 100,000,000 steps, over the limit of 5,000 " + hint("LACO_MAX_HEAL_STEPS")
-        ),
+        lambda f: _laco(f, "heal", "--steps", "100000000", "--out", _out(f)),
+        over("--steps", "100,000,000 steps", "5,000", "LACO_MAX_HEAL_STEPS"),
     ),
     Cli(
         "eval --seq-len 10^5",
-        lambda f: ["eval", "--model", str(f.tiny), "--seq-len", "100000"],
-        lambda f: "--seq-len: 100,000 tokens, over the limit of 4,096 " + hint("LACO_MAX_SEQ_LEN"),
+        lambda f: _laco(f, "eval", "--seq-len", "100000"),
+        over("--seq-len", "100,000 tokens", "4,096", "LACO_MAX_SEQ_LEN"),
     ),
 ]
 
@@ -581,10 +420,6 @@ class Api:
     message: object  # (f) -> str
 
 
-def _cmp(did, prompt="hi", new=8, sample=False, temp=0.7, top_p=0.9, top_k=50, rep=1.0):
-    return (did, prompt, new, sample, temp, top_p, top_k, 0, True, rep)
-
-
 def _auto(prompts=PROMPTS, c=2, low=1, high=0, interval=2, t=0.5, target=0):
     return (prompts, c, low, high, interval, t, "official", "cosine", "paper", target)
 
@@ -596,57 +431,42 @@ API_CASES = [
         "loaded",
         "/load_model",
         lambda f, d: (str(f.corrupt), "float32", "cpu"),
-        lambda f: (
-            f"Cannot read the model '{f.corrupt}': its safetensors weights are corrupt or "
-            "truncated; export or download it again."
-        ),
+        unreadable("corrupt"),
     ),
     Api(
         "truncated weights",
         "loaded",
         "/load_model",
         lambda f, d: (str(f.trunc), "float32", "cpu"),
-        lambda f: (
-            f"Cannot read the model '{f.trunc}': its safetensors weights are corrupt or "
-            "truncated; export or download it again."
-        ),
+        unreadable("trunc"),
     ),
     Api(
         "garbage .gguf",
         "loaded",
         "/load_model",
         lambda f, d: (str(f.garbage_gguf), "float32", "cpu"),
-        lambda f: (
-            f"Cannot read the model '{f.garbage_gguf}': it is not a GGUF file (no GGUF "
-            "magic bytes at its start)."
-        ),
+        unreadable("garbage_gguf"),
     ),
     Api(
         "GGUF v99",
         "loaded",
         "/load_model",
         lambda f, d: (str(f.v99_gguf), "float32", "cpu"),
-        lambda f: (
-            f"Cannot read the model '{f.v99_gguf}': it is GGUF version 99, which is not "
-            "supported (versions 2 and 3 are)."
-        ),
+        unreadable("v99_gguf"),
     ),
     Api(
         "auto_map config",
         "loaded",
         "/load_model",
         lambda f, d: (str(f.remote), "float32", "cpu"),
-        lambda f: (
-            f"'{f.remote}' needs its own Python code (auto_map in its config): remote code "
-            f"is not run here. Supported architectures: {SUPPORTED}."
-        ),
+        remote_code,
     ),
     Api(
         "invalid config.json",
         "loaded",
         "/load_model",
         lambda f, d: (str(f.badcfg), "float32", "cpu"),
-        lambda f: f"Cannot read the model '{f.badcfg}': its config.json is not valid JSON.",
+        unreadable("badcfg"),
     ),
     Api(
         "plain file as model",
@@ -676,19 +496,14 @@ API_CASES = [
         "loaded",
         "/analyze",
         lambda f, d: ("\n".join(f"prompt {i}" for i in range(2000)), "all", "cosine"),
-        lambda f: (
-            "Calibration prompts: 2,000 prompts, over the limit of 512 " + hint("LACO_MAX_PROMPTS")
-        ),
+        over("Calibration prompts", "2,000 prompts", "512", "LACO_MAX_PROMPTS"),
     ),
     Api(
         "analyze a 100k-character prompt",
         "loaded",
         "/analyze",
         lambda f, d: (BIG, "all", "cosine"),
-        lambda f: (
-            "A calibration prompt: 100,000 tokens, over the limit of 4,096 "
-            + hint("LACO_MAX_PROMPT_TOKENS")
-        ),
+        over("A calibration prompt", "100,000 tokens", "4,096", "LACO_MAX_PROMPT_TOKENS"),
     ),
     Api(
         "range LO > HI",
@@ -750,66 +565,63 @@ API_CASES = [
         "compare without a build",
         "fresh",
         "/compare",
-        lambda f, d: _cmp(None),
+        lambda f, d: compare_args(None),
         lambda f: "No collapsed model yet: build one in the Collapse tab first.",
     ),
     Api(
         "compare an unknown id",
         "built",
         "/compare",
-        lambda f, d: _cmp("collapse-999"),
+        lambda f, d: compare_args("collapse-999"),
         lambda f: "Unknown model id 'collapse-999': build or load one first.",
     ),
     Api(
         "compare top-p 0",
         "built",
         "/compare",
-        lambda f, d: _cmp(d, sample=True, top_p=0.0),
+        lambda f, d: compare_args(d, sample=True, top_p=0.0),
         lambda f: "Value 0.0 is less than minimum value 0.05.",
     ),
     Api(
         "compare top-k -3",
         "built",
         "/compare",
-        lambda f, d: _cmp(d, sample=True, top_k=-3),
+        lambda f, d: compare_args(d, sample=True, top_k=-3),
         lambda f: "Value -3 is less than minimum value 0.",
     ),
     Api(
         "compare temperature -1",
         "built",
         "/compare",
-        lambda f, d: _cmp(d, sample=True, temp=-1),
+        lambda f, d: compare_args(d, sample=True, temp=-1),
         lambda f: "Value -1 is less than minimum value 0.05.",
     ),
     Api(
         "compare 100,000 new tokens",
         "built",
         "/compare",
-        lambda f, d: _cmp(d, new=100_000),
+        lambda f, d: compare_args(d, new=100_000),
         lambda f: "Value 100000 is greater than maximum value 512.",
     ),
     Api(
         "generate from a 100k-character prompt",
         "built",
         "/compare",
-        lambda f, d: _cmp(d, prompt=BIG),
-        lambda f: (
-            "A compare prompt: 100,000 tokens, over the limit of 4,096 "
-            + hint("LACO_MAX_PROMPT_TOKENS")
-        ),
+        lambda f, d: compare_args(d, prompt=BIG),
+        over("A compare prompt", "100,000 tokens", "4,096", "LACO_MAX_PROMPT_TOKENS"),
     ),
     Api(
         "compare an empty prompt",
         "built",
         "/compare",
-        lambda f, d: _cmp(d, prompt="   "),
+        lambda f, d: compare_args(d, prompt="   "),
         lambda f: "The prompt is empty; type something to generate from.",
     ),
     Api(
         "compare repetition penalty 0.5",
         "built",
         "/compare",
-        lambda f, d: _cmp(d, rep=0.5),
+        lambda f, d: compare_args(d, rep=0.5),
         lambda f: "Value 0.5 is less than minimum value 1.0.",
     ),
     Api(
@@ -831,10 +643,7 @@ API_CASES = [
         "built",
         "/evaluate",
         lambda f, d: (d, "pasted text", "word " * 20_000, None, 64, 0),
-        lambda f: (
-            "The text to score: 100,000 characters, over the limit of 50,000 "
-            + hint("LACO_MAX_TEXT_CHARS")
-        ),
+        over("The text to score", "100,000 characters", "50,000", "LACO_MAX_TEXT_CHARS"),
     ),
     Api(
         "evaluate a binary upload",
@@ -876,10 +685,7 @@ API_CASES = [
         "loaded",
         "/auto_collapse",
         lambda f, d: _auto(prompts=BIG),
-        lambda f: (
-            "A calibration prompt: 100,000 tokens, over the limit of 4,096 "
-            + hint("LACO_MAX_PROMPT_TOKENS")
-        ),
+        over("A calibration prompt", "100,000 tokens", "4,096", "LACO_MAX_PROMPT_TOKENS"),
     ),
     Api(
         "search target of 99 layers",

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import compare_args
+
 pytestmark = pytest.mark.slow
 
 PROMPTS = (
@@ -63,17 +65,7 @@ def test_end_to_end_session(client):
     did = built["id"]
 
     job = client.submit(
-        did,
-        "What is the capital of France?",
-        12,
-        False,
-        0.7,
-        0.9,
-        50,
-        0,
-        True,
-        1.0,
-        api_name="/compare",
+        *compare_args(did, "What is the capital of France?", 12), api_name="/compare"
     )
     updates = list(job)
     assert len(updates) >= 3  # streamed token by token
