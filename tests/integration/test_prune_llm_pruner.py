@@ -29,6 +29,11 @@ TEXT = " ".join(
 )
 
 
+def exact(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal bit for bit: slicing copies values, it never rounds them."""
+    torch.testing.assert_close(actual, expected, atol=0, rtol=0)
+
+
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -55,46 +60,38 @@ def test_pruning_a_group_equals_zeroing_its_output_columns(tiny):
     assert not torch.allclose(new(x).logits, tiny(x).logits)
 
 
-@torch.no_grad()
-def test_pruned_rows_are_exactly_the_groups_rows():
-    m = tiny_model("llama", layers=4)
+def _pruned_layer_1(arch: str, heads: list[int], channels: list[int]):
+    """Layer 1 of a 4-layer ``arch`` before and after pruning KV groups ``heads`` and MLP
+    ``channels`` from it."""
+    m = tiny_model(arch, layers=4)
     new = shared_copy(m)
     src, dst = get_layers(m)[1], get_layers(new)[1]
-    prune_layer(new, dst, [0], [5])
+    prune_layer(new, dst, heads, channels)
+    return src, dst
+
+
+@torch.no_grad()
+def test_pruned_rows_are_exactly_the_groups_rows():
+    src, dst = _pruned_layer_1("llama", [0], [5])
     hd, n_rep = 8, 2
     q = src.self_attn.q_proj.weight
-    torch.testing.assert_close(dst.self_attn.q_proj.weight, q[n_rep * hd :], atol=0, rtol=0)
-    torch.testing.assert_close(
-        dst.self_attn.k_proj.weight, src.self_attn.k_proj.weight[hd:], atol=0, rtol=0
-    )
-    torch.testing.assert_close(
-        dst.self_attn.v_proj.weight, src.self_attn.v_proj.weight[hd:], atol=0, rtol=0
-    )
-    torch.testing.assert_close(
-        dst.self_attn.o_proj.weight, src.self_attn.o_proj.weight[:, n_rep * hd :], atol=0, rtol=0
-    )
+    exact(dst.self_attn.q_proj.weight, q[n_rep * hd :])
+    exact(dst.self_attn.k_proj.weight, src.self_attn.k_proj.weight[hd:])
+    exact(dst.self_attn.v_proj.weight, src.self_attn.v_proj.weight[hd:])
+    exact(dst.self_attn.o_proj.weight, src.self_attn.o_proj.weight[:, n_rep * hd :])
     keep = [j for j in range(64) if j != 5]
-    torch.testing.assert_close(
-        dst.mlp.gate_proj.weight, src.mlp.gate_proj.weight[keep], atol=0, rtol=0
-    )
-    torch.testing.assert_close(
-        dst.mlp.down_proj.weight, src.mlp.down_proj.weight[:, keep], atol=0, rtol=0
-    )
+    exact(dst.mlp.gate_proj.weight, src.mlp.gate_proj.weight[keep])
+    exact(dst.mlp.down_proj.weight, src.mlp.down_proj.weight[:, keep])
 
 
 @torch.no_grad()
 def test_fused_phi3_rows():
-    m = tiny_model("phi3", layers=4)
-    new = shared_copy(m)
-    src, dst = get_layers(m)[1], get_layers(new)[1]
-    prune_layer(new, dst, [1], [0])
+    src, dst = _pruned_layer_1("phi3", [1], [0])
     w = src.self_attn.qkv_proj.weight  # rows: q (32), k (16), v (16)
     rows = list(range(0, 16)) + list(range(32, 40)) + list(range(48, 56))
-    torch.testing.assert_close(dst.self_attn.qkv_proj.weight, w[rows], atol=0, rtol=0)
+    exact(dst.self_attn.qkv_proj.weight, w[rows])
     gu = src.mlp.gate_up_proj.weight
-    torch.testing.assert_close(
-        dst.mlp.gate_up_proj.weight, gu[list(range(1, 64)) + list(range(65, 128))], atol=0, rtol=0
-    )
+    exact(dst.mlp.gate_up_proj.weight, gu[list(range(1, 64)) + list(range(65, 128))])
 
 
 def test_ratio_hits_target_and_original_is_unchanged(tiny):
@@ -126,7 +123,7 @@ def test_recorded_groups_replay_the_pruning_exactly():
     res = prune_llm_pruner(m, tiny_tokenizer(), [TEXT], 0.2, num_samples=2, seq_len=32)
     again = apply_pruning(m, res.dropped)
     x = _ids()
-    torch.testing.assert_close(again(x).logits, res.model(x).logits, atol=0, rtol=0)
+    exact(again(x).logits, res.model(x).logits)
     with pytest.raises(LacoError, match="Ratio"):
         prune_llm_pruner(m, tiny_tokenizer(), [TEXT], 0.0, num_samples=2, seq_len=32)
 
