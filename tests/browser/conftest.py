@@ -21,6 +21,17 @@ def app_url():
     demo.close()
 
 
+@pytest.fixture(scope="module")
+def page(app_url, chromium):
+    """One page on the app per test module, its own session, the default model loaded."""
+    from tests.browser.pages import SHOTS, VIEWPORT, open_app
+
+    SHOTS.mkdir(exist_ok=True)
+    context = chromium.new_context(viewport=VIEWPORT)
+    yield open_app(context, app_url)
+    context.close()
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """A headless Debian Chromium driven by Playwright (never a downloaded browser)."""

@@ -4,37 +4,17 @@ evaluate, export, the expert search. Screenshots go to ``screenshots/`` (git-ign
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.browser.pages import SHOTS, wait_text
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-SHOTS = Path(__file__).resolve().parents[2] / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def page(app_url, chromium):
-    SHOTS.mkdir(exist_ok=True)
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.goto(app_url)
-    yield pg
-    context.close()
 
 
 def tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
     time.sleep(0.5)
-
-
-def wait_text(page, selector: str, needle: str, timeout: int) -> None:
-    """Wait until the element exists and its text contains ``needle``."""
-    page.wait_for_function(
-        "([s, n]) => { const e = document.querySelector(s); return !!e && e.innerText.includes(n); }",
-        arg=[selector, needle],
-        timeout=timeout,
-    )
 
 
 def shot(page, name: str) -> None:

@@ -5,32 +5,12 @@ sizes three ways; a screenshot of the panel goes to ``screenshots/best-collapse-
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.browser.pages import SHOTS, wait_text
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-SHOTS = Path(__file__).resolve().parents[2] / "screenshots"
-
-
-def wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function(
-        "([s, n]) => { const e = document.querySelector(s); return !!e && (e.innerText ?? e.textContent).includes(n); }",
-        arg=[selector, needle],
-        timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="module")
-def page(app_url, chromium):
-    SHOTS.mkdir(exist_ok=True)
-    ctx = chromium.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.goto(app_url)
-    wait_text(pg, "#model-summary", "30 layers", 90_000)
-    yield pg
-    ctx.close()
 
 
 def test_best_collapse_by_layers_draws_the_size_quality_curve(page):

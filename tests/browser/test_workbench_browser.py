@@ -8,13 +8,13 @@ to ``screenshots/timings.txt``.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.browser.pages import SHOTS, VIEWPORT, open_app, wait_text
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 TABS = ["1 · Model", "2 · Similarity", "3 · Collapse", "4 · Compare", "5 · Evaluate", "6 · Export"]
 PLAN = "#plan textarea, #plan input"
 TIMINGS: dict[str, float] = {}
@@ -23,7 +23,7 @@ TIMINGS: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def context(app_url, chromium):
     SHOTS.mkdir(exist_ok=True)
-    ctx = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    ctx = chromium.new_context(viewport=VIEWPORT)
     yield ctx
     (SHOTS / "timings.txt").write_text(
         "".join(f"{k}: {v:.2f} s\n" for k, v in TIMINGS.items()), encoding="utf-8"
@@ -33,18 +33,7 @@ def context(app_url, chromium):
 
 @pytest.fixture(scope="module")
 def page(context, app_url):
-    pg = context.new_page()
-    pg.goto(app_url)
-    wait_text(pg, "#model-summary", "30 layers", 90_000)
-    yield pg
-
-
-def wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function(
-        "([s, n]) => { const e = document.querySelector(s); return !!e && (e.innerText ?? e.textContent).includes(n); }",
-        arg=[selector, needle],
-        timeout=timeout,
-    )
+    return open_app(context, app_url)
 
 
 def tab(page, name: str) -> None:

@@ -1,0 +1,25 @@
+"""What the browser tests share: where screenshots go, the window size, waiting for text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
+    """Wait until the element exists and its text contains ``needle`` (SVG text too)."""
+    page.wait_for_function(
+        "([s, n]) => { const e = document.querySelector(s); return !!e && (e.innerText ?? e.textContent).includes(n); }",
+        arg=[selector, needle],
+        timeout=timeout,
+    )
+
+
+def open_app(context, url: str):
+    """A new page in ``context`` on the app, once the default model shows as loaded."""
+    page = context.new_page()
+    page.goto(url)
+    wait_text(page, "#model-summary", "30 layers", 90_000)
+    return page
