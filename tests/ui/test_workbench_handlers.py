@@ -530,4 +530,6 @@ def test_a_range_keeps_its_colour_when_others_come_and_go():
     alone = outline([(3, 4)], (3, 4))
     assert outline([(0, 1), (3, 4)], (3, 4)) == alone  # a range added before it
     assert outline([(0, 2), (3, 4)], (0, 2)) != alone  # neighbours differ
-    assert alone in plots.MERGE_COLOURS and "#ffc914" not in plots.MERGE_COLOURS  # no viridis yellow
+    assert (
+        alone in plots.MERGE_COLOURS and "#ffc914" not in plots.MERGE_COLOURS
+    )  # no viridis yellow
