@@ -104,7 +104,22 @@ def test_cli_prune_heal_eval_chain(tiny_dir, tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(back.model(x).logits, lm.model(x).logits, atol=1e-5, rtol=0)
     # sampled text needs a teacher: one line, exit 2, before any model is loaded
-    assert main(["heal", "--model", str(out), "--self-text", "4", "--out", str(healed)]) == 2
+    assert (
+        main(
+            [
+                "heal",
+                "--model",
+                str(out),
+                "--teacher",
+                "none",
+                "--self-text",
+                "4",
+                "--out",
+                str(healed),
+            ]
+        )
+        == 2
+    )
     assert "--teacher" in capsys.readouterr().err
 
 

@@ -276,7 +276,7 @@ CLI_CASES = [
     Cli(
         "heal --lr nan",
         lambda f: _laco(f, "heal", "--lr", "nan", "--out", _out(f)),
-        lambda f: "--lr nan must be a learning rate in (0, 1], e.g. 2e-3.",
+        lambda f: "heal: lr must be a finite number, not nan.",
     ),
     Cli(
         "prune --ratio 1.5",
