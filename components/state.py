@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from laco_core import schema
+from laco_core.errors import LacoError
+
 SESSION_FORMAT = "laco-session"
 # key -> (column header, digits); one unit per quantity: shares in %, KL in nats per token
 COLUMNS = {
@@ -86,6 +89,7 @@ class Session:
     dense_ppl: float | None = None  # the base model's held-out perplexity, once evaluated
     exports: dict[str, str] = field(default_factory=dict)  # build id -> export folder
     baselines: list[dict] = field(default_factory=list)  # rows of the last baselines run
+    ui: dict = field(default_factory=dict)  # the page: plan, method, map, tab… (``page_memory``)
     owner: str | None = None
     url_applied: bool = False  # the page's ?plan= was read (not kept)
     restored: int = 0  # builds brought back from the browser on this page load (not kept)
@@ -120,6 +124,7 @@ class Session:
             "dense_ppl": self.dense_ppl,
             "builds": [asdict(b) for b in self.builds],
             "baselines": self.baselines,
+            "ui": self.ui,
             "owner": self.owner,
         }
 
@@ -143,6 +148,7 @@ class Session:
             device=str(d.get("device") or "auto"),
             builds=builds,
             baselines=[r for r in d.get("baselines") or [] if isinstance(r, dict)],
+            ui=_checked_ui(d.get("ui")),
             owner=owner
             if isinstance(owner, str) and re.fullmatch(r"[0-9a-f]{32}", owner)
             else None,
@@ -172,6 +178,15 @@ class Session:
             }
             rows.append(row)
         return labelled(pd.DataFrame(rows), ["id", "steps", "ranges", "layers"])
+
+
+def _checked_ui(ui) -> dict:
+    """What the page kept, if it has the types ``schema.check_ui`` wants (else nothing)."""
+    try:
+        schema.check_ui(ui or {})
+    except LacoError:
+        return {}
+    return dict(ui or {})
 
 
 def labelled(frame: pd.DataFrame, first: list[str]) -> pd.DataFrame:

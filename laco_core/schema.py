@@ -33,6 +33,8 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
 NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MODULE_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.lora_[AB]")
 _TENSOR = "$tensor"
+# the page a session keeps (``ui``): text fields and their longest lengths
+SESSION_UI = {"plan": 1000, "attn": 1000, "method": 64, "map": 64, "tab": 64, "prompt": 4000}
 
 
 def _show(value) -> str:
@@ -327,8 +329,10 @@ def check_layers(recipe, num_layers: int) -> None:
 
 
 def check_session(d: dict, kinds: dict, limits: Limits | None = None) -> None:
-    """A session file: its builds are (id, label, recipe JSON), each recipe checked."""
+    """A session file: its builds are (id, label, recipe JSON), each recipe checked; what it
+    keeps of the page (``ui``) has the types of ``SESSION_UI``."""
     check_depth(d, "The session file")
+    check_ui(d.get("ui") or {})
     builds = d.get("builds") or []
     if not isinstance(builds, list):
         raise LacoError(f"The session's 'builds' must be a list, not {_show(builds)}.")
@@ -345,6 +349,21 @@ def check_session(d: dict, kinds: dict, limits: Limits | None = None) -> None:
             check_recipe(b.get("recipe"), kinds, None, limits)
         except LacoError as e:
             raise LacoError(f"{where} ({b['id']}): {e}") from None
+
+
+def check_ui(ui) -> None:
+    """What a session keeps of the page: its ``SESSION_UI`` texts and method ``params``."""
+    params = (ui.get("params") or {}) if isinstance(ui, dict) else None
+    if not isinstance(params, dict):
+        raise LacoError(f"The session's 'ui' and 'ui.params' must be mappings, not {_show(ui)}.")
+    for key, most in SESSION_UI.items():
+        if ui.get(key) is not None and not (isinstance(ui[key], str) and len(ui[key]) <= most):
+            raise LacoError(f"The session's 'ui.{key}' must be a text of ≤ {most} characters.")
+    for name, v in params.items():
+        if not NAME.fullmatch(str(name)) or not (
+            isinstance(v, bool) or _is_number(v) or (isinstance(v, str) and len(v) <= MAX_TEXT)
+        ):
+            raise LacoError(f"The session's 'ui.params' {_show(name)} must hold a number or text.")
 
 
 __all__ = [
