@@ -17,6 +17,7 @@ from components import (
     limits_panel,
     logs,
     model_tab,
+    page_memory,
     session_panel,
     similarity_tab,
     style,
@@ -68,23 +69,24 @@ def build_app(engine: Engine) -> gr.Blocks:
         work = session_panel.build(engine, session)
         PlotResizer()
         restored = session_panel.restore_on_load(demo, work, session)
-        with gr.Tabs():
-            with gr.Tab("1 · Model", id="model"):
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("1 · Model", id="model") as t1:
                 model = model_tab.build(engine, session, restored)
                 limits_panel.build(engine)
-            with gr.Tab("2 · Similarity", id="similarity"):
+            with gr.Tab("2 · Similarity", id="similarity") as t2:
                 sim = similarity_tab.build(engine, session, model)
-            with gr.Tab("3 · Collapse", id="collapse"):
+            with gr.Tab("3 · Collapse", id="collapse") as t3:
                 collapse = collapse_tab.build(engine, session, model, sim)
             # a restored session or a loaded file lists its models wherever builds do
             listed = [*collapse.built, restored, work.loaded]
-            with gr.Tab("4 · Compare", id="compare"):
-                compare_tab.build(engine, session, listed)
-            with gr.Tab("5 · Evaluate", id="evaluate"):
+            with gr.Tab("4 · Compare", id="compare") as t4:
+                prompt = compare_tab.build(engine, session, listed)
+            with gr.Tab("5 · Evaluate", id="evaluate") as t5:
                 evaluate = evaluate_tab.build(engine, session, listed)
-            with gr.Tab("6 · Export", id="export"):
+            with gr.Tab("6 · Export", id="export") as t6:
                 export_tab.build(engine, session, listed)
-        session_panel.url_on_load(session, model, collapse)
+        items = dict(zip(page_memory.TABS, (t1, t2, t3, t4, t5, t6), strict=True))
+        page_memory.wire(session, work, model, collapse, tabs, items, prompt)
         session_panel.keep_after([model.loaded, *collapse.built, *evaluate.changed], work, session)
     return demo
 

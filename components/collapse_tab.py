@@ -18,13 +18,16 @@ import gradio as gr
 
 from laco_core.runtime.engine import Engine
 
-from . import api, auto_panel, jobs, method_picker, plan_map, session_panel
+from . import api, auto_panel, jobs, links, method_picker, plan_map
 from .collapse_build import api_collapse, build_collapse
 from .common import LONG_GROUP, SHORT_GROUP
 from .handoff import CollapseTab, ModelTab, SimilarityTab
 from .plan_editor import add_range, click_map, draw, remove_chip, reset_slider, sim_click
 from .plan_preview import NO_PREVIEW, estimate
-from .widgets import PlanBridge, PlanChips, RangeSlider
+from .state import Session
+from .widgets import PlanBridge, PlanChips, RangeSlider, ShareLink
+
+RESULT_LINK = "Link to this result (its recipe steps, not the weights):"
 
 
 def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab) -> CollapseTab:
@@ -36,6 +39,7 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
         "runs LaCo's Algorithm 1 and other strategies."
     )
     best = auto_panel.build_best(engine, session, prompts)
+    best_link = ShareLink("", what=RESULT_LINK, elem_id="best-link")
 
     gr.Markdown("### Plan by hand")
     store = gr.State({})
@@ -66,7 +70,11 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
                 elem_id="plan-attn",
             )
             msg = gr.Markdown("", elem_id="plan-msg")
-            share = gr.Markdown(session_panel.share_md("", "official"), elem_id="plan-share")
+            share = ShareLink(
+                links.plan_query(Session(), "", "official", ""),
+                what="Link to this plan (opens the Collapse tab with it):",
+                elem_id="plan-share",
+            )
             with gr.Accordion("Or pick a range with a slider", open=False):
                 slider = RangeSlider(
                     value=[24, 27], maximum=29, label="Layer range", elem_id="range-slider"
@@ -86,6 +94,7 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
     with gr.Accordion("Build details (JSON)", open=False):
         result_json = gr.JSON()
     auto = auto_panel.build_auto(engine, session, prompts)
+    auto_link = ShareLink("", what=RESULT_LINK, elem_id="auto-link")
 
     # ---- listeners ----------------------------------------------------------------------
     method, controls = picker.method, picker.controls
@@ -116,12 +125,15 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
         then_estimate(box.change(draw, redraw, shown, trigger_mode="always_last", **instant))
     sim.bridge.select(sim_click, [session, plan], [plan, sim.hint], **instant)
     gr.on(
-        [plan.change, method.change, attn.change],
-        session_panel.share_md,
-        [plan, method, attn],
+        [plan.change, method.change, attn.change, *(c.change for c in controls)],
+        links.plan_query,
+        [session, plan, method, attn, *controls],
         share,
+        trigger_mode="always_last",
         **instant,
     )
+    for ev, link in ((best["built"], best_link), (auto["built"], auto_link)):
+        ev.then(links.result_query, session, link, **instant)
     add_btn.click(add_range, [slider, plan], plan, **instant)
     clear_btn.click(lambda: "", None, plan, **instant)
     kind.change(draw, redraw, shown, **instant)
@@ -160,5 +172,8 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
         plan,
         attn,
         method,
+        kind,
+        msg,
+        controls,
         built=[best["built"], built, auto["built"], scripted, auto["scripted"]],
     )

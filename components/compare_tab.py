@@ -253,9 +253,9 @@ def picks_update(session: Session) -> gr.Dropdown:
     )
 
 
-def build(engine: Engine, session: gr.State, listed: list[Event]) -> None:
+def build(engine: Engine, session: gr.State, listed: list[Event]) -> gr.Textbox:
     """Build the Compare tab; its model pickers follow ``listed``, the events after which
-    the session lists new models."""
+    the session lists new models. Returns its prompt box (the page keeps it)."""
     gr.Markdown(
         "Same prompt, same decoding, several models at once: the original beside up to three "
         "of your models, streaming together. Greedy decoding makes differences easy to spot."
@@ -344,3 +344,4 @@ def build(engine: Engine, session: gr.State, listed: list[Event]) -> None:
         concurrency_id=SHORT_GROUP,
     )
     lens_panel.build(engine, session, listed)
+    return prompt

@@ -57,6 +57,9 @@ class CollapseTab:
     plan: gr.Textbox
     attn: gr.Textbox
     method: gr.Radio
+    kind: gr.Radio  # the map the plan is drawn on
+    msg: gr.Markdown  # the line under the plan
+    controls: list[gr.components.Component]  # the method's parameters (``PARAM_NAMES`` order)
     built: list[Event] = field(default_factory=list)  # events of this tab that add a model
 
 

@@ -57,7 +57,9 @@ def read_params(method: str, param_values: Sequence) -> tuple[dict, str]:
 def build(selected: str = "official") -> MethodPicker:
     """The picker, its note and its controls (inside the current Blocks context); changing the
     method shows its note and only the controls it declares."""
-    method = gr.Radio(list(REGISTRY.methods), value=selected, label="Merge method")
+    method = gr.Radio(
+        list(REGISTRY.methods), value=selected, label="Merge method", elem_id="plan-method"
+    )
     info = gr.Markdown(method_md(selected))
     with gr.Row():
         made = params_ui.controls(METHOD_PARAMS, selected)

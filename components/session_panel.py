@@ -1,5 +1,5 @@
 """Keep the work: the session lives in the browser and comes back after a reload; one JSON file
-saves or restores it; a recipe or a mergekit YAML loads as a build; a link reproduces a plan.
+saves or restores it; a recipe or a mergekit YAML loads as a build (links: ``links``).
 
 What the browser keeps is the session's JSON (``Session.to_dict``): recipes as JSON, labels,
 metrics and the owner token, never tensors. A build the engine no longer holds (a restart, a
@@ -15,14 +15,12 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.parse
 from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
 from laco_core import schema
-from laco_core.arch.plan import format_plan, parse_ranges
 from laco_core.errors import LacoError
 from laco_core.pipeline import read_recipe
 from laco_core.recipe import RECIPE_FILE, TENSORS_FILE
@@ -31,7 +29,7 @@ from laco_core.runtime.engine import Engine
 
 from . import api
 from .common import LONG_GROUP, PROGRESS, gpu, remember, user_errors
-from .handoff import CollapseTab, Event, ModelTab, Workspace
+from .handoff import Event, Workspace
 from .state import SESSION_FORMAT, Session
 
 log = logging.getLogger("laco.app")
@@ -71,51 +69,6 @@ def restore(stored, session: Session):
     restored = Session.from_dict(stored)
     restored.restored = len(restored.builds)
     return restored, summary_md(restored)
-
-
-def url_plan(session: Session, plan: str, method: str, attn: str, request: gr.Request):
-    """``?plan=16-18,24-26&method=drop_lsq&attn=12,14`` fills the plan once per page load."""
-    params = dict(request.query_params) if request is not None else {}
-    skip = (session, gr.skip(), gr.skip(), gr.skip())
-    if session.url_applied or not (params.get("plan") or params.get("attn")):
-        return skip
-    session.url_applied = True
-    try:
-        ranges = parse_ranges(params.get("plan", ""))
-        for lo, hi in ranges:
-            schema.check_layer_range(lo, hi + 1, "The link's plan")
-        text = format_plan(ranges)
-    except LacoError as e:
-        log.info("user error in url_plan: %s", e)
-        return skip
-    chosen = params.get("method", "")
-    layers = [
-        t.strip()
-        for t in params.get("attn", "").split(",")
-        if t.strip().isdigit() and int(t) < schema.MAX_LAYERS
-    ]
-    return (
-        session,
-        text,
-        chosen if chosen in REGISTRY.methods else gr.skip(),
-        ", ".join(layers) if layers else gr.skip(),
-    )
-
-
-def share_md(plan: str, method: str, attn: str = "") -> str:
-    """A link that opens the app with this plan and method (relative: it keeps the host)."""
-    layers = [t for t in (attn or "").replace(" ", ",").split(",") if t.strip().isdigit()]
-    if not (plan or "").strip() and not layers:
-        return "<small>Add ranges to get a link to this plan for a colleague.</small>"
-    try:
-        ranges = format_plan(parse_ranges(plan or "")).replace(" ", "")
-    except LacoError:
-        return "<small>Fix the plan to get a link.</small>"
-    query = {"plan": ranges, "method": method}
-    if layers:
-        query["attn"] = ",".join(layers)
-    query = urllib.parse.urlencode(query, safe=",-")
-    return f"<small>Link to this plan (opens the app with it): [`?{query}`](?{query})</small>"
 
 
 @user_errors
@@ -247,9 +200,9 @@ def build(engine: Engine, session: gr.State) -> Workspace:
                 load_btn = gr.Button("Load", size="sm", elem_id="load-recipe")
         loaded_md = gr.Markdown("", elem_id="load-result")
         gr.Markdown(
-            "<small>To hand a plan to a colleague, copy the link under the plan on the "
-            "**Collapse** tab (`?plan=16-18,24-26&method=drop_lsq`), or send the session "
-            "file or an exported `laco_recipe.json`.</small>"
+            "<small>To hand a plan or a result to a colleague, copy its link on the "
+            "**Collapse** tab (under the plan, under a best collapse or a search), or send "
+            "the session file or an exported `laco_recipe.json`.</small>"
         )
 
     save_btn.click(offer, session, saved, api_visibility="private")
@@ -299,15 +252,3 @@ def keep_after(events: list[Event], work: Workspace, session: gr.State) -> None:
             api_visibility="private",
             queue=False,
         )
-
-
-def url_on_load(session: gr.State, model: ModelTab, collapse: CollapseTab) -> None:
-    """A page opened with ``?plan=`` fills the plan once its model is loaded."""
-    plan, method, attn = collapse.plan, collapse.method, collapse.attn
-    model.loaded.then(
-        url_plan,
-        [session, plan, method, attn],
-        [session, plan, method, attn],
-        api_visibility="private",
-        queue=False,
-    )

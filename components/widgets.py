@@ -130,8 +130,10 @@ class ClickBridge(gr.HTML):
 
 # Clicks and drags on one Plotly heatmap, in data coordinates: a press and a release each give
 # the cell under the pointer (axes' own pixel-to-data maps, so it works whatever the size);
-# the pair goes to Python as ``evt.index == [x0, y0, x1, y1]``. A box follows a drag. Plotly's
-# own drag (zoom) is off in the figure (``dragmode=False``).
+# the pair goes to Python as ``evt.index == [x0, y0, x1, y1]``. While dragging, a rubber band
+# shows the square the release will add, with its range; it follows the pointer on ``window``
+# (Plotly covers the page with its own drag layer once a press starts) and lives in the
+# figure's positioned ``.svg-container``. Plotly's own drag (zoom) is off (``dragmode=False``).
 _PLAN_JS = """
 const id = element.querySelector('.laco-plan-bridge').dataset.target;
 let start = null;
@@ -145,15 +147,20 @@ const cell = (gd, ev, clamp) => {
   return [Math.round(xa.p2c(px)), Math.round(ya.p2c(py))];
 };
 const box = (gd, a, b) => {
-  let el = gd.querySelector('.laco-drag-box');
+  const host = gd.querySelector('.svg-container') || gd;
+  let el = host.querySelector('.laco-drag-box');
   if (!a) { if (el) el.remove(); return; }
-  if (!el) { el = document.createElement('div'); el.className = 'laco-drag-box'; gd.appendChild(el); }
+  if (!el) { el = document.createElement('div'); el.className = 'laco-drag-box'; host.appendChild(el); }
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-  const xs = [a[0], b[0]].map((v) => xa.c2p(v) + xa._offset), ys = [a[1], b[1]].map((v) => ya.c2p(v) + ya._offset);
-  const cw = Math.abs(xa.c2p(1) - xa.c2p(0)), ch = Math.abs(ya.c2p(1) - ya.c2p(0));
-  Object.assign(el.style, {position: 'absolute', pointerEvents: 'none', border: '2px dashed #111',
-    left: (Math.min(...xs) - cw / 2) + 'px', top: (Math.min(...ys) - ch / 2) + 'px',
-    width: (Math.abs(xs[0] - xs[1]) + cw) + 'px', height: (Math.abs(ys[0] - ys[1]) + ch) + 'px'});
+  const lo = Math.min(a[0], a[1], b[0], b[1]), hi = Math.max(a[0], a[1], b[0], b[1]);
+  const x0 = xa.c2p(lo - 0.5) + xa._offset, x1 = xa.c2p(hi + 0.5) + xa._offset;
+  const y0 = ya.c2p(lo - 0.5) + ya._offset, y1 = ya.c2p(hi + 0.5) + ya._offset;
+  Object.assign(el.style, {position: 'absolute', pointerEvents: 'none', zIndex: 10,
+    border: '2px dashed #fff', outline: '1px solid #111', background: 'rgba(255,255,255,0.18)',
+    left: Math.min(x0, x1) + 'px', top: Math.min(y0, y1) + 'px',
+    width: Math.abs(x1 - x0) + 'px', height: Math.abs(y1 - y0) + 'px',
+    color: '#111', font: '600 12px sans-serif'});
+  el.innerHTML = `<span style="background:#fff;padding:0 4px;border-radius:3px">${lo}–${hi}</span>`;
 };
 const hook = () => {
   const host = document.getElementById(id);
@@ -165,12 +172,12 @@ const hook = () => {
     const c = cell(gd, ev, false);
     if (c) start = {gd, c, t: performance.now()};
   }, true);
-  gd.addEventListener('pointermove', (ev) => {
-    if (!start || start.gd !== gd) return;
-    const c = cell(gd, ev, true);
-    if (c && (c[0] !== start.c[0] || c[1] !== start.c[1])) box(gd, start.c, c);
-  });
 };
+window.addEventListener('pointermove', (ev) => {
+  if (!start) return;
+  const c = cell(start.gd, ev, true);
+  if (c && (c[0] !== start.c[0] || c[1] !== start.c[1])) box(start.gd, start.c, c);
+}, true);
 window.addEventListener('pointerup', (ev) => {
   if (!start) return;
   const s = start; start = null;
@@ -195,6 +202,61 @@ class PlanBridge(gr.HTML):
     def __init__(self, target: str, **kwargs):
         template = f"<div class='laco-plan-bridge' data-target='{target}'></div>"
         super().__init__(**_invisible(template, _PLAN_JS), **kwargs)
+
+
+# A link made in the browser from its own address (right behind any proxy) and the query the
+# server sends (``?plan=…``, ``?recipe=…``); any other value is a note shown instead.
+_SHARE_TEMPLATE = """${value && value.startsWith('?')
+  ? `<div class="laco-share"><small>${what}</small>
+     <a class="laco-share-url" href="${location.origin}${location.pathname}${value.replaceAll('&', '&amp;')}"
+        target="_blank" rel="noopener">${location.origin}${location.pathname}${value.replaceAll('&', '&amp;')}</a>
+     <button type="button" class="laco-copy">Copy link</button></div>`
+  : `<small class="laco-share-note">${value || ''}</small>`}"""
+
+_SHARE_JS = """
+element.addEventListener('click', async (ev) => {
+  const b = ev.target.closest('.laco-copy'), a = element.querySelector('.laco-share-url');
+  if (!b || !a) return;
+  try { await navigator.clipboard.writeText(a.href); } catch (e) {
+    const t = document.createElement('textarea'); t.value = a.href; document.body.appendChild(t);
+    t.select(); document.execCommand('copy'); t.remove();
+  }
+  b.textContent = 'Copied ✓';
+  setTimeout(() => { b.textContent = 'Copy link'; }, 1500);
+});
+"""
+
+# the note and the link take the same room (the URL on one line, cut with an ellipsis: the
+# link and the copy button hold it whole), so nothing below moves when a link appears
+_SHARE_CSS = """
+.laco-share { display: grid; grid-template-columns: minmax(0, 1fr) auto; column-gap: 8px;
+  align-items: center; min-height: 46px; }
+.laco-share > small { grid-column: 1 / -1; white-space: nowrap; }
+.laco-share-note { display: flex; align-items: center; min-height: 46px; }
+.laco-share-url { font-family: var(--font-mono); font-size: 0.8em; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; }
+.laco-copy { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 1px 10px;
+  background: var(--button-secondary-background-fill); font-size: 0.85em; cursor: pointer; }
+"""
+
+
+class ShareLink(gr.HTML):
+    """A full link to the app with a query (the value, ``?plan=…``) and a copy button; a value
+    not starting with ``?`` is a note shown in its place (no link, no button).
+
+    Args:
+        what: The words before the link ("Link to this plan:").
+    """
+
+    def __init__(self, value: str = "", what: str = "Link:", **kwargs):
+        super().__init__(
+            value=value,
+            html_template=_SHARE_TEMPLATE,
+            css_template=_SHARE_CSS,
+            js_on_load=_SHARE_JS,
+            what=what,
+            **kwargs,
+        )
 
 
 _CHIPS_JS = """

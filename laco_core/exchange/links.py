@@ -45,6 +45,7 @@ def steps_only(recipe: dict) -> dict:
         steps.append(step)
     info = recipe.get("info", {})
     return {
+        "format": recipe.get("format", "laco-recipe"),
         "version": recipe.get("version", 1),
         "base": recipe["base"],
         "steps": steps,

@@ -1,5 +1,7 @@
-"""The workbench in a real Chromium: the plan on the Collapse heatmap, inline errors, a 3-way
-compare, the session kept across a reload, the page at 800 px, screenshots of every tab.
+"""The workbench in a real Chromium: the plan on the Collapse heatmap (a rubber band while
+dragging), inline errors, a link that opens the plan, a 3-way compare, the session and the page
+(an unbuilt plan, the method, the tab, the prompt) kept across a reload, the page at 800 px,
+screenshots of every tab.
 
 Measured figures (click → drawn rectangle, reload → restored session) are printed and written
 to ``screenshots/timings.txt``.
@@ -7,6 +9,7 @@ to ``screenshots/timings.txt``.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -17,6 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TABS = ["1 · Model", "2 · Similarity", "3 · Collapse", "4 · Compare", "5 · Evaluate", "6 · Export"]
 PLAN = "#plan textarea, #plan input"
+BAND = "#plan-map .laco-drag-box"
 TIMINGS: dict[str, float] = {}
 
 
@@ -51,6 +55,14 @@ def map_cell(page, i: int, j: int) -> tuple[float, float]:
     box = page.locator("#plan-map .nsewdrag").first.bounding_box()
     n = 30
     return box["x"] + (j + 0.5) * box["width"] / n, box["y"] + (i + 0.5) * box["height"] / n
+
+
+def pick_method(page, name: str) -> None:
+    page.locator("#plan-method label").filter(has_text=re.compile(rf"^\s*{name}\s*$")).click()
+
+
+def checked_method(page) -> str:
+    return page.locator("#plan-method input:checked").get_attribute("value")
 
 
 def top(page, selector: str) -> float:
@@ -92,7 +104,12 @@ def test_drag_adds_and_one_click_removes(page):
     page.mouse.down()
     page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
     page.mouse.move(x1, y1, steps=4)
+    # a rubber band shows the range the release will add, before anything is sent
+    page.wait_for_selector(BAND, timeout=5_000)
+    assert page.inner_text(BAND) == "24–26"
+    page.screenshot(path=str(SHOTS / "rubber-band-1400.png"))
     page.mouse.up()
+    assert page.locator(BAND).count() == 0
     page.wait_for_function(
         "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 2"
     )
@@ -127,22 +144,31 @@ def test_invalid_plan_shows_its_error_inline_and_blanks_the_preview(page, plan, 
     assert "27" not in page.inner_text("#preview")  # the previous valid preview is gone
     assert squares(page) == 0
     assert page.locator(".toast-body").count() == 0  # inline, not a stack of toasts
+    wait_text(page, "#plan-share", "Fix the plan", 10_000)
+    assert page.locator("#plan-share .laco-copy").count() == 0  # no link to an invalid plan
 
 
 def test_a_link_reproduces_a_plan(context, app_url, page):
-    link = page.inner_text("#plan-share")
-    assert "?plan=" in link
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.fill(PLAN, "16-18, 24-26")
+    pick_method(page, "drop")
+    wait_text(page, "#plan-share", "method=drop", 10_000)
+    link = page.locator("#plan-share a.laco-share-url").get_attribute("href")
+    assert link == app_url + "?plan=16-18,24-26&method=drop"  # a full URL
+    page.click("#plan-share .laco-copy")
+    wait_text(page, "#plan-share", "Copied", 5_000)
+    assert page.evaluate("() => navigator.clipboard.readText()") == link
     other = context.new_page()
-    other.goto(app_url + "?plan=16-18,24-26&method=drop")
-    wait_text(other, "#model-summary", "30 layers", 90_000)
-    tab(other, "3 · Collapse")
+    other.goto(link)
+    wait_text(other, "#plan-msg", "Opened from a link", 90_000)
+    collapse = other.get_by_role("tab", name="3 · Collapse")
+    assert collapse.get_attribute("aria-selected") == "true"  # opened on the Collapse tab
     other.wait_for_function(
         "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 2",
         timeout=60_000,
     )
-    assert other.input_value(PLAN) == "16-18, 24-26"
-    assert other.locator("#plan-share").inner_text().count("16-18,24-26") >= 1
-    assert "drop" in other.locator("#plan-share").inner_text()
+    assert other.input_value(PLAN) == "16-18, 24-26" and checked_method(other) == "drop"
+    other.screenshot(path=str(SHOTS / "opened-from-link-1400.png"))
     other.close()
 
 
@@ -254,15 +280,33 @@ def test_800px_one_column_whole_heatmaps_with_colour_bars(page):
 
 
 def test_reload_keeps_the_session(page):
+    # a half-made plan (never built), its method, a prompt and the open tab: all come back
+    tab(page, "3 · Collapse")
+    page.fill(PLAN, "5-7")
+    pick_method(page, "drop_lsq")
+    wait_text(page, "#plan-share", "plan=5-7&method=drop_lsq", 10_000)
+    tab(page, "4 · Compare")
+    page.fill("#cmp-prompt textarea", "Name three rivers.")
+    tab(page, "5 · Evaluate")
     t0 = time.perf_counter()
     page.reload()
     wait_text(page, "#work-summary", "Restored 3", 60_000)
     TIMINGS["reload to restored session"] = time.perf_counter() - t0
     wait_text(page, "#model-summary", "30 layers", 60_000)
+    page.wait_for_function(
+        "() => document.querySelector('[role=tab][aria-selected=true]').innerText.includes('Evaluate')"
+    )
+    wait_text(page, "#eval-table", "ppl ratio held-out", 30_000)
     tab(page, "4 · Compare")
+    assert page.input_value("#cmp-prompt textarea") == "Name three rivers."
     page.click("#cmp-model input")
     assert page.locator("ul[role=listbox] li").count() == 3
     page.keyboard.press("Escape")
-    tab(page, "5 · Evaluate")
-    wait_text(page, "#eval-table", "ppl ratio held-out", 30_000)
+    tab(page, "3 · Collapse")
+    wait_text(page, "#plan-msg", "last visit", 10_000)
+    assert page.input_value(PLAN) == "5-7" and checked_method(page) == "drop_lsq"
+    page.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 1",
+        timeout=30_000,
+    )
     print(f"reload to restored session: {TIMINGS['reload to restored session']:.2f} s")

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from laco_core import schema
 from laco_core.cli import main
+from laco_core.errors import LacoError
 from laco_core.recipe import RECIPE_FILE, TENSORS_FILE
 from tests.reliability.common import load_tiny
 
@@ -341,15 +342,68 @@ def test_session_file_names_no_engine_build(app, files):
     app.engine.forget(theirs, other.token())
 
 
-def test_share_link_beyond_any_model_is_ignored():
-    from components import session_panel
+def _packed(d) -> str:
+    """``d`` packed as a link's ``recipe=`` parameter, with nothing left out."""
+    import base64
+    import zlib
+
+    raw = d if isinstance(d, bytes) else json.dumps(d).encode()
+    return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+
+
+LINK_CASES = [
+    (
+        {"plan": "0-30000000"},
+        "The link's plan: layer_range [0, 30000001) reaches past 1024 layers, more than any "
+        "model has.",
+    ),
+    ({"recipe": "A" * 5000}, "The link's recipe is longer than 4,096 characters."),
+    ({"recipe": "%%%%"}, "The link's recipe cannot be read: copy the whole link."),
+    ({"recipe": _packed(b" " * 1_000_000)}, "The link's recipe unpacks past 65,536 bytes."),
+    (
+        {"recipe": _packed(recipe("default", [collapse(ranges=[[4, 9]])]))},
+        "Step 1 (collapse): 'ranges' names layer 9; the base model has layers 0 to 5.",
+    ),
+    (
+        {"recipe": _packed(recipe("default", [heal()]))},
+        "A link's recipe carries no weights; this one names tensors.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "message"), LINK_CASES, ids=lambda v: str(v)[:24])
+def test_crafted_link_is_refused_with_one_line(query, message):
+    from components import links
+
+    with pytest.raises(LacoError) as info:
+        links.read(query, 6)
+    assert str(info.value) == message
+    assert links.safe_read(query, 6)["plan"] is None  # the page opens without it
+
+
+def test_share_link_attention_beyond_any_model_is_dropped():
+    from components import links
+
+    link = links.read({"plan": "1-2", "attn": "3,99999999"}, 0)
+    assert (link["plan"], link["attn"]) == ("1-2", "3")
+
+
+UI_CASES = [
+    ("x", "The session's 'ui' and 'ui.params' must be mappings, not 'x'."),
+    ({"plan": 5}, "The session's 'ui.plan' must be a text of ≤ 1000 characters."),
+    ({"prompt": "x" * 5000}, "The session's 'ui.prompt' must be a text of ≤ 4000 characters."),
+    ({"params": [1]}, "The session's 'ui' and 'ui.params' must be mappings, not {'params': [1]}."),
+    ({"params": {"alpha": [1]}}, "The session's 'ui.params' 'alpha' must hold a number or text."),
+    ({"params": {"a<b": 1}}, "The session's 'ui.params' 'a&lt;b' must hold a number or text."),
+]
+
+
+@pytest.mark.parametrize(("ui", "message"), UI_CASES, ids=lambda v: str(v)[:24])
+def test_crafted_session_page_is_refused(ui, message):
     from components.state import Session
 
-    def opened(query: dict):
-        return session_panel.url_plan(
-            Session(), "", "official", "", SimpleNamespace(query_params=query)
-        )
-
-    assert not isinstance(opened({"plan": "0-30000000"})[1], str)  # the plan is left alone
-    _, plan, _, attn = opened({"plan": "1-2", "attn": "3,99999999"})
-    assert (plan, attn) == ("1-2", "3")
+    d = {"format": "laco-session", "version": 1, "builds": [], "ui": ui}
+    with pytest.raises(LacoError) as info:
+        schema.check_session(d, {})
+    assert str(info.value) == message
+    assert Session.from_dict(d).ui == {}  # what a browser kept: dropped, not shown

@@ -327,18 +327,59 @@ def test_load_a_mergekit_yaml_and_refuse_odd_files(loaded, tmp_path):
         session_panel.load_files(engine, session, [str(bad)], progress=NoProgress())
 
 
-def test_url_plan_and_share_link():
-    req = SimpleNamespace(
-        query_params={"plan": "16-18,24-26", "method": "drop_lsq", "attn": "12,14"}
+def test_links_open_what_they_promise_and_the_page_is_kept():
+    from urllib.parse import parse_qsl
+
+    from components import links, page_memory
+    from laco_core import schema
+    from laco_core.recipe import BaseRef, Recipe, TextSource
+    from laco_core.registry import REGISTRY
+    from laco_core.search.config import SearchConfig
+    from laco_core.steps.search import SearchStep
+
+    s = Session(num_layers=30)
+    values = [""] * len(method_picker.PARAM_NAMES)
+    values[method_picker.PARAM_NAMES.index("alpha")] = "0.3"
+    query = links.plan_query(s, "16-18, 24-26", "rdsc_calibrated", "12, 14", *values)
+    assert query == "?plan=16-18,24-26&method=rdsc_calibrated&attn=12,14&p.alpha=0.3"
+    assert not links.plan_query(s, "16-18, 17-20", "official", "").startswith("?")  # no link
+    bad = [("7" if v else v) for v in values]  # alpha 7: outside 0…1
+    assert not links.plan_query(s, "16-18", "rdsc_calibrated", "", *bad).startswith("?")
+    # opening it: the Collapse tab, the plan, the method and its parameter, a line saying so
+    req = SimpleNamespace(query_params=dict(parse_qsl(query[1:])))
+    out = page_memory.reopen(Session(num_layers=30), req)
+    session, plan, attn, method, _, _, note, tabs = out[:8]
+    assert (plan, attn, method) == ("16-18, 24-26", "12, 14", "rdsc_calibrated")
+    assert "Opened from a link" in note and tabs.selected == "collapse"
+    assert out[8 + method_picker.PARAM_NAMES.index("alpha")]["value"] == "0.3"
+    assert isinstance(page_memory.reopen(session, req)[1], type(gr.skip()))  # once per load
+    # the page is kept with the session and comes back after a reload
+    kept = Session(num_layers=30)
+    kept, stored = page_memory.keep_page(
+        kept, "5-7", "", "rdsc_calibrated", "parameters", "Hi", *values
     )
-    s = Session()
-    s, plan, method, attn = session_panel.url_plan(s, "", "official", "", req)
-    assert plan == "16-18, 24-26" and method == "drop_lsq" and attn == "12, 14"
-    assert s.url_applied
-    again = session_panel.url_plan(s, plan, method, attn, req)
-    assert isinstance(again[1], type(gr.skip()))  # once per page load
-    link = session_panel.share_md("16-18, 24-26", "drop_lsq", "12, 14")
-    assert "?plan=16-18,24-26&method=drop_lsq&attn=12,14" in link
+    kept, stored = page_memory.keep_tab("evaluate", kept)
+    schema.check_session(stored, REGISTRY.steps)
+    again, _ = session_panel.restore(stored, Session())
+    out = page_memory.reopen(again, SimpleNamespace(query_params={}))
+    assert out[1:6] == ("5-7", "", "rdsc_calibrated", "parameters", "Hi")
+    assert "last visit" in out[6] and out[7].selected == "evaluate"
+    # a searched result: its recipe steps (no weights) in a link that draws its plan
+    step = SearchStep(
+        SearchConfig(method="drop", strategy="greedy"),
+        TextSource.of(["a text"]),
+        plan=[[20, 23]],
+    )
+    d = Recipe(BaseRef("default", num_layers=30), [step], info={"plan": [[20, 23]]}).to_dict()[0]
+    found = Session(num_layers=30)
+    found.add(Entry("best-1", "best", d))
+    query = links.result_query(found)
+    assert query.startswith("?recipe=") and len(query) < 600
+    link = links.read(dict(parse_qsl(query[1:])), 30)
+    assert (link["plan"], link["method"]) == ("20-23", "drop")
+    assert "search greedy" in link["note"]
+    found.add(Entry("plan-1", "x", {"steps": [{"kind": "collapse"}]}))
+    assert links.result_query(found) == ""  # only a searched result gets a result link
 
 
 # ---- every model at once --------------------------------------------------------------------------
