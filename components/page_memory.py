@@ -23,6 +23,9 @@ from .session_panel import snapshot
 from .state import Session
 
 TABS = ("model", "similarity", "collapse", "compare", "evaluate", "export")  # app.py's tab ids
+# a page opened with a link scrolls to the plan it drew (below the Best collapse panel)
+SHOW_LINKED = """() => { if (/[?&](plan|attn|recipe)=/.test(location.search)) setTimeout(() =>
+  document.getElementById('plan-msg')?.scrollIntoView({block: 'center'}), 300); }"""
 
 
 def keep_page(
@@ -129,4 +132,4 @@ def wire(
         session,
         [session, *page, collapse.msg, tabs, *collapse.controls],
         **instant,
-    )
+    ).then(None, js=SHOW_LINKED)

@@ -160,7 +160,9 @@ const box = (gd, a, b) => {
     left: Math.min(x0, x1) + 'px', top: Math.min(y0, y1) + 'px',
     width: Math.abs(x1 - x0) + 'px', height: Math.abs(y1 - y0) + 'px',
     color: '#111', font: '600 12px sans-serif'});
-  el.innerHTML = `<span style="background:#fff;padding:0 4px;border-radius:3px">${lo}–${hi}</span>`;
+  el.innerHTML = `<span style="position:absolute;bottom:100%;left:-2px;white-space:nowrap;
+    background:#fff;border:1px solid #111;padding:0 4px;border-radius:3px">${lo}–${hi}</span>`;
+  if (window.Plotly && window.Plotly.Fx) window.Plotly.Fx.unhover(gd);  // the band, not a tooltip
 };
 const hook = () => {
   const host = document.getElementById(id);
@@ -233,7 +235,7 @@ _SHARE_CSS = """
   align-items: center; min-height: 46px; }
 .laco-share > small { grid-column: 1 / -1; white-space: nowrap; }
 .laco-share-note { display: flex; align-items: center; min-height: 46px; }
-.laco-share-url { font-family: var(--font-mono); font-size: 0.8em; white-space: nowrap;
+.laco-share-url { font-family: var(--font-mono); font-size: 0.8em; white-space: nowrap; justify-self: start;
   overflow: hidden; text-overflow: ellipsis; }
 .laco-copy { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 1px 10px;
   background: var(--button-secondary-background-fill); font-size: 0.85em; cursor: pointer; }
