@@ -207,13 +207,14 @@ class PlanBridge(gr.HTML):
 
 
 # A link made in the browser from its own address (right behind any proxy) and the query the
-# server sends (``?plan=…``, ``?recipe=…``); any other value is a note shown instead.
+# server sends (``?plan=…``, ``?recipe=…``); any other value is a note shown instead, and an
+# empty one shows nothing (a result's link before there is a result).
 _SHARE_TEMPLATE = """${value && value.startsWith('?')
   ? `<div class="laco-share"><small>${what}</small>
      <a class="laco-share-url" href="${location.origin}${location.pathname}${value.replaceAll('&', '&amp;')}"
         target="_blank" rel="noopener">${location.origin}${location.pathname}${value.replaceAll('&', '&amp;')}</a>
      <button type="button" class="laco-copy">Copy link</button></div>`
-  : `<small class="laco-share-note">${value || ''}</small>`}"""
+  : value ? `<small class="laco-share-note">${value}</small>` : ''}"""
 
 _SHARE_JS = """
 element.addEventListener('click', async (ev) => {
@@ -236,6 +237,7 @@ _SHARE_CSS = """
 .laco-share > small { grid-column: 1 / -1; white-space: nowrap; }
 .laco-share-note { display: flex; align-items: center; min-height: 46px; }
 .laco-share-url { font-family: var(--font-mono); font-size: 0.8em; white-space: nowrap; justify-self: start;
+  max-width: 100%;
   overflow: hidden; text-overflow: ellipsis; }
 .laco-copy { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 1px 10px;
   background: var(--button-secondary-background-fill); font-size: 0.85em; cursor: pointer; }
