@@ -69,7 +69,7 @@ def build_collapse(
         m = quick_metrics(model, b.model, b.tokenizer, prompts) if prompts else None
         job.progress(0.95, "Validation perplexity on the training texts' validation slice…")
         valid = validation(model, b.model, b.tokenizer)
-        out = calibration_metrics(m) if m else {}
+        out = calibration_metrics(m, f"{len(prompts)} calibration prompts") if m else {}
         return did, {**out, "valid_ratio": valid["ppl_ratio"], "valid_text": valid["text"]}
 
     job = jobs.start(engine, owner, "build", work)

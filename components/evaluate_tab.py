@@ -193,9 +193,12 @@ def api_evaluate(
 
 @user_errors
 def _choices(session: Session):
+    """The model pickers after the session lists models: Evaluate's on the current build,
+    lm-eval's with every build of the session's base selected; the kept lm-eval scores."""
     return (
         gr.Dropdown(choices=session.choices(), value=session.current),
-        gr.Dropdown(choices=session.choices()),
+        gr.Dropdown(choices=session.choices(), value=lmeval_panel.picked(session)),
+        lmeval_panel.table_md(session),
     )
 
 
@@ -219,10 +222,12 @@ def build(engine: Engine, session: gr.State, listed: list[Event]) -> EvaluateTab
             max_words = gr.Slider(
                 0,
                 5000,
-                600,
+                0,
                 step=100,
                 label="Words to score (0 = all)",
-                info="Fewer words: faster, noisier.",
+                info="0 scores the whole text (the figures the docs and `laco eval` give); "
+                "fewer words: faster, noisier.",
+                elem_id="eval-words",
             )
             with gr.Row():
                 run_btn = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
@@ -239,13 +244,13 @@ def build(engine: Engine, session: gr.State, listed: list[Event]) -> EvaluateTab
     chart = gr.Plot(show_label=False, elem_id="eval-pareto")
 
     baselines = baselines_panel.build(engine, session, table, chart)
-    lm_picks = lmeval_panel.build(engine, session)
+    lmeval = lmeval_panel.build(engine, session)
 
     # ---- listeners ----------------------------------------------------------------------
     for ev in listed:
-        ev.then(_choices, session, [pick, lm_picks], api_visibility="private").then(
-            show, session, [table, chart, note], api_visibility="private"
-        )
+        ev.then(
+            _choices, session, [pick, lmeval.picks, lmeval.table], api_visibility="private"
+        ).then(show, session, [table, chart, note], api_visibility="private")
     source.change(
         lambda s: (gr.Textbox(visible=s == SOURCES[1]), gr.File(visible=s == SOURCES[2])),
         source,
@@ -283,4 +288,4 @@ def build(engine: Engine, session: gr.State, listed: list[Event]) -> EvaluateTab
         "evaluate",
         concurrency_id=SHORT_GROUP,
     )
-    return EvaluateTab(changed=[one, every, scripted_eval, *baselines])
+    return EvaluateTab(changed=[one, every, scripted_eval, lmeval.run, *baselines])

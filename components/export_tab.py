@@ -7,8 +7,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from laco_core import schema
 from laco_core.errors import LacoError
 from laco_core.exchange.export import push_to_hub
+from laco_core.exchange.lmeval_table import questions
 from laco_core.runtime.engine import Engine
 
 from .common import LONG_GROUP, PROGRESS, build_choices, gpu, model_of, pick_build
@@ -18,9 +20,10 @@ from .state import Session
 
 def _export(engine: Engine, session: Session, did: str) -> tuple[Path, object, Path]:
     """Export with the build's own base tokenizer and recipe into the engine's export store
-    (bounded by age and size), verified by a plain reload, and zipped."""
+    (bounded by age and size), verified by a plain reload, and zipped; what the session
+    measured on the build goes into its card and recipe (``Entry.findings``)."""
     did, _, _ = model_of(engine, session, did)
-    res, archive = engine.download(did, session.token())
+    res, archive = engine.download(did, session.token(), session.get(did).findings())
     session.exports[did] = str(res.path)
     return Path(res.path), res, archive
 
@@ -43,8 +46,36 @@ def export(engine: Engine, session: Session, did: str, progress: gr.Progress = P
         f"### {ok}: reloaded with {loader}\n"
         f"max |logit difference| vs the in-memory model: **{res.max_abs_logit_diff:.2e}**"
         + (f"  \nThe zip also holds {', '.join(f'`{n}`' for n in extras)}." if extras else "")
+        + f"  \n{carried_md(session.get(did).findings())}"
     )
     return session, md, str(zipped), str(recipe_file)
+
+
+SECTION_NAMES = {
+    "heldout": "held-out perplexity",
+    "calibration": "calibration-prompt metrics",
+    "validation": "validation perplexity",
+}
+
+
+def carried_md(found: dict) -> str:
+    """One line on what the export's card and recipe say about the model's quality."""
+    parts = [
+        f"{name} ({schema.md_escape(found[k]['text'])})"
+        for k, name in SECTION_NAMES.items()
+        if found.get(k)
+    ]
+    if found.get("lmeval"):
+        parts.append(f"lm-eval ({schema.md_escape(questions(found['lmeval']['model']))})")
+    hint = "" if found.get("heldout") else " Score it on **Evaluate** for held-out perplexity."
+    if not parts:
+        return "Nothing was measured on this model yet: its card says so." + hint
+    return (
+        "The model card (`README.md`) and `laco_recipe.json` carry what this session measured: "
+        + "; ".join(parts)
+        + "."
+        + hint
+    )
 
 
 @gpu

@@ -1,20 +1,27 @@
 """The Evaluate tab's lm-evaluation-harness panel: zero-shot tasks on the original and the
-chosen builds, laid out as the papers' accuracy table."""
+chosen builds, laid out as the papers' accuracy table, every score ± its standard error and
+each model's share of the dense average labelled when it is within noise.
+
+Scores are kept in the session (``Session.record_lmeval``): they come back after a reload,
+travel in the session file and go into each build's export (card and recipe)."""
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
 
 from laco_core.errors import LacoError
-from laco_core.exchange.lmeval import paper_table, run_tasks, table_markdown
+from laco_core.exchange.lmeval import run_tasks
+from laco_core.exchange.lmeval_table import NOISE_RULE
 from laco_core.runtime.engine import Engine
 
 from . import jobs
 from .common import LONG_GROUP, base_of, gpu, model_of, public_message
+from .handoff import Event
 from .state import Session
 
 log = logging.getLogger("laco.app")
@@ -27,10 +34,31 @@ def task_list(text: str) -> list[str]:
     return tasks
 
 
+def table_md(session: Session) -> str:
+    """Every lm-eval score the session keeps, with how to read it ("" when none)."""
+    md = session.lmeval_markdown()
+    if not md:
+        return ""
+    return (
+        f"{md}\n<small>Accuracy in % ± standard error; questions: how many of each task's "
+        f"questions were scored. {NOISE_RULE}</small>"
+    )
+
+
+def picked(session: Session) -> list[str]:
+    """The session's models the picker starts with: every build of the session's base."""
+    return [
+        did
+        for _, did in session.choices()
+        if (session.get(did).recipe.get("base") or {}).get("spec") == session.spec
+    ]
+
+
 @gpu
 def run_lmeval(engine: Engine, session: Session, tasks_text: str, limit: int, picks: list[str]):
     """lm-evaluation-harness tasks on the original and the chosen builds: the papers' table
-    (accuracy per task, average, % of the original's average)."""
+    (accuracy ± stderr per task, average, % of the original's average, within noise or not),
+    kept in the session."""
     tasks = task_list(tasks_text)
     limit = int(limit or 0) or None
     chosen = [model_of(engine, session, d) for d in (picks or [])]
@@ -55,9 +83,9 @@ def run_lmeval(engine: Engine, session: Session, tasks_text: str, limit: int, pi
 
     job = jobs.start(engine, session.token(), "lmeval", work)
     try:
-        yield jobs.bar_html(job), ""
+        yield session, jobs.bar_html(job), gr.skip()
         for _ in job.ticks():
-            yield jobs.bar_html(job), gr.skip()
+            yield gr.skip(), jobs.bar_html(job), gr.skip()
     finally:
         job.close()
     try:
@@ -65,24 +93,29 @@ def run_lmeval(engine: Engine, session: Session, tasks_text: str, limit: int, pi
     except LacoError as e:
         log.info("user error in run_lmeval: %s", e)
         text = public_message(str(e))
-        yield jobs.bar_html(job, "failed", text), f"<span class='laco-msg-error'>⚠ {text}</span>"
+        error = f"<span class='laco-msg-error'>⚠ {text}</span>"
+        yield session, jobs.bar_html(job, "failed", text), f"{error}\n\n{table_md(session)}"
         return
-    md = table_markdown(paper_table(results, "original"))
+    session.record_lmeval(results)  # labels: "original" and the builds' ids (model_of's)
     limit_note = f"the first {limit} questions of each task" if limit else "every question"
     yield (
-        jobs.bar_html(job, "done", "Done."),
-        f"{md}\n<small>Accuracy in %, on {limit_note}.</small>",
+        session,
+        jobs.bar_html(job, "done", f"Done: {', '.join(tasks)} on {limit_note}."),
+        table_md(session),
     )
 
 
-def build(engine: Engine, session: gr.State) -> gr.Dropdown:
-    """The lm-eval accordion. Returns its model picker (the tab keeps its choices current)."""
+def build(engine: Engine, session: gr.State) -> LmEvalPanel:
+    """The lm-eval accordion. Returns its model picker and table (the tab keeps them
+    current) and its run event (it changes the session)."""
     with gr.Accordion("lm-evaluation-harness: the papers' accuracy table", open=False):
         gr.Markdown(
             "Zero-shot tasks scored by lm-evaluation-harness on the original and your models, "
             "laid out like the LaCo and LLM-Pruner tables (accuracy in %, average, % of the "
-            "original's average). `laco_mc` is our own offline task (52 questions); standard "
-            "tasks (piqa, hellaswag, arc_easy…) need their datasets from the Hub."
+            "original's average), each score ± its standard error. `laco_mc` is our own "
+            "offline task (52 questions); standard tasks (piqa, hellaswag, arc_easy…) need "
+            "their datasets from the Hub. Scores stay in your session and go into each "
+            "model's export."
         )
         with gr.Row(elem_classes=["laco-row"]):
             tasks = gr.Textbox("laco_mc", label="Tasks (comma-separated)", elem_id="lmeval-tasks")
@@ -103,10 +136,17 @@ def build(engine: Engine, session: gr.State) -> gr.Dropdown:
     run = run_btn.click(
         partial(run_lmeval, engine),
         [session, tasks, limit, picks],
-        [bar, table],
+        [session, bar, table],
         api_name="lm_eval",
         concurrency_id=LONG_GROUP,
         show_progress="hidden",
     )
     jobs.wire_stop(stop_btn, "lmeval", session, bar, [run])
-    return picks
+    return LmEvalPanel(picks, table, run)
+
+
+@dataclass
+class LmEvalPanel:
+    picks: gr.Dropdown  # the models beside the original
+    table: gr.Markdown  # every score the session keeps
+    run: Event  # a run (it changes the session)

@@ -5,8 +5,11 @@ drawn lazily, on first use, not when the default ``Session()`` is built. The who
 small JSON (:meth:`Session.to_dict`), kept in the browser so it survives a reload.
 
 Metrics keep their source in their key: ``cal_*`` were measured on the calibration prompts
-when the model was built, ``ho_*`` on held-out text by Evaluate. They never overwrite each
-other, and tables show them in separate, labelled columns.
+when the model was built, ``ho_*`` on held-out text by Evaluate (``ho_src`` says which text).
+They never overwrite each other, and tables show them in separate, labelled columns.
+lm-eval scores are kept per build with the dense model's scores of the same run
+(``Entry.lmeval``), and the dense model's last scores per task (``Session.dense_lmeval``).
+:meth:`Session.findings` gathers a build's measurements for its export (``laco_core.findings``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import pandas as pd
 
 from laco_core import schema
 from laco_core.errors import LacoError
+from laco_core.exchange.lmeval_table import noise_table, text_table_markdown
+from laco_core.findings import Findings, check_lmeval, check_scores
 
 SESSION_FORMAT = "laco-session"
 # key -> (column header, digits); one unit per quantity: shares in %, KL in nats per token
@@ -34,14 +39,17 @@ COLUMNS = {
 }
 
 
-def calibration_metrics(m: dict) -> dict:
-    """``evaluate.quick_metrics`` output under the ``cal_*`` keys (agreement in %)."""
+def calibration_metrics(m: dict, src: str | None = None) -> dict:
+    """``evaluate.quick_metrics`` output under the ``cal_*`` keys (agreement in %); ``src``
+    names the prompts (``cal_src``)."""
     out = {
         "cal_kl": round(float(m["kl"]), 4),
         "cal_top1": round(100 * float(m["top1_agreement"]), 2),
     }
     if m.get("final_cosine") is not None:
         out["cal_cos"] = round(float(m["final_cosine"]), 4)
+    if src:
+        out["cal_src"] = src
     return out
 
 
@@ -64,10 +72,28 @@ class Entry:
     label: str
     recipe: dict
     metrics: dict = field(default_factory=dict)  # cal_* and ho_* figures
+    # lm-eval: {"model": {task: scores}, "dense": {task: scores}}, dense of the same run
+    lmeval: dict = field(default_factory=dict)
 
     @property
     def info(self) -> dict:
         return self.recipe.get("info", {}) if isinstance(self.recipe, dict) else {}
+
+    def findings(self) -> Findings:
+        """What was measured on this build, each with its source (for its export)."""
+        m, out = self.metrics, {}
+        ho = {k: m[f"ho_{k}"] for k in ("ppl", "ref_ppl", "ratio", "kl", "top1") if f"ho_{k}" in m}
+        if ho:
+            out["heldout"] = {**ho, "text": m.get("ho_src") or "held-out text"}
+        cal = {k: m[f"cal_{k}"] for k in ("kl", "top1", "cos") if f"cal_{k}" in m}
+        if cal:
+            src = m.get("cal_src") or "the calibration prompts it was built with"
+            out["calibration"] = {**cal, "text": src}
+        if "valid_ratio" in m:
+            out["validation"] = {"ratio": m["valid_ratio"], "text": m.get("valid_text", "")}
+        if self.lmeval.get("model"):
+            out["lmeval"] = {"model": self.lmeval["model"], "dense": self.lmeval["dense"]}
+        return out
 
     @property
     def params_removed(self) -> float | None:
@@ -89,6 +115,7 @@ class Session:
     dense_ppl: float | None = None  # the base model's held-out perplexity, once evaluated
     exports: dict[str, str] = field(default_factory=dict)  # build id -> export folder
     baselines: list[dict] = field(default_factory=list)  # rows of the last baselines run
+    dense_lmeval: dict = field(default_factory=dict)  # the base model's lm-eval scores per task
     ui: dict = field(default_factory=dict)  # the page: plan, method, map, tab… (``page_memory``)
     owner: str | None = None
     url_applied: bool = False  # the page's ?plan= was read (not kept)
@@ -124,6 +151,7 @@ class Session:
             "dense_ppl": self.dense_ppl,
             "builds": [asdict(b) for b in self.builds],
             "baselines": self.baselines,
+            "dense_lmeval": self.dense_lmeval,
             "ui": self.ui,
             "owner": self.owner,
         }
@@ -140,7 +168,9 @@ class Session:
                 and isinstance(b.get("recipe"), dict)
             ):
                 metrics = b.get("metrics") if isinstance(b.get("metrics"), dict) else {}
-                builds.append(Entry(b["id"], str(b.get("label") or b["id"]), b["recipe"], metrics))
+                lmeval = _checked(check_lmeval, b.get("lmeval"))
+                label = str(b.get("label") or b["id"])
+                builds.append(Entry(b["id"], label, b["recipe"], metrics, lmeval))
         owner = d.get("owner")  # a uuid4 hex drawn by ``token``; anything else: a new one
         s = cls(
             spec=str(d.get("spec") or "default"),
@@ -148,6 +178,7 @@ class Session:
             device=str(d.get("device") or "auto"),
             builds=builds,
             baselines=[r for r in d.get("baselines") or [] if isinstance(r, dict)],
+            dense_lmeval=_checked(check_scores, d.get("dense_lmeval")),
             ui=_checked_ui(d.get("ui")),
             owner=owner
             if isinstance(owner, str) and re.fullmatch(r"[0-9a-f]{32}", owner)
@@ -159,6 +190,32 @@ class Session:
         ppl = d.get("dense_ppl")
         s.dense_ppl = float(ppl) if isinstance(ppl, (int, float)) and math.isfinite(ppl) else None
         return s
+
+    # ---- lm-eval ------------------------------------------------------------------------------
+    def record_lmeval(self, results: dict[str, dict], dense: str = "original") -> None:
+        """Keep an lm-eval run's scores (``{label: run_tasks output}``, ``dense`` the base
+        model's): per build beside the dense scores of this run, task by task."""
+        ref = results.get(dense) or {}
+        self.dense_lmeval = {**self.dense_lmeval, **ref}
+        for label, per_task in results.items():
+            entry = self.get(label)
+            if entry is None or label == dense:
+                continue
+            old = entry.lmeval or {"model": {}, "dense": {}}
+            entry.lmeval = {
+                "model": {**old.get("model", {}), **per_task},
+                "dense": {**old.get("dense", {}), **{t: ref[t] for t in per_task if t in ref}},
+            }
+
+    def lmeval_markdown(self) -> str:
+        """Every lm-eval score kept: the original, then each build, as ``76.9 ± 5.9`` with
+        ``% of dense`` labelled within noise or not ("" when none)."""
+        rows = {b.id: b.lmeval["model"] for b in self.builds if b.lmeval.get("model")}
+        if not rows and not self.dense_lmeval:
+            return ""
+        pairs = {b.id: b.lmeval["dense"] for b in self.builds if b.lmeval.get("model")}
+        table = noise_table({"original": self.dense_lmeval, **rows}, "original", pairs)
+        return text_table_markdown(table)
 
     # ---- tables ------------------------------------------------------------------------------
     def table(self) -> pd.DataFrame:
@@ -178,6 +235,17 @@ class Session:
             }
             rows.append(row)
         return labelled(pd.DataFrame(rows), ["id", "steps", "ranges", "layers"])
+
+
+def _checked(check, value) -> dict:
+    """``value`` if ``check`` accepts it (a session read back from the browser), else {}."""
+    if not value:
+        return {}
+    try:
+        check(value)
+    except LacoError:
+        return {}
+    return dict(value)
 
 
 def _checked_ui(ui) -> dict:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from . import findings as found
 from . import schema
 from .arch.adapters import num_layers
 from .arch.plan import plan_of
@@ -144,8 +145,19 @@ def export(
     overwrite: bool = False,
     protect=(),
     metrics: dict | None = None,
+    findings: found.Findings | None = None,
 ) -> ExportResult:
-    """Export with a model card and, for a pure layer drop, a mergekit passthrough config."""
+    """Export with a model card and, for a pure layer drop, a mergekit passthrough config.
+
+    ``findings``: what was measured on the model (``laco_core.findings``, e.g. an app
+    session's held-out and lm-eval figures); they join the recipe's own
+    (``info["findings"]``, section by section) and the card states them all.
+    """
+    if findings:
+        found.check(findings)
+        kept_findings = found.merged(recipe.info.get("findings"), findings)
+        info = {**recipe.info, "findings": kept_findings}
+        recipe = Recipe(recipe.base, recipe.steps, info, recipe.version)
     kept, why = passthrough_of(recipe, base, model)
     files = {}
     if kept is not None:

@@ -29,6 +29,20 @@ RECIPE_VERSION = 2
 RECIPE_FILE = "laco_recipe.json"
 TENSORS_FILE = "laco_recipe.safetensors"
 _TENSOR = "$tensor"
+# Which layers each list of layer indices counts, written into every recipe JSON ("numbering")
+NUMBERING = {
+    "indices": "0-based decoder layers; a range [lo, hi] is inclusive",
+    "info.plan": "the base model's layers; each range became one layer at lo",
+    "steps.ranges, steps.layers, steps.keep": (
+        "the layers of the model the step is applied to: the base model for step 1, else "
+        "the previous step's output"
+    ),
+    "steps.merges": (
+        "the layers of the model as the search saw it when it accepted that merge: after the "
+        "merges it accepted before, which renumber the layers above them"
+    ),
+    "steps.plan, steps.curve.points.plan": "the base model's layers",
+}
 
 
 def text_sha1(texts: list[str]) -> str:
@@ -188,6 +202,7 @@ class Recipe:
             "base": asdict(self.base),
             "steps": steps,
             "info": _split(self.info, "info", tensors),
+            "numbering": NUMBERING,
         }
         return d, tensors
 

@@ -19,6 +19,7 @@ from types import NoneType, UnionType
 
 import torch
 
+from . import findings
 from .assets import ASSET_TEXTS
 from .errors import LacoError
 from .loading.devices import DTYPES
@@ -181,6 +182,8 @@ def check_recipe(
         raise LacoError(f"The recipe's 'steps' must be a list of steps, not {_show(d['steps'])}.")
     if not isinstance(d.get("info", {}), dict):
         raise LacoError(f"The recipe's 'info' must be a mapping, not {_show(d['info'])}.")
+    if d.get("info", {}).get("findings") is not None:
+        findings.check(d["info"]["findings"], "The recipe's 'info.findings'")
     bound = d["base"].get("num_layers") or MAX_LAYERS
     for i, raw in enumerate(d["steps"]):
         if not isinstance(raw, dict):
@@ -329,13 +332,16 @@ def check_layers(recipe, num_layers: int) -> None:
 
 
 def check_session(d: dict, kinds: dict, limits: Limits | None = None) -> None:
-    """A session file: its builds are (id, label, recipe JSON), each recipe checked; what it
+    """A session file: its builds are (id, label, recipe JSON, metrics, lm-eval scores), each
+    recipe checked, the dense model's lm-eval scores (``dense_lmeval``) too; what it
     keeps of the page (``ui``) has the types of ``SESSION_UI``."""
     check_depth(d, "The session file")
     check_ui(d.get("ui") or {})
     builds = d.get("builds") or []
     if not isinstance(builds, list):
         raise LacoError(f"The session's 'builds' must be a list, not {_show(builds)}.")
+    if d.get("dense_lmeval") is not None:
+        findings.check_scores(d["dense_lmeval"], "dense_lmeval", "The session file")
     for j, b in enumerate(builds):
         where = f"Session build {j + 1}"
         if not isinstance(b, dict) or not isinstance(b.get("id"), str):
@@ -345,6 +351,9 @@ def check_session(d: dict, kinds: dict, limits: Limits | None = None) -> None:
         label = b.get("label", "")
         if not isinstance(label, str) or len(label) > MAX_TEXT:
             raise LacoError(f"{where}: its label must be a text of at most {MAX_TEXT} characters.")
+        findings.check_metrics(b.get("metrics", {}), where)
+        if b.get("lmeval"):  # {} until lm-eval ran on it
+            findings.check_lmeval(b["lmeval"], "lmeval", where)
         try:
             check_recipe(b.get("recipe"), kinds, None, limits)
         except LacoError as e:

@@ -22,6 +22,7 @@ from ..loading.models import DEFAULT_SPEC, EMBEDDED, GEMMA_LICENSE
 from ..prune.io import SHAPES_SIDECAR
 from ..recipe import RECIPE_FILE, Recipe
 from ..search.curve import card_lines, validation_lines
+from .card_findings import findings_lines
 from .interop_mergekit import MERGEKIT_FILE
 
 LOADER_IMPORT = "from laco_core import load_pruned"
@@ -282,7 +283,8 @@ def model_card(
 
     Args:
         recipe: The model's recipe (its ``info`` holds the plan, layers and parameters
-            before and after, ``pruned`` for per-layer widths).
+            before and after, ``pruned`` for per-layer widths, and ``findings``: what was
+            measured on the model, ``laco_core.findings``).
         metrics: ``evaluate.evaluate`` output (``ppl``, ``kl``…; optional ``seq_len`` and
             ``text`` naming the evaluation text), or None when nothing was measured.
         lmeval_table_md: The paper-style table of :func:`laco_core.exchange.lmeval.table_markdown`,
@@ -353,6 +355,10 @@ def model_card(
             measured = True
     if not measured and recipe.info.get("validation"):  # a build measured once
         out += [*validation_lines(recipe.info["validation"]), ""]
+        measured = True
+    findings = recipe.info.get("findings")
+    if isinstance(findings, dict) and (lines := findings_lines(findings, measured)):
+        out += lines  # measured in an app session: held-out, calibration, lm-eval
         measured = True
     if metrics:
         section = _metrics_section(metrics)

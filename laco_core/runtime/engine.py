@@ -325,22 +325,22 @@ class Engine:
         owner: str | None = None,
         overwrite: bool = False,
         protect=(),
+        findings: dict | None = None,
     ) -> ExportResult:
-        """Export build ``did`` with its own base's tokenizer and its recipe, verified against
-        that base's build. ``out_dir`` None: a folder of the engine's export store."""
+        """Export build ``did`` with its base's tokenizer, its recipe and ``findings`` (card and
+        ``info``, ``laco_core.findings``); verified. ``out_dir`` None: the export store."""
         model, base = self.model(did, owner)
         b = self.build(did, owner)
         out = self.exports.new(did) if out_dir is None else out_dir
-        return pipeline.export(model, base, out, b.recipe, overwrite, protect, b.metrics)
+        return pipeline.export(model, base, out, b.recipe, overwrite, protect, b.metrics, findings)
 
-    def download(self, did: str, owner: str | None = None) -> tuple[ExportResult, Path]:
-        """Export build ``did`` into the export store and zip it: ``(result, zip path)``.
-
-        Both stay until the store's TTL or byte cap removes them (``limits.export_ttl_s``,
-        ``limits.export_mb``); one export per session at a time.
-        """
+    def download(
+        self, did: str, owner: str | None = None, findings: dict | None = None
+    ) -> tuple[ExportResult, Path]:
+        """Export build ``did`` (and ``findings``) into the export store, zipped: ``(result, zip
+        path)``, kept until ``limits.export_ttl_s`` / ``export_mb``; one per session at a time."""
         with self.job(owner):
-            res = self.export(did, None, owner)
+            res = self.export(did, None, owner, findings=findings)
             archive = zip_stored(res.path)
         self.exports.sweep(keep=res.path)
         return res, archive

@@ -23,3 +23,11 @@ def open_app(context, url: str):
     page.goto(url)
     wait_text(page, "#model-summary", "30 layers", 90_000)
     return page
+
+
+def quick_words(page, words: int = 600) -> None:
+    """Evaluate scores the first ``words`` words (the app's default, 0, scores the whole held-out
+    text: minutes per model on a CPU; these tests check the page, not the figures)."""
+    box = "#eval-words input[type='number']"
+    page.fill(box, str(words))
+    page.press(box, "Enter")

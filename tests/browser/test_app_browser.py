@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.browser.pages import SHOTS, wait_text
+from tests.browser.pages import SHOTS, quick_words, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -80,6 +80,7 @@ def test_compare_streams_both_panels(page):
 
 def test_evaluate_and_export_tabs(page):
     tab(page, "5 · Evaluate")
+    quick_words(page)
     page.click("#eval-run")
     wait_text(page, "#eval-result", "perplexity", 180_000)
     tab(page, "6 · Export")

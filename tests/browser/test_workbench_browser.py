@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.browser.pages import SHOTS, VIEWPORT, open_app, wait_text
+from tests.browser.pages import SHOTS, VIEWPORT, open_app, quick_words, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -219,6 +219,7 @@ def test_per_token_kl_view(page):
 
 def test_evaluate_all_fills_table_and_pareto(page):
     tab(page, "5 · Evaluate")
+    quick_words(page)
     page.click("#eval-all")
     wait_text(page, "#eval-all-bar", "Scored 3 models", 300_000)
     table = page.inner_text("#eval-table")

@@ -115,7 +115,10 @@ def test_preview_build_compare_evaluate_export(loaded, tmp_path):
     did = info["id"]
     assert "Built" in bar and steps[0][2] == ""  # the stale result was cleared first
     assert session.current == did and "6 → 4 layers" in result
-    assert set(info["metrics"]) == {"cal_kl", "cal_top1", "cal_cos", "valid_ratio", "valid_text"}
+    assert set(info["metrics"]) == {
+        *("cal_kl", "cal_top1", "cal_cos", "cal_src", "valid_ratio", "valid_text")
+    }
+    assert info["metrics"]["cal_src"] == "3 calibration prompts"
     assert f"**{info['metrics']['valid_ratio']:.2f}×** the original's" in result
     # past the cliff the build says so on one loud line
     assert ("WARNING" in result) == (info["metrics"]["valid_ratio"] > 3)

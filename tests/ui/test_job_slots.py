@@ -177,7 +177,7 @@ def test_lmeval_twice(loaded, monkeypatch):
     pytest.importorskip("lm_eval")
     engine, session = loaded
     lm = twice(monkeypatch, lambda: lmeval_panel.run_lmeval(engine, session, "laco_mc", 2, []))
-    assert done(lm[-1][0])
+    assert done(lm[-1][1])  # (session, bar, table)
     assert engine._jobs.running(session.token()) == 0
 
 

@@ -20,6 +20,7 @@ from components import (
     collapse_build,
     compare_tab,
     evaluate_tab,
+    export_tab,
     jobs,
     lmeval_panel,
     logs,
@@ -34,10 +35,12 @@ from components import (
 from components.common import model_of
 from components.settings import COMMON
 from components.state import Entry, Session
+from laco_core import schema
 from laco_core.analysis.evaluate import reference_metrics
-from laco_core.errors import Cancelled
+from laco_core.errors import Cancelled, LacoError
 from laco_core.methods.calibrated import MANUAL_ALPHA
 from laco_core.ops import build_collapsed
+from laco_core.registry import REGISTRY
 from laco_core.runtime.engine import Engine
 from tests.ui.helpers import NoProgress, tiny_session
 
@@ -429,10 +432,73 @@ def test_lmeval_panel_runs_offline_task_and_names_missing_ones(loaded):
     engine, session = loaded
     did = built(engine, session)
     steps = list(lmeval_panel.run_lmeval(engine, session, "laco_mc", 3, [did]))
-    bar, md = steps[-1]
+    session, bar, md = steps[-1]
     assert "Done" in bar and "% of dense" in md and did in md and "original" in md
+    assert " ± " in md and "Within noise" in md
     steps = list(lmeval_panel.run_lmeval(engine, session, "no_such_task_xyz", 2, []))
-    assert "laco-msg-error" in steps[-1][1]
+    assert "laco-msg-error" in steps[-1][2]
+    assert did in steps[-1][2]  # the scores kept stay on screen under the error
+
+
+def test_findings_travel_with_the_model(loaded):
+    """Build, Evaluate, lm-eval and export: the card, the recipe and the session file carry
+    every measurement with what it was measured on; a reloaded recipe keeps them."""
+    pytest.importorskip("lm_eval")
+    engine, session = loaded
+    did = built(engine, session)
+    assert lmeval_panel.picked(session) == [did]  # the picker starts with the session's models
+    list(evaluate_tab.evaluate(engine, session, did, "pasted text", TEXT, None, 64, 0))
+    session, bar, md = list(lmeval_panel.run_lmeval(engine, session, "laco_mc", 4, [did]))[-1]
+    assert "Done" in bar
+    entry = session.get(did)
+    row = entry.lmeval["model"]["laco_mc"]
+    assert row["samples"] == 4 and entry.lmeval["dense"]["laco_mc"]["samples"] == 4
+    cell = f"{100 * row['acc']:.1f} ± {100 * row['acc_stderr']:.1f}"
+    assert cell in md  # the table shows each score with its standard error
+
+    # the session file (and the browser's copy) keeps the lm-eval scores
+    stored = json.loads(json.dumps(session.to_dict()))
+    again = Session.from_dict(stored)
+    assert again.get(did).lmeval == entry.lmeval and again.dense_lmeval == session.dense_lmeval
+    assert lmeval_panel.table_md(again) == md
+    schema.check_session(stored, REGISTRY.steps)
+    bad = json.loads(json.dumps(stored))
+    bad["builds"][0]["lmeval"]["model"]["laco_mc"]["acc"] = [1]
+    with pytest.raises(
+        LacoError, match="Session build 1: 'lmeval.model': metric 'acc' of laco_mc must be a number"
+    ):
+        schema.check_session(bad, REGISTRY.steps)
+    assert Session.from_dict(bad).get(did).lmeval == {}  # the browser's copy: dropped, no error
+    bad = {**stored, "dense_lmeval": ["x"]}
+    with pytest.raises(LacoError, match="'dense_lmeval' must be a mapping"):
+        schema.check_session(bad, REGISTRY.steps)
+
+    # export: README and laco_recipe.json carry the findings with their sources
+    session, vmd, _, recipe_path = export_tab.export(engine, session, did, progress=NoProgress())
+    said = vmd.replace("\\", "")  # Markdown-escaped: the texts may come from a file
+    assert "held-out perplexity (pasted text, all of it, 64-token windows)" in said
+    assert "lm-eval (laco_mc (4 questions))" in said
+    readme = (Path(recipe_path).parent / "README.md").read_text()
+    m = entry.metrics
+    assert "Not measured" not in readme
+    assert "measured on pasted text, all of it, 64-token windows" in readme
+    assert f"| perplexity | {m['ho_ppl']:,.2f} |" in readme
+    assert f"| perplexity ÷ base model's | {m['ho_ratio']:.3f}× |" in readme
+    assert "On 3 calibration prompts, when it was built" in readme
+    assert "lm-evaluation-harness on laco_mc (4 questions)" in readme
+    assert f"| this model | {cell} |" in readme and "Within noise" in readme
+    recipe = json.loads(Path(recipe_path).read_text())
+    found = recipe["info"]["findings"]
+    assert found["heldout"]["ratio"] == m["ho_ratio"] and found["heldout"]["text"] == m["ho_src"]
+    assert found["lmeval"] == entry.lmeval and found["calibration"]["text"] == m["cal_src"]
+    assert "steps.merges" in recipe["numbering"] and "info.plan" in recipe["numbering"]
+
+    # the recipe loaded back keeps its findings, and an export of it states them again
+    session, _, _ = session_panel.load_files(engine, session, [recipe_path], progress=NoProgress())
+    assert engine.recipe(session.current, session.token()).info["findings"] == found
+    again, _ = engine.download(session.current, session.token())
+    assert json.loads((again.path / "laco_recipe.json").read_text())["info"]["findings"] == found
+    assert "laco_mc (4 questions)" in (again.path / "README.md").read_text()
 
 
 # ---- the threshold check (Best collapse: test_best_collapse.py) ------------------------------

@@ -96,3 +96,32 @@ def test_license_inherited_from_a_local_base_models_card(tmp_path):
     assert "base_model" not in meta  # a local folder is not a Hub id
     assert license_from_readme("# no front matter") == {}
     assert base_info_for("org/name") == {"id": "org/name", "name": "name"}
+
+
+def test_card_states_a_sessions_findings_with_their_sources():
+    findings = {
+        "heldout": {
+            "ppl": 27.1,
+            "ref_ppl": 23.674,
+            "ratio": 1.1447,
+            "kl": 0.2,
+            "top1": 81.5,
+            "text": "bundled held-out text, all of it, 256-token windows",
+        },
+        "calibration": {"kl": 0.05, "top1": 90.0, "text": "3 calibration prompts"},
+        "validation": {"ratio": 3.5, "text": "valid_paragraphs"},
+        "lmeval": {
+            "model": {"laco_mc": {"acc": 0.769, "acc_stderr": 0.059, "samples": 52}},
+            "dense": {"laco_mc": {"acc": 0.731, "acc_stderr": 0.062, "samples": 52}},
+        },
+    }
+    recipe = Recipe(COLLAPSE.base, COLLAPSE.steps, {**INFO, "findings": findings})
+    card = model_card(recipe, None, None, base_info_for("default"))
+    assert "Not measured" not in card
+    assert "measured on bundled held-out text, all of it, 256-token windows" in card
+    assert "| perplexity | 27.10 |" in card and "| perplexity ÷ base model's | 1.145× |" in card
+    assert "| base model perplexity (same text) | 23.67 |" in card
+    assert "On 3 calibration prompts, when it was built: KL(base ‖ this) 0.0500" in card
+    assert "valid_paragraphs" in card and "WARNING" in card  # past the cliff: said loudly
+    assert "on laco_mc (52 questions)" in card and "Within noise" in card
+    assert "| this model | 76.9 ± 5.9 | 76.9 ± 5.9 | 105 % (within noise) | 52 |" in card

@@ -91,3 +91,41 @@ def test_relative_data_files_resolve_against_the_yaml(tmp_path):
     hub = {"dataset_path": "baber/piqa", "dataset_kwargs": {"data_files": "q.jsonl"}}
     assert not resolve_local_files(hub, tmp_path)
     assert Path(hub["dataset_kwargs"]["data_files"]) == Path("q.jsonl")
+
+
+# ---- scores with their standard errors ---------------------------------------------------------
+
+MC_DENSE = {"laco_mc": {"acc": 0.5, "acc_stderr": 0.07, "acc_norm": 0.52, "samples": 52}}
+MC_SAME = {"laco_mc": {"acc": 0.54, "acc_stderr": 0.069, "acc_norm": 0.5, "samples": 52}}
+MC_WORSE = {"laco_mc": {"acc": 0.2, "acc_stderr": 0.055, "samples": 52}}
+
+
+def test_noise_table_shows_stderr_and_labels_noise():
+    from laco_core.exchange.lmeval_table import noise_table, text_table_markdown
+
+    df = noise_table({"dense": MC_DENSE, "a": MC_SAME, "b": MC_WORSE}, "dense")
+    assert df.loc["dense", "laco_mc acc"] == "50.0 ± 7.0"
+    assert df.loc["a", "laco_mc acc"] == "54.0 ± 6.9"
+    # |54 − 50| = 4 < 2·√(6.9² + 7²) ≈ 19.7: within noise, whatever the share says
+    assert df.loc["a", "% of dense"] == "108 % (within noise)"
+    # |20 − 50| = 30 > 2·√(5.5² + 7²) ≈ 17.8
+    assert df.loc["b", "% of dense"] == "40 % (Δ -30.0 ± 8.9, beyond noise)"
+    assert df.loc["dense", "% of dense"] == "100 % (dense)" and df.loc["b", "questions"] == "52"
+    assert df.loc["b", "laco_mc acc_norm"] == "–"  # a metric a model lacks is a dash
+    md = text_table_markdown(df)
+    assert "| a | 54.0 ± 6.9 | 50.0 | 54.0 ± 6.9 | 108 % (within noise) | 52 |" in md
+    # without a standard error nothing is called noise
+    bare = noise_table({"d": {"t": {"acc": 0.5}}, "m": {"t": {"acc": 0.49}}}, "d")
+    assert bare.loc["m", "% of dense"] == "98 % (no stderr)" and bare.loc["m", "t acc"] == "49.0"
+
+
+def test_average_stderr_over_tasks():
+    from laco_core.exchange.lmeval_table import average, noise_verdict
+
+    two = {"x": {"acc": 0.5, "acc_stderr": 0.03}, "y": {"acc_norm": 0.7, "acc_norm_stderr": 0.04}}
+    mean, se = average(two)
+    assert mean == pytest.approx(60.0) and se == pytest.approx(2.5)  # √(3² + 4²) / 2
+    assert average({"x": {"acc": 0.5}})[1] is None and average({}) is None
+    assert noise_verdict(60, 2.5, 66.9, 2.5) == "within noise"  # 6.9 < 2·3.54
+    assert noise_verdict(60, 2.5, 67.1, 2.5) == "beyond noise"
+    assert noise_verdict(60, None, 60, 1) is None
