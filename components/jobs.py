@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import gradio as gr
+
 from laco_core.errors import Cancelled
 from laco_core.runtime.engine import Engine
 
@@ -56,24 +58,66 @@ class Job:
     error: BaseException | None = None
     done: bool = False
     ended: float | None = None
+    counter: Units | None = None  # the units of work of the current phase, when counted
+    # (stage, units done, total, ETA) at each count: what the bar said, for tests and logs
+    history: list[tuple[str, int, int | None, float | None]] = field(default_factory=list)
+    _rows: dict = field(default_factory=dict, repr=False)  # row key -> index in events
+    _last: float = field(default_factory=time.monotonic, repr=False)  # the latest report
     _wake: queue.Queue = field(default_factory=queue.Queue, repr=False)
 
     # ---- called by the work (any thread) -----------------------------------------------------
-    def event(self, row: dict) -> None:
-        """A log row (e.g. a search candidate)."""
-        self.events.append(dict(row))
+    def event(self, row: dict, key: Any = None) -> None:
+        """A log row (e.g. a search candidate); a row with the ``key`` of an earlier one
+        replaces it in place (a candidate shown as scored, then decided)."""
+        if key is not None and key in self._rows:
+            self.events[self._rows[key]] = dict(row)
+        else:
+            if key is not None:
+                self._rows[key] = len(self.events)
+            self.events.append(dict(row))
         self._wake.put(1)
 
     def progress(self, fraction: float | None, desc: str | None = None) -> None:
         """Share done and what is being done; raises ``Cancelled`` once stopped, so work that
-        reports progress but checks no stop Event still ends at its next report."""
+        reports progress but checks no stop Event still ends at its next report. A share
+        ends the counting of units (:meth:`count`)."""
         if fraction is not None:
             self.fraction = max(0.0, min(1.0, float(fraction)))
+            self.counter = None
         if desc:
             self.desc = desc
         self._wake.put(1)
         if self.stop.is_set():
             raise Cancelled("Stopped.")
+
+    def count(
+        self,
+        done: int,
+        total: int | None,
+        unit: str,
+        desc: str | None = None,
+        stage: str = "",
+        bound: bool = False,
+    ) -> None:
+        """Units of work done of ``total`` (None: not known yet). A new ``unit`` starts a new
+        phase, whose ETA comes from its own measured rate; a total that grows within a phase
+        is said on the bar. ``bound``: the total is an upper bound (work may end sooner).
+        Raises ``Cancelled`` once stopped, as :meth:`progress` does."""
+        now = time.monotonic()
+        c = self.counter
+        if c is None or c.unit != unit or done < c.done:
+            c = self.counter = Units(unit, now if done == 0 else self._last)
+        elif total is not None and c.total is not None and total > c.total:
+            c.grew_from = c.grew_from or c.total
+        if done > c.done:
+            c.last = now
+        c.done, c.total, c.bound = done, total, bound
+        self.fraction = min(1.0, done / total) if total else None
+        self._last = now
+        if desc:
+            self.desc = desc
+        self.history.append((stage, done, total, self.eta()))
+        self.progress(None)
 
     # ---- called by the handler ----------------------------------------------------------------
     @property
@@ -81,9 +125,16 @@ class Job:
         return (self.ended or time.monotonic()) - self.started
 
     def eta(self) -> float | None:
-        """Seconds left, extrapolated from the share done (None while too early to tell)."""
+        """Seconds left: while units are counted, the phase's measured seconds per unit times
+        the units left, counting down until the next unit re-estimates it; otherwise
+        extrapolated from the share done. None while too early to tell."""
+        if self.done:
+            return None
+        c = self.counter
+        if c is not None:
+            return c.eta(time.monotonic())
         f = self.fraction
-        if f is None or f < 0.03 or self.elapsed < 1.0 or self.done:
+        if f is None or f < 0.03 or self.elapsed < 1.0:
             return None
         return self.elapsed * (1 - f) / f
 
@@ -114,6 +165,34 @@ class Job:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+@dataclass
+class Units:
+    """The counted units of one phase of a job (chunks recorded, candidates scored…)."""
+
+    unit: str
+    since: float  # when the phase began
+    done: int = 0
+    total: int | None = None
+    last: float | None = None  # when the latest unit was done
+    bound: bool = False
+    grew_from: int | None = None  # the first total of the phase, once it grew past it
+
+    def eta(self, now: float) -> float | None:
+        """Seconds per unit so far × units left, less the time since the latest unit."""
+        if self.total is None or self.done <= 0 or self.last is None:
+            return None
+        rate = (self.last - self.since) / self.done
+        return max(0.0, rate * (self.total - self.done) - (now - self.last))
+
+    def text(self) -> str:
+        """``12 of ≤ 56 candidates (the total grew from 28)``."""
+        if self.total is None:
+            return f"{self.done} {self.unit}" if self.done else ""
+        of = f"≤ {self.total}" if self.bound else str(self.total)
+        grew = f" (the total grew from {self.grew_from})" if self.grew_from else ""
+        return f"{self.done} of {of} {self.unit}{grew}"
 
 
 def start(engine: Engine, owner: str, panel: str, work: Callable[[Job], Any]) -> Job:
@@ -153,23 +232,54 @@ def stop(owner: str, panel: str) -> list[Job]:
     return jobs
 
 
+STOPPING = "stopping…"
+STOP_WAIT = 60.0  # seconds a Stop click waits for its jobs to end before it says so anyway
+
+
 def stop_panel(panel: str, session) -> str:
-    """A Stop button's handler: the panel's running jobs of this session stop (the engine's
-    stop Event)."""
+    """Stop the panel's running jobs of this session (the engine's stop Event) at once; the
+    bar that says so."""
     return stopped_html(stop(session.token(), panel))
 
 
+def stop_clicked(panel: str, label: str, session) -> Iterator[tuple]:
+    """A Stop button's handler: the panel's running jobs of this session stop (the engine's
+    stop Event); the button reads "stopping…" until they have ended, then rests disabled.
+
+    Yields ``(bar, button)``.
+    """
+    jobs = stop(session.token(), panel)
+    if not jobs:
+        yield bar_html(None), gr.Button(label, interactive=False)
+        return
+    yield stopping_html(jobs), gr.Button(STOPPING, interactive=False)
+    deadline = time.monotonic() + STOP_WAIT
+    while not all(j.done for j in jobs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield stopped_html(jobs), gr.Button(label, interactive=False)
+
+
+def stop_state(bar: str) -> gr.Button:
+    """The Stop button follows its bar: enabled while a job runs there, disabled otherwise."""
+    return gr.Button(interactive="data-state='running'" in (bar or ""))
+
+
 def wire_stop(button, panel: str, session, bar, events: Sequence) -> None:
-    """Wire a Stop button: it stops the panel's jobs and cancels the listeners ``events``,
-    never queued behind them and never part of the scripted API."""
+    """Wire a Stop button: disabled while its bar shows no running job; a click stops the
+    panel's jobs and cancels the listeners ``events``, never queued behind them and never
+    part of the scripted API, and the button reads "stopping…" until they have ended."""
+    label = button.value
+    button.interactive = False  # nothing runs when the page opens
     button.click(
-        partial(stop_panel, panel),
+        partial(stop_clicked, panel, label),
         session,
-        bar,
+        [bar, button],
         cancels=list(events),
         api_visibility="private",
         concurrency_limit=None,
+        show_progress="hidden",
     )
+    bar.change(stop_state, bar, button, api_visibility="private", queue=False)
 
 
 def running(owner: str, panel: str) -> bool:
@@ -209,9 +319,13 @@ def bar_html(job: Job | None = None, state: str | None = None, note: str = "") -
     width = "100%" if f is None else f"{100 * f:.1f}%"
     known = "" if f is None else f"<b>{100 * f:.0f} %</b> · "
     eta = job.eta()
-    parts = [html.escape(note or job.desc), f"elapsed {duration(job.elapsed)}"]
+    units = job.counter.text() if job.counter is not None and state == "running" else ""
+    parts = [html.escape(note or job.desc)]
+    parts += [html.escape(units)] if units else []
+    parts.append(f"elapsed {duration(job.elapsed)}")
     if state == "running":
-        parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA –")
+        what = f" for the {job.counter.unit}" if job.counter and job.counter.unit else ""
+        parts.append(f"ETA {duration(eta)}{what}" if eta is not None else "ETA –")
     fill_class = "laco-job-fill" + (" laco-job-indeterminate" if f is None else "")
     return (
         f"<div class='laco-job' data-state='{state}'>"
@@ -220,8 +334,14 @@ def bar_html(job: Job | None = None, state: str | None = None, note: str = "") -
     )
 
 
+def stopping_html(jobs: Sequence[Job]) -> str:
+    """The bar between a Stop click and the end of its jobs."""
+    j = max(jobs, key=lambda x: x.started)
+    return bar_html(j, "stopping", "Stopping…")
+
+
 def stopped_html(jobs: Sequence[Job]) -> str:
-    """The bar after a Stop click."""
+    """The bar after a Stop click, once its jobs have ended."""
     if not jobs:
         return bar_html(None)
     j = max(jobs, key=lambda x: x.started)

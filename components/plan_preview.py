@@ -14,7 +14,9 @@ import gradio as gr
 
 from laco_core.arch.plan import format_plan, layer_groups
 from laco_core.errors import LacoError
+from laco_core.loading.models import LoadedModel
 from laco_core.runtime.engine import Engine
+from laco_core.runtime.warmup import Warmup, warm_preview
 
 from . import plan_map, plots
 from .common import base_of, fmt_params, gpu
@@ -36,6 +38,13 @@ def prompt_list(prompts_text: str, limit: int | None = None) -> list[str]:
 
 def _prompts_used(prompts_text: str) -> list[str]:
     return [s.strip() for s in (prompts_text or "").splitlines() if s.strip()][:PROMPTS_USED]
+
+
+def warm(engine: Engine, base: LoadedModel, prompts_text: str) -> Warmup | None:
+    """Start building what the first preview of ``base`` on these prompts reads (its
+    activations and the KL's dense statistics) in the background; None without prompts."""
+    prompts = _prompts_used(prompts_text)
+    return warm_preview(engine, base, prompts) if prompts else None
 
 
 def method_tag(method: str, params: dict) -> str:

@@ -76,6 +76,38 @@ def search_fraction(
     return None
 
 
+class Tally:
+    """The candidates of a greedy search, counted as its steps go: done so far and the
+    total as known (this step's, plus at most one step per layer still to remove, each with
+    one candidate fewer than the step before; a lazy step may score fewer)."""
+
+    def __init__(self, need: int | None):
+        self.need = need
+        self.current: int | None = None  # the step under way
+        self.before = 0  # candidates scored in the steps before it
+        self.scored = 0
+        self.removed = 0
+
+    def key(self, e: dict) -> tuple:
+        lo, hi = (e.get("orig") or [e.get("lo"), e.get("hi")])[:2]
+        return self.current, lo, hi, e.get("unit")
+
+    def step(self, e: dict) -> tuple[int, int, bool]:
+        """``(done, total, bound)`` after a greedy progress event."""
+        if e["step"] != self.current:
+            if self.current is not None:
+                self.before += self.scored
+            self.current, self.scored = e["step"], 0
+        self.scored, self.removed = e["scored"], e.get("removed", self.removed)
+        left = 0 if self.need is None else max(0, self.need - self.removed - 1)
+        later = sum(max(e["of"] - j, 1) for j in range(1, left + 1))
+        return self.before + self.scored, self.before + e["of"] + later, left > 0
+
+    def decided(self, e: dict) -> None:
+        if e.get("accepted") and "lo" in e and "hi" in e:
+            self.removed += e["hi"] - e["lo"]
+
+
 def finish_search(engine: Engine, session: Session, did: str, prompts: list[str]):
     """Record a search's build in the session, with its figures on the calibration prompts.
 
@@ -150,6 +182,8 @@ def follow(
     drawn = {"curve": None, "n": 0}  # the latest curve event and how many came
 
     def work(job: jobs.Job):
+        tally = Tally(need)
+
         def on_event(e: dict) -> None:
             if "curve" in e:  # the size–quality curve so far (a walking search)
                 drawn["curve"], drawn["n"] = e["curve"], drawn["n"] + 1
@@ -161,10 +195,20 @@ def follow(
                         f"×{last['ppl_ratio']:.2f}",
                     )
                 return
-            if e.get("pending"):  # a greedy step under way: its ranges are logged at its end
-                job.progress(
-                    None, f"Step {e['step']}: {e['scored']} of {e['of']} candidates scored"
-                )
+            if e.get("pending") and "phase" in e:  # preparing, refitting, validating
+                job.count(e["done"], e.get("of"), e["unit"], e["phase"], e["phase"])
+                return
+            if e.get("pending"):  # a greedy step under way: each candidate as it is scored
+                if "lo" in e:
+                    job.event({**e, "pending": False}, tally.key(e))
+                done, total, bound = tally.step(e)
+                stage = f"Step {e['step']}"
+                desc = f"{stage}: {e['scored']} of {e['of']} candidates scored"
+                job.count(done, total, "candidates", desc, stage, bound)
+                return
+            if tally.current is not None:  # a greedy step's end: its candidates decided
+                tally.decided(e)
+                job.event(e, tally.key(e))
                 return
             job.event(e)
             f = search_fraction(job.events, need, start, low, generations)
@@ -178,7 +222,7 @@ def follow(
             )
 
         did = engine.run(base, [step], owner, events=on_event, progress=job.progress, stop=job.stop)
-        job.progress(0.97, "Measuring the result on the calibration prompts…")
+        job.count(0, None, "", "Measuring the result on the calibration prompts…")
         return did
 
     def plot(figure=None):
@@ -187,8 +231,15 @@ def follow(
     job = jobs.start(engine, owner, panel, work)
     empty = jobs.log_html([], columns, "Candidates appear here as they are scored.")
     shown = 0
-    try:  # stale results cleared at once
-        yield session, jobs.bar_html(job), empty, "", None, *plot(_curve_plot(curve, None))
+    try:  # the previous result stays until this one replaces it (a stopped run keeps it)
+        yield (
+            session,
+            jobs.bar_html(job),
+            empty,
+            gr.skip(),
+            gr.skip(),
+            *plot(_curve_plot(curve, None)),
+        )
         for _ in job.ticks():
             rows = jobs.log_html(numbered(job.events), columns)
             fresh = None

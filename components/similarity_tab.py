@@ -17,7 +17,7 @@ from laco_core.assets import read_prompts
 from laco_core.errors import LacoError
 from laco_core.runtime.engine import Engine
 
-from . import plots
+from . import plan_preview, plots
 from .common import PROGRESS, SHORT_GROUP, base_of, gpu, user_errors
 from .handoff import ModelTab, SimilarityTab
 from .plan_map import block_matrix
@@ -81,8 +81,17 @@ def compute(engine: Engine, session: Session, prompts: list[str]) -> dict:
 
 
 def precompute(engine: Engine) -> None:
-    """Start-up work: the default model's analysis on the default prompts."""
-    compute(engine, Session(), read_prompts()[:DEFAULT_PROMPTS])
+    """Start-up work: the default model's analysis on the default prompts, then the first
+    preview's activations of it, built in the background."""
+    prompts = read_prompts()[:DEFAULT_PROMPTS]
+    compute(engine, Session(), prompts)
+    plan_preview.warm(engine, engine.load("default"), "\n".join(prompts))
+
+
+def warm_after_load(engine: Engine, session: Session, prompts_text: str) -> None:
+    """After a load: the session's base model's preview activations on its calibration
+    prompts, built in the background so that the first preview is as quick as the rest."""
+    plan_preview.warm(engine, base_of(engine, session), prompts_text)
 
 
 @gpu
@@ -201,6 +210,9 @@ def build(engine: Engine, session: gr.State, model: ModelTab) -> SimilarityTab:
     )
     for ev in (on_load, on_click):
         ev.then(read_maps, analysis, read_line, api_visibility="private", queue=False)
+    model.loaded.then(
+        partial(warm_after_load, engine), [session, prompts], None, api_visibility="private"
+    )
     module.input(replot_param, [analysis, module], param_plot, api_visibility="private")
     metric.input(replot_rep, [analysis, metric], rep_plot, api_visibility="private")
     return SimilarityTab(bridge, hint, prompts, analysis, analyzed=[on_load, on_click])

@@ -10,7 +10,7 @@ CSS = """
 .laco-job[data-state='idle'] .laco-job-track { visibility: hidden; }
 .laco-job-fill { height: 100%; background: var(--color-accent, #6366f1); transition: width .3s; }
 .laco-job[data-state='done'] .laco-job-fill { background: #22a06b; }
-.laco-job[data-state='stopped'] .laco-job-fill { background: #b0b7c3; }
+.laco-job[data-state='stopped'] .laco-job-fill, .laco-job[data-state='stopping'] .laco-job-fill { background: #b0b7c3; }
 .laco-job[data-state='failed'] .laco-job-fill { background: #d1435b; }
 .laco-job-indeterminate { background: repeating-linear-gradient(45deg, var(--color-accent, #6366f1) 0 10px,
   #a5b4fc 10px 20px) !important; animation: laco-stripes 1s linear infinite; background-size: 28px 28px; }

@@ -10,7 +10,8 @@ forward of its layers from ``l`` on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,21 @@ from .parallel import default_workers, pmap
 
 # type key used for models whose config has no per-layer ``layer_types``
 _ALL = "__all__"
+# per thread: who hears of each chunk recorded there (``reporting``)
+_SINK = threading.local()
+
+
+@contextmanager
+def reporting(progress: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Within the block, every activation cache this thread records calls ``progress(chunks
+    done, chunks)`` after each chunk (from the worker that ran it). The callback may raise
+    (e.g. ``Cancelled``) to stop the recording: nothing is kept of it then."""
+    before = getattr(_SINK, "progress", None)
+    _SINK.progress = progress
+    try:
+        yield
+    finally:
+        _SINK.progress = before
 
 
 def layer_types(model: PreTrainedModel) -> list[str]:
@@ -74,6 +90,15 @@ class Chunk:
         return [slice(s, s + n) for s, n in zip(self.starts, self.lengths, strict=True)]
 
 
+def tell(done: int, total: int) -> None:
+    """Tell this thread's ``reporting`` callback (if any) that ``done`` of ``total`` chunks
+    are through (work on a cache's chunks other than recording it, e.g. filling dense
+    log-probs)."""
+    heard = getattr(_SINK, "progress", None)
+    if heard is not None:
+        heard(done, total)
+
+
 def tokenize(tokenizer, prompts: list[str], batch_size: int = 8) -> list[Chunk]:
     """Tokenize each prompt alone with the tokenizer's defaults, then pack them in chunks.
 
@@ -118,6 +143,8 @@ def record(
     layers = get_layers(model)
     types = layer_types(model)
     local = threading.local()
+    heard = getattr(_SINK, "progress", None)  # the caller's, called from the workers
+    done, count_lock = [0], threading.Lock()
 
     def hook(i):
         def fn(module, args, kw):
@@ -145,9 +172,14 @@ def record(
                 position_ids=chunk.position_ids.to(model.device),
                 use_cache=False,
             ).last_hidden_state
-            return (*local.rec, final)
+            out = (*local.rec, final)
         finally:
             local.rec = None
+        if heard is not None:
+            with count_lock:
+                done[0] += 1
+                heard(done[0], len(chunks))
+        return out
 
     handles = [
         layer.register_forward_pre_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)
@@ -231,6 +263,9 @@ class ActivationCache:
         ):
             c.inputs, c.kwargs, c.final = ins, kw, final
         self.dense_nll: float | None = None  # filled by the ppl objective
+        # held while dense log-probs or moments are filled: a second user (a preview asked
+        # while the app's warm-up fills them) waits for them instead of computing them twice
+        self.fill_lock = threading.Lock()
         # told after the cache grows (dense log-probs or moments kept): the engine's memory
         # budget counts the bytes then, not only when the cache was made
         self.on_grow: Callable[[], None] | None = None
@@ -263,9 +298,10 @@ class ActivationCache:
 
     def dense_logp(self, chunk: Chunk) -> torch.Tensor:
         """Dense next-token log-probabilities (B, T, V), computed on first use."""
-        if chunk.logp is None:
-            chunk.logp = log_probs(logits_of(self.model, chunk.final))
-            self.grew()
+        with self.fill_lock:
+            if chunk.logp is None:
+                chunk.logp = log_probs(logits_of(self.model, chunk.final))
+                self.grew()
         return chunk.logp
 
     def dense_moments(self, chunk: Chunk) -> Moments:
@@ -275,12 +311,13 @@ class ActivationCache:
         Raises:
             ValueError: for a model whose logits are not one linear map (``linear_head``).
         """
-        if chunk.moments is None:
-            head = linear_head(self.model)
-            if head is None:
-                raise ValueError("this model's logits are not W h + b: use dense_logp")
-            chunk.moments = moments(chunk.final[0], *head)
-            self.grew()
+        head = linear_head(self.model)
+        if head is None:
+            raise ValueError("this model's logits are not W h + b: use dense_logp")
+        with self.fill_lock:
+            if chunk.moments is None:
+                chunk.moments = moments(chunk.final[0], *head)
+                self.grew()
         return chunk.moments
 
     def finals(

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from transformers import PreTrainedModel
 
-from ..analysis.activations import ActivationCache, Chunk, linear_head, logits_of
+from ..analysis.activations import ActivationCache, Chunk, linear_head, logits_of, tell
 from ..analysis.metrics import (
     Moments,
     flat_cosine,
@@ -185,11 +185,12 @@ class KL(Objective):
 
     def prepare(self, cache, dense):
         stride = self.stride_for(cache)
-        for c in cache.chunks:
+        for k, c in enumerate(cache.chunks):
             if _by_moments(self.form, cache, dense):
                 dense_moments(cache, c, stride)
             else:
                 cache.dense_logp(c)
+            tell(k + 1, len(cache.chunks))
 
     def stat(self, cache, dense, chunk, final):
         return chunk_kl(cache, dense, chunk, final, self.form, self.stride_for(cache))
@@ -216,9 +217,10 @@ class Perplexity(Objective):
     def prepare(self, cache, dense):
         if cache.dense_nll is None:
             p = Partial()
-            for c in cache.chunks:  # one scalar is kept, not the (T, V) log-probs
+            for k, c in enumerate(cache.chunks):  # one scalar is kept, not the (T, V) log-probs
                 logp = log_probs(logits_of(cache.model, c.final))
                 p.add(*next_token_nll(logp, c.input_ids, c.next_valid), 0)
+                tell(k + 1, len(cache.chunks))
             cache.dense_nll = p.total / p.count if p.count else 0.0
 
     def stat(self, cache, dense, chunk, final):
@@ -261,12 +263,14 @@ def dense_moments(cache: ActivationCache, chunk: Chunk, stride: int) -> Moments:
     Kept on the chunk (computed on first use); moments kept at a stride that divides
     ``stride`` are sliced, others are recomputed at the two strides' gcd, which serves both.
     """
-    have = chunk.moments
-    if have is None or stride % have.stride:
-        step = stride if have is None else math.gcd(stride, have.stride)
-        chunk.moments = moments(chunk.final[0], *linear_head(cache.model), stride=step)
-        cache.grew()
-    return chunk.moments.every(stride // chunk.moments.stride)
+    with cache.fill_lock:  # a second filler (a preview during the warm-up) waits for it
+        have = chunk.moments
+        if have is None or stride % have.stride:
+            step = stride if have is None else math.gcd(stride, have.stride)
+            chunk.moments = moments(chunk.final[0], *linear_head(cache.model), stride=step)
+            cache.grew()
+        have = chunk.moments
+    return have.every(stride // have.stride)
 
 
 def _by_moments(form: str, cache: ActivationCache, model: PreTrainedModel) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from transformers import PreTrainedModel
 
-from ..analysis.activations import ActivationCache
+from ..analysis.activations import ActivationCache, reporting
 from ..analysis.parallel import worker_pool
 from ..arch.plan import plan_of
 from ..arch.sharing import count_params, shared_copy
@@ -32,7 +33,7 @@ def run(
     stop: threading.Event | None = None,
     refit_method=None,
     refit_texts: list[str] | None = None,
-    refit_cache: ActivationCache | None = None,
+    refit_cache: ActivationCache | Callable[[], ActivationCache] | None = None,
     searched: SearchResult | None = None,
     monitor=None,
 ) -> SearchResult:
@@ -49,7 +50,8 @@ def run(
         stop: Set from another thread to cancel (the search raises ``Cancelled``).
         refit_method: A fitted method to refit the plan with afterwards (``cfg.refit``).
         refit_texts: The calibration texts of that refit.
-        refit_cache: Their dense activations, to reuse.
+        refit_cache: Their dense activations, to reuse (or a function that makes them when
+            the refit begins).
         searched: The plain result of this very search, already run (only the refit is
             left to do).
         monitor: A ``curve.Monitor`` that scores every accepted plan on validation text
@@ -77,6 +79,7 @@ def run(
         )
     result, merges = searched.model, searched.merges
     t0 = time.perf_counter()  # the search's own time is in searched.seconds
+    tell = _phases(callback)
     if refit_method is not None and plan_of(result):
         if searched.refitted is not None:  # the budget's walk refitted this plan already
             result, merges = searched.refitted
@@ -84,6 +87,7 @@ def run(
             texts = refit_texts or prompts
             params = refit_method.check(cfg.refit_params)
             attention = attention_free(result)
+            what = f"Refitting the kept layers ({refit_method.name})"
             result, merges = fit_plan(
                 model,
                 tokenizer,
@@ -91,10 +95,12 @@ def run(
                 plan_of(result),
                 refit_method,
                 params,
-                refit_cache,
+                refit_cache() if callable(refit_cache) else refit_cache,
                 attention,
+                lambda done, of: tell(what, done, of, "ranges fitted"),
             )
     if monitor is not None and monitor.curve.points and refit_method is not None:
+        tell("Scoring the built plan on the validation texts", 0, None, "plans")
         monitor.finish_refit(result)
     return SearchResult(
         model=result,
@@ -122,7 +128,10 @@ def _search(
         )
     search = Search(model, cache, cfg, method, objective, callback, stop)
     search.settings = strategy.settings(cfg.strategy_params)
-    search.prepare()
+    what, tell = "Preparing the dense model's next-token statistics", _phases(callback)
+    tell(what, 0, None, "chunks")
+    with reporting(lambda done, of: tell(what, done, of, "chunks")):
+        search.prepare()
     if monitor is not None and not strategy.walks_path:
         if cfg.budget:
             raise LacoError(
@@ -170,25 +179,42 @@ def fit_plan(
     params: dict,
     cache: ActivationCache | None = None,
     attention: list[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PreTrainedModel, list[Merge]]:
     """Collapse a fixed plan (``model``'s indices) range by range with a fitted method.
 
     Ranges are fitted bottom-up, so each fit also corrects the drift the lower removals
     left in its input. ``attention``: layers (``model``'s indices) whose attention is removed
-    first. Returns the model and its merges (indices of the model at each step).
+    first; ``progress(ranges fitted, ranges)`` is told before the first range and after each.
+    Returns the model and its merges (indices of the model at each step).
     """
     if cache is None:
         cache = ActivationCache(model, tokenizer, texts)
     merges = [Merge(i, i, ATTENTION, {}) for i in sorted(attention or [])]
     ctx = PlanFitter(drop_attention(model, attention) if attention else model, cache)
     shift = 0
-    for lo, hi in sorted(ranges):
+    for k, (lo, hi) in enumerate(sorted(ranges)):
+        if progress is not None:
+            progress(k, len(ranges))
         lo, hi = lo - shift, hi - shift
         fitted = method.fit(ctx, lo, hi, dict(params))
         ctx.cur = collapse_model(ctx.cur, [(lo, hi)], method, fitted)
         merges.append(Merge(lo, hi, method.name, fitted))
         shift += hi - lo
+    if progress is not None:
+        progress(len(ranges), len(ranges))
     return ctx.cur, merges
+
+
+def _phases(callback: Callback | None) -> Callable[[str, int, int | None, str], None]:
+    """``tell(what, done, of, unit)``: a pending event for a stretch of work that is no
+    candidate (preparing, refitting, validating), counted in its own units."""
+
+    def tell(what: str, done: int, of: int | None, unit: str) -> None:
+        if callback is not None:
+            callback({"pending": True, "phase": what, "done": done, "of": of, "unit": unit})
+
+    return tell
 
 
 def complete(merges: list[Merge], method_of) -> bool:

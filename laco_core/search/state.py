@@ -348,6 +348,7 @@ class Search(FitContext):
         for ins in self.inputs:  # layers above lo changed; their inputs are recomputed on demand
             del ins[lo + 1 :]
         if self.monitor is not None:
+            self.progress({"phase": "Validating the new plan", "done": 0, "of": None, "unit": ""})
             self.monitor.record(self.cur, self.snapshot())
             # the whole curve so far (a few points): a live view redraws it as it grows
             self.progress({"curve": self.monitor.curve.to_dict()})

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass, field, replace
 
+from ..analysis.activations import ActivationCache, reporting
 from ..arch.adapters import get_layers
 from ..arch.plan import format_plan
+from ..errors import Cancelled
 from ..recipe import Step, TextSource
 from ..search.config import Merge, SearchConfig
 from ..search.curve import Monitor, validation_source
 from ..search.run import complete, fit_plan, replay, run
 from ..search.state import workers_for
+
+
+def _recording(ctx, what: str):
+    """Each chunk of an activation cache recorded in the block is a pending event (and a
+    stopped run stops between two chunks)."""
+    ctx.event({"pending": True, "phase": what, "done": 0, "of": None, "unit": "chunks"})
+
+    def heard(done: int, of: int) -> None:
+        if ctx.stop.is_set():
+            raise Cancelled("Stopped.")
+        ctx.event({"pending": True, "phase": what, "done": done, "of": of, "unit": "chunks"})
+
+    return reporting(heard)
 
 
 @dataclass
@@ -70,12 +86,17 @@ class SearchStep(Step):
         cfg = self.config.validate(len(get_layers(model)))
         method, objective, strategy, refit = reg.search_components(cfg)
         prompts = self.calibration.resolve()
-        ctx.report(0.02, f"Recording activations on {len(prompts)} calibration texts…")
-        cache = ctx.activations(model, prompts, cfg.batch_size, workers_for(model, cfg))
+        with _recording(ctx, f"Recording activations on {len(prompts)} calibration texts"):
+            cache = ctx.activations(model, prompts, cfg.batch_size, workers_for(model, cfg))
         refit_texts = self.refit_calibration.resolve() if self.refit_calibration else None
-        refit_cache = (
-            ctx.activations(model, refit_texts) if refit is not None and refit_texts else None
-        )
+        refit_cache = None
+        if refit is not None and refit_texts:  # recorded when the refit begins, not before
+
+            @functools.cache
+            def refit_cache() -> ActivationCache:
+                with _recording(ctx, f"Recording activations on {len(refit_texts)} refit texts"):
+                    return ctx.activations(model, refit_texts)
+
         monitor = self._monitor(model, ctx, cfg, refit, refit_texts, refit_cache)
         plain = {**cfg.to_dict(), "workers": None}
         if not cfg.budget:  # a budget's walk depends on its refit; a size target's does not
@@ -103,6 +124,7 @@ class SearchStep(Step):
             ctx.tokenizer,
             prompts,
             *components,
+            ctx.event,
             refit_method=refit,
             refit_texts=refit_texts,
             refit_cache=refit_cache,
@@ -134,6 +156,8 @@ class SearchStep(Step):
             params = refit.check(cfg.refit_params)
 
             def fit(plan, texts=texts, params=params):
-                return fit_plan(model, ctx.tokenizer, texts, plan, refit, params, refit_cache)
+                return fit_plan(
+                    model, ctx.tokenizer, texts, plan, refit, params, refit_cache and refit_cache()
+                )
 
         return Monitor(model, ctx.tokenizer, source.resolve(), cfg, fit, source.asset or "texts")

@@ -7,6 +7,8 @@ model stays within the budget plus a stated margin."""
 from __future__ import annotations
 
 import gc
+import threading
+import time
 
 import pytest
 
@@ -165,3 +167,54 @@ def test_a_search_on_a_build_counts_its_own_cache_while_it_runs(tmp_path, one_th
     assert held and min(held) > 0
     gc.collect()
     assert not [k for k in engine._caches if k[0] == "held"]  # given back with the cache
+
+
+def test_the_preview_warm_up_builds_once_is_counted_and_cancels(tmp_path, one_thread, monkeypatch):
+    """The app's warm-up after a load builds the preview's activations and KL statistics in
+    the background, counted in the budget; a preview asked meanwhile waits for them instead
+    of recording or filling them again; a cancelled warm-up keeps nothing."""
+    from laco_core.analysis import activations
+    from laco_core.errors import Cancelled
+    from laco_core.runtime.warmup import warm_preview
+    from laco_core.search import objectives
+
+    path = tmp_path / "tiny"
+    tiny_model("llama", layers=4).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
+    base = engine.load(str(path), "float32", "cpu")
+    calls = {"record": 0, "moments": 0}
+    go = threading.Event()
+    real_record, real_moments = activations.record, objectives.moments
+
+    def record(*args, **kwargs):
+        calls["record"] += 1
+        assert go.wait(30)  # the warm-up is under way until the test lets it go on
+        return real_record(*args, **kwargs)
+
+    def moments(*args, **kwargs):
+        calls["moments"] += 1
+        return real_moments(*args, **kwargs)
+
+    monkeypatch.setattr(activations, "record", record)
+    monkeypatch.setattr(objectives, "moments", moments)
+    warm = warm_preview(engine, base, PROMPTS)
+    asked = threading.Thread(target=lambda: engine.preview(base, PROMPTS, [(1, 2)], "drop"))
+    asked.start()  # a preview asked while the warm-up records: it waits for it
+    go.set()
+    asked.join(60)
+    assert warm.wait(60) and warm.error is None and not asked.is_alive()
+    assert calls == {"record": 1, "moments": 1}  # one chunk: recorded once, filled once
+    cache = engine.activations(base, PROMPTS)
+    assert cache.chunks[0].moments is not None
+    assert engine.usage()["caches"] == _held(cache)
+
+    go.clear()  # a second warm-up, cancelled while it records: it keeps nothing
+    cancelled = warm_preview(engine, base, [*PROMPTS, "A third text."], batch_size=1)
+    deadline = time.monotonic() + 30
+    while calls["record"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cancelled.cancel()
+    go.set()
+    assert cancelled.wait(60) and isinstance(cancelled.error, Cancelled)
+    assert engine.usage()["caches"] == _held(cache)

@@ -9,9 +9,10 @@ import math
 import threading
 import time
 
+import gradio as gr
 import pytest
 
-from components import best_panel, curve_plot
+from components import best_panel, curve_plot, jobs
 from laco_core.arch.tiny import tiny_model
 from laco_core.errors import LacoError
 from laco_core.presets import best_collapse
@@ -149,9 +150,26 @@ def test_the_curve_figure_marks_refit_budget_built_and_the_cliff():
 def test_best_collapse_by_layers_draws_the_curve_and_sizes_three_ways(loaded):
     engine, session = loaded
     t0 = time.perf_counter()
-    updates = list(best_panel.run_best(engine, session, SIZE, "layers", 1, 0, PROMPTS))
+    runs = best_panel.run_best(engine, session, SIZE, "layers", 1, 0, PROMPTS)
+    updates = [next(runs)]
+    assert updates[0][3] == gr.skip()  # a result shown before stays until this one is made
+    (job,) = jobs._RUNNING[(session.token(), "best")]
+    counted = None  # seconds until the first unit of work was counted
+    for u in runs:
+        if counted is None and job.counter is not None and job.counter.done:
+            counted = time.perf_counter() - t0
+        updates.append(u)
     session, bar, log, md, strip, curve = updates[-1]
     print(f"best collapse by 1 layer on the tiny model: {time.perf_counter() - t0:.1f} s")
+    # honest progress: units counted at once, each candidate in the log as it is scored
+    # (rows before any is accepted), the ETA from the rate of the step's candidates
+    assert counted is not None and counted < 10
+    live = [u[2] for u in updates[1:-1] if "<tbody><tr>" in u[2] and "laco-accepted" not in u[2]]
+    assert live, "no candidate shown before its step ended"
+    step = [h for h in job.history if h[0] == "Step 1"]
+    assert [h[1] for h in step] == list(range(len(step))) and step[-1][1] == step[-1][2]
+    assert all(eta is not None for *_, eta in step[1:])
+    assert any(h[0].startswith("Recording activations") for h in job.history)
     assert "Done" in bar and "<th>exp(−KL)</th>" in log and "remove 1 layer" in md
     assert "6 → 5 layers" in md and "of the layer parameters" in md and "of all parameters" in md
     assert "embedding and head" in md and "Validation perplexity" in md
@@ -203,3 +221,22 @@ def test_a_model_past_the_cliff_gets_the_banner(monkeypatch):
     assert "33.3 %** of the layer parameters" in md and "26.0 %** of all parameters" in md
     calm = best_panel.best_done("b1", entry, [(4, 5)], 5.0, "Best collapse", None, base)
     assert "WARNING" not in calm and "1.50×" in calm
+
+
+def test_stop_is_disabled_while_idle_and_reads_stopping_until_its_job_ends(loaded):
+    engine, session = loaded
+    assert not jobs.stop_state(jobs.bar_html()).interactive  # nothing runs
+    ((bar, button),) = list(jobs.stop_clicked("best", "■ Stop", session))
+    assert "data-state='idle'" in bar and not button.interactive
+    release = threading.Event()
+    job = jobs.start(engine, session.token(), "best", lambda job: release.wait(30))
+    assert jobs.stop_state(jobs.bar_html(job)).interactive
+    clicked = jobs.stop_clicked("best", "■ Stop", session)
+    bar, button = next(clicked)
+    assert button.value == "stopping…" and not button.interactive and "Stopping" in bar
+    assert not jobs.stop_state(bar).interactive and job.stop.is_set()
+    release.set()  # the work notices its stop
+    bar, button = next(clicked)
+    assert button.value == "■ Stop" and not button.interactive and "Stopped" in bar
+    assert job.done
+    job.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...arch.plan import layer_map
-from ...arch.subblocks import attention_layers, protected
+from ...arch.subblocks import ATTENTION, attention_layers, protected
 from ...errors import LacoError
 from ...params import ParamDef
 from .base import Strategy
@@ -73,6 +73,8 @@ class Greedy(Strategy):
 
             if s.settings["lazy"]:
                 ranges.sort(key=lambda r: stale.get(key(r), float("-inf")))
+            step = len(s.merges) + 1  # told first: what follows is this step's work
+            s.progress({"step": step, "scored": 0, "of": len(ranges), "removed": s.removed})
             s.inputs_at(max(hi for _, hi, _ in ranges))
             cheap = s.method.cheap(s.params)
             first = s.params if cheap is None else cheap
@@ -104,8 +106,14 @@ class Greedy(Strategy):
                     score, params, partial = fut.result()
                     width = s.unit_size(lo, hi, att)
                     scored.append(((1 - score) / width, lo, hi, score, params, partial, att))
-                    s.progress(
-                        {"step": len(s.merges) + 1, "scored": len(scored), "of": len(ranges)}
+                    s.progress(  # the candidate as it is scored (logged at the step's end)
+                        {
+                            "step": step,
+                            "scored": len(scored),
+                            "of": len(ranges),
+                            "removed": s.removed,
+                            **scored_row(s, lm, lo, hi, score, att),
+                        }
                     )
                     stale[key((lo, hi, att))] = scored[-1][0]
                     best[0] = min(best[0], scored[-1][0])
@@ -139,6 +147,12 @@ class Greedy(Strategy):
             if not ok:
                 return
             s.accept(lo, hi, score, params, att)
+
+
+def scored_row(s, lm: list, lo: int, hi: int, score: float, attention: bool) -> dict:
+    """A candidate just scored, as a log row shows it (original numbering in ``orig``)."""
+    row = {"lo": lo, "hi": hi, "orig": [lm[lo][0], lm[hi][1]], "score": score, "layers": s.n()}
+    return {**row, "unit": ATTENTION} if attention else row
 
 
 def candidate_ranges(s, sizes: range) -> list[tuple[int, int]]:
