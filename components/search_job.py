@@ -253,6 +253,9 @@ def follow(
         did = job.outcome()
         entry, plan, base, model = finish_search(engine, session, did, prompts)
     except LacoError as e:
+        if job.stop.is_set() and inline:  # stopped: the previous result stays on screen
+            yield session, jobs.stopped_html([job]), rows, gr.skip(), gr.skip(), *plot()
+            return
         if not inline:
             raise
         log.info("user error in %s: %s", panel, e)
