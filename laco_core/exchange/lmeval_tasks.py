@@ -7,6 +7,7 @@ it, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -106,7 +107,13 @@ def _task_manager(tasks: list[str], paths: list[Path]):
     index = small.task_index
     if all(name in index and index[name].kind == Kind.TASK for name in tasks):
         return small
-    return TaskManager(include_path=[str(p) for p in paths])
+    return _full_index(tuple(str(p) for p in paths))
+
+
+@functools.lru_cache(maxsize=4)
+def _full_index(paths: tuple[str, ...]):
+    """lm-eval's whole task index with ``paths`` added: built once per process (seconds)."""
+    return import_lm_eval()[3](include_path=list(paths))
 
 
 def _dataset_of(entry, load_yaml) -> str | None:
