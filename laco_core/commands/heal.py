@@ -148,6 +148,14 @@ def show(event: dict) -> None:
     if "samples" in event:
         how = "read from the cache" if event["cached"] else "sampled from the dense model"
         print(f"\n{event['samples']} continuations {how} in {event['seconds']:.1f} s.", flush=True)
+        budget = event.get("budget")
+        if budget and not event["cached"] and event["seconds"] >= budget / 2:
+            print(
+                f"WARNING: sampling took {event['seconds']:.0f} s of the {budget:g} s budget, "
+                "leaving little to train. The samples are cached now: a second heal of a model "
+                "of this base trains for its whole budget (or give --self-text 0).",
+                flush=True,
+            )
     elif "valid_step" in event:
         best = "  (best)" if event["best"] else ""
         print(

@@ -141,7 +141,9 @@ class HealStep(Step):
                 teacher, ctx.tokenizer, openings(train), self.self_text, self.seed
             )
             took = time.perf_counter() - started
-            ctx.event({"samples": len(samples), "cached": hit, "seconds": took})
+            ctx.event(
+                {"samples": len(samples), "cached": hit, "seconds": took, "budget": self.seconds}
+            )
             train = "\n\n".join([train, *samples])
         valid = self.validation
 

@@ -84,3 +84,24 @@ def test_best_collapse_appends_a_heal_step():
     assert [s.kind for s in steps] == ["search", "heal"]
     assert steps[1].seconds == 120 and steps[1].teacher and steps[1].validation is not None
     assert [s.kind for s in best_collapse(target_ratio=0.2)] == ["search"]
+
+
+def test_sampling_that_eats_the_budget_is_said(tmp_path, monkeypatch, capsys):
+    from laco_core.commands.heal import show
+
+    monkeypatch.setenv("LACO_CACHE", str(tmp_path))
+    tok = tiny_tokenizer()
+    ctx = context(as_base(tiny_model("llama", layers=4), tok))
+    events = []
+    ctx.events = events.append
+    step = default_heal(1e-3, max_steps=2, self_text=2, seq_len=32, batch_size=2)
+    step.text = TextSource.of([TEXT])
+    step.validation = TextSource.of(VALID)
+    for cached in (False, True):  # the first heal pays for the samples, the second reads them
+        events.clear()
+        step.apply(tiny_model("llama", layers=2), ctx)
+        (sampled,) = [e for e in events if "samples" in e]
+        assert sampled["cached"] is cached and sampled["budget"] == 1e-3
+        show(sampled)
+        out = capsys.readouterr().out
+        assert ("WARNING: sampling took" in out and "of the 0.001 s budget" in out) is not cached
