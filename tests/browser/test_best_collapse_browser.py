@@ -94,16 +94,26 @@ def test_best_collapse_by_layers_draws_the_size_quality_curve(page):
         arg=f"button{STOP}",
         timeout=10_000,
     )
-    page.evaluate(  # every label the button shows from now on
-        """s => { const b = document.querySelector(s); window.stopTexts = [];
-        new MutationObserver(() => window.stopTexts.push(b.innerText)).observe(
-            b, {childList: true, subtree: true, characterData: true}); }""",
+    page.evaluate(  # every label the button shows from now on, even one that lasts one frame
+        """s => { window.stopTexts = [];
+        const keep = n => n && window.stopTexts.push(n.textContent ?? '');
+        new MutationObserver(ms => { for (const m of ms) {
+            const t = m.target.nodeType === 1 ? m.target : m.target.parentElement;
+            const b = t?.closest(s);
+            if (b) {  // a change inside the button: its old text, what came and went, and now
+                if (m.oldValue != null) window.stopTexts.push(m.oldValue);
+                m.addedNodes.forEach(keep); m.removedNodes.forEach(keep); keep(b);
+            } else m.addedNodes.forEach(n => n.nodeType === 1 &&  // the button drawn anew
+                keep(n.matches(s) ? n : n.querySelector(s)));
+        } }).observe(document.body, {childList: true, subtree: true, characterData: true,
+                                     characterDataOldValue: true}); }""",
         f"button{STOP}",
     )
     page.click(STOP)
     wait_text(page, "#best-bar", "Stopped", 60_000)
     wait_text(page, f"button{STOP}", "Stop", 10_000)
-    assert not stop_enabled(page) and "stopping…" in page.evaluate("() => window.stopTexts")
+    labels = page.evaluate("() => window.stopTexts")
+    assert not stop_enabled(page) and any("stopping…" in t for t in labels), labels
     assert page.inner_text("#best-result") == result  # the previous result stays
     page.screenshot(path=str(SHOTS / "best-collapse-stopped.png"), full_page=False)
     print(

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 
 import pytest
 
+from components import session_panel
 from tests.browser.pages import SHOTS, VIEWPORT, open_app, quick_words, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,6 +45,18 @@ def page(context, app_url):
 def tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
     time.sleep(0.4)
+
+
+@contextmanager
+def stored_change(page, timeout: int = 30_000):
+    """Wait until what the action in the block changed is written to this browser's storage
+    (the page keeps the session there, encrypted, after the server has seen the change)."""
+    key = session_panel.STORAGE_KEY
+    before = page.evaluate("k => localStorage.getItem(k)", key)
+    yield
+    page.wait_for_function(
+        "([k, v]) => localStorage.getItem(k) !== v", arg=[key, before], timeout=timeout
+    )
 
 
 def squares(page) -> int:
@@ -287,8 +301,10 @@ def test_reload_keeps_the_session(page):
     pick_method(page, "drop_lsq")
     wait_text(page, "#plan-share", "plan=5-7&method=drop_lsq", 10_000)
     tab(page, "4 · Compare")
-    page.fill("#cmp-prompt textarea", "Name three rivers.")
-    tab(page, "5 · Evaluate")
+    with stored_change(page):
+        page.fill("#cmp-prompt textarea", "Name three rivers.")
+    with stored_change(page):
+        tab(page, "5 · Evaluate")
     t0 = time.perf_counter()
     page.reload()
     wait_text(page, "#work-summary", "Restored 3", 60_000)
