@@ -1,8 +1,8 @@
 """The page kept with the session: the plan being made (ranges, attention removals), the merge
 method and its parameters, the map, the open tab and the Compare prompt are written into
 ``Session.ui`` whenever they change (so into this browser and the session file), and a page
-load puts them back once its model is loaded. A page opened with a link shows the link's plan
-on the Collapse tab instead (``links``).
+load puts them back once its model is loaded; a loaded session file puts back its own. A page
+opened with a link shows the link's plan on the Collapse tab instead (``links``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ def _controls(method: str | None, params: dict) -> list:
     return [gr.update(value=params[n]) if n in params else gr.skip() for n in PARAM_NAMES]
 
 
+def _unchanged(session: Session) -> tuple:
+    """:func:`reopen`'s outputs, changing nothing."""
+    return (session, *([gr.skip()] * (7 + len(PARAM_NAMES))))
+
+
 def reopen(session: Session, request: gr.Request):
     """Once per page load, after its model is loaded: a link's plan (on the Collapse tab, with
     a line saying it came from a link), else the page this session kept.
@@ -63,9 +68,8 @@ def reopen(session: Session, request: gr.Request):
     the method-parameter controls.
     """
     skip = gr.skip()
-    nothing = (session, *([skip] * 7), *([skip] * len(PARAM_NAMES)))
     if session.url_applied:
-        return nothing
+        return _unchanged(session)
     session.url_applied = True
     query = dict(request.query_params) if request is not None else {}
     link = links.safe_read(query, session.num_layers)
@@ -83,9 +87,25 @@ def reopen(session: Session, request: gr.Request):
             gr.Tabs(selected="collapse"),
             *_controls(method, params),
         )
+    return kept_page(session, "↻ Your plan from your last visit.")
+
+
+def from_file(session: Session):
+    """After a load: a session file's page (``Session.page_from_file``), put back as a page
+    load puts back the one this browser kept. Same updates as :func:`reopen`."""
+    if not session.page_from_file:
+        return _unchanged(session)
+    session.page_from_file = False
+    return kept_page(session, "↻ The plan from the session file you loaded.")
+
+
+def kept_page(session: Session, note: str):
+    """Updates that put back the page kept in ``session.ui`` (:func:`reopen`'s outputs);
+    ``note`` goes on the message line when there is a plan."""
+    skip = gr.skip()
     ui = session.ui
     if not ui:
-        return nothing
+        return _unchanged(session)
     method = ui.get("method") if ui.get("method") in REGISTRY.methods else None
     params = links.param_values(method, ui.get("params") or {})
 
@@ -99,7 +119,7 @@ def reopen(session: Session, request: gr.Request):
         method or skip,
         ui["map"] if ui.get("map") in MAPS else skip,
         ui["prompt"] if ui.get("prompt") else skip,
-        "↻ Your plan from your last visit." if ui.get("plan") else skip,
+        note if ui.get("plan") else skip,
         gr.Tabs(selected=ui["tab"]) if ui.get("tab") in TABS else skip,
         *_controls(method, params),
     )
@@ -114,7 +134,8 @@ def wire(
     tab_items: dict[str, gr.Tab],
     prompt: gr.Textbox,
 ) -> None:
-    """Keep the page on every change; put it back (or a link's plan) once the model loads."""
+    """Keep the page on every change; put it back (or a link's plan) once the model loads, and
+    a session file's page once the file is loaded."""
     instant = dict(api_visibility="private", queue=False, show_progress="hidden")
     page = [collapse.plan, collapse.attn, collapse.method, collapse.kind, prompt]
     gr.on(
@@ -127,9 +148,6 @@ def wire(
     )
     for tab_id, item in tab_items.items():
         item.select(partial(keep_tab, tab_id), session, [session, work.browser], **instant)
-    model.loaded.then(
-        reopen,
-        session,
-        [session, *page, collapse.msg, tabs, *collapse.controls],
-        **instant,
-    ).then(None, js=SHOW_LINKED)
+    shown = [session, *page, collapse.msg, tabs, *collapse.controls]
+    model.loaded.then(reopen, session, shown, **instant).then(None, js=SHOW_LINKED)
+    work.loaded.then(from_file, session, shown, **instant)

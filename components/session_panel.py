@@ -172,7 +172,12 @@ def _merge_session(engine: Engine, session: Session, d: dict):
     if other.current and session.get(other.current):
         session.current = other.current
     session.baselines = session.baselines or other.baselines
-    md = f"### ✓ Loaded a session: {added} model{'s' if added != 1 else ''} added (rebuilt when you use them)."
+    md = f"### ✓ Loaded a session: {added} model{'s' if added != 1 else ''} added (rebuilt when you use them)"
+    if other.ui and other.spec == session.spec:  # its page (plan, method, tab…) on this model
+        session.ui = {**session.ui, **other.ui}
+        session.page_from_file = True
+        md += ", and its page: plan, method, map, tab and prompt"
+    md += "."
     return session, md, summary_md(session)
 
 

@@ -9,6 +9,7 @@ to ``screenshots/timings.txt``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from components import session_panel
+from components.state import Session
 from tests.browser.pages import SHOTS, VIEWPORT, open_app, quick_words, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -327,3 +329,22 @@ def test_reload_keeps_the_session(page):
         timeout=30_000,
     )
     print(f"reload to restored session: {TIMINGS['reload to restored session']:.2f} s")
+
+
+def test_a_session_file_brings_its_page_back(page, tmp_path):
+    # a colleague's session file: a half-made plan with its method, on the Collapse tab
+    ui = {"plan": "10-12", "attn": "", "method": "drop", "map": "", "prompt": "", "tab": "collapse"}
+    d = {**Session(spec="default").to_dict(), "ui": ui, "owner": None}
+    path = tmp_path / "colleague.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    tab(page, "5 · Evaluate")
+    page.locator("#work").get_by_text("Your work: save, load, share").click()
+    page.set_input_files("#work-files input[type=file]", str(path))
+    page.click("#load-recipe")
+    wait_text(page, "#load-result", "and its page", 60_000)
+    page.wait_for_function(
+        "() => document.querySelector('[role=tab][aria-selected=true]').innerText.includes('Collapse')",
+        timeout=10_000,
+    )
+    wait_text(page, "#plan-msg", "session file you loaded", 10_000)
+    assert page.input_value(PLAN) == "10-12" and checked_method(page) == "drop"
