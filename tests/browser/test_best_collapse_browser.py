@@ -3,12 +3,14 @@ target, to keep it bounded), watch the size–quality curve appear beside the lo
 sizes three ways; a screenshot of the panel goes to ``screenshots/best-collapse-curve.png``.
 
 Its progress is honest: units of work are counted within the first 10 s, and within the
-search's step the ETA (read from the job itself) never grows by more than 25 %. Stop is
+search's step the ETA (read from the job itself) never grows by more than 25 %. The result's
+link opens the Collapse tab of a new page with the searched plan drawn. Stop is
 disabled while nothing runs, reads "stopping…" once pressed, and a stopped run leaves the
 previous result on the page."""
 
 from __future__ import annotations
 
+import re
 import time
 from itertools import groupby, pairwise
 
@@ -71,6 +73,23 @@ def test_best_collapse_by_layers_draws_the_size_quality_curve(page):
     page.locator("#best-curve").scroll_into_view_if_needed()
     time.sleep(0.5)
     page.screenshot(path=str(SHOTS / "best-collapse-curve.png"), full_page=True)
+
+    # its link (the recipe's steps, no weights) opens the Collapse tab with the plan drawn
+    wait_text(page, "#best-link", "Copy link", 10_000)
+    link = page.locator("#best-link a.laco-share-url").get_attribute("href")
+    assert "?recipe=" in link
+    other = page.context.new_page()
+    other.goto(link)
+    wait_text(other, "#plan-msg", "Opened from a link", 90_000)
+    assert other.get_by_role("tab", name="3 · Collapse").get_attribute("aria-selected") == "true"
+    plan = other.input_value("#plan textarea, #plan input")
+    assert re.fullmatch(r"\d+-\d+", plan) and f"plan {plan}" in result, (plan, result)
+    other.wait_for_function(
+        "() => document.querySelectorAll('#plan-map .scatterlayer .trace').length === 1",
+        timeout=60_000,
+    )
+    other.screenshot(path=str(SHOTS / "opened-from-result-link-1400.png"))
+    other.close()
 
     # the ETA at each candidate scored, from the measured rate: never up by > 25 % in a step
     steps = {
