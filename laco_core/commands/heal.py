@@ -21,7 +21,7 @@ from ..loading.limits import Limits
 from ..params import add_arguments
 from ..pipeline import base_ref, context, export, read_recipe
 from ..recipe import RECIPE_FILE, Recipe, TextSource
-from ..steps.heal import DEFAULTS, HEAL_PARAMS, check_budget, default_heal
+from ..steps.heal import DEFAULTS, HEAL_PARAMS, SAMPLING_SHARE, check_budget, default_heal
 from .common import add_model_args, add_out_args, load, positive, read_user_text, source_dirs
 
 
@@ -146,10 +146,21 @@ def progress(fraction: float, desc: str) -> None:
 def show(event: dict) -> None:
     """The sampling and the validation curve, as they happen."""
     if "samples" in event:
-        how = "read from the cache" if event["cached"] else "sampled from the dense model"
-        print(f"\n{event['samples']} continuations {how} in {event['seconds']:.1f} s.", flush=True)
-        budget = event.get("budget")
-        if budget and not event["cached"] and event["seconds"] >= budget / 2:
+        n, cached = event["samples"], event["cached"]
+        how = {0: "sampled from the dense model", n: "read from the cache"}.get(
+            cached, f"({cached} read from the cache, {n - cached} sampled from the dense model)"
+        )
+        print(f"\n{n} continuations {how} in {event['seconds']:.1f} s.", flush=True)
+        budget, asked = event.get("budget"), event.get("asked", n)
+        if n < asked:
+            print(
+                f"WARNING: sampling stopped at {100 * SAMPLING_SHARE:.0f} % of the {budget:g} s "
+                f"budget after {n} of {asked} continuations; the rest of the budget trains. They are "
+                "cached: the next heal of a model of this base continues from them (or give "
+                "--self-text 0).",
+                flush=True,
+            )
+        elif budget and cached < n and event["seconds"] >= budget / 2:
             print(
                 f"WARNING: sampling took {event['seconds']:.0f} s of the {budget:g} s budget, "
                 "leaving little to train. The samples are cached now: a second heal of a model "

@@ -28,6 +28,10 @@ from ..search.curve import validation_source
 # the training texts less their validation slice, so the validation stop is not trained on
 DEFAULT_TEXT = "fit_paragraphs"
 SAMPLE_TOKENS = 160  # tokens per sampled continuation
+SAMPLE_BATCH = 16  # continuations generated at once
+# sampling may use this share of a heal's budget (at least one batch); the rest trains. What
+# was sampled is cached, so the next heal of a model of the same base continues from it.
+SAMPLING_SHARE = 0.5
 
 HEAL_PARAMS = (
     ParamDef("seconds", "float", 300.0, 0, None, help="time budget, sampling included (> 0)"),
@@ -64,18 +68,32 @@ def model_key(model) -> str:
     return hashlib.sha1(f"{name}:{n}:{head:.9g}".encode()).hexdigest()[:12]
 
 
-def cached_samples(teacher, tokenizer, seeds: list[str], count: int, seed: int):
-    """``(texts, hit)``: ``count`` continuations sampled from ``teacher`` (see
-    ``heal.sampled_texts``), read from the cache when an earlier heal drew the same ones."""
+def cached_samples(
+    teacher, tokenizer, seeds: list[str], count: int, seed: int, deadline: float | None = None
+) -> tuple[list[str], int]:
+    """``(texts, cached)``: up to ``count`` continuations sampled from ``teacher`` (see
+    ``heal.sampled_texts``), the first ``cached`` of them read from the cache an earlier heal
+    wrote. Sampling stops at ``deadline`` (after one batch at least); what was drawn is cached,
+    so the next heal of a model of this base continues from it."""
     what = json.dumps([model_key(teacher), seeds, count, seed, SAMPLE_TOKENS])
     key = hashlib.sha1(what.encode()).hexdigest()[:16]
     path = cache_root() / "heal-samples" / f"{key}.json"
+    have: list[str] = []
     if path.is_file():
         try:
-            return json.loads(path.read_text(encoding="utf-8")), True
+            read = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(read, list) and all(isinstance(t, str) for t in read):
+                have = read[:count]
         except (OSError, ValueError):
             pass  # a broken cache file is sampled again
-    texts = sampled_texts(teacher, tokenizer, seeds, count, SAMPLE_TOKENS, seed=seed)
+    if len(have) < count:  # a list cut short by a deadline holds whole batches
+        have = have[: len(have) - len(have) % SAMPLE_BATCH]
+    if len(have) == count:
+        return have, count
+    more = sampled_texts(
+        teacher, tokenizer, seeds, count, SAMPLE_TOKENS, SAMPLE_BATCH, seed, len(have), deadline
+    )
+    texts = have + more
     try:  # atomically: a crash never leaves half a file behind
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -83,7 +101,7 @@ def cached_samples(teacher, tokenizer, seeds: list[str], count: int, seed: int):
         tmp.replace(path)
     except OSError:
         pass  # a read-only home only costs time
-    return texts, False
+    return texts, len(have)
 
 
 @dataclass
@@ -134,15 +152,22 @@ class HealStep(Step):
         text = self.text or TextSource.of(read_asset(DEFAULT_TEXT), DEFAULT_TEXT)
         train = "\n\n".join(text.resolve())
         teacher = ctx.base.model if self.teacher else None
-        hit = None
+        hit, drawn = None, self.self_text
         if teacher is not None and self.self_text:
             ctx.report(0.0, f"Sampling {self.self_text} continuations from the dense model")
+            deadline = started + SAMPLING_SHARE * self.seconds if self.seconds else None
             samples, hit = cached_samples(
-                teacher, ctx.tokenizer, openings(train), self.self_text, self.seed
+                teacher, ctx.tokenizer, openings(train), self.self_text, self.seed, deadline
             )
-            took = time.perf_counter() - started
+            drawn, took = len(samples), time.perf_counter() - started
             ctx.event(
-                {"samples": len(samples), "cached": hit, "seconds": took, "budget": self.seconds}
+                {
+                    "samples": drawn,
+                    "asked": self.self_text,
+                    "cached": hit,
+                    "seconds": took,
+                    "budget": self.seconds,
+                }
             )
             train = "\n\n".join([train, *samples])
         valid = self.validation
@@ -178,6 +203,7 @@ class HealStep(Step):
             self,
             steps=len(res.losses),
             seconds=None,
+            self_text=drawn,  # what it trained on: fewer when the budget cut the sampling
             text=text,
             adapters=res.adapters,
             scaling=res.scaling,
@@ -185,7 +211,7 @@ class HealStep(Step):
             validation_curve=[[s, round(p, 4)] for s, p in res.curve] or None,
             best_step=res.best_step,
         )
-        res.samples_cached = hit  # None: nothing sampled
+        res.samples_cached = hit  # read from the cache; None: nothing sampled
         done.result = res
         return res.model, done
 

@@ -4,6 +4,8 @@ records what a rebuild replays."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from laco_core.arch.tiny import tiny_model, tiny_tokenizer
@@ -62,13 +64,13 @@ def test_default_heal_distils_on_cached_samples_and_replays(tmp_path, monkeypatc
     step.validation = TextSource.of(VALID)
     assert step.teacher and step.self_text == 4
     model, done = step.apply(student, ctx)
-    assert [e["cached"] for e in events if "samples" in e] == [False]
+    assert [e["cached"] for e in events if "samples" in e] == [0]
     assert list((tmp_path / "heal-samples").glob("*.json"))
     assert done.steps == 4 and done.best_step is not None and done.validation_curve[0][0] == 0
     assert done.self_text == 4 and done.seed == 0 and done.seconds is None
     events.clear()
     _, again = step.apply(student, ctx)  # the second heal reads the samples back
-    assert [e["cached"] for e in events if "samples" in e] == [True]
+    assert [e["cached"] for e in events if "samples" in e] == [4]
     assert again.losses == done.losses
     # a recipe round trip replays the adapters exactly
     back = HealStep.from_dict(done.to_dict())
@@ -97,11 +99,47 @@ def test_sampling_that_eats_the_budget_is_said(tmp_path, monkeypatch, capsys):
     step = default_heal(1e-3, max_steps=2, self_text=2, seq_len=32, batch_size=2)
     step.text = TextSource.of([TEXT])
     step.validation = TextSource.of(VALID)
-    for cached in (False, True):  # the first heal pays for the samples, the second reads them
+    for cached in (0, 2):  # the first heal pays for the samples, the second reads them
         events.clear()
         step.apply(tiny_model("llama", layers=2), ctx)
         (sampled,) = [e for e in events if "samples" in e]
-        assert sampled["cached"] is cached and sampled["budget"] == 1e-3
+        assert sampled["cached"] == cached and sampled["budget"] == 1e-3
         show(sampled)
         out = capsys.readouterr().out
         assert ("WARNING: sampling took" in out and "of the 0.001 s budget" in out) is not cached
+
+
+def test_sampling_stops_at_its_share_of_the_budget_and_the_next_heal_continues(
+    tmp_path, monkeypatch, capsys
+):
+    from laco_core.commands.heal import show
+    from laco_core.heal import openings, sampled_texts
+    from laco_core.steps.heal import SAMPLE_BATCH, SAMPLE_TOKENS
+
+    monkeypatch.setenv("LACO_CACHE", str(tmp_path))
+    tok = tiny_tokenizer()
+    dense = tiny_model("llama", layers=4)
+    ctx = context(as_base(dense, tok))
+    events = []
+    ctx.events = events.append
+    asked = SAMPLE_BATCH + 3  # two batches: a full one, then 3
+    step = default_heal(1e-3, max_steps=1, self_text=asked, seq_len=32, batch_size=2)
+    step.text = TextSource.of([TEXT])
+    step.validation = TextSource.of(VALID)
+    outs = []
+    for cached, drawn in ((0, SAMPLE_BATCH), (SAMPLE_BATCH, asked), (asked, asked)):
+        events.clear()
+        _, done = step.apply(tiny_model("llama", layers=2), ctx)
+        (sampled,) = [e for e in events if "samples" in e]
+        assert (sampled["cached"], sampled["samples"], sampled["asked"]) == (cached, drawn, asked)
+        assert done.self_text == drawn  # the recipe says what it trained on
+        show(sampled)
+        out = capsys.readouterr().out
+        assert ("sampling stopped at 50 % of the 0.001 s budget" in out) is (drawn < asked)
+        outs.append(out)
+    assert f"{asked} continuations ({SAMPLE_BATCH} read from the cache, 3 sampled" in outs[1]
+    assert f"{asked} continuations read from the cache" in outs[2]
+    # what the two cut-short heals drew is what one long run draws
+    (cache,) = (tmp_path / "heal-samples").glob("*.json")
+    whole = sampled_texts(dense, tok, openings(TEXT), asked, SAMPLE_TOKENS, SAMPLE_BATCH, 0)
+    assert json.loads(cache.read_text()) == whole
