@@ -347,4 +347,8 @@ def test_a_session_file_brings_its_page_back(page, tmp_path):
         timeout=10_000,
     )
     wait_text(page, "#plan-msg", "session file you loaded", 10_000)
-    assert page.input_value(PLAN) == "10-12" and checked_method(page) == "drop"
+    page.wait_for_function(  # the tab it opens draws the plan as it shows
+        """() => document.querySelector('#plan textarea, #plan input')?.value === '10-12'
+            && document.querySelector('#plan-method input:checked')?.value === 'drop'""",
+        timeout=20_000,
+    )
