@@ -25,6 +25,20 @@ def _headline(metrics: dict[str, Any]) -> float | None:
     return None
 
 
+def _task_order(results: dict[str, dict[str, dict]], reference: str | None) -> list[str]:
+    """Every task of any model, in the order first seen: the tables' column order.
+
+    Raises:
+        LacoError: when ``reference`` is given and is not one of the models.
+    """
+    if reference is not None and reference not in results:
+        raise LacoError(f"Reference '{reference}' is not among the models: {', '.join(results)}.")
+    order: list[str] = []
+    for per_task in results.values():
+        order += [t for t in per_task if t not in order]
+    return order
+
+
 def paper_table(results: dict[str, dict[str, dict]], reference: str | None) -> pd.DataFrame:
     """Accuracy per task, their average and % of the dense average, one row per model.
 
@@ -44,11 +58,7 @@ def paper_table(results: dict[str, dict[str, dict]], reference: str | None) -> p
     Raises:
         LacoError: when ``reference`` is not one of the models.
     """
-    if reference is not None and reference not in results:
-        raise LacoError(f"Reference '{reference}' is not among the models: {', '.join(results)}.")
-    task_order: list[str] = []
-    for per_task in results.values():
-        task_order += [t for t in per_task if t not in task_order]
+    task_order = _task_order(results, reference)
     rows = {}
     for label, per_task in results.items():
         row: dict[str, float | None] = {}
@@ -189,11 +199,7 @@ def noise_table(
     Raises:
         LacoError: when ``reference`` is not one of the models.
     """
-    if reference not in results:
-        raise LacoError(f"Reference '{reference}' is not among the models: {', '.join(results)}.")
-    task_order: list[str] = []
-    for per_task in results.values():
-        task_order += [t for t in per_task if t not in task_order]
+    task_order = _task_order(results, reference)
     rows = {}
     for label, per_task in results.items():
         row: dict[str, str] = {}

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.assets import read_asset
 from laco_core.loading.limits import Limits
 from laco_core.recipe import TextSource
@@ -23,6 +22,7 @@ from laco_core.search.config import SearchConfig
 from laco_core.search.objectives import KL, Perplexity
 from laco_core.steps.collapse import CollapseStep
 from laco_core.steps.search import SearchStep
+from tests.helpers import save_tiny
 
 MiB = 2**20
 PROMPTS = ["One short calibration text.", "Another one, a little longer than the first."]
@@ -42,12 +42,15 @@ def _held(cache) -> int:
     return sum(seen.values())
 
 
-def test_budget_counts_caches_as_they_grow(tmp_path, one_thread):
-    path = tmp_path / "tiny"
-    tiny_model("llama", layers=4).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
+def _tiny_engine(tmp_path, layers: int = 4):
+    """An engine with a 1 GB budget and the app's limits off, and a tiny llama loaded in it."""
+    path = save_tiny(tmp_path / "tiny", layers=layers)
     engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
-    base = engine.load(str(path), "float32", "cpu")
+    return engine, engine.load(str(path), "float32", "cpu")
+
+
+def test_budget_counts_caches_as_they_grow(tmp_path, one_thread):
+    engine, base = _tiny_engine(tmp_path)
     caches = [engine.activations(base, [p, *PROMPTS[:k]]) for k, p in enumerate(PROMPTS * 2)]
     assert engine.usage()["caches"] == sum(_held(c) for c in caches)
     before = engine.usage()["caches"]
@@ -60,11 +63,7 @@ def test_budget_counts_caches_as_they_grow(tmp_path, one_thread):
 
 
 def test_a_growing_cache_evicts_others_when_it_grows(tmp_path, one_thread):
-    path = tmp_path / "tiny"
-    tiny_model("llama", layers=4).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
-    base = engine.load(str(path), "float32", "cpu")
+    engine, base = _tiny_engine(tmp_path)
     old = engine.activations(base, PROMPTS)
     cache = engine.activations(base, PROMPTS[:1])
     engine.budget = sum(engine.usage().values()) + 1  # full: the next byte held evicts
@@ -78,11 +77,7 @@ def test_a_growing_cache_evicts_others_when_it_grows(tmp_path, one_thread):
 
 
 def test_comparison_reference_log_probs_are_counted_while_held(tmp_path, one_thread):
-    path = tmp_path / "tiny"
-    tiny_model("llama", layers=4).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
-    base = engine.load(str(path), "float32", "cpu")
+    engine, base = _tiny_engine(tmp_path)
     text = " ".join(["A river runs past the hills and the old mill by the road."] * 20)
     seen: list[int] = []
 
@@ -150,11 +145,7 @@ def test_resident_memory_within_budget_on_the_default_model(one_thread):
 
 
 def test_a_search_on_a_build_counts_its_own_cache_while_it_runs(tmp_path, one_thread):
-    path = tmp_path / "tiny"
-    tiny_model("llama", layers=6).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
-    base = engine.load(str(path), "float32", "cpu")
+    engine, base = _tiny_engine(tmp_path, layers=6)
     parent = engine.run(base, [CollapseStep([[1, 2]], "drop")], "alice")
     held: list[int] = []
 
@@ -180,11 +171,7 @@ def test_the_preview_warm_up_builds_once_is_counted_and_cancels(tmp_path, one_th
     from laco_core.runtime.warmup import warm_preview
     from laco_core.search import objectives
 
-    path = tmp_path / "tiny"
-    tiny_model("llama", layers=4).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    engine = Engine(memory_budget_gb=1.0, limits=Limits.current(False))
-    base = engine.load(str(path), "float32", "cpu")
+    engine, base = _tiny_engine(tmp_path)
     calls = {"record": 0, "moments": 0}
     go = threading.Event()
     real_record, real_moments = activations.record, objectives.moments
