@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from laco_core.arch.plan import Range, format_plan, parse_ranges, validate_ranges
 from laco_core.errors import LacoError
 
-from .plots import range_colour
+from .plots import range_colour, square_heatmap
 
 MAPS = ["parameters", "representations"]
 # the map the Collapse tab opens on: a merge's damage follows how alike the states entering
@@ -28,6 +28,7 @@ MAPS = ["parameters", "representations"]
 # models (``analysis.reading``) and say little about it
 PLAN_MAP = MAPS[1]
 MAP_ID = "plan-map"
+AXES = ("layer b", "layer a")  # x, y: cell (a, b) is row a, column b
 PREVIEWS_KEPT = 200  # per-range estimates kept per session (a few numbers each)
 
 
@@ -80,7 +81,7 @@ def plan_figure(
         zlabel, zmin, zmax = "cosine", None, None
         hover = (
             "merge layers %{customdata}<br>cos(state entering the first, state leaving the "
-            "last) %{z:.4f}<extra></extra>"
+            "last) %{z:.4f}"
         )
     else:
         z = np.asarray(analysis["param"]["all"], dtype=float)
@@ -88,25 +89,20 @@ def plan_figure(
         zlabel = "cosine<br>(diagonal<br>excluded)"
         off = z[~np.eye(z.shape[0], dtype=bool)] if z.shape[0] > 1 else z.ravel()
         zmin, zmax = float(off.min()), float(off.max())
-        hover = "layers %{y} × %{x}<br>cosine %{z:.4f}<br>click: merge %{customdata}<extra></extra>"
+        hover = "layers %{y} × %{x}<br>cosine %{z:.4f}<br>click: merge %{customdata}"
     n = z.shape[0]
     idx = list(range(n))
     spans = [
         [f"{min(a, b)}–{max(a, b) if a != b else min(a + 1, n - 1)}" for a in idx] for b in idx
     ]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=idx,
-            y=idx,
-            zmin=zmin,
-            zmax=zmax,
-            colorscale="Viridis",
-            customdata=spans,
-            colorbar=dict(title=dict(text=zlabel, side="top"), thickness=12, len=0.9, x=1.02),
-            hovertemplate=hover,
-        )
+    layout = dict(
+        template="plotly_white",
+        height=470,
+        dragmode=False,
+        font=dict(size=11),
+        hoverlabel=dict(namelength=-1),
     )
+    fig = square_heatmap(z, spans, title, zlabel, hover, layout, "Viridis", (zmin, zmax), AXES)
     for lo, hi in sorted(ranges):
         a, b = lo - 0.5, hi + 0.5
         fig.add_trace(
@@ -137,27 +133,6 @@ def plan_figure(
                 showlegend=False,
             )
         )
-    fig.update_layout(
-        template="plotly_white",
-        title=dict(text=title, font=dict(size=13), x=0.01, xanchor="left"),
-        margin=dict(l=44, r=10, t=36, b=40),
-        height=470,
-        dragmode=False,
-        font=dict(size=11),
-        hoverlabel=dict(namelength=-1),
-    )
-    tick = max(1, n // 10)
-    fig.update_xaxes(
-        title="layer b", range=[-0.5, n - 0.5], dtick=tick, constrain="domain", showgrid=False
-    )
-    fig.update_yaxes(
-        title="layer a",
-        range=[n - 0.5, -0.5],
-        dtick=tick,
-        scaleanchor="x",
-        constrain="domain",
-        showgrid=False,
-    )
     return fig
 
 

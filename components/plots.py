@@ -40,11 +40,8 @@ def heatmap(
     off_diagonal_scale: bool = False,
     hover: str | None = None,
 ) -> go.Figure:
-    """An all-pairs matrix with integer axes (index = layer), origin top-left, square cells.
-
-    The axes' ranges are fixed to the matrix and both are constrained to their domain, so
-    a narrow window shrinks the square instead of stretching an axis; the colour bar sits
-    inside the figure's width. Clicking a cell gives ``x``/``y`` = the indices.
+    """An all-pairs matrix with integer axes (index = layer), origin top-left, square cells
+    (:func:`square_heatmap`). Clicking a cell gives ``x``/``y`` = the indices.
 
     Args:
         off_diagonal_scale: Fit the colour range to the off-diagonal cells. Weight cosines of
@@ -61,29 +58,59 @@ def heatmap(
     idx = list(range(n))
     spans = [[f"{min(a, b)}–{max(a, b)}" for a in idx] for b in idx]
     line = hover or f"{axis_title} %{{y}} × {axis_title} %{{x}}<br>{zlabel} %{{z:.4f}}"
+    return square_heatmap(
+        z, spans, title, zlabel, line, _LAYOUT, colorscale, (zmin, zmax), (axis_title,) * 2
+    )
+
+
+def square_heatmap(
+    z: np.ndarray,
+    spans: list[list[str]],
+    title: str,
+    zlabel: str,
+    hover: str,
+    layout: dict,
+    colorscale: str = "Viridis",
+    zrange: tuple[float | None, float | None] = (None, None),
+    axis_titles: tuple[str, str] = ("layer", "layer"),
+) -> go.Figure:
+    """An n×n matrix drawn as square cells with integer axes (index = layer), origin top-left.
+
+    The axes' ranges are fixed to the matrix and both are constrained to their domain, so a
+    narrow window shrinks the square instead of stretching an axis; the colour bar sits inside
+    the figure's width.
+
+    Args:
+        spans: Per cell, the range it stands for (``%{customdata}`` in ``hover``).
+        hover: The hover line, without plotly's ``<extra>`` box.
+        layout: Template, height, font and the like; title and margin are set here.
+        axis_titles: The x axis's and the y axis's.
+    """
+    n = z.shape[0]
+    idx = list(range(n))
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=idx,
             y=idx,
-            zmin=zmin,
-            zmax=zmax,
+            zmin=zrange[0],
+            zmax=zrange[1],
             colorscale=colorscale,
             customdata=spans,
             colorbar=dict(title=dict(text=zlabel, side="top"), thickness=12, len=0.9, x=1.02),
-            hovertemplate=line + "<extra></extra>",
+            hovertemplate=hover + "<extra></extra>",
         )
     )
     fig.update_layout(
-        **{**_LAYOUT, "margin": dict(l=44, r=10, t=36, b=40)},
+        **{**layout, "margin": dict(l=44, r=10, t=36, b=40)},
         title=dict(text=title, font=dict(size=13), x=0.01, xanchor="left"),
     )
     tick = max(1, n // 10)
     fig.update_xaxes(
-        title=axis_title, range=[-0.5, n - 0.5], dtick=tick, constrain="domain", showgrid=False
+        title=axis_titles[0], range=[-0.5, n - 0.5], dtick=tick, constrain="domain", showgrid=False
     )
     fig.update_yaxes(
-        title=axis_title,
+        title=axis_titles[1],
         range=[n - 0.5, -0.5],
         dtick=tick,
         scaleanchor="x",
