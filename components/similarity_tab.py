@@ -28,7 +28,24 @@ PARAM_PLOT, REP_PLOT = "sim-param", "sim-rep"
 # the first 8 of our 24 calibration prompts: enough for stable matrices, and the analysis that
 # runs on page load stays within a couple of seconds on 2 CPU cores
 DEFAULT_PROMPTS = 8
-METRICS = ["cosine", "angular distance", "Block Influence"]
+# the heatmap metrics: the analysis's matrix, title, colour-bar label, colour scale, hover name
+_REP_MAPS = {
+    "cosine": (
+        "cosine",
+        "cos(input of layer a, output of layer b)",
+        "cosine",
+        "Viridis",
+        "cos(in, out)",
+    ),
+    "angular distance": (
+        "angular",
+        "angular distance, input of a → output of b",
+        "angular<br>distance",
+        "Viridis_r",
+        "angular distance",
+    ),
+}
+METRICS = [*_REP_MAPS, "Block Influence"]
 MODULE_ORDER = ["all", "attention", "mlp", "norms"]
 
 
@@ -53,21 +70,14 @@ def rep_figure(analysis: dict, metric: str):
         raise LacoError("No representation similarity yet; run Analyze first.")
     if metric == "Block Influence":
         return plots.influence_bar(rep["block_influence"])
-    if metric == "angular distance":
-        return plots.heatmap(
-            block_matrix(rep["angular"]),
-            "Representations: angular distance, input of a → output of b",
-            axis_title="layer",
-            zlabel="angular<br>distance",
-            colorscale="Viridis_r",
-            hover="block %{customdata}: angular distance %{z:.4f}",
-        )
+    key, title, zlabel, colorscale, measure = _REP_MAPS.get(metric, _REP_MAPS["cosine"])
     return plots.heatmap(
-        block_matrix(rep["cosine"]),
-        "Representations: cos(input of layer a, output of layer b)",
+        block_matrix(rep[key]),
+        f"Representations: {title}",
         axis_title="layer",
-        zlabel="cosine",
-        hover="block %{customdata}: cos(in, out) %{z:.4f}",
+        zlabel=zlabel,
+        colorscale=colorscale,
+        hover=f"block %{{customdata}}: {measure} %{{z:.4f}}",
     )
 
 
