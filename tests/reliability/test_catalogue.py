@@ -42,18 +42,6 @@ def remote_code(f) -> str:
     )
 
 
-def in_missing_folder(flag: str, name: str):
-    """The message for ``flag`` naming a file ``name`` in the missing folder ``<root>/no``."""
-    return lambda f: (
-        f"{flag} '{f.root / 'no' / name}': the folder '{f.root / 'no'}' does not exist."
-    )
-
-
-def onto_folder(flag: str):
-    """The message for ``flag`` naming the folder ``<root>`` where a file is wanted."""
-    return lambda f: f"{flag} '{f.root}' is a folder; give a file name."
-
-
 def over(what: str, amount: str, limit: str, env: str):
     """The message for a value over a limit (``{env}`` raises it)."""
     return lambda f: (
@@ -96,6 +84,30 @@ def _compare(f, *flags: str) -> list[str]:
 
 def _sample(f, *flags: str) -> list[str]:
     return _laco(f, "generate", "--prompt", "hi", "--sample", *flags)
+
+
+def _output(f, command: str, flag: str, path) -> list[str]:
+    """``COMMAND`` writing its ``flag`` output file to ``path`` (compare: on one cheap point)."""
+    args = (flag, str(path))
+    return _compare(f, *args) if command == "compare" else _laco(f, command, *args)
+
+
+def into_missing_folder(command: str, flag: str, name: str) -> Cli:
+    """``flag`` naming a file ``name`` in the missing folder ``<root>/no``."""
+    return Cli(
+        f"{command} {flag} into a missing folder",
+        lambda f: _output(f, command, flag, f.root / "no" / name),
+        lambda f: f"{flag} '{f.root / 'no' / name}': the folder '{f.root / 'no'}' does not exist.",
+    )
+
+
+def onto_folder(command: str, flag: str) -> Cli:
+    """``flag`` naming the folder ``<root>`` where a file is wanted."""
+    return Cli(
+        f"{command} {flag} onto a folder",
+        lambda f: _output(f, command, flag, f.root),
+        lambda f: f"{flag} '{f.root}' is a folder; give a file name.",
+    )
 
 
 CLI_CASES = [
@@ -181,36 +193,12 @@ CLI_CASES = [
         lambda f: _laco(f, "collapse", "--merge", "1-2", "--out", str(f.tiny), "--overwrite"),
         lambda f: f"'{f.tiny}' is the source model's own folder; export somewhere else.",
     ),
-    Cli(
-        "analyze --json into a missing folder",
-        lambda f: _laco(f, "analyze", "--json", str(f.root / "no" / "a.json")),
-        in_missing_folder("--json", "a.json"),
-    ),
-    Cli(
-        "analyze --json onto a folder",
-        lambda f: _laco(f, "analyze", "--json", str(f.root)),
-        onto_folder("--json"),
-    ),
-    Cli(
-        "eval --json into a missing folder",
-        lambda f: _laco(f, "eval", "--json", str(f.root / "no" / "m.json")),
-        in_missing_folder("--json", "m.json"),
-    ),
-    Cli(
-        "auto --json onto a folder",
-        lambda f: _laco(f, "auto", "--json", str(f.root)),
-        onto_folder("--json"),
-    ),
-    Cli(
-        "compare --csv onto a folder",
-        lambda f: _compare(f, "--csv", str(f.root)),
-        onto_folder("--csv"),
-    ),
-    Cli(
-        "compare --json into a missing folder",
-        lambda f: _compare(f, "--json", str(f.root / "no" / "c.json")),
-        in_missing_folder("--json", "c.json"),
-    ),
+    into_missing_folder("analyze", "--json", "a.json"),
+    onto_folder("analyze", "--json"),
+    into_missing_folder("eval", "--json", "m.json"),
+    onto_folder("auto", "--json"),
+    onto_folder("compare", "--csv"),
+    into_missing_folder("compare", "--json", "c.json"),
     # input files
     Cli(
         "prune --prompts missing",
