@@ -255,15 +255,16 @@ def build_auto(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         api_visibility="private",
         show_progress="minimal",
     )
-    ev = run_btn.click(
+    ev = jobs.wire_long(
+        run_btn,
         partial(_run, engine, keys),
         [session, prompts, method, objective, strategy, units, target, percent, *controls.inputs()],
         [session, bar, log_box, result, strip],
-        api_visibility="private",
-        concurrency_id=LONG_GROUP,
-        show_progress="hidden",
+        stop_btn,
+        "auto",
+        session,
+        bar,
     )
-    jobs.wire_stop(stop_btn, "auto", session, bar, [ev])
     c = common
     scripted = api.endpoint(
         partial(api_auto, engine),

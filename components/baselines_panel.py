@@ -162,15 +162,16 @@ def build(engine: Engine, session: gr.State, table: gr.Dataframe, chart: gr.Plot
         own_table = gr.Dataframe(interactive=False, wrap=True)
         own_chart = gr.Plot(show_label=False)
 
-    run = run_btn.click(
+    run = jobs.wire_long(
+        run_btn,
         partial(run_baselines, engine),
         [session, ratios, methods, heal],
         [session, bar, own_table, own_chart, chart, table],
-        api_visibility="private",
-        concurrency_id=LONG_GROUP,
-        show_progress="hidden",
+        stop_btn,
+        "baselines",
+        session,
+        bar,
     )
-    jobs.wire_stop(stop_btn, "baselines", session, bar, [run])
     scripted = api.endpoint(
         partial(api_baselines, engine),
         [session, api.hidden(gr.Textbox), methods, heal],

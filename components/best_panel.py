@@ -228,15 +228,16 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         api_visibility="private",
         queue=False,
     )
-    ev = run_btn.click(
+    ev = jobs.wire_long(
+        run_btn,
         partial(run_best, engine),
         [session, mode, unit, value, budget, prompts],
         [session, bar, log_box, result, strip, curve],
-        api_visibility="private",
-        concurrency_id=LONG_GROUP,
-        show_progress="hidden",
+        stop_btn,
+        "best",
+        session,
+        bar,
     )
-    jobs.wire_stop(stop_btn, "best", session, bar, [ev])
     scripted = api.endpoint(
         partial(api_best, engine),
         [

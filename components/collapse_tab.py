@@ -152,13 +152,15 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
     for ev in sim.analyzed:
         then_estimate(ev.then(draw, redraw, shown, **instant))
 
-    built = build_btn.click(
+    built = jobs.wire_long(
+        build_btn,
         partial(build_collapse, engine),
         [session, plan, method, prompts, attn, *controls],
         [session, bar, result, result_json],
-        api_visibility="private",
-        concurrency_id=LONG_GROUP,
-        show_progress="hidden",
+        stop_btn,
+        "build",
+        session,
+        bar,
     )
     scripted = api.endpoint(
         partial(api_collapse, engine),
@@ -167,7 +169,6 @@ def build(engine: Engine, session: gr.State, model: ModelTab, sim: SimilarityTab
         "collapse",
         concurrency_id=LONG_GROUP,
     )
-    jobs.wire_stop(stop_btn, "build", session, bar, [built])
     return CollapseTab(
         plan,
         attn,

@@ -29,6 +29,8 @@ import gradio as gr
 from laco_core.errors import Cancelled
 from laco_core.runtime.engine import Engine
 
+from .common import LONG_GROUP
+
 TICK = 0.5  # seconds between two updates of a job that reports nothing
 _RUNNING: dict[tuple[str, str], set[Job]] = {}
 _LOCK = threading.Lock()
@@ -280,6 +282,32 @@ def wire_stop(button, panel: str, session, bar, events: Sequence) -> None:
         show_progress="hidden",
     )
     bar.change(stop_state, bar, button, api_visibility="private", queue=False)
+
+
+def wire_long(
+    button,
+    fn: Callable,
+    inputs: list,
+    outputs: list,
+    stop_button,
+    panel: str,
+    session,
+    bar,
+    api_name: str | None = None,
+):
+    """Wire a long job's button (run in the long-jobs queue, ``bar`` its only progress, scripted
+    only under ``api_name``) and its Stop button (:func:`wire_stop`); the click's event."""
+    exposed = {"api_name": api_name} if api_name else {"api_visibility": "private"}
+    event = button.click(
+        fn,
+        inputs,
+        outputs,
+        **exposed,
+        concurrency_id=LONG_GROUP,
+        show_progress="hidden",
+    )
+    wire_stop(stop_button, panel, session, bar, [event])
+    return event
 
 
 def running(owner: str, panel: str) -> bool:

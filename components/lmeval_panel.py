@@ -20,7 +20,7 @@ from laco_core.exchange.lmeval_table import NOISE_RULE
 from laco_core.runtime.engine import Engine
 
 from . import jobs
-from .common import LONG_GROUP, base_of, gpu, model_of, public_message
+from .common import base_of, gpu, model_of, public_message
 from .handoff import Event
 from .state import Session
 
@@ -133,15 +133,17 @@ def build(engine: Engine, session: gr.State) -> LmEvalPanel:
         bar = gr.HTML(jobs.bar_html(), elem_id="lmeval-bar")
         table = gr.Markdown("", elem_id="lmeval-table")
 
-    run = run_btn.click(
+    run = jobs.wire_long(
+        run_btn,
         partial(run_lmeval, engine),
         [session, tasks, limit, picks],
         [session, bar, table],
+        stop_btn,
+        "lmeval",
+        session,
+        bar,
         api_name="lm_eval",
-        concurrency_id=LONG_GROUP,
-        show_progress="hidden",
     )
-    jobs.wire_stop(stop_btn, "lmeval", session, bar, [run])
     return LmEvalPanel(picks, table, run)
 
 
