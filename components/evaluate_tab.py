@@ -55,6 +55,16 @@ def source_desc(source: str, seq_len: int, max_words: int) -> str:
     return f"{source}, {words}, {int(seq_len)}-token windows"
 
 
+def _text_to_score(
+    engine: Engine, source: str, pasted: str, upload: str | None, seq_len: int, max_words: int
+) -> tuple[str, str]:
+    """The text to score, checked against the engine's limits, and its description."""
+    text = eval_text(source, pasted, upload, int(max_words))
+    engine.limits.check("text_chars", len(text), "The text to score")
+    engine.limits.check("seq_len", int(seq_len), "The window length")
+    return text, source_desc(source, seq_len, max_words)
+
+
 def metrics_md(did: str, m: dict) -> str:
     return (
         f"| held-out | original | `{did}` |\n|---|---:|---:|\n"
@@ -92,10 +102,7 @@ def evaluate(
     max_words: int,
 ):
     """Perplexity of one build and its original on held-out text, KL/agreement between them."""
-    text = eval_text(source, pasted, upload, int(max_words))
-    engine.limits.check("text_chars", len(text), "The text to score")
-    engine.limits.check("seq_len", int(seq_len), "The window length")
-    desc = source_desc(source, seq_len, max_words)
+    text, desc = _text_to_score(engine, source, pasted, upload, seq_len, max_words)
 
     def work(job: jobs.Job):
         job.progress(None, "Scoring the model and its original…")
@@ -132,12 +139,9 @@ def evaluate_all(
     max_words: int,
 ):
     """Every build of the session scored on one held-out text, streaming into the table."""
-    text = eval_text(source, pasted, upload, int(max_words))
-    engine.limits.check("text_chars", len(text), "The text to score")
-    engine.limits.check("seq_len", int(seq_len), "The window length")
+    text, desc = _text_to_score(engine, source, pasted, upload, seq_len, max_words)
     if not session.builds:
         raise LacoError("No models yet: build one in the Collapse tab first.")
-    desc = source_desc(source, seq_len, max_words)
     for b in session.builds:  # stale held-out figures go: the table fills from this run only
         for k in [k for k in b.metrics if k.startswith("ho_")]:
             del b.metrics[k]
