@@ -16,7 +16,7 @@ from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep
 
 from . import api, jobs
-from .common import base_of, gpu, public_message, remember
+from .common import base_of, gpu, public_message, remember, removed_percent
 from .method_picker import chosen_params
 from .plan_map import msg_md, read_full
 from .state import Session, calibration_metrics
@@ -109,10 +109,9 @@ def api_collapse(
 
 
 def result_md(did: str, info: dict, metrics: dict) -> str:
-    removed = 100 * (1 - info["params_after"] / info["params_before"])
     md = (
         f"### ✓ Built `{did}` — {info['layers_before']} → {info['layers_after']} layers, "
-        f"{removed:.1f} % parameters removed\n"
+        f"{removed_percent(info):.1f} % parameters removed\n"
     )
     if "cal_kl" in metrics:
         md += (

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from laco_core.arch.plan import Range, format_plan, parse_ranges, validate_ranges
 from laco_core.errors import LacoError
 
+from .common import removed_percent
 from .plots import range_colour, square_heatmap
 
 MAPS = ["parameters", "representations"]
@@ -53,7 +54,7 @@ def range_summary(p: dict | None) -> str:
     """One range's estimate in a line (hover label, chip)."""
     if not p:
         return "estimating…"
-    removed = 100 * (1 - p["params_after"] / p["params_before"])
+    removed = removed_percent(p)
     return f"−{p['layers_before'] - p['layers_after']} layers ({removed:.1f} % params) · KL {p['kl']:.3f}"
 
 

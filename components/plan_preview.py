@@ -19,7 +19,7 @@ from laco_core.runtime.engine import Engine
 from laco_core.runtime.warmup import Warmup, warm_preview
 
 from . import plan_map, plots
-from .common import base_of, fmt_params, gpu
+from .common import base_of, fmt_params, gpu, removed_percent
 from .method_picker import chosen_params
 from .state import Session
 
@@ -82,12 +82,11 @@ def preview_md(p: dict) -> str:
 
 
 def sizes_md(p: dict) -> str:
-    removed = 100 * (1 - p["params_after"] / p["params_before"])
     return (
         f"| | before | after |\n|---|---:|---:|\n"
         f"| layers | {p['layers_before']} | **{p['layers_after']}** |\n"
         f"| parameters | {fmt_params(p['params_before'])} | **{fmt_params(p['params_after'])}** |\n\n"
-        f"**{removed:.1f} %** of the parameters removed."
+        f"**{removed_percent(p):.1f} %** of the parameters removed."
     )
 
 

@@ -20,7 +20,7 @@ from laco_core.registry import REGISTRY
 from laco_core.runtime.engine import Engine
 
 from . import jobs, plots
-from .common import public_message, remember
+from .common import public_message, remember, removed_percent
 from .state import Session, calibration_metrics
 
 log = logging.getLogger("laco.app")
@@ -124,11 +124,11 @@ def finish_search(engine: Engine, session: Session, did: str, prompts: list[str]
 def done_md(did: str, entry, plan, seconds: float, what: str, *_) -> str:
     """The result of a search, in words (extra arguments: the model and its base, unused)."""
     info, m = entry.info, entry.metrics
-    removed = 100 * (1 - info["params_after"] / info["params_before"])
     return (
         f"### ✓ {what} in {jobs.duration(seconds)} — `{did}`\n"
-        f"{info['layers_before']} → {info['layers_after']} layers, **{removed:.1f} %** of the "
-        f"parameters removed; plan {format_plan(plan) or 'nothing accepted'}.  \n"
+        f"{info['layers_before']} → {info['layers_after']} layers, "
+        f"**{removed_percent(info):.1f} %** of the parameters removed; "
+        f"plan {format_plan(plan) or 'nothing accepted'}.  \n"
         f"On the calibration prompts: KL **{m.get('cal_kl', float('nan')):.3f}** nats/token, "
         f"top-1 agreement **{m.get('cal_top1', float('nan')):.1f} %**. It is now selected in "
         "Compare, Evaluate and Export."
