@@ -92,6 +92,11 @@ def _output(f, command: str, flag: str, path) -> list[str]:
     return _compare(f, *args) if command == "compare" else _laco(f, command, *args)
 
 
+def unreadable_eval(label: str, name: str) -> Cli:
+    """``laco eval`` on the session file ``f.<name>``, which cannot be read as a model."""
+    return Cli(label, lambda f: ["eval", "--model", str(getattr(f, name))], unreadable(name))
+
+
 def into_missing_folder(command: str, flag: str, name: str) -> Cli:
     """``flag`` naming a file ``name`` in the missing folder ``<root>/no``."""
     return Cli(
@@ -112,21 +117,9 @@ def onto_folder(command: str, flag: str) -> Cli:
 
 CLI_CASES = [
     # unreadable or unusable models
-    Cli(
-        "corrupt safetensors",
-        lambda f: ["eval", "--model", str(f.corrupt)],
-        unreadable("corrupt"),
-    ),
-    Cli(
-        "truncated safetensors",
-        lambda f: ["eval", "--model", str(f.trunc)],
-        unreadable("trunc"),
-    ),
-    Cli(
-        "not a GGUF file",
-        lambda f: ["eval", "--model", str(f.garbage_gguf)],
-        unreadable("garbage_gguf"),
-    ),
+    unreadable_eval("corrupt safetensors", "corrupt"),
+    unreadable_eval("truncated safetensors", "trunc"),
+    unreadable_eval("not a GGUF file", "garbage_gguf"),
     Cli(
         "unknown GGUF version",
         lambda f: ["generate", "--model", str(f.v99_gguf), "--prompt", "hi"],
@@ -137,11 +130,7 @@ CLI_CASES = [
         lambda f: ["analyze", "--model", str(f.remote), "--json", _out(f, "a.json")],
         remote_code,
     ),
-    Cli(
-        "invalid config.json",
-        lambda f: ["eval", "--model", str(f.badcfg)],
-        unreadable("badcfg"),
-    ),
+    unreadable_eval("invalid config.json", "badcfg"),
     Cli(
         "folder without config",
         lambda f: ["eval", "--model", str(f.noconfig)],
