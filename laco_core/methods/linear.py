@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..arch.adapters import Adapter
-from ..params import ParamDef
-from .base import LayerParams, fitted_tensor
-from .fitted_drop import FIT_INFO, RIDGE, FittedDrop
+from .fitted_drop import FittedDrop, fitted_params
 
 
 def fold_into_down(down: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
@@ -26,6 +23,7 @@ class DropLinear(FittedDrop):
 
     name = "drop_linear"
     basis, tensor = "output", "transform"
+    params = fitted_params(tensor, "the fitted map T (hidden × hidden)")
     passthrough = "folds a linear map fitted on calibration activations into layer LO's MLP down-projection: a fitted tensor, not a copied layer"
     summary = "Drop lo+1..hi and fold a least-squares linear map into lo's MLP output (ReplaceMe)."
     formula = "W_down,lo ← Tᵀ W_down,lo,  T = argmin ‖M T − R‖² + λ‖T − I‖²"
@@ -34,15 +32,6 @@ class DropLinear(FittedDrop):
         "after layer lo's MLP stands in for the removed layers (ReplaceMe). The preview "
         "estimates it as a plain drop."
     )
-    params = (
-        RIDGE,
-        FIT_INFO,
-        ParamDef("transform", "tensor", cli=False, help="the fitted map T (hidden × hidden)"),
-    )
 
-    def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
-        out = dict(layers[0])
-        transform = fitted_tensor(params, "transform", self.name)
-        if transform is not None:  # None: this layer could not be corrected, a plain drop
-            out[adapter.down] = fold_into_down(out[adapter.down], transform)
-        return out
+    def apply(self, down: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+        return fold_into_down(down, tensor)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ..arch.adapters import Adapter
+import torch
+
 from ..errors import LacoError
-from ..params import ParamDef
-from .base import LayerParams, fitted_tensor
-from .fitted_drop import FIT_INFO, RIDGE, FittedDrop
+from .fitted_drop import FittedDrop, fitted_params
 
 
 class DropLsq(FittedDrop):
@@ -21,6 +20,7 @@ class DropLsq(FittedDrop):
 
     name = "drop_lsq"
     basis, tensor = "inner", "down_weight"
+    params = fitted_params(tensor, "the refitted W_down (H × I)")
     passthrough = "refits layer LO's MLP down-projection by least squares on calibration activations: a fitted tensor, not a copied layer"
     summary = (
         "Drop lo+1..hi and refit lo's MLP down projection by least squares on calibration data."
@@ -32,22 +32,11 @@ class DropLsq(FittedDrop):
         "on the MLP's inner activations, so it can fit anything drop_linear can. The preview "
         "estimates it as a plain drop."
     )
-    params = (
-        RIDGE,
-        FIT_INFO,
-        ParamDef("down_weight", "tensor", cli=False, help="the refitted W_down (H × I)"),
-    )
 
-    def merge(self, layers: list[LayerParams], adapter: Adapter, **params) -> LayerParams:
-        out = dict(layers[0])
-        weight = fitted_tensor(params, "down_weight", self.name)
-        if weight is None:  # this layer could not be refitted: a plain drop
-            return out
-        down = out[adapter.down]
-        if tuple(weight.shape) != tuple(down.shape):
+    def apply(self, down: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+        if tuple(tensor.shape) != tuple(down.shape):
             raise LacoError(
-                f"drop_lsq fit has shape {tuple(weight.shape)}, the layer's down projection "
+                f"drop_lsq fit has shape {tuple(tensor.shape)}, the layer's down projection "
                 f"{tuple(down.shape)}: it belongs to another model."
             )
-        out[adapter.down] = weight.to(device=down.device, dtype=down.dtype)
-        return out
+        return tensor.to(device=down.device, dtype=down.dtype)
