@@ -1,7 +1,7 @@
 """The ``laco`` command line: parses, validates and calls the engine; one module per command.
 
-Every command lives in ``laco_core/commands/<name>.py`` with ``add_parser(subparsers)`` and
-``run(args) -> int``. A LacoError prints one line on stderr and exits 2.
+Every command lives in ``laco_core/commands/<name>.py`` with ``HELP`` (and optionally
+``DESCRIPTION``), ``add_flags(parser)`` and ``run(args) -> int``; the sub-parser is made here. A LacoError prints one line on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="laco", description="Explore layer collapse in causal LMs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMANDS:
-        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
+        command = importlib.import_module(f".commands.{name}", __package__)
+        description = getattr(command, "DESCRIPTION", None)
+        p = sub.add_parser(name, help=command.HELP, description=description)
+        command.add_flags(p)
+        p.set_defaults(func=command.run)
     return parser
 
 

@@ -8,11 +8,10 @@ from ..loading.limits import Limits
 from ..loading.models import SPEC_HELP, load_model
 from .common import check_output_file, read_prompt_file, write_json
 
+HELP = "Parameter and representation similarity between layers (JSON)."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "analyze", help="Parameter and representation similarity between layers (JSON)."
-    )
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help=SPEC_HELP)
     p.add_argument(
         "--prompts", help="UTF-8 file, one prompt per line (default: bundled calibration prompts)"
@@ -20,7 +19,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", required=True, help="output JSON file")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.set_defaults(func=run)
 
 
 def _list(t) -> list:

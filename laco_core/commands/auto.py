@@ -30,31 +30,28 @@ from .common import (
     add_model_args,
     add_out_args,
     check_output_file,
+    export_measured,
     load,
-    measure_validation,
     positive,
-    quality_lines,
     read_prompt_file,
     source_dirs,
     write_curve,
     write_json,
 )
 
+HELP = "Search a collapse plan automatically (LaCo Algorithm 1, greedy, or a target size)."
+DESCRIPTION = (
+    "With only --target-ratio R (or --target-layers N): the best pipeline this project "
+    "knows (a greedy KL search of layer drops on the training text's paragraphs, then "
+    "each kept layer's MLP refitted by least squares), an ordinary checkpoint. Without "
+    "a target: LaCo Algorithm 1 as the official code runs it (accept a merge of C "
+    "layers when the score against the dense model exceeds T). Any search flag below "
+    "(--strategy, --objective, --method, -C, -T…) runs that search instead, e.g. "
+    "--strategy paper for Algorithm 1 down to a target. Scores are in (0, 1]."
+)
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "auto",
-        help="Search a collapse plan automatically (LaCo Algorithm 1, greedy, or a target size).",
-        description=(
-            "With only --target-ratio R (or --target-layers N): the best pipeline this project "
-            "knows (a greedy KL search of layer drops on the training text's paragraphs, then "
-            "each kept layer's MLP refitted by least squares), an ordinary checkpoint. Without "
-            "a target: LaCo Algorithm 1 as the official code runs it (accept a merge of C "
-            "layers when the score against the dense model exceeds T). Any search flag below "
-            "(--strategy, --objective, --method, -C, -T…) runs that search instead, e.g. "
-            "--strategy paper for Algorithm 1 down to a target. Scores are in (0, 1]."
-        ),
-    )
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_arguments(p.add_argument_group("search settings"), {"": SEARCH_PARAMS}, "", True)
     target = p.add_mutually_exclusive_group()
@@ -155,7 +152,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_out_args(p, required=False)
     p.add_argument("--quiet", "-q", action="store_true", help="do not print every candidate")
-    p.set_defaults(func=run)
 
 
 STRATEGY_PREFIX, OBJECTIVE_PREFIX = "strategy_", "objective_"
@@ -304,11 +300,12 @@ def run(args: argparse.Namespace) -> int:
                 "The search accepted no merge, so there is nothing to export: lower --threshold "
                 "or set a target."
             )
-        valid = None if res.curve is not None else measure_validation(model, lm, recipe)
-        out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
-        if valid is not None:  # a search without a curve (paper, evo) is measured once here
-            print(f"Exported to {args.out}: {quality_lines(valid, out)}")
+        protect = source_dirs(args.model)
+        if res.curve is None:  # a search without a curve (paper, evo) is measured once here
+            _, line = export_measured(model, lm, recipe, args.out, args.overwrite, protect)
+            print(f"Exported to {args.out}: {line}")
         else:
+            out = export(model, lm, args.out, recipe, args.overwrite, protect)
             print(
                 f"Exported to {args.out}: reload-verified (max |logit diff| "
                 f"{out.max_abs_logit_diff:.2e}){quality}."

@@ -8,7 +8,6 @@ from ..arch.plan import format_plan, parse_ranges, validate_ranges
 from ..errors import LacoError
 from ..exchange.export import check_target
 from ..params import add_arguments, collect, given_but_unused
-from ..pipeline import export
 from ..pipeline import run as run_steps
 from ..prune.io import SHAPES_SIDECAR
 from ..registry import REGISTRY
@@ -17,21 +16,20 @@ from ..steps.collapse import CollapseStep
 from .common import (
     add_model_args,
     add_out_args,
+    export_measured,
     load,
-    measure_validation,
-    quality_lines,
     source_dirs,
 )
 
+HELP = "Merge layer ranges into single layers and export the collapsed model."
+DESCRIPTION = (
+    "Each --merge LO-HI (inclusive, 0-based, original indices) becomes one "
+    "layer at LO. Fitted methods (drop_lsq, drop_linear) are fitted on the bundled "
+    "training text's paragraphs, range by range."
+)
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "collapse",
-        help="Merge layer ranges into single layers and export the collapsed model.",
-        description="Each --merge LO-HI (inclusive, 0-based, original indices) becomes one "
-        "layer at LO. Fitted methods (drop_lsq, drop_linear) are fitted on the bundled "
-        "training text's paragraphs, range by range.",
-    )
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument(
         "--merge",
@@ -54,7 +52,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_arguments(p.add_argument_group("method parameters"), REGISTRY.method_params())
     add_out_args(p)
-    p.set_defaults(func=run)
 
 
 def parse_layers(text: str | None) -> list[int]:
@@ -116,12 +113,13 @@ def run(args: argparse.Namespace) -> int:
         f"({100 * (info['params_after'] / info['params_before'] - 1):+.1f}%)."
     )
     print(kv_line(info))
-    valid = measure_validation(model, lm, recipe)
-    result = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
+    result, quality = export_measured(
+        model, lm, recipe, args.out, args.overwrite, source_dirs(args.model)
+    )
     loader = (
         "laco_core.load_pruned (per-layer shapes)"
         if (result.path / SHAPES_SIDECAR).exists()
         else "AutoModelForCausalLM.from_pretrained"
     )
-    print(f"Saved to {result.path}; reloaded with {loader}: {quality_lines(valid, result)}")
+    print(f"Saved to {result.path}; reloaded with {loader}: {quality}")
     return 0

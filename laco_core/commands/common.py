@@ -106,6 +106,21 @@ def measure_validation(model, base, recipe) -> dict:
     return recipe.info["validation"]
 
 
+def export_measured(model, base, recipe, out: str, overwrite: bool, protect) -> tuple:
+    """Score a build on the validation slice (:func:`measure_validation`), export it and
+    reload-verify it (``pipeline.export``).
+
+    Returns:
+        The export's result and the line saying how it verified and scored
+        (:func:`quality_lines`).
+    """
+    from ..pipeline import export
+
+    valid = measure_validation(model, base, recipe)
+    result = export(model, base, out, recipe, overwrite, protect)
+    return result, quality_lines(valid, result)
+
+
 def quality_lines(valid: dict, out) -> str:
     """``reload-verified (…), validation perplexity R x dense`` and, past the cliff, the loud
     line on its own line."""

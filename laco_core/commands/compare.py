@@ -9,13 +9,12 @@ from ..errors import LacoError
 from ..loading.models import SPEC_HELP
 from .common import check_output_file, write_json
 
+HELP = "Compare LaCo, ShortGPT, angular and LLM-Pruner at target ratios."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     from ..runtime.comparison import DEFAULT_METHODS, METHODS
 
-    p = sub.add_parser(
-        "compare", help="Compare LaCo, ShortGPT, angular and LLM-Pruner at target ratios."
-    )
     p.add_argument("--model", default="default", help=SPEC_HELP)
     p.add_argument(
         "--ratios", default="0.1,0.2,0.3", help="comma-separated fractions of parameters to remove"
@@ -31,7 +30,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", dest="csv_out", help="write the rows as CSV")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.set_defaults(func=run)
 
 
 def _ratios(text: str) -> tuple[float, ...]:

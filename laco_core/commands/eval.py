@@ -18,12 +18,10 @@ from ..loading.limits import Limits
 from ..loading.models import load_model
 from .common import check_output_file, read_user_text, write_json
 
+HELP = "Perplexity (and KL / agreement with a reference model), or lm-eval task scores."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="Perplexity (and KL / agreement with a reference model), or lm-eval task scores.",
-    )
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         action="append",
@@ -59,7 +57,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.set_defaults(func=run)
 
 
 def read_text_file(path: str) -> str:

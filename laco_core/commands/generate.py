@@ -10,11 +10,10 @@ from ..errors import LacoError
 from ..loading.limits import Limits
 from ..loading.models import load_model
 
+HELP = "Stream generation; --compare runs a second model on the same prompt."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "generate", help="Stream generation; --compare runs a second model on the same prompt."
-    )
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="model spec or exported directory")
     p.add_argument("--compare", help="second model spec or exported directory (same tokenizer)")
     p.add_argument("--prompt", required=True, help="the user message")
@@ -27,7 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.set_defaults(func=run)
 
 
 class _Printer:

@@ -24,18 +24,16 @@ from ..recipe import RECIPE_FILE, Recipe, TextSource
 from ..steps.heal import DEFAULTS, HEAL_PARAMS, SAMPLING_SHARE, check_budget, default_heal
 from .common import add_model_args, add_out_args, load, positive, read_user_text, source_dirs
 
+HELP = "LoRA fine-tune a (collapsed or pruned) model and merge the adapters."
+DESCRIPTION = (
+    "By default a model with a recipe is distilled from its base model (KL to the dense "
+    "next-token distribution) on the training text plus continuations the dense model "
+    "samples (cached per base model), within --seconds (sampling included), keeping "
+    "the adapter that scores best on the training texts' validation slice."
+)
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "heal",
-        help="LoRA fine-tune a (collapsed or pruned) model and merge the adapters.",
-        description=(
-            "By default a model with a recipe is distilled from its base model (KL to the dense "
-            "next-token distribution) on the training text plus continuations the dense model "
-            "samples (cached per base model), within --seconds (sampling included), keeping "
-            "the adapter that scores best on the training texts' validation slice."
-        ),
-    )
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     add_model_args(p, default=None)
     p.add_argument(
         "--text",
@@ -58,7 +56,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "on the LM loss); one extra forward per step",
     )
     add_out_args(p)
-    p.set_defaults(func=run)
 
 
 def settings(args: argparse.Namespace) -> dict:

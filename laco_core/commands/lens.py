@@ -9,17 +9,17 @@ from ..errors import LacoError
 from ..registry import REGISTRY
 from .common import add_model_args, check_output_file, load, write_json
 
+HELP = "What each layer would predict (logit lens), dense beside collapsed."
+DESCRIPTION = (
+    "Each layer's output goes through the final norm and the LM head. With "
+    "--compare (a recipe or an export folder built from --model) or --merge, the collapsed "
+    "model's layers are set beside the dense model's at the same original depth, with "
+    "KL(dense || collapsed) and top-1 agreement per layer: where they part is where the "
+    "collapse changed the computation."
+)
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "lens",
-        help="What each layer would predict (logit lens), dense beside collapsed.",
-        description="Each layer's output goes through the final norm and the LM head. With "
-        "--compare (a recipe or an export folder built from --model) or --merge, the collapsed "
-        "model's layers are set beside the dense model's at the same original depth, with "
-        "KL(dense || collapsed) and top-1 agreement per layer: where they part is where the "
-        "collapse changed the computation.",
-    )
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--prompt", required=True, help="the text to read (at most 64 tokens)")
     which = p.add_mutually_exclusive_group()
@@ -29,7 +29,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tokens listed per layer (1-50)")
     p.add_argument("--json", dest="json_out", help="write the lens as JSON")
     p.add_argument("--png", dest="png_out", help="write the picture as PNG (needs matplotlib)")
-    p.set_defaults(func=run)
 
 
 def collapsed_model(args: argparse.Namespace, lm):

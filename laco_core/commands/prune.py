@@ -7,7 +7,6 @@ import argparse
 from ..errors import LacoError
 from ..exchange.export import check_target
 from ..loading.limits import Limits
-from ..pipeline import export
 from ..pipeline import run as run_steps
 from ..prune.importance import AGGREGATIONS
 from ..prune.llm_pruner import default_layer_range
@@ -18,11 +17,10 @@ from ..steps.prune import PruneStep
 from .common import (
     add_model_args,
     add_out_args,
+    export_measured,
     fraction,
     load,
-    measure_validation,
     positive,
-    quality_lines,
     read_prompt_file,
     source_dirs,
 )
@@ -30,8 +28,10 @@ from .common import (
 METHODS = ("llm-pruner", *REGISTRY.selectors)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prune", help="Prune a model (LLM-Pruner, ShortGPT or angular layer drop).")
+HELP = "Prune a model (LLM-Pruner, ShortGPT or angular layer drop)."
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--method", choices=METHODS, default="llm-pruner")
     p.add_argument(
@@ -47,7 +47,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=positive, default=10, help="calibration windows")
     p.add_argument("--seq-len", type=positive, default=64, help="tokens per calibration window")
     add_out_args(p)
-    p.set_defaults(func=run)
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -92,12 +91,13 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         detail = f"dropped layers {', '.join(map(str, done.layers))}"
-    valid = measure_validation(model, lm, recipe)
-    out = export(model, lm, args.out, recipe, args.overwrite, source_dirs(args.model))
+    out, quality = export_measured(
+        model, lm, recipe, args.out, args.overwrite, source_dirs(args.model)
+    )
     before, after = recipe.info["params_before"], recipe.info["params_after"]
     print(
         f"Pruned {args.model} with {args.method}: {detail}; parameters {before:,} -> {after:,} "
         f"({100 * (1 - after / before):.1f}% removed). Saved to {out.path}: "
-        f"{quality_lines(valid, out)}"
+        f"{quality}"
     )
     return 0
