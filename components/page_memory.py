@@ -23,8 +23,11 @@ from .session_panel import snapshot
 from .state import Session
 
 TABS = ("model", "similarity", "collapse", "compare", "evaluate", "export")  # app.py's tab ids
-# a page opened with a link scrolls to the plan it drew (below the Best collapse panel)
-SHOW_LINKED = """() => { if (/[?&](plan|attn|recipe)=/.test(location.search)) setTimeout(() =>
+# once a load has put the page back: the body says so (``data-laco-page="ready"``, what
+# scripts and tests wait for before clicking), and a page opened with a link scrolls to the
+# plan it drew (below the Best collapse panel)
+AFTER_LOAD = """() => { document.body.dataset.lacoPage = 'ready';
+  if (/[?&](plan|attn|recipe)=/.test(location.search)) setTimeout(() =>
   document.getElementById('plan-msg')?.scrollIntoView({block: 'center'}), 300); }"""
 
 
@@ -149,5 +152,5 @@ def wire(
     for tab_id, item in tab_items.items():
         item.select(partial(keep_tab, tab_id), session, [session, work.browser], **instant)
     shown = [session, *page, collapse.msg, tabs, *collapse.controls]
-    model.loaded.then(reopen, session, shown, **instant).then(None, js=SHOW_LINKED)
+    model.loaded.then(reopen, session, shown, **instant).then(None, js=AFTER_LOAD)
     work.loaded.then(from_file, session, shown, **instant)

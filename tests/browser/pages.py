@@ -18,11 +18,18 @@ def wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
 
 
 def open_app(context, url: str):
-    """A new page in ``context`` on the app, once the default model shows as loaded."""
+    """A new page in ``context`` on the app, once the default model shows as loaded and the
+    load has put the page back (a tab clicked before that could be switched back)."""
     page = context.new_page()
     page.goto(url)
     wait_text(page, "#model-summary", "30 layers", 90_000)
+    settled(page)
     return page
+
+
+def settled(page, timeout: int = 60_000) -> None:
+    """Wait until the page's load has put the kept page back (``data-laco-page``)."""
+    page.wait_for_function("() => document.body.dataset.lacoPage === 'ready'", timeout=timeout)
 
 
 def quick_words(page, words: int = 600) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from components import session_panel
 from components.state import Session
-from tests.browser.pages import SHOTS, VIEWPORT, open_app, quick_words, wait_text
+from tests.browser.pages import SHOTS, VIEWPORT, open_app, quick_words, settled, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -316,6 +316,7 @@ def test_reload_keeps_the_session(page):
         "() => document.querySelector('[role=tab][aria-selected=true]').innerText.includes('Evaluate')"
     )
     wait_text(page, "#eval-table", "ppl ratio held-out", 30_000)
+    settled(page)
     tab(page, "4 · Compare")
     assert page.input_value("#cmp-prompt textarea") == "Name three rivers."
     page.click("#cmp-model input")
