@@ -16,10 +16,10 @@ from laco_core.steps.attention import AttentionStep
 from laco_core.steps.collapse import CollapseStep
 
 from . import api, jobs
-from .common import base_of, gpu, public_message, remember, removed_percent
+from .common import base_of, gpu, public_message, remember
 from .method_picker import chosen_params
 from .plan_map import msg_md, read_full
-from .state import Session, calibration_metrics
+from .state import Session, calibration_metrics, removed_percent
 
 log = logging.getLogger("laco.app")
 

@@ -147,11 +147,6 @@ def build_choices(session: Session) -> gr.Dropdown:
     return gr.Dropdown(choices=session.choices(), value=session.current)
 
 
-def removed_percent(info: dict) -> float:
-    """The share of all parameters a build removed, in percent (from its recipe's ``info``)."""
-    return 100 * (1 - info["params_after"] / info["params_before"])
-
-
 def fmt_params(n: int | float | None) -> str:
     if n is None:
         return "?"

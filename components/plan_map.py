@@ -20,8 +20,8 @@ import plotly.graph_objects as go
 from laco_core.arch.plan import Range, format_plan, parse_ranges, validate_ranges
 from laco_core.errors import LacoError
 
-from .common import removed_percent
 from .plots import range_colour, square_heatmap
+from .state import removed_percent
 
 MAPS = ["parameters", "representations"]
 # the map the Collapse tab opens on: a merge's damage follows how alike the states entering

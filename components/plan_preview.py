@@ -19,9 +19,9 @@ from laco_core.runtime.engine import Engine
 from laco_core.runtime.warmup import Warmup, warm_preview
 
 from . import plan_map, plots
-from .common import base_of, fmt_params, gpu, removed_percent
+from .common import base_of, fmt_params, gpu
 from .method_picker import chosen_params
-from .state import Session
+from .state import Session, removed_percent
 
 NO_PREVIEW = "<div class='laco-preview-empty'>Add a range to see the plan.</div>"
 BLANK = "<div class='laco-preview-empty'>No preview until the error above is fixed.</div>"

@@ -20,8 +20,8 @@ from laco_core.registry import REGISTRY
 from laco_core.runtime.engine import Engine
 
 from . import jobs, plots
-from .common import public_message, remember, removed_percent
-from .state import Session, calibration_metrics
+from .common import public_message, remember
+from .state import Session, calibration_metrics, removed_percent
 
 log = logging.getLogger("laco.app")
 

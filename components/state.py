@@ -64,6 +64,11 @@ def heldout_metrics(m: dict) -> dict:
     }
 
 
+def removed_percent(info: dict) -> float:
+    """The share of all parameters a build removed, in percent (from its recipe's ``info``)."""
+    return 100 * (1 - info["params_after"] / info["params_before"])
+
+
 @dataclass
 class Entry:
     """One model built in this session: its engine id, a label, its recipe as JSON."""
@@ -97,9 +102,9 @@ class Entry:
 
     @property
     def params_removed(self) -> float | None:
-        """Share of the base model's parameters removed, in %."""
-        before, after = self.info.get("params_before"), self.info.get("params_after")
-        return 100 * (1 - after / before) if before and after else None
+        """Share of the base model's parameters removed, in % (None when not recorded)."""
+        recorded = self.info.get("params_before") and self.info.get("params_after")
+        return removed_percent(self.info) if recorded else None
 
 
 @dataclass
