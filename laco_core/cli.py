@@ -1,7 +1,8 @@
 """The ``laco`` command line: parses, validates and calls the engine; one module per command.
 
 Every command lives in ``laco_core/commands/<name>.py`` with ``HELP`` (and optionally
-``DESCRIPTION``), ``add_flags(parser)`` and ``run(args) -> int``; the sub-parser is made here. A LacoError prints one line on stderr and exits 2.
+``DESCRIPTION``), ``add_flags(parser)`` and ``run(args) -> int``; the sub-parser is made here.
+A LacoError prints one line on stderr and exits 2.
 """
 
 from __future__ import annotations

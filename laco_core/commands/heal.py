@@ -157,7 +157,7 @@ def show(event: dict) -> None:
                 "--self-text 0).",
                 flush=True,
             )
-        elif budget and cached < n and event["seconds"] >= budget / 2:
+        elif budget and cached < n and event["seconds"] >= SAMPLING_SHARE * budget:
             print(
                 f"WARNING: sampling took {event['seconds']:.0f} s of the {budget:g} s budget, "
                 "leaving little to train. The samples are cached now: a second heal of a model "
