@@ -6,15 +6,19 @@ parameters in the embedding, BOS at the start of every sequence). Rows per model
 model, the default pipeline (``laco auto`` with one target) at each size, the quality budgets,
 ShortGPT and angular drops of as many layers as the default's middle size. Each row has its
 sizes three ways, held-out perplexity ratios on both texts (A expository, B fiction), the
-search's own validation ratio and the wall time.
+search's own validation ratio and the wall time. At the headline size the default heal follows
+(distillation on the dense model's samples, validation stop) with the whole pipeline held to
+each total of BENCH_MODELS_HEAL: its heal gets what the collapse left of that total, sampling
+included (the first heal samples, the next continues from the per-model sample cache).
 
 Writes ``bench/results/models.json`` (rows of models not run this time are kept) and
 ``docs/models_pareto.png`` (one panel per model).
 
 Knobs (environment): BENCH_MODELS (default ``default,gemma3-270m``), BENCH_MODELS_SIZES
 (``model=target:value;…`` pairs per model, default below), BENCH_MODELS_BUDGETS (default
-1.25,1.5,2 on Gemma and 1.5 on SmolLM), BENCH_MODELS_WINDOWS (256-token windows per text,
-default 0: all).
+1.25,1.5,2 on Gemma and 1.5 on SmolLM; empty: none), BENCH_MODELS_WINDOWS (256-token windows per text,
+default 0: all), BENCH_MODELS_HEAL (whole-pipeline seconds with a heal, default 600,900; empty:
+no heal rows).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from laco_core.analysis.baselines import angular_block, drop_layers, shortgpt_la
 from laco_core.analysis.evaluate import perplexity
 from laco_core.assets import STORY_TEXT, read_prompts, read_text
 from laco_core.loading.models import load_model
-from laco_core.pipeline import context
+from laco_core.pipeline import apply_steps, context
 from laco_core.pipeline import run as run_steps
 from laco_core.presets import best_collapse
 from laco_core.search.config import size_report
+from laco_core.steps.heal import default_heal
 
 from .common import at_least, at_most, report, section
 
@@ -44,6 +49,8 @@ BUDGETS = {"default": [1.5], "gemma3-270m": [1.25, 1.5, 2.0]}
 # the issue's targets: (model, target) -> held-out A ratio at most; pipeline seconds at most
 QUALITY = {("default", "target_ratio", 0.2): 1.8, ("gemma3-270m", "target_layers", 4): 2.5}
 SECONDS = {("default", "target_ratio", 0.2): 180, ("gemma3-270m", "target_layers", 4): 300}
+# healed, the whole pipeline (collapse, sampling, heal) within 15 CPU-minutes
+HEALED = {"default": 1.4, "gemma3-270m": 1.6}
 
 
 def _held_out(model, tok, windows) -> tuple[float, float]:
@@ -101,9 +108,8 @@ def bench_model(spec: str, windows: int | None) -> list[dict]:
     ref = _held_out(dense, tok, windows)
     rows = [_row(spec, "dense", None, dense, dense, tok, windows, ref, time.perf_counter() - t0)]
     runs = [(k, v) for k, v in _sizes(spec)]
-    budgets = [
-        float(x) for x in os.environ.get("BENCH_MODELS_BUDGETS", "").split(",") if x.strip()
-    ] or BUDGETS.get(spec, [1.5])
+    raw = os.environ.get("BENCH_MODELS_BUDGETS")  # set but empty: no budget rows
+    budgets = BUDGETS.get(spec, [1.5]) if raw is None else [float(x) for x in raw.split(",") if x]
     runs += [("max_ppl_ratio", q) for q in budgets]
     middle = None
     for key, value in runs:
@@ -146,6 +152,7 @@ def bench_model(spec: str, windows: int | None) -> list[dict]:
             )
             at_most(f"{name}: pipeline seconds", seconds, SECONDS[spec, key, value])
             middle = lm.num_layers - row["layers"]
+            rows += healed_rows(lm, model, seconds, f"{key}={value}", windows, ref)
         elif key == "max_ppl_ratio":
             at_most(
                 f"{name}: held-out ppl / dense (A) within the budget",
@@ -180,6 +187,59 @@ def bench_model(spec: str, windows: int | None) -> list[dict]:
             )
         )
         report(f"{spec} {kind} {n} layers: held-out ppl / dense (A)", rows[-1]["ratio_A"])
+    return rows
+
+
+def healed_rows(lm, model, collapse_s: float, target: str, windows, ref) -> list[dict]:
+    """The collapsed ``model`` healed by the default heal within what each whole-pipeline
+    total of BENCH_MODELS_HEAL leaves after its collapse (``collapse_s``)."""
+    totals = [float(x) for x in os.environ.get("BENCH_MODELS_HEAL", "600,900").split(",") if x]
+    spec, rows = lm.spec, []
+    for total in totals:
+        events: list[dict] = []
+        budget = total - collapse_s
+        if budget <= 0:
+            print(f"    {spec}: no time left to heal within {total:.0f} s", flush=True)
+            continue
+        t0 = time.perf_counter()
+        healed, (step,) = apply_steps(model, [default_heal(budget)], context(lm, events.append))
+        sampled = next((e for e in events if "samples" in e), {})
+        row = _row(
+            spec,
+            "default + heal",
+            f"{target}, whole ≤ {total:.0f} s",
+            healed,
+            lm.model,
+            lm.tokenizer,
+            windows,
+            ref,
+            collapse_s + time.perf_counter() - t0,
+            plan=step.describe(),
+            heal_steps=step.steps,
+            best_step=step.best_step,
+            validation_curve=step.validation_curve,
+            samples=sampled.get("samples"),
+            samples_cached=sampled.get("cached"),
+            sampling_seconds=sampled.get("seconds"),
+            whole_budget=total,
+        )
+        rows.append(row)
+        print(f"      validation curve {step.validation_curve}", flush=True)
+        name = f"{spec} default {target} healed, whole pipeline ≤ {total:.0f} s"
+        note = (
+            f"B {row['ratio_B']:.2f}x; {row['samples_cached']} of {row['samples']} samples cached"
+        )
+        if total == max(totals):
+            at_most(f"{name}: held-out ppl / dense (A)", row["ratio_A"], HEALED[spec], note)
+        else:
+            report(f"{name}: held-out ppl / dense (A)", row["ratio_A"], note=note)
+    if len(rows) > 1:  # a longer budget never ends worse (held-out, not the validation slice)
+        longest, *others = sorted(rows, key=lambda r: -r["whole_budget"])
+        at_most(
+            f"{spec} healed: held-out ratio of the longest budget vs the best shorter one",
+            longest["ratio_A"],
+            min(r["ratio_A"] for r in others),
+        )
     return rows
 
 

@@ -98,7 +98,8 @@ def from_file(session: Session):
     load puts back the one this browser kept. Same updates as :func:`reopen`."""
     if not session.page_from_file:
         return _unchanged(session)
-    session.page_from_file = False
+    session.ui = {**session.ui, **session.page_from_file}
+    session.page_from_file = None
     return kept_page(session, "↻ The plan from the session file you loaded.")
 
 

@@ -175,7 +175,7 @@ def _merge_session(engine: Engine, session: Session, d: dict):
     md = f"### ✓ Loaded a session: {added} model{'s' if added != 1 else ''} added (rebuilt when you use them)"
     if other.ui and other.spec == session.spec:  # its page (plan, method, tab…) on this model
         session.ui = {**session.ui, **other.ui}
-        session.page_from_file = True
+        session.page_from_file = dict(other.ui)
         md += ", and its page: plan, method, map, tab and prompt"
     md += "."
     return session, md, summary_md(session)

@@ -125,7 +125,9 @@ class Session:
     owner: str | None = None
     url_applied: bool = False  # the page's ?plan= was read (not kept)
     restored: int = 0  # builds brought back from the browser on this page load (not kept)
-    page_from_file: bool = False  # a loaded session file's page waits to be put back (not kept)
+    # a loaded session file's page, waiting to be put back (not kept): its own copy, so a
+    # page change written into ``ui`` meanwhile cannot replace it
+    page_from_file: dict | None = None
 
     def token(self) -> str:
         """This session's owner token for the engine (drawn on first use)."""

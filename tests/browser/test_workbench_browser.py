@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from components import session_panel
 from components.state import Session
@@ -348,8 +349,12 @@ def test_a_session_file_brings_its_page_back(page, tmp_path):
         timeout=10_000,
     )
     wait_text(page, "#plan-msg", "session file you loaded", 10_000)
-    page.wait_for_function(  # the tab it opens draws the plan as it shows
-        """() => document.querySelector('#plan textarea, #plan input')?.value === '10-12'
-            && document.querySelector('#plan-method input:checked')?.value === 'drop'""",
-        timeout=20_000,
-    )
+    try:
+        page.wait_for_function(  # the tab it opens draws the plan as it shows
+            """() => document.querySelector('#plan textarea, #plan input')?.value === '10-12'
+                && document.querySelector('#plan-method input:checked')?.value === 'drop'""",
+            timeout=30_000,
+        )
+    except PlaywrightTimeout:  # say what the page shows instead
+        shown = (page.input_value(PLAN), checked_method(page), page.inner_text("#plan-msg"))
+        raise AssertionError(f"plan, method and message after the load: {shown}") from None

@@ -55,3 +55,16 @@ def test_a_session_file_of_another_model_leaves_the_page_alone(tmp_path):
     session, md, _ = session_panel.load_files(engine, session, [path], progress=NoProgress())
     assert "its page" not in md and session.ui == {}
     assert all(isinstance(u, type(gr.skip())) for u in page_memory.from_file(session)[1:])
+
+
+def test_a_page_change_between_the_load_and_its_put_back_does_not_replace_the_file_page(tmp_path):
+    # the browser still shows the old plan: a change event it sends while the load runs
+    # writes that page into the session before the file's page is put back
+    engine, session, _ = tiny_session(tmp_path / "llama")
+    path = _file(_kept(session.spec), tmp_path)
+    session, _, _ = session_panel.load_files(engine, session, [path], progress=NoProgress())
+    blank = [""] * len(method_picker.PARAM_NAMES)
+    session, _ = page_memory.keep_page(session, "5-5", "", "drop", "cosine", "old", *blank)
+    out = page_memory.from_file(session)
+    assert out[1:6] == ("2-4", "1", "rdsc_calibrated", "parameters", "Hi")
+    assert session.ui["plan"] == "2-4" and session.ui["method"] == "rdsc_calibrated"
