@@ -30,8 +30,12 @@ from .analysis.metrics import kl_per_token, log_probs
 from .arch.adapters import get_adapter
 from .arch.tokens import body_ids, encode, start_ids, with_start
 from .errors import Cancelled, LacoError
+from .sampling import openings, sampled_texts
 
 Callback = Callable[[int, int, float], None]
+# the learning rate over a heal: held, or decayed along a half cosine to 0 at the end of the
+# time budget or of the steps, whichever comes first (Loshchilov & Hutter, arXiv 1608.03983)
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -113,61 +117,6 @@ def load_training_text(
     return text
 
 
-@torch.no_grad()
-def sampled_texts(
-    teacher: PreTrainedModel,
-    tokenizer,
-    seeds: list[str],
-    count: int,
-    max_new_tokens: int = 160,
-    batch_size: int = 16,
-    seed: int = 0,
-    start: int = 0,
-    deadline: float | None = None,
-) -> list[str]:
-    """Continuations ``start`` to ``count`` sampled from ``teacher`` (temperature 1, top-p 0.95).
-
-    Text the dense model writes itself is in-distribution data for distilling it: it adds
-    as many tokens as wanted to a small training text, without any download. Each batch is
-    seeded by ``seed`` and its place, so a list cut short by ``deadline`` continues later
-    (``start`` = what it holds) with exactly the samples one long run would have drawn.
-
-    Args:
-        seeds: Opening words to continue, cycled until ``count`` samples in all.
-        max_new_tokens: Length of each continuation; ``batch_size``: samples at once.
-        start: Samples already drawn (a multiple of ``batch_size``): not drawn again.
-        deadline: A ``time.perf_counter()`` time after which no new batch starts (the first
-            always runs, so every call makes progress).
-    """
-    if not seeds:
-        raise LacoError("Sampling training text needs at least one opening to continue.")
-    if start % batch_size:
-        raise ValueError(f"start={start} is not a multiple of batch_size={batch_size}")
-    starts = [seeds[i % len(seeds)] for i in range(count)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(teacher.parameters()).device
-    sampling = dict(do_sample=True, temperature=1.0, top_p=0.95, pad_token_id=pad)
-    sampling["max_new_tokens"] = max_new_tokens
-    out: list[str] = []
-    for i in range(start, count, batch_size):
-        if out and deadline is not None and time.perf_counter() >= deadline:
-            break
-        torch.manual_seed(seed * 1_000_003 + i // batch_size)
-        rows = [encode(tokenizer, t) for t in starts[i : i + batch_size]]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)  # (B, T)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        gen = teacher.generate(ids, attention_mask=mask, **sampling)  # (B, T + new)
-        out += tokenizer.batch_decode(gen, skip_special_tokens=True)
-    return out
-
-
-def openings(text: str, words: int = 5) -> list[str]:
-    """The first ``words`` words of every paragraph (or line) of ``text``."""
-    parts = [p for p in text.split("\n\n") if p.strip()] or text.splitlines()
-    return [" ".join(p.split()[:words]) for p in parts if p.split()]
-
-
 def heal(
     model: PreTrainedModel,
     tokenizer,
@@ -187,6 +136,7 @@ def heal(
     validation: list[str] | None = None,
     eval_every: int = 10,
     patience: int = 3,
+    schedule: str = "constant",
     started: float | None = None,
     on_eval: Callable[[int, float, bool], None] | None = None,
 ) -> HealResult:
@@ -215,6 +165,9 @@ def heal(
             the adapter of the best score is the one merged.
         eval_every: Steps between validations.
         patience: Stop after this many validations in a row without a new best.
+        schedule: ``constant`` or ``cosine`` (see ``SCHEDULES``); the cosine's clock is the
+            larger of the training time spent out of what the budget left it and the steps
+            taken out of ``steps``.
         started: ``time.perf_counter()`` the budget runs from (default: now), so work done
             before the call (sampling training text) counts in it.
         on_eval: ``on_eval(step, perplexity, is_best)`` after each validation.
@@ -231,6 +184,8 @@ def heal(
     check_hyperparameters(steps, rank, lr, seq_len, batch_size, self_text)
     if eval_every < 1 or patience < 1:
         raise LacoError("eval_every and patience must be >= 1.")
+    if schedule not in SCHEDULES:
+        raise LacoError(f"The schedule {schedule!r} is not one of {', '.join(SCHEDULES)}.")
     vocab = model.get_output_embeddings().weight.shape[0]
     if teacher is not None and teacher.get_output_embeddings().weight.shape[0] != vocab:
         raise LacoError("The teacher must share the model's tokenizer (its vocabulary differs).")
@@ -276,6 +231,8 @@ def heal(
     if validation:
         validate(0)
     peft_model.train()
+    train_from = time.perf_counter()
+    left = None if max_seconds is None else max(t0 + max_seconds - train_from, 1e-9)
     for step in range(steps):
         if stop is not None and stop.is_set():
             raise Cancelled("The heal was cancelled.")
@@ -290,6 +247,13 @@ def heal(
             loss = distill_loss(peft_model, teacher, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        spent = (
+            step / steps
+            if left is None
+            else max(step / steps, (time.perf_counter() - train_from) / left)
+        )
+        for group in opt.param_groups:
+            group["lr"] = scheduled_lr(lr, schedule, spent)
         opt.step()
         losses.append(float(loss.detach()))
         if callback is not None:
@@ -309,6 +273,13 @@ def heal(
     merged.requires_grad_(False)
     trained, seconds = sum(p.numel() for p in trainable), time.perf_counter() - t0
     return HealResult(merged, losses, seconds, trained, adapters, 2.0, curve, best_step)
+
+
+def scheduled_lr(lr: float, schedule: str, spent: float) -> float:
+    """The learning rate of ``schedule`` once ``spent`` (0..1) of the heal has passed."""
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * min(max(spent, 0.0), 1.0)))
+    return lr
 
 
 @torch.no_grad()
@@ -386,6 +357,7 @@ def distill_loss(student, teacher: PreTrainedModel, batch: torch.Tensor) -> torc
 
 
 __all__ = [
+    "SCHEDULES",
     "HealResult",
     "apply_lora",
     "detached_copy",
@@ -393,5 +365,6 @@ __all__ = [
     "heal",
     "load_training_text",
     "lora_targets",
+    "scheduled_lr",
     "validation_ppl",
 ]

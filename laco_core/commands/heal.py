@@ -105,15 +105,11 @@ def run(args: argparse.Namespace) -> int:
     step = default_heal(
         given["seconds"],
         args.steps,
-        rank=given["rank"],
-        lr=given["lr"],
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         teacher=teacher is not None,
-        self_text=given["self_text"],
-        eval_every=given["eval_every"],
-        patience=given["patience"],
         text=TextSource.of([train]) if train is not None else None,
+        **{k: v for k, v in given.items() if k != "seconds"},
     )
     how = "distilled from " + teacher_spec if teacher is not None else "on the LM loss"
     print(f"Healing {args.model} {how} for at most {given['seconds']:g} s.", flush=True)

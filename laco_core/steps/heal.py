@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, replace
 
 from ..assets import read_asset
 from ..errors import LacoError
-from ..heal import apply_lora, heal, openings, sampled_texts
+from ..heal import SCHEDULES, apply_lora, heal
 from ..loading.gguf_cache import cache_root
 from ..loading.limits import Limits
 from ..params import ParamDef
 from ..recipe import Step, TextSource
+from ..sampling import openings, sampled_texts
 from ..search.curve import validation_source
 
 # the training texts less their validation slice, so the validation stop is not trained on
@@ -45,6 +46,13 @@ HEAL_PARAMS = (
         0,
         4096,
         help="continuations sampled from the dense model added to the training text",
+    ),
+    ParamDef(
+        "schedule",
+        "choice",
+        "constant",
+        choices=SCHEDULES,
+        help="learning rate over the heal: constant, or cosine decay to 0 at the budget's end",
     ),
     ParamDef("eval_every", "int", 10, 1, 10_000, help="steps between validation scores"),
     ParamDef(
@@ -126,6 +134,7 @@ class HealStep(Step):
     seed: int = 0
     teacher: bool = True
     self_text: int = DEFAULTS["self_text"]
+    schedule: str = DEFAULTS["schedule"]
     seconds: float | None = None
     text: TextSource | None = None
     adapters: dict | None = None
@@ -196,6 +205,7 @@ class HealStep(Step):
             validation=valid.resolve() if valid is not None else None,
             eval_every=self.eval_every,
             patience=self.patience,
+            schedule=self.schedule,
             started=started,
             on_eval=scored,
         )

@@ -92,8 +92,8 @@ def test_distillation_from_the_dense_model_lowers_kl():
 
 
 def test_sampled_text_from_the_teacher_extends_the_training_text():
-    from laco_core.heal import openings, sampled_texts
     from laco_core.ops import build_collapsed
+    from laco_core.sampling import openings, sampled_texts
 
     tok = tiny_tokenizer()
     dense = tiny_model("llama", layers=4)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from laco_core.arch.tiny import tiny_model, tiny_tokenizer
-from laco_core.heal import apply_lora, heal, validation_ppl
+from laco_core.errors import LacoError
+from laco_core.heal import apply_lora, heal, scheduled_lr, validation_ppl
 from laco_core.pipeline import context
 from laco_core.presets import best_collapse
 from laco_core.recipe import TextSource
@@ -113,7 +115,7 @@ def test_sampling_stops_at_its_share_of_the_budget_and_the_next_heal_continues(
     tmp_path, monkeypatch, capsys
 ):
     from laco_core.commands.heal import show
-    from laco_core.heal import openings, sampled_texts
+    from laco_core.sampling import openings, sampled_texts
     from laco_core.steps.heal import SAMPLE_BATCH, SAMPLE_TOKENS
 
     monkeypatch.setenv("LACO_CACHE", str(tmp_path))
@@ -143,3 +145,17 @@ def test_sampling_stops_at_its_share_of_the_budget_and_the_next_heal_continues(
     (cache,) = (tmp_path / "heal-samples").glob("*.json")
     whole = sampled_texts(dense, tok, openings(TEXT), asked, SAMPLE_TOKENS, SAMPLE_BATCH, 0)
     assert json.loads(cache.read_text()) == whole
+
+
+def test_cosine_schedule_decays_to_zero_over_the_heal_and_constant_holds():
+    assert scheduled_lr(2e-3, "constant", 0.9) == 2e-3
+    assert scheduled_lr(2e-3, "cosine", 0.0) == 2e-3
+    assert abs(scheduled_lr(2e-3, "cosine", 0.5) - 1e-3) < 1e-12
+    assert scheduled_lr(2e-3, "cosine", 1.0) == 0.0 and scheduled_lr(2e-3, "cosine", 3.0) == 0.0
+    # a heal on it trains (the first step at the full rate) and refuses an unknown schedule
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", layers=2)
+    res = heal(model, tok, TEXT, steps=3, seq_len=32, batch_size=2, schedule="cosine")
+    assert len(res.losses) == 3 and res.adapters
+    with pytest.raises(LacoError, match="schedule 'linear' is not one of constant, cosine"):
+        heal(model, tok, TEXT, steps=3, seq_len=32, batch_size=2, schedule="linear")
