@@ -24,6 +24,7 @@ from laco_core.search.curve import CLIFF, QualityCurve, cliff_line
 
 from . import api, curve_plot, jobs
 from .common import LONG_GROUP, base_of, gpu, public_message
+from .heal_progress import heal_md
 from .search_job import follow, prompts_of, search_columns, step_curve
 from .state import Session
 
@@ -36,6 +37,7 @@ UNITS = {
     "% of all parameters": ("target_ratio", 0.01),
 }
 DEFAULT_UNIT, DEFAULT_VALUE, DEFAULT_BUDGET = "% of layer parameters", 20.0, 1.5
+MAX_HEAL_MINUTES = 60  # "then heal": a time budget, sampling included (0: no heal)
 
 
 def _number(value) -> float:
@@ -61,17 +63,27 @@ def target_of(mode: str, unit: str, value, budget) -> dict:
     return {key: v * scale}
 
 
-def label_of(mode: str, unit: str, value, budget) -> str:
+def heal_seconds_of(minutes) -> float | None:
+    """ "then heal for N minutes" as the heal's budget in seconds (None: no heal)."""
+    m = _number(0 if minutes in (None, "") else minutes)
+    if not (math.isfinite(m) and 0 <= m <= MAX_HEAL_MINUTES):
+        raise LacoError(f"Heal for 0 to {MAX_HEAL_MINUTES} minutes (0: no heal), not {minutes}.")
+    return 60 * m if m else None
+
+
+def label_of(mode: str, unit: str, value, budget, heal_minutes=0) -> str:
     """What the button does, in words."""
+    m = _number(heal_minutes or 0)
+    then = f", then heal {m:g} min" if math.isfinite(m) and m > 0 else ""
     if mode == BUDGET:
-        return f"Best collapse within {_number(budget):g}× perplexity"
+        return f"Best collapse within {_number(budget):g}× perplexity{then}"
     v = _number(value)
-    return f"Best collapse: remove {v:g} {'layer' if unit == 'layers' and v == 1 else unit}"
+    return f"Best collapse: remove {v:g} {'layer' if unit == 'layers' and v == 1 else unit}{then}"
 
 
-def button_label(mode: str, unit: str, value, budget) -> gr.Button:
+def button_label(mode: str, unit: str, value, budget, heal_minutes=0) -> gr.Button:
     """The run button says what it will do."""
-    return gr.Button(value="★ " + label_of(mode, unit, value, budget))
+    return gr.Button(value="★ " + label_of(mode, unit, value, budget, heal_minutes))
 
 
 def _pc(share: float, digits: int = 1) -> str:
@@ -108,6 +120,9 @@ def best_done(did, entry, plan, seconds, what, model, base) -> str:
         f"agreement **{m.get('cal_top1', math.nan):.1f} %**. It is now selected in Compare, "
         "Evaluate and Export."
     )
+    healed = heal_md(entry.recipe)
+    if healed:
+        lines.insert(-1, healed)
     return head + "  \n".join(lines)
 
 
@@ -120,15 +135,17 @@ def run_best(
     value: float,
     budget: float,
     prompts_text: str,
+    heal_minutes: float = 0,
     inline: bool = True,
 ):
     """ "★ Best collapse": ``presets.best_collapse`` through ``engine.run``, live, with the
-    size–quality curve. A bad target is answered inline with the engine's sentence (with
-    ``inline`` False it is raised), and nothing is built."""
+    size–quality curve, then the default heal for ``heal_minutes`` when above 0. A bad
+    target is answered inline with the engine's sentence (with ``inline`` False it is
+    raised), and nothing is built."""
     base = base_of(engine, session)
     try:
         target = target_of(mode, unit, value, budget)
-        (step,) = best_collapse(**target)
+        step, *then = best_collapse(**target, heal_seconds=heal_seconds_of(heal_minutes))
         cfg = step.config.validate(base.num_layers)
         need = target_layers_of(base.model, cfg)
         prompts = prompts_of(prompts_text)
@@ -150,10 +167,11 @@ def run_best(
         need,
         0,  # a budget's walk has no known end: an indeterminate bar
         0,
-        label_of(mode, unit, value, budget),
+        label_of(mode, unit, value, budget, heal_minutes),
         inline,
         curve=lambda d, built: draw(d, built=built),
         done=best_done,
+        then=then,
     )
 
 
@@ -173,7 +191,7 @@ def api_best(
     mode = BUDGET if max_ppl_ratio else SIZE
     if not unit:  # the endpoint's first form: a percent of all parameters
         unit, value = "% of all parameters", percent
-    updates = run_best(engine, session, mode, unit, value, max_ppl_ratio, prompts_text, False)
+    updates = run_best(engine, session, mode, unit, value, max_ppl_ratio, prompts_text, 0, False)
     yield from api.relay(updates, lambda u: u[:5])
 
 
@@ -195,6 +213,15 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
                 label="Max validation perplexity ÷ dense (after the refit)",
                 elem_id="best-budget",
             )
+        heal = gr.Number(
+            0,
+            label="then heal (minutes, 0: no)",
+            minimum=0,
+            maximum=MAX_HEAL_MINUTES,
+            scale=1,
+            min_width=110,
+            elem_id="best-heal",
+        )
         run_btn = gr.Button(
             "★ " + label_of(SIZE, DEFAULT_UNIT, DEFAULT_VALUE, DEFAULT_BUDGET),
             variant="primary",
@@ -208,7 +235,10 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
         "layer's MLP refitted (`drop_lsq`). *% of layer parameters* means the same depth on "
         "every model; *% of all parameters* counts the embedding too (63 % of Gemma 3 270M: "
         "20 % of it is 10 of 18 layers). A budget keeps the smallest model whose validation "
-        "perplexity stays within it. Several minutes on a 2-core CPU.</small>"
+        "perplexity stays within it. Several minutes on a 2-core CPU. *then heal* distils "
+        "the result from the original on the training text and the original's own samples "
+        "(LoRA, the best validation score kept) within that many minutes, sampling "
+        "included.</small>"
     )
     bar = gr.HTML(jobs.bar_html(), elem_id="best-bar")
     with gr.Row(elem_classes=["laco-row"]):
@@ -221,9 +251,9 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
 
     mode.change(show_mode, mode, [size_row, budget_row], api_visibility="private", queue=False)
     gr.on(
-        [mode.change, unit.change, value.change, budget.change],
+        [mode.change, unit.change, value.change, budget.change, heal.change],
         button_label,
-        [mode, unit, value, budget],
+        [mode, unit, value, budget, heal],
         run_btn,
         api_visibility="private",
         queue=False,
@@ -231,7 +261,7 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
     ev = jobs.wire_long(
         run_btn,
         partial(run_best, engine),
-        [session, mode, unit, value, budget, prompts],
+        [session, mode, unit, value, budget, prompts, heal],
         [session, bar, log_box, result, strip, curve],
         stop_btn,
         "best",

@@ -8,7 +8,7 @@ Shared by "★ Best collapse" (``best_panel``) and the expert search (``auto_pan
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gradio as gr
 
@@ -21,6 +21,7 @@ from laco_core.runtime.engine import Engine
 
 from . import jobs, plots
 from .common import public_message, remember
+from .heal_progress import HealProgress
 from .state import Session, calibration_metrics, removed_percent
 
 log = logging.getLogger("laco.app")
@@ -165,6 +166,7 @@ def follow(
     out=None,
     curve: Callable | None = None,
     done: Callable = done_md,
+    then: Sequence = (),
 ):
     """Run ``step`` as a job, stream bar + log, finish the build.
 
@@ -176,6 +178,7 @@ def follow(
         curve: ``(curve dict or None, built plan or None) -> figure``: the size–quality plot,
             redrawn from each "curve" event of the walk and from the build's recorded curve.
         done: ``(did, entry, plan, seconds, what, model, base) -> markdown``: the result.
+        then: Steps that follow the search in the same build (a heal), shown on the bar.
     """
     owner = session.token()
     generations = int(step.config.strategy_params.get("generations", 0) or 0)
@@ -183,8 +186,13 @@ def follow(
 
     def work(job: jobs.Job):
         tally = Tally(need)
+        healing = HealProgress(
+            job, next((t.seconds for t in then if getattr(t, "seconds", None)), None)
+        )
 
         def on_event(e: dict) -> None:
+            if then and healing(e):
+                return
             if "curve" in e:  # the size–quality curve so far (a walking search)
                 drawn["curve"], drawn["n"] = e["curve"], drawn["n"] + 1
                 last = (e["curve"].get("points") or [{}])[-1]
@@ -221,7 +229,9 @@ def follow(
                 else f"{len(job.events)} candidates scored",
             )
 
-        did = engine.run(base, [step], owner, events=on_event, progress=job.progress, stop=job.stop)
+        did = engine.run(
+            base, [step, *then], owner, events=on_event, progress=healing.report, stop=job.stop
+        )
         job.count(0, None, "", "Measuring the result on the calibration prompts…")
         return did
 

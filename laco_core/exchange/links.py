@@ -19,7 +19,7 @@ from ..schema import check_recipe
 
 MAX_LINK = 4096  # characters of a link's packed recipe (browsers take URLs ~16× longer)
 MAX_LINK_JSON = 65_536  # bytes a packed recipe may unpack to
-LEFT_OUT = ("adapters", "curve", "seconds")  # weights and the run's own records
+LEFT_OUT = ("adapters", "curve", "seconds", "losses", "validation_curve")  # weights, run records
 
 
 def _has_tensor(value) -> bool:

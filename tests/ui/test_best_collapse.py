@@ -240,3 +240,32 @@ def test_stop_is_disabled_while_idle_and_reads_stopping_until_its_job_ends(loade
     assert button.value == "■ Stop" and not button.interactive and "Stopped" in bar
     assert job.done
     job.close()
+
+
+def test_best_collapse_then_heal_counts_the_heal_and_records_it(loaded, tmp_path, monkeypatch):
+    monkeypatch.setenv("LACO_CACHE", str(tmp_path / "cache"))  # its samples, not the user's
+    engine, session = loaded
+    assert best_panel.label_of(SIZE, "layers", 1, 0, 5) == (
+        "Best collapse: remove 1 layer, then heal 5 min"
+    )
+    runs = best_panel.run_best(engine, session, SIZE, "layers", 1, 0, PROMPTS, 0.1)
+    updates = [next(runs)]
+    (job,) = jobs._RUNNING[(session.token(), "best")]
+    updates += list(runs)
+    session, bar, log, md, strip, curve = updates[-1]
+    entry = session.get(session.current)
+    assert [s["kind"] for s in entry.recipe["steps"]] == ["search", "heal"]
+    heal = entry.recipe["steps"][1]
+    assert heal["teacher"] and heal["steps"] >= 1 and heal["validation_curve"]
+    assert "then heal 0.1 min" in md and "Healed: " in md and "validation perplexity" in md
+    # the heal is counted against its budget of 6 s on the bar: the ETA is the budget left
+    healing = [h for h in job.history if h[0] == "Heal"]
+    assert healing and all(total == 6 for _, _, total, _ in healing)
+    # a bad number of minutes is answered inline, nothing built
+    builds = len(session.builds)
+    ((session, bar, log, md, strip, curve),) = list(
+        best_panel.run_best(engine, session, SIZE, "layers", 1, 0, PROMPTS, -1)
+    )
+    assert (
+        md == "⚠ Heal for 0 to 60 minutes (0: no heal), not -1." and len(session.builds) == builds
+    )
