@@ -18,7 +18,7 @@ Knobs (environment): BENCH_MODELS (default ``default,gemma3-270m``), BENCH_MODEL
 (``model=target:value;…`` pairs per model, default below), BENCH_MODELS_BUDGETS (default
 1.25,1.5,2 on Gemma and 1.5 on SmolLM; empty: none), BENCH_MODELS_WINDOWS (256-token windows per text,
 default 0: all), BENCH_MODELS_HEAL (whole-pipeline seconds with a heal, default 600,900; empty:
-no heal rows).
+no heal rows), BENCH_MODELS_HEAL_SETTINGS (the heal's declared settings, ``schedule=cosine,…``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from laco_core.pipeline import apply_steps, context
 from laco_core.pipeline import run as run_steps
 from laco_core.presets import best_collapse
 from laco_core.search.config import size_report
-from laco_core.steps.heal import default_heal
+from laco_core.steps.heal import HEAL_PARAMS, default_heal
 
 from .common import at_least, at_most, report, section
 
@@ -190,6 +190,13 @@ def bench_model(spec: str, windows: int | None) -> list[dict]:
     return rows
 
 
+def _heal_settings() -> dict:
+    """BENCH_MODELS_HEAL_SETTINGS (``name=value,…`` of the heal's declared settings)."""
+    raw = os.environ.get("BENCH_MODELS_HEAL_SETTINGS", "")
+    pairs = [p.split("=", 1) for p in raw.split(",") if "=" in p]
+    return {d.name: d.check(v, "heal") for d in HEAL_PARAMS for k, v in pairs if k == d.name}
+
+
 def healed_rows(lm, model, collapse_s: float, target: str, windows, ref) -> list[dict]:
     """The collapsed ``model`` healed by the default heal within what each whole-pipeline
     total of BENCH_MODELS_HEAL leaves after its collapse (``collapse_s``)."""
@@ -202,7 +209,8 @@ def healed_rows(lm, model, collapse_s: float, target: str, windows, ref) -> list
             print(f"    {spec}: no time left to heal within {total:.0f} s", flush=True)
             continue
         t0 = time.perf_counter()
-        healed, (step,) = apply_steps(model, [default_heal(budget)], context(lm, events.append))
+        heal = default_heal(budget, **_heal_settings())
+        healed, (step,) = apply_steps(model, [heal], context(lm, events.append))
         sampled = next((e for e in events if "samples" in e), {})
         row = _row(
             spec,

@@ -150,6 +150,8 @@ class HealStep(Step):
         how = "distilled" if self.teacher else "LM loss"
         if self.teacher and self.self_text:
             how += f" + {self.self_text} samples"
+        if self.schedule != DEFAULTS["schedule"]:
+            how += f", {self.schedule} lr"
         budget = f", ≤ {self.seconds:.0f} s" if self.seconds else ""
         best = f", best at step {self.best_step}" if self.best_step is not None else ""
         return f"heal {self.steps} steps r={self.rank} ({how}{budget}{best})"
