@@ -34,8 +34,12 @@ from .sampling import openings, sampled_texts
 
 Callback = Callable[[int, int, float], None]
 # the learning rate over a heal: held, or decayed along a half cosine to 0 at the end of the
-# time budget or of the steps, whichever comes first (Loshchilov & Hutter, arXiv 1608.03983)
+# time budget or of the steps, whichever comes first, after a warm-up (Loshchilov & Hutter,
+# arXiv 1608.03983)
 SCHEDULES = ("constant", "cosine")
+# the cosine schedule's linear warm-up, in steps: Adam's first updates are about lr per weight
+# whatever the gradient's size, which a short heal cannot afford to undo
+WARMUP_STEPS = 5
 
 
 @dataclass
@@ -253,7 +257,7 @@ def heal(
             else max(step / steps, (time.perf_counter() - train_from) / left)
         )
         for group in opt.param_groups:
-            group["lr"] = scheduled_lr(lr, schedule, spent)
+            group["lr"] = scheduled_lr(lr, schedule, spent, step)
         opt.step()
         losses.append(float(loss.detach()))
         if callback is not None:
@@ -275,10 +279,12 @@ def heal(
     return HealResult(merged, losses, seconds, trained, adapters, 2.0, curve, best_step)
 
 
-def scheduled_lr(lr: float, schedule: str, spent: float) -> float:
-    """The learning rate of ``schedule`` once ``spent`` (0..1) of the heal has passed."""
+def scheduled_lr(lr: float, schedule: str, spent: float, step: int = WARMUP_STEPS) -> float:
+    """The learning rate of ``schedule`` at (0-based) ``step``, once ``spent`` (0..1) of the
+    heal has passed."""
     if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * min(max(spent, 0.0), 1.0)))
+        warm = min(1.0, (step + 1) / WARMUP_STEPS)
+        return warm * lr * 0.5 * (1 + math.cos(math.pi * min(max(spent, 0.0), 1.0)))
     return lr
 
 

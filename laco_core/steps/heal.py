@@ -52,7 +52,7 @@ HEAL_PARAMS = (
         "choice",
         "constant",
         choices=SCHEDULES,
-        help="learning rate over the heal: constant, or cosine decay to 0 at the budget's end",
+        help="learning rate: constant, or a 5-step warm-up then cosine decay to 0 at the end",
     ),
     ParamDef("eval_every", "int", 10, 1, 10_000, help="steps between validation scores"),
     ParamDef(

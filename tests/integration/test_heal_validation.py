@@ -11,7 +11,7 @@ import torch
 
 from laco_core.arch.tiny import tiny_model, tiny_tokenizer
 from laco_core.errors import LacoError
-from laco_core.heal import apply_lora, heal, scheduled_lr, validation_ppl
+from laco_core.heal import WARMUP_STEPS, apply_lora, heal, scheduled_lr, validation_ppl
 from laco_core.pipeline import context
 from laco_core.presets import best_collapse
 from laco_core.recipe import TextSource
@@ -150,6 +150,7 @@ def test_sampling_stops_at_its_share_of_the_budget_and_the_next_heal_continues(
 def test_cosine_schedule_decays_to_zero_over_the_heal_and_constant_holds():
     assert scheduled_lr(2e-3, "constant", 0.9) == 2e-3
     assert scheduled_lr(2e-3, "cosine", 0.0) == 2e-3
+    assert scheduled_lr(2e-3, "cosine", 0.0, step=0) == pytest.approx(2e-3 / WARMUP_STEPS)
     assert abs(scheduled_lr(2e-3, "cosine", 0.5) - 1e-3) < 1e-12
     assert scheduled_lr(2e-3, "cosine", 1.0) == 0.0 and scheduled_lr(2e-3, "cosine", 3.0) == 0.0
     # a heal on it trains (the first step at the full rate) and refuses an unknown schedule
