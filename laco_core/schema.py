@@ -230,6 +230,10 @@ def _check_step(cls, raw: dict, where: str, bound: int, limits: Limits) -> None:
                 f"{where}: '{name}' must be a name (letters, digits, _ . -), not {_show(value)}."
             )
         p = declared.get(name)
+        if p is not None and p.choices and value not in p.choices:
+            raise LacoError(
+                f"{where}: '{name}' is {_show(value)}; it must be one of {', '.join(p.choices)}."
+            )
         if p is not None and _is_number(value):
             if (p.low is not None and value < p.low) or (p.high is not None and value > p.high):
                 span = f"from {p.low:g}" if p.high is None else f"between {p.low:g} and {p.high:g}"

@@ -160,6 +160,11 @@ CASES = [
         "Step 2 (heal): 'rank' is 10,000,000; it must be between 1 and 256.",
     ),
     Case(
+        "unknown heal schedule",
+        lambda s: recipe(s, [collapse(), heal(schedule="linear", adapters=None)]),
+        "Step 2 (heal): 'schedule' is 'linear'; it must be one of constant, cosine.",
+    ),
+    Case(
         "huge heal steps",
         lambda s: recipe(s, [heal(steps=10_000_000, adapters=None)]),
         "Step 1 (heal): Heal steps: 10,000,000 steps, over the limit of 5,000 "
