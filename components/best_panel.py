@@ -215,7 +215,7 @@ def build_best(engine: Engine, session: gr.State, prompts: gr.Textbox) -> dict:
             )
         heal = gr.Number(
             0,
-            label="then heal (minutes, 0: no)",
+            label="then heal (min, 0: no)",
             minimum=0,
             maximum=MAX_HEAL_MINUTES,
             scale=1,

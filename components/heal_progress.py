@@ -33,7 +33,7 @@ class HealProgress:
             desc = f"Heal: LoRA step {e['step']}, loss {e['loss']:.3f}"
             if self.seconds:
                 spent = min(now - self.started, self.seconds)
-                self.job.count(int(spent), int(self.seconds), "s of the heal", desc, "Heal", True)
+                self.job.count(int(spent), int(self.seconds), "heal seconds", desc, "Heal", True)
             else:
                 self.job.count(e["step"], e.get("total"), "LoRA steps", desc, "Heal", True)
             return True
