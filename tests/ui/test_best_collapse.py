@@ -257,7 +257,7 @@ def test_best_collapse_then_heal_counts_the_heal_and_records_it(loaded, tmp_path
     assert [s["kind"] for s in entry.recipe["steps"]] == ["search", "heal"]
     heal = entry.recipe["steps"][1]
     assert heal["teacher"] and heal["steps"] >= 1 and heal["validation_curve"]
-    assert "then heal 0.1 min" in md and "Healed: " in md and "validation perplexity" in md
+    assert "then heal 0.1 min" in md and "Healed: " in md and "validation slice" in md
     # the heal is counted against its budget of 6 s on the bar: the ETA is the budget left
     healing = [h for h in job.history if h[0] == "Heal"]
     assert healing and all(total == 6 for _, _, total, _ in healing)
@@ -269,3 +269,15 @@ def test_best_collapse_then_heal_counts_the_heal_and_records_it(loaded, tmp_path
     assert (
         md == "⚠ Heal for 0 to 60 minutes (0: no heal), not -1." and len(session.builds) == builds
     )
+
+
+def test_the_heal_line_says_which_adapter_was_kept():
+    from components.heal_progress import heal_md
+
+    assert heal_md({"steps": [{"kind": "search"}]}) == ""
+    healed = {"steps": 40, "rank": 16, "self_text": 32, "validation_curve": [[0, 50], [30, 41.5]]}
+    line = heal_md({"steps": [{"kind": "search"}, healed]})
+    assert line.startswith("Healed: 40 LoRA steps (r=16) on the training text and 32 of")
+    assert "the adapter of step 30 kept: validation perplexity 50.00 → **41.50**" in line
+    kept = heal_md({"steps": [{**healed, "steps": 1, "validation_curve": [[0, 50], [1, 52]]}]})
+    assert "1 LoRA step (" in kept and "no step scored below the unhealed 50.00" in kept
