@@ -97,7 +97,8 @@ def test_block_search_removes_redundant_attention_first(tmp_path):
     step = SearchStep(cfg, TextSource.of(PROMPTS))
     model, recipe = run_steps(base, [step], context(base, events=events.append))
     chosen = [(e["lo"], e.get("unit")) for e in events if e.get("accepted")]
-    assert chosen[:2] == [(5, "attention"), (3, "attention")]  # the near-free blocks go first
+    # the near-free blocks go first (between the two, a near tie decides: either order)
+    assert sorted(chosen[:2]) == [(3, "attention"), (5, "attention")]
     assert 1 - recipe.info["params_after"] / recipe.info["params_before"] >= 0.12
     again, _, _ = rebuild(recipe_from_dict(recipe.to_dict()[0]), lambda ref: base)
     torch.testing.assert_close(logits(again), logits(model), atol=1e-5, rtol=0)
