@@ -279,7 +279,7 @@ def heal(
     return HealResult(merged, losses, seconds, trained, adapters, 2.0, curve, best_step)
 
 
-def scheduled_lr(lr: float, schedule: str, spent: float, step: int = WARMUP_STEPS) -> float:
+def scheduled_lr(lr: float, schedule: str, spent: float, step: int) -> float:
     """The learning rate of ``schedule`` at (0-based) ``step``, once ``spent`` (0..1) of the
     heal has passed."""
     if schedule == "cosine":

@@ -148,11 +148,13 @@ def test_sampling_stops_at_its_share_of_the_budget_and_the_next_heal_continues(
 
 
 def test_cosine_schedule_decays_to_zero_over_the_heal_and_constant_holds():
-    assert scheduled_lr(2e-3, "constant", 0.9) == 2e-3
-    assert scheduled_lr(2e-3, "cosine", 0.0) == 2e-3
-    assert scheduled_lr(2e-3, "cosine", 0.0, step=0) == pytest.approx(2e-3 / WARMUP_STEPS)
-    assert abs(scheduled_lr(2e-3, "cosine", 0.5) - 1e-3) < 1e-12
-    assert scheduled_lr(2e-3, "cosine", 1.0) == 0.0 and scheduled_lr(2e-3, "cosine", 3.0) == 0.0
+    warm = WARMUP_STEPS  # a step past the warm-up
+    assert scheduled_lr(2e-3, "constant", 0.9, 0) == 2e-3
+    assert scheduled_lr(2e-3, "cosine", 0.0, warm) == 2e-3
+    assert scheduled_lr(2e-3, "cosine", 0.0, 0) == pytest.approx(2e-3 / WARMUP_STEPS)
+    assert abs(scheduled_lr(2e-3, "cosine", 0.5, warm) - 1e-3) < 1e-12
+    assert scheduled_lr(2e-3, "cosine", 1.0, warm) == 0.0
+    assert scheduled_lr(2e-3, "cosine", 3.0, warm) == 0.0
     # a heal on it trains (the first step at the full rate) and refuses an unknown schedule
     tok = tiny_tokenizer()
     model = tiny_model("llama", layers=2)
