@@ -30,6 +30,7 @@ from .analysis.metrics import kl_per_token, log_probs
 from .arch.adapters import get_adapter
 from .arch.tokens import body_ids, encode, start_ids, with_start
 from .errors import Cancelled, LacoError
+from .precision import PRECISIONS, autocast
 from .sampling import openings, sampled_texts
 
 Callback = Callable[[int, int, float], None]
@@ -143,6 +144,7 @@ def heal(
     schedule: str = "constant",
     started: float | None = None,
     on_eval: Callable[[int, float, bool], None] | None = None,
+    precision: str = "auto",
 ) -> HealResult:
     """Train LoRA adapters on ``text`` for ``steps`` steps and merge them back.
 
@@ -175,6 +177,9 @@ def heal(
         started: ``time.perf_counter()`` the budget runs from (default: now), so work done
             before the call (sampling training text) counts in it.
         on_eval: ``on_eval(step, perplexity, is_best)`` after each validation.
+        precision: The forward and backward passes' matrix products (see ``precision``):
+            ``auto`` computes in bfloat16 where the hardware does natively; the adapters and
+            the validation stay float32.
 
     Returns:
         HealResult with the merged model, the loss curve and the LoRA factors.
@@ -190,6 +195,8 @@ def heal(
         raise LacoError("eval_every and patience must be >= 1.")
     if schedule not in SCHEDULES:
         raise LacoError(f"The schedule {schedule!r} is not one of {', '.join(SCHEDULES)}.")
+    if precision not in PRECISIONS:
+        raise LacoError(f"The precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     vocab = model.get_output_embeddings().weight.shape[0]
     if teacher is not None and teacher.get_output_embeddings().weight.shape[0] != vocab:
         raise LacoError("The teacher must share the model's tokenizer (its vocabulary differs).")
@@ -197,7 +204,8 @@ def heal(
     if self_text:
         if teacher is None:
             raise LacoError("Sampled training text comes from the teacher: give --teacher too.")
-        samples = sampled_texts(teacher, tokenizer, openings(text), self_text, seed=seed)
+        with autocast(precision, next(teacher.parameters()).device):
+            samples = sampled_texts(teacher, tokenizer, openings(text), self_text, seed=seed)
         text = "\n\n".join([text, *samples])
     start = start_ids(tokenizer)
     body = seq_len - len(start)  # each batch row: the start ids, then ``body`` text tokens
@@ -245,10 +253,11 @@ def heal(
         starts = torch.randint(0, ids.numel() - body, (batch_size,), generator=gen)
         rows = torch.stack([ids[s : s + body] for s in starts.tolist()])  # (B, body)
         batch = with_start(tokenizer, rows).to(device)  # (B, T)
-        if teacher is None:
-            loss = peft_model(input_ids=batch, labels=batch, use_cache=False).loss
-        else:
-            loss = distill_loss(peft_model, teacher, batch)
+        with autocast(precision, device):
+            if teacher is None:
+                loss = peft_model(input_ids=batch, labels=batch, use_cache=False).loss
+            else:
+                loss = distill_loss(peft_model, teacher, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         spent = (

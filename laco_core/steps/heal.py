@@ -22,6 +22,7 @@ from ..heal import SCHEDULES, apply_lora, heal
 from ..loading.gguf_cache import cache_root
 from ..loading.limits import Limits
 from ..params import ParamDef
+from ..precision import PRECISIONS, autocast, uses_bf16
 from ..recipe import Step, TextSource
 from ..sampling import openings, sampled_texts
 from ..search.curve import validation_source
@@ -29,7 +30,7 @@ from ..search.curve import validation_source
 # the training texts less their validation slice, so the validation stop is not trained on
 DEFAULT_TEXT = "fit_paragraphs"
 SAMPLE_TOKENS = 160  # tokens per sampled continuation
-SAMPLE_BATCH = 16  # continuations generated at once
+SAMPLE_BATCH = 64  # continuations generated at once
 # sampling may use this share of a heal's budget (at least one batch); the rest trains. What
 # was sampled is cached, so the next heal of a model of the same base continues from it.
 SAMPLING_SHARE = 0.5
@@ -54,6 +55,14 @@ HEAL_PARAMS = (
         choices=SCHEDULES,
         help="learning rate: constant, or a 5-step warm-up then cosine decay to 0 at the end",
     ),
+    ParamDef(
+        "precision",
+        "choice",
+        "auto",
+        choices=PRECISIONS,
+        help="matrix products of training and sampling: auto = bfloat16 where the hardware "
+        "computes it natively (weights stay float32), else float32",
+    ),
     ParamDef("eval_every", "int", 10, 1, 10_000, help="steps between validation scores"),
     ParamDef(
         "patience",
@@ -77,13 +86,21 @@ def model_key(model) -> str:
 
 
 def cached_samples(
-    teacher, tokenizer, seeds: list[str], count: int, seed: int, deadline: float | None = None
+    teacher,
+    tokenizer,
+    seeds: list[str],
+    count: int,
+    seed: int,
+    deadline: float | None = None,
+    precision: str = "auto",
 ) -> tuple[list[str], int]:
     """``(texts, cached)``: up to ``count`` continuations sampled from ``teacher`` (see
     ``heal.sampled_texts``), the first ``cached`` of them read from the cache an earlier heal
     wrote. Sampling stops at ``deadline`` (after one batch at least); what was drawn is cached,
-    so the next heal of a model of this base continues from it."""
-    what = json.dumps([model_key(teacher), seeds, count, seed, SAMPLE_TOKENS])
+    so the next heal of a model of this base continues from it. ``precision``: as the heal's
+    (bfloat16 samples differ from float32 ones, so each has its own cache)."""
+    bf16 = uses_bf16(precision, next(teacher.parameters()).device)
+    what = json.dumps([model_key(teacher), seeds, count, seed, SAMPLE_TOKENS, SAMPLE_BATCH, bf16])
     key = hashlib.sha1(what.encode()).hexdigest()[:16]
     path = cache_root() / "heal-samples" / f"{key}.json"
     have: list[str] = []
@@ -98,9 +115,10 @@ def cached_samples(
         have = have[: len(have) - len(have) % SAMPLE_BATCH]
     if len(have) == count:
         return have, count
-    more = sampled_texts(
-        teacher, tokenizer, seeds, count, SAMPLE_TOKENS, SAMPLE_BATCH, seed, len(have), deadline
-    )
+    with autocast(precision, next(teacher.parameters()).device):
+        more = sampled_texts(
+            teacher, tokenizer, seeds, count, SAMPLE_TOKENS, SAMPLE_BATCH, seed, len(have), deadline
+        )
     texts = have + more
     try:  # atomically: a crash never leaves half a file behind
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +153,7 @@ class HealStep(Step):
     teacher: bool = True
     self_text: int = DEFAULTS["self_text"]
     schedule: str = DEFAULTS["schedule"]
+    precision: str = DEFAULTS["precision"]
     seconds: float | None = None
     text: TextSource | None = None
     adapters: dict | None = None
@@ -168,7 +187,13 @@ class HealStep(Step):
             ctx.report(0.0, f"Sampling {self.self_text} continuations from the dense model")
             deadline = started + SAMPLING_SHARE * self.seconds if self.seconds else None
             samples, hit = cached_samples(
-                teacher, ctx.tokenizer, openings(train), self.self_text, self.seed, deadline
+                teacher,
+                ctx.tokenizer,
+                openings(train),
+                self.self_text,
+                self.seed,
+                deadline,
+                self.precision,
             )
             drawn, took = len(samples), time.perf_counter() - started
             ctx.event(
@@ -208,6 +233,7 @@ class HealStep(Step):
             eval_every=self.eval_every,
             patience=self.patience,
             schedule=self.schedule,
+            precision=self.precision,
             started=started,
             on_eval=scored,
         )

@@ -115,6 +115,7 @@ def test_sampling_stops_at_its_share_of_the_budget_and_the_next_heal_continues(
     tmp_path, monkeypatch, capsys
 ):
     from laco_core.commands.heal import show
+    from laco_core.precision import autocast
     from laco_core.sampling import openings, sampled_texts
     from laco_core.steps.heal import SAMPLE_BATCH, SAMPLE_TOKENS
 
@@ -143,7 +144,8 @@ def test_sampling_stops_at_its_share_of_the_budget_and_the_next_heal_continues(
     assert f"{asked} continuations read from the cache" in outs[2]
     # what the two cut-short heals drew is what one long run draws
     (cache,) = (tmp_path / "heal-samples").glob("*.json")
-    whole = sampled_texts(dense, tok, openings(TEXT), asked, SAMPLE_TOKENS, SAMPLE_BATCH, 0)
+    with autocast("auto", torch.device("cpu")):  # as the heal samples
+        whole = sampled_texts(dense, tok, openings(TEXT), asked, SAMPLE_TOKENS, SAMPLE_BATCH, 0)
     assert json.loads(cache.read_text()) == whole
 
 
@@ -162,3 +164,25 @@ def test_cosine_schedule_decays_to_zero_over_the_heal_and_constant_holds():
     assert len(res.losses) == 3 and res.adapters
     with pytest.raises(LacoError, match="schedule 'linear' is not one of constant, cosine"):
         heal(model, tok, TEXT, steps=3, seq_len=32, batch_size=2, schedule="linear")
+
+
+def test_bfloat16_precision_trains_like_float32_and_keeps_float32_adapters():
+    from laco_core.precision import native_bf16, uses_bf16
+
+    cpu = torch.device("cpu")
+    assert uses_bf16("bfloat16", cpu) and not uses_bf16("float32", cpu)
+    assert uses_bf16("auto", cpu) == native_bf16(cpu)
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", layers=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runs = {
+        p: heal(model, tok, TEXT * 4, steps=3, rank=4, seq_len=32, batch_size=2, precision=p)
+        for p in ("float32", "bfloat16")
+    }
+    # the same first loss up to bfloat16's rounding; the adapters learned in float32
+    assert runs["bfloat16"].losses[0] == pytest.approx(runs["float32"].losses[0], rel=0.02)
+    assert all(t.dtype == torch.float32 for t in runs["bfloat16"].adapters.values())
+    assert runs["bfloat16"].losses != runs["float32"].losses  # it did compute in bfloat16
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(LacoError, match="precision 'half' is not one of auto, float32"):
+        heal(model, tok, TEXT * 4, steps=1, seq_len=32, precision="half")
