@@ -11,7 +11,7 @@ search's own validation ratio and the wall time. At the headline size the defaul
 each total of BENCH_MODELS_HEAL: its heal gets what the collapse left of that total, sampling
 included (the first heal samples, the next continues from the per-model sample cache).
 
-Writes ``bench/results/models.json`` (rows of models not run this time are kept) and
+Writes ``bench/results/models.json`` (rows not run this time are kept) and
 ``docs/models_pareto.png`` (one panel per model).
 
 Knobs (environment): BENCH_MODELS (default ``default,gemma3-270m``), BENCH_MODELS_SIZES
@@ -297,9 +297,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     import json
 
-    # rows of models not run this time are kept (one model at a time fits a session)
+    # rows not run this time (other models, sizes, budgets) are kept: one model or one size
+    # at a time fits a session
     path = out / "models.json"
     kept = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in kept if r.get("model") not in specs] + rows
+    ran = {(r.get("model"), r.get("method"), str(r.get("target"))) for r in rows}
+    rows = [
+        r for r in kept if (r.get("model"), r.get("method"), str(r.get("target"))) not in ran
+    ] + rows
     path.write_text(json.dumps(rows, indent=1, default=str) + "\n")
     pareto(rows, ROOT / "docs" / "models_pareto.png")
