@@ -165,6 +165,11 @@ CASES = [
         "Step 2 (heal): 'schedule' is 'linear'; it must be one of constant, cosine.",
     ),
     Case(
+        "unknown heal precision",
+        lambda s: recipe(s, [collapse(), heal(precision="half", adapters=None)]),
+        "Step 2 (heal): 'precision' is 'half'; it must be one of auto, float32, bfloat16.",
+    ),
+    Case(
         "huge heal steps",
         lambda s: recipe(s, [heal(steps=10_000_000, adapters=None)]),
         "Step 1 (heal): Heal steps: 10,000,000 steps, over the limit of 5,000 "
