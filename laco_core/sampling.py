@@ -37,7 +37,8 @@ def sampled_texts(
         seeds: Opening words to continue, cycled until ``count`` samples in all.
         max_new_tokens: Length of each continuation; ``batch_size``: samples at once.
         start: Samples already drawn (a multiple of ``batch_size``): not drawn again.
-        deadline: A ``time.perf_counter()`` time after which no new batch starts (the first
+        deadline: A ``time.perf_counter()`` time no batch after the first should end past:
+            a batch starts only if it would end by then at the last batch's pace (the first
             always runs, so every call makes progress).
     """
     if not seeds:
@@ -50,9 +51,11 @@ def sampled_texts(
     sampling = dict(do_sample=True, temperature=1.0, top_p=0.95, pad_token_id=pad)
     sampling["max_new_tokens"] = max_new_tokens
     out: list[str] = []
+    took = 0.0  # the last batch's seconds: the next one is expected to take as long
     for i in range(start, count, batch_size):
-        if out and deadline is not None and time.perf_counter() >= deadline:
+        if out and deadline is not None and time.perf_counter() + took > deadline:
             break
+        began = time.perf_counter()
         torch.manual_seed(seed * 1_000_003 + i // batch_size)
         rows = [encode(tokenizer, t) for t in starts[i : i + batch_size]]
         width = max(len(r) for r in rows)
@@ -60,6 +63,7 @@ def sampled_texts(
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         gen = teacher.generate(ids, attention_mask=mask, **sampling)  # (B, T + new)
         out += tokenizer.batch_decode(gen, skip_special_tokens=True)
+        took = time.perf_counter() - began
     return out
 
 
