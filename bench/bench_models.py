@@ -251,6 +251,11 @@ def healed_rows(lm, model, collapse_s: float, target: str, windows, ref) -> list
     return rows
 
 
+def _method_order(kind: str) -> tuple[int, str]:
+    """The default pipeline first, then its healed rows, then the baselines by name."""
+    return ({"default": 0, "default + heal": 1}.get(kind, 2), kind)
+
+
 def pareto(rows: list[dict], path: Path) -> None:
     """Layers removed vs held-out perplexity ratio (A), one panel per model."""
     import matplotlib
@@ -260,16 +265,18 @@ def pareto(rows: list[dict], path: Path) -> None:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     models = list(dict.fromkeys(r["model"] for r in rows))
+    # one colour per method in every panel, whatever order the rows were written in
+    kinds = sorted({r["method"] for r in rows if r["method"] != "dense"}, key=_method_order)
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, spec in zip(axes[0], models, strict=True):
         pts = [r for r in rows if r["model"] == spec and "ratio_A" in r and r["method"] != "dense"]
-        for i, kind in enumerate(dict.fromkeys(r["method"] for r in pts)):
+        for kind in dict.fromkeys(sorted((r["method"] for r in pts), key=_method_order)):
             g = sorted((r for r in pts if r["method"] == kind), key=lambda r: r["layers_removed"])
             ax.plot(
                 [100 * r["layers_removed"] for r in g],
                 [r["ratio_A"] for r in g],
                 "o-" if kind == "default" else "s",
-                color=plt.get_cmap("tab10")(i),
+                color=plt.get_cmap("tab10")(kinds.index(kind)),
                 label=kind,
             )
         ax.set_yscale("log")
