@@ -29,15 +29,18 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``precision`` (one of ``PRECISIONS``) computes in bfloat16 on ``device``."""
+    """Whether ``precision`` (one of ``PRECISIONS``) computes in bfloat16 on ``device``
+    (only a CPU or a CUDA device autocasts to it)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if device.type not in ("cpu", "cuda"):
+        return False
     return precision == "bfloat16" or (precision == "auto" and native_bf16(device))
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """A context computing in bfloat16 when ``uses_bf16``, else one that changes nothing."""
-    if not uses_bf16(precision, device) or device.type not in ("cpu", "cuda"):
+    if not uses_bf16(precision, device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 

@@ -95,11 +95,12 @@ def cached_samples(
     precision: str = "auto",
 ) -> tuple[list[str], int]:
     """``(texts, cached)``: up to ``count`` continuations sampled from ``teacher`` (see
-    ``heal.sampled_texts``), the first ``cached`` of them read from the cache an earlier heal
+    ``sampling.sampled_texts``), the first ``cached`` of them read from the cache an earlier heal
     wrote. Sampling stops at ``deadline`` (after one batch at least); what was drawn is cached,
     so the next heal of a model of this base continues from it. ``precision``: as the heal's
     (bfloat16 samples differ from float32 ones, so each has its own cache)."""
-    bf16 = uses_bf16(precision, next(teacher.parameters()).device)
+    device = next(teacher.parameters()).device
+    bf16 = uses_bf16(precision, device)
     what = json.dumps([model_key(teacher), seeds, count, seed, SAMPLE_TOKENS, SAMPLE_BATCH, bf16])
     key = hashlib.sha1(what.encode()).hexdigest()[:16]
     path = cache_root() / "heal-samples" / f"{key}.json"
@@ -115,7 +116,7 @@ def cached_samples(
         have = have[: len(have) - len(have) % SAMPLE_BATCH]
     if len(have) == count:
         return have, count
-    with autocast(precision, next(teacher.parameters()).device):
+    with autocast(precision, device):
         more = sampled_texts(
             teacher, tokenizer, seeds, count, SAMPLE_TOKENS, SAMPLE_BATCH, seed, len(have), deadline
         )
