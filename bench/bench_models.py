@@ -251,6 +251,11 @@ def healed_rows(lm, model, collapse_s: float, target: str, windows, ref) -> list
     return rows
 
 
+def _row_key(row: dict) -> tuple:
+    """What a row measured: the model, the method and its target."""
+    return row.get("model"), row.get("method"), str(row.get("target"))
+
+
 def _method_order(kind: str) -> tuple[int, str]:
     """The default pipeline first, then its healed rows, then the baselines by name."""
     return ({"default": 0, "default + heal": 1}.get(kind, 2), kind)
@@ -308,9 +313,7 @@ def main() -> None:
     # at a time fits a session
     path = out / "models.json"
     kept = json.loads(path.read_text()) if path.exists() else []
-    ran = {(r.get("model"), r.get("method"), str(r.get("target"))) for r in rows}
-    rows = [
-        r for r in kept if (r.get("model"), r.get("method"), str(r.get("target"))) not in ran
-    ] + rows
+    ran = {_row_key(r) for r in rows}
+    rows = [r for r in kept if _row_key(r) not in ran] + rows
     path.write_text(json.dumps(rows, indent=1, default=str) + "\n")
     pareto(rows, ROOT / "docs" / "models_pareto.png")
